@@ -1,0 +1,69 @@
+//! The command line: one subcommand per job. Each subcommand's `run` is where its wiring lives.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Kubernetes Multicluster Services for a ClusterSet, with an embedded `clusterset.local` DNS server.
+#[derive(Debug, Parser)]
+#[command(name = "mcsd", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the CustomResourceDefinitions (ServiceExport, ServiceImport, ClusterProperty) as YAML.
+    Crds(CrdsArgs),
+}
+
+/// `mcsd crds`.
+#[derive(Debug, clap::Args)]
+struct CrdsArgs {
+    /// Write one file per CRD into this directory (normally the repository's `crds/`) instead of
+    /// printing a multi-document YAML stream on standard output.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Runs the chosen subcommand; errors are printed as one line on standard error.
+    pub fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Crds(args) => args.run(),
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("mcsd: {error:#}");
+                }
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+impl CrdsArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let Self { dir } = self;
+        match dir {
+            Some(dir) => {
+                mcsd_crds::generate::write_all(&dir)?;
+            }
+            None => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                for (i, crd) in mcsd_crds::generate::crds()?.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b"---\n")?;
+                    }
+                    out.write_all(mcsd_crds::generate::render(crd)?.as_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
