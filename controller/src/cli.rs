@@ -28,6 +28,31 @@ struct CrdsArgs {
 }
 
 impl Cli {
+    /// Parses the command line. `--help` and `--version` print as usual; a bad flag prints one
+    /// line that names the problem (and where to look), and gives the exit code to leave with.
+    pub fn parse_args() -> Result<Self, ExitCode> {
+        Self::try_parse().map_err(|error| {
+            use clap::error::ErrorKind;
+            if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = error.print();
+                return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+            }
+            let rendered = error.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("mcsd: {first} (see `mcsd --help`)");
+            }
+            ExitCode::from(2)
+        })
+    }
+
     /// Runs the chosen subcommand; errors are printed as one line on standard error.
     pub fn run(self) -> ExitCode {
         let result = match self.command {

@@ -1,7 +1,8 @@
 //! `mcsd`: Kubernetes Multicluster Services controllers and the `clusterset.local` DNS server.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    mcsd::cli::Cli::parse().run()
+    match mcsd::cli::Cli::parse_args() {
+        Ok(cli) => cli.run(),
+        Err(code) => code,
+    }
 }

@@ -1,0 +1,56 @@
+//! The `mcsd` command line, run as a user runs it.
+
+use std::process::Command;
+
+fn mcsd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mcsd"))
+        .args(args)
+        .output()
+        .expect("run mcsd")
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = mcsd(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("crds"), "{text}");
+}
+
+#[test]
+fn a_bad_flag_fails_with_one_line_naming_it() {
+    let out = mcsd(&["crds", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[test]
+fn crds_prints_exactly_the_committed_files_as_one_stream() {
+    let out = mcsd(&["crds"]);
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("crds");
+    let files: Vec<String> = [
+        "multicluster.x-k8s.io_serviceexports.yaml",
+        "multicluster.x-k8s.io_serviceimports.yaml",
+        "about.k8s.io_clusterproperties.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+    .collect();
+    assert_eq!(printed, files.join("---\n"));
+}
+
+#[test]
+fn crds_into_an_unwritable_directory_fails_with_one_line() {
+    let out = mcsd(&["crds", "--dir", "/nonexistent/dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/nonexistent/dir"), "{err}");
+}

@@ -1,0 +1,188 @@
+//! The install manifests render with kustomize (through the real kubectl) and say what the README
+//! promises: least-privilege RBAC, a hardened two-replica Deployment, DNS on UDP and TCP 53.
+
+use std::process::Command;
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::Service,
+    rbac::v1::{ClusterRole, PolicyRule, Role},
+};
+use serde::Deserialize;
+
+fn rendered() -> Vec<serde_json::Value> {
+    let root = mcsd_tests::repo_root();
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root.join("manifests"))
+        .output()
+        .expect("kubectl must be installed to render the manifests (.ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<T: serde::de::DeserializeOwned>(docs: &[serde_json::Value], kind: &str, name: &str) -> T {
+    let doc = docs
+        .iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in the rendered manifests"));
+    serde_json::from_value(doc.clone()).unwrap()
+}
+
+fn rules_of(rules: &Option<Vec<PolicyRule>>) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for rule in rules.iter().flatten() {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                out.push((group.clone(), resource.clone(), rule.verbs.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn kustomize_renders_the_crds_namespace_rbac_deployment_and_services() {
+    let docs = rendered();
+    let mut kinds: Vec<String> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap().to_string())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in [
+        "CustomResourceDefinition",
+        "Namespace",
+        "ClusterRole",
+        "Role",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} missing from {kinds:?}");
+    }
+    let crds: Vec<_> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(crds.len(), 3);
+    for crd in mcsd_crds::generate::crds().unwrap() {
+        let rendered = crds
+            .iter()
+            .find(|d| d["metadata"]["name"] == crd.crd.metadata.name.clone().unwrap().as_str())
+            .expect("every generated CRD is installed by the kustomization");
+        let rendered: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+            serde_json::from_value((*rendered).clone()).unwrap();
+        assert!(
+            rendered == crd.crd,
+            "the kustomization installs {} as generated",
+            crd.file_name
+        );
+    }
+}
+
+#[test]
+fn no_rbac_rule_uses_a_wildcard() {
+    for doc in rendered()
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
+        let rules: Vec<PolicyRule> = serde_json::from_value(doc["rules"].clone()).unwrap();
+        for rule in rules {
+            let all = rule
+                .verbs
+                .iter()
+                .chain(rule.resources.iter().flatten())
+                .chain(rule.api_groups.iter().flatten());
+            for word in all {
+                assert_ne!(word, "*", "{}: {rule:?}", doc["metadata"]["name"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn peers_may_only_read_the_exchange_namespace_and_this_clusters_identity() {
+    let docs = rendered();
+    let role: Role = find(&docs, "Role", "mcsd-peer");
+    assert_eq!(role.metadata.namespace.as_deref(), Some("mcsd-system"));
+    for (group, resource, verbs) in rules_of(&role.rules) {
+        assert!(
+            verbs
+                .iter()
+                .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+            "{group}/{resource}: {verbs:?}"
+        );
+    }
+    let identity: ClusterRole = find(&docs, "ClusterRole", "mcsd-peer-identity");
+    let rules = identity.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].verbs, ["get"]);
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(
+            &[
+                "cluster.clusterset.k8s.io".to_string(),
+                "clusterset.k8s.io".to_string()
+            ][..]
+        )
+    );
+}
+
+#[test]
+fn the_daemon_cannot_write_exports_or_secrets() {
+    let docs = rendered();
+    let cluster_role: ClusterRole = find(&docs, "ClusterRole", "mcsd");
+    for (group, resource, verbs) in rules_of(&cluster_role.rules) {
+        if resource == "serviceexports" {
+            assert_eq!(verbs, ["get", "list", "watch"], "exports belong to users");
+        }
+        assert_ne!(resource, "secrets", "no cluster-wide secret access ({group})");
+    }
+    let role: Role = find(&docs, "Role", "mcsd");
+    for (_, resource, verbs) in rules_of(&role.rules) {
+        if resource == "secrets" {
+            assert_eq!(verbs, ["get", "list", "watch"]);
+        }
+    }
+}
+
+#[test]
+fn the_deployment_is_hardened_and_highly_available() {
+    let docs = rendered();
+    let deployment: Deployment = find(&docs, "Deployment", "mcsd");
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+    let container = &pod.containers[0];
+    assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some());
+    let resources = container.resources.as_ref().unwrap();
+    assert!(resources.requests.is_some() && resources.limits.is_some());
+    let sc = container.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+}
+
+#[test]
+fn dns_is_served_on_udp_and_tcp_port_53() {
+    let service: Service = find(&rendered(), "Service", "mcsd-dns");
+    let ports = service.spec.unwrap().ports.unwrap();
+    let mut seen: Vec<_> = ports
+        .iter()
+        .map(|p| (p.port, p.protocol.clone().unwrap()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, [(53, "TCP".to_string()), (53, "UDP".to_string())]);
+}
