@@ -587,7 +587,7 @@ mod tests {
                 internal_traffic_policy: rng
                     .pick(&[InternalTrafficPolicy::Cluster, InternalTrafficPolicy::Local]),
                 traffic_distribution: rng.pick(&[None, Some("PreferClose".to_string())]),
-                labels: if rng.next() % 2 == 0 {
+                labels: if rng.next().is_multiple_of(2) {
                     BTreeMap::new()
                 } else {
                     [("a".to_string(), "b".to_string())].into()
