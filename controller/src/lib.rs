@@ -4,4 +4,6 @@
 //! in `mcsd-crds`; the DNS server, which knows nothing of Kubernetes, in `mcsd-dns`.
 
 pub mod cli;
+pub mod exchange;
+pub mod export;
 pub mod merge;

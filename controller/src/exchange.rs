@@ -1,0 +1,271 @@
+//! The exchange format: how a cluster publishes its own exports for its peers (`docs/exchange.md`).
+//!
+//! ```text
+//!  cluster-a, namespace mcsd-system (written only by cluster-a's mcsd, read by its peers)
+//!  ┌──────────────────────────────────────────────┐
+//!  │ ConfigMap  demo.hello        mcsd.io/exchange=v1   data["export.json"] = ExportRecord
+//!  │ EndpointSlice demo.hello-x7k2p  mcsd.io/exchange=v1   (mirror of one local slice)
+//!  └──────────────────────────────────────────────┘
+//! ```
+//!
+//! Standard kinds only, so peers need nothing but `get/list/watch` on ConfigMaps and
+//! EndpointSlices in one namespace. Records are versioned: a reader accepts every `v1` record and
+//! ignores fields it does not know, so clusters running different mcsd versions interoperate.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{core::v1::ConfigMap, core::v1::SessionAffinityConfig},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    jiff::Timestamp,
+};
+use mcsd_crds::{
+    ClusterId,
+    mcs::{IPFamily, InternalTrafficPolicy, ServiceImportType, ServicePort, SessionAffinity},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::merge::{Export, ExportSpec};
+
+/// Label on every exchange record; its value is the format version.
+pub const LABEL_EXCHANGE: &str = "mcsd.io/exchange";
+/// The format version this build writes.
+pub const FORMAT_VERSION: &str = "v1";
+/// Label: the namespace of the exported Service.
+pub const LABEL_SERVICE_NAMESPACE: &str = "mcsd.io/service-namespace";
+/// Label: the name of the exported Service.
+pub const LABEL_SERVICE_NAME: &str = "mcsd.io/service-name";
+/// The ConfigMap key holding the [`ExportRecord`].
+pub const RECORD_KEY: &str = "export.json";
+/// The default exchange namespace.
+pub const DEFAULT_NAMESPACE: &str = "mcsd-system";
+
+/// One cluster's export of one Service, as published in its exchange namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportRecord {
+    /// The publishing cluster's id.
+    pub cluster: ClusterId,
+    /// Namespace of the exported Service.
+    pub namespace: String,
+    /// Name of the exported Service.
+    pub name: String,
+    /// `creationTimestamp` of the ServiceExport: the conflict-resolution precedence key.
+    pub export_created: Time,
+    /// `ClusterSetIP` or `Headless`.
+    #[serde(rename = "type")]
+    pub type_: ServiceImportType,
+    /// The Service's ports.
+    #[serde(default)]
+    pub ports: Vec<ServicePort>,
+    /// Session affinity.
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
+    /// Session affinity configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_config: Option<SessionAffinityConfig>,
+    /// The Service's IP families.
+    #[serde(default)]
+    pub ip_families: Vec<IPFamily>,
+    /// Internal traffic policy.
+    #[serde(default)]
+    pub internal_traffic_policy: InternalTrafficPolicy,
+    /// Traffic distribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
+    /// `spec.exportedLabels`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exported_labels: BTreeMap<String, String>,
+    /// `spec.exportedAnnotations`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exported_annotations: BTreeMap<String, String>,
+}
+
+/// Why an exchange record could not be read. A bad record is skipped (and reported), never fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The record is of a format version this build does not read.
+    #[error("exchange record {name} has format {found:?}; this mcsd reads {FORMAT_VERSION}")]
+    Version {
+        /// The ConfigMap's name.
+        name: String,
+        /// Its `mcsd.io/exchange` label.
+        found: String,
+    },
+    /// The ConfigMap has no record.
+    #[error("exchange record {name} has no {RECORD_KEY}")]
+    Missing {
+        /// The ConfigMap's name.
+        name: String,
+    },
+    /// The record is not valid JSON of the expected shape.
+    #[error("exchange record {name} is malformed: {source}")]
+    Malformed {
+        /// The ConfigMap's name.
+        name: String,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+}
+
+impl ExportRecord {
+    /// The record of `spec`, exported by `cluster` from a ServiceExport created at `created`.
+    pub fn new(
+        cluster: ClusterId,
+        namespace: &str,
+        name: &str,
+        created: Timestamp,
+        spec: ExportSpec,
+    ) -> Self {
+        Self {
+            cluster,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            export_created: Time(created),
+            type_: spec.type_,
+            ports: spec.ports,
+            session_affinity: spec.session_affinity,
+            session_affinity_config: spec.session_affinity_config,
+            ip_families: spec.ip_families,
+            internal_traffic_policy: spec.internal_traffic_policy,
+            traffic_distribution: spec.traffic_distribution,
+            exported_labels: spec.labels,
+            exported_annotations: spec.annotations,
+        }
+    }
+
+    /// The record as input to the merge.
+    pub fn to_export(&self) -> Export {
+        Export {
+            cluster: self.cluster.clone(),
+            created: self.export_created.0,
+            spec: ExportSpec {
+                type_: self.type_,
+                ports: self.ports.clone(),
+                session_affinity: self.session_affinity,
+                session_affinity_config: self.session_affinity_config.clone(),
+                ip_families: self.ip_families.clone(),
+                internal_traffic_policy: self.internal_traffic_policy,
+                traffic_distribution: self.traffic_distribution.clone(),
+                labels: self.exported_labels.clone(),
+                annotations: self.exported_annotations.clone(),
+            },
+        }
+    }
+
+    /// The name of the ConfigMap that holds the record of `namespace/name`.
+    pub fn object_name(namespace: &str, name: &str) -> String {
+        format!("{namespace}.{name}")
+    }
+
+    /// The ConfigMap that publishes this record in `exchange_namespace`.
+    pub fn to_config_map(&self, exchange_namespace: &str) -> ConfigMap {
+        let json = serde_json::to_string(self).expect("an ExportRecord always serialises");
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(Self::object_name(&self.namespace, &self.name)),
+                namespace: Some(exchange_namespace.to_string()),
+                labels: Some(record_labels(&self.namespace, &self.name)),
+                ..Default::default()
+            },
+            data: Some([(RECORD_KEY.to_string(), json)].into()),
+            ..Default::default()
+        }
+    }
+
+    /// Reads the record a ConfigMap publishes.
+    pub fn from_config_map(cm: &ConfigMap) -> Result<Self, RecordError> {
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        let version = cm
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_EXCHANGE))
+            .cloned()
+            .unwrap_or_default();
+        if version != FORMAT_VERSION {
+            return Err(RecordError::Version { name, found: version });
+        }
+        let Some(json) = cm.data.as_ref().and_then(|d| d.get(RECORD_KEY)) else {
+            return Err(RecordError::Missing { name });
+        };
+        serde_json::from_str(json).map_err(|source| RecordError::Malformed { name, source })
+    }
+}
+
+/// The labels of every exchange record of `namespace/name`.
+pub fn record_labels(namespace: &str, name: &str) -> BTreeMap<String, String> {
+    [
+        (LABEL_EXCHANGE.to_string(), FORMAT_VERSION.to_string()),
+        (LABEL_SERVICE_NAMESPACE.to_string(), namespace.to_string()),
+        (LABEL_SERVICE_NAME.to_string(), name.to_string()),
+    ]
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcsd_crds::mcs::Protocol;
+
+    fn record() -> ExportRecord {
+        ExportRecord::new(
+            ClusterId::new("cluster-a").unwrap(),
+            "demo",
+            "hello",
+            "2026-11-21T10:00:00Z".parse().unwrap(),
+            ExportSpec {
+                ports: vec![ServicePort {
+                    name: Some("tcp".into()),
+                    protocol: Protocol::TCP,
+                    app_protocol: None,
+                    port: 42,
+                }],
+                ip_families: vec![IPFamily::IPv4],
+                labels: [("team".to_string(), "a".to_string())].into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_record_round_trips_through_its_config_map() {
+        let cm = record().to_config_map("mcsd-system");
+        assert_eq!(cm.metadata.name.as_deref(), Some("demo.hello"));
+        assert_eq!(cm.metadata.labels.as_ref().unwrap()[LABEL_EXCHANGE], "v1");
+        assert_eq!(ExportRecord::from_config_map(&cm).unwrap(), record());
+        assert_eq!(record().to_export().spec.labels["team"], "a");
+    }
+
+    #[test]
+    fn unknown_fields_from_a_newer_v1_writer_are_ignored() {
+        let mut cm = record().to_config_map("mcsd-system");
+        let data = cm.data.as_mut().unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&data[RECORD_KEY]).unwrap();
+        json["someFutureField"] = serde_json::json!({"x": 1});
+        data.insert(RECORD_KEY.into(), json.to_string());
+        assert_eq!(ExportRecord::from_config_map(&cm).unwrap(), record());
+    }
+
+    #[test]
+    fn another_format_version_is_refused_with_a_clear_error() {
+        let mut cm = record().to_config_map("mcsd-system");
+        cm.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(LABEL_EXCHANGE.into(), "v2".into());
+        let err = ExportRecord::from_config_map(&cm).unwrap_err().to_string();
+        assert!(err.contains("\"v2\"") && err.contains("reads v1"), "{err}");
+    }
+
+    #[test]
+    fn a_record_with_an_invalid_cluster_id_is_malformed() {
+        let mut cm = record().to_config_map("mcsd-system");
+        let data = cm.data.as_mut().unwrap();
+        let bad = data[RECORD_KEY].replace("cluster-a", "Cluster_A");
+        data.insert(RECORD_KEY.into(), bad);
+        let err = ExportRecord::from_config_map(&cm).unwrap_err().to_string();
+        assert!(err.contains("malformed") && err.contains("lowercase"), "{err}");
+    }
+}
