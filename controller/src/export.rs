@@ -96,6 +96,100 @@ pub fn evaluate(export: &ServiceExport, service: Option<&Service>) -> Result<Exp
     })
 }
 
+/// Where an export stands, as its controller sees it.
+#[derive(Clone, Debug)]
+pub enum Progress<'a> {
+    /// The export is invalid: nothing is published.
+    Invalid(&'a Invalid),
+    /// The export is valid but its exchange record is not written yet.
+    Publishing,
+    /// The record is published; `merged` is the ClusterSet's view of the service, once known.
+    Published(Option<&'a crate::merge::Merged>),
+}
+
+/// The `Valid`, `Ready` and `Conflict` conditions of a ServiceExport.
+///
+/// mcsd is a pull model: `Ready=True` (reason `Ready`) means the export is published for peers
+/// to pull. `Conflict` is present once the ClusterSet view is known, on every exporting cluster.
+pub fn export_conditions(
+    progress: Progress<'_>,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    now: k8s_openapi::jiff::Timestamp,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    use crate::conditions::condition;
+    use mcsd_crds::names::conditions::{CONFLICT, READY, VALID, ready};
+    match progress {
+        Progress::Invalid(invalid) => vec![
+            condition(
+                previous,
+                VALID,
+                "False",
+                invalid.reason,
+                invalid.message.clone(),
+                now,
+            ),
+            condition(
+                previous,
+                READY,
+                "False",
+                ready::PENDING,
+                "the ServiceExport is not valid".into(),
+                now,
+            ),
+        ],
+        Progress::Publishing => vec![
+            condition(
+                previous,
+                VALID,
+                "True",
+                valid::VALID,
+                "the Service can be exported".into(),
+                now,
+            ),
+            condition(
+                previous,
+                READY,
+                "Unknown",
+                ready::PENDING,
+                "publishing the export to the ClusterSet".into(),
+                now,
+            ),
+        ],
+        Progress::Published(merged) => {
+            let mut out = vec![
+                condition(
+                    previous,
+                    VALID,
+                    "True",
+                    valid::VALID,
+                    "the Service can be exported".into(),
+                    now,
+                ),
+                condition(
+                    previous,
+                    READY,
+                    "True",
+                    ready::READY,
+                    "the export is published for the ClusterSet".into(),
+                    now,
+                ),
+            ];
+            if let Some(m) = merged {
+                let status = if m.conflicts.is_empty() { "False" } else { "True" };
+                out.push(condition(
+                    previous,
+                    CONFLICT,
+                    status,
+                    &m.conflict_reason(),
+                    m.conflict_message(),
+                    now,
+                ));
+            }
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +320,56 @@ mod tests {
             evaluate(&mk_export("demo", "hello"), Some(&svc)).unwrap().type_,
             ServiceImportType::Headless
         );
+    }
+
+    #[test]
+    fn an_invalid_export_says_why_and_is_not_ready() {
+        let invalid = evaluate(&mk_export("demo", "hello"), None).unwrap_err();
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let conds = export_conditions(Progress::Invalid(&invalid), &[], now);
+        let got: Vec<_> = conds
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [("Valid", "False", "NoService"), ("Ready", "False", "Pending")]
+        );
+    }
+
+    #[test]
+    fn a_published_export_in_conflict_says_so_with_joined_reasons() {
+        use crate::merge::{Export, merge};
+        let spec = evaluate(&mk_export("demo", "hello"), Some(&mk_service(hello_spec()))).unwrap();
+        let other = ExportSpec {
+            type_: ServiceImportType::Headless,
+            session_affinity: SessionAffinity::None,
+            session_affinity_config: None,
+            ..spec.clone()
+        };
+        let at = |s: i64| k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + s).unwrap();
+        let m = merge(&[
+            Export {
+                cluster: "cluster-a".parse().unwrap(),
+                created: at(0),
+                spec,
+            },
+            Export {
+                cluster: "cluster-b".parse().unwrap(),
+                created: at(1),
+                spec: other,
+            },
+        ])
+        .unwrap();
+        let conds = export_conditions(Progress::Published(Some(&m)), &[], at(5));
+        let conflict = conds.iter().find(|c| c.type_ == "Conflict").unwrap();
+        assert_eq!(conflict.status, "True");
+        assert_eq!(
+            conflict.reason,
+            "TypeConflict,SessionAffinityConflict,SessionAffinityConfigConflict"
+        );
+        let ready = conds.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Ready"));
     }
 
     #[test]

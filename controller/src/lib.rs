@@ -4,6 +4,8 @@
 //! in `mcsd-crds`; the DNS server, which knows nothing of Kubernetes, in `mcsd-dns`.
 
 pub mod cli;
+pub mod conditions;
 pub mod exchange;
 pub mod export;
+pub mod import;
 pub mod merge;
