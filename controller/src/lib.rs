@@ -7,5 +7,6 @@ pub mod cli;
 pub mod conditions;
 pub mod exchange;
 pub mod export;
+pub mod identity;
 pub mod import;
 pub mod merge;
