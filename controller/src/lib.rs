@@ -10,3 +10,4 @@ pub mod export;
 pub mod identity;
 pub mod import;
 pub mod merge;
+pub mod view;

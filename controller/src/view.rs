@@ -1,0 +1,399 @@
+//! The ClusterSet view: every cluster's exchange records, indexed by service.
+//!
+//! ```text
+//!  peer watches (one per cluster, this one included)
+//!     │ apply / delete / reset(cluster, records)
+//!     ▼
+//!  View: (namespace, name) ─▶ cluster ─▶ { export record, mirrored slices }
+//!     │ changed keys
+//!     ▼
+//!  exporter (Conflict conditions) and importer (imports, derived Services, slices)
+//! ```
+//!
+//! Synchronous and I/O-free: watch plumbing stays outside. Every mutation returns the service
+//! keys whose view changed, so callers reconcile only those: the work for one changed service
+//! does not grow with the number of services.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::{core::v1::ConfigMap, discovery::v1::EndpointSlice};
+use mcsd_crds::ClusterId;
+
+use crate::{
+    exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
+    merge::{Merged, merge},
+};
+
+/// A service, by namespace and name.
+pub type Key = (String, String);
+
+/// What one cluster publishes about one service.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Published {
+    /// The export record, while the cluster exports the service.
+    pub record: Option<ExportRecord>,
+    /// The cluster's mirrored EndpointSlices, by name.
+    pub slices: BTreeMap<String, EndpointSlice>,
+}
+
+/// One exchange object, as a peer watch delivers it.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// An export record.
+    Record(ConfigMap),
+    /// A mirrored EndpointSlice.
+    Slice(EndpointSlice),
+}
+
+/// The index of every cluster's exchange records.
+#[derive(Debug, Default)]
+pub struct View {
+    services: BTreeMap<Key, BTreeMap<ClusterId, Published>>,
+}
+
+fn key_of(labels: Option<&BTreeMap<String, String>>) -> Option<Key> {
+    let labels = labels?;
+    Some((
+        labels.get(LABEL_SERVICE_NAMESPACE)?.clone(),
+        labels.get(LABEL_SERVICE_NAME)?.clone(),
+    ))
+}
+
+impl View {
+    /// Adds or replaces one object published by `cluster`. Returns the key it changed, if any.
+    /// A record that cannot be read is dropped (with a warning) as if it were absent.
+    pub fn apply(&mut self, cluster: &ClusterId, object: Object) -> Option<Key> {
+        match object {
+            Object::Record(cm) => {
+                let key = key_of(cm.metadata.labels.as_ref())?;
+                let record = match ExportRecord::from_config_map(&cm) {
+                    Ok(r)
+                        if r.cluster == *cluster
+                            && (r.namespace.as_str(), r.name.as_str())
+                                == (key.0.as_str(), key.1.as_str()) =>
+                    {
+                        r
+                    }
+                    Ok(r) => {
+                        tracing::warn!(%cluster, claimed = %r.cluster, namespace = %key.0, name = %key.1, "exchange record names another cluster or service; ignored");
+                        return self.remove_record(cluster, &key);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%cluster, %error, "unreadable exchange record ignored");
+                        return self.remove_record(cluster, &key);
+                    }
+                };
+                let entry = self
+                    .services
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(cluster.clone())
+                    .or_default();
+                if entry.record.as_ref() == Some(&record) {
+                    return None;
+                }
+                entry.record = Some(record);
+                Some(key)
+            }
+            Object::Slice(slice) => {
+                let key = key_of(slice.metadata.labels.as_ref())?;
+                let name = slice.metadata.name.clone()?;
+                let entry = self
+                    .services
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(cluster.clone())
+                    .or_default();
+                if entry
+                    .slices
+                    .get(&name)
+                    .is_some_and(|old| same_content(old, &slice))
+                {
+                    return None;
+                }
+                entry.slices.insert(name, slice);
+                Some(key)
+            }
+        }
+    }
+
+    /// Removes one object published by `cluster`. Returns the key it changed, if any.
+    pub fn delete(&mut self, cluster: &ClusterId, object: &Object) -> Option<Key> {
+        match object {
+            Object::Record(cm) => self.remove_record(cluster, &key_of(cm.metadata.labels.as_ref())?),
+            Object::Slice(slice) => {
+                let key = key_of(slice.metadata.labels.as_ref())?;
+                let name = slice.metadata.name.as_ref()?;
+                let entry = self.services.get_mut(&key)?.get_mut(cluster)?;
+                entry.slices.remove(name)?;
+                self.prune(&key, cluster);
+                Some(key)
+            }
+        }
+    }
+
+    /// Replaces everything `cluster` publishes with `objects` (a re-list). Returns every key whose
+    /// view changed; keys that did not change are not returned.
+    pub fn reset(&mut self, cluster: &ClusterId, objects: Vec<Object>) -> BTreeSet<Key> {
+        let mut fresh = View::default();
+        for object in objects {
+            fresh.apply(cluster, object);
+        }
+        let mut changed = BTreeSet::new();
+        let keys: BTreeSet<Key> = self
+            .services
+            .iter()
+            .filter(|(_, by_cluster)| by_cluster.contains_key(cluster))
+            .map(|(k, _)| k.clone())
+            .chain(fresh.services.keys().cloned())
+            .collect();
+        for key in keys {
+            let new = fresh.services.get_mut(&key).and_then(|m| m.remove(cluster));
+            let old = self.services.get(&key).and_then(|m| m.get(cluster));
+            let same = match (&new, old) {
+                (Some(a), Some(b)) => a.record == b.record && same_slices(&a.slices, &b.slices),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            match new {
+                Some(p) => {
+                    self.services
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(cluster.clone(), p);
+                }
+                None => {
+                    if let Some(m) = self.services.get_mut(&key) {
+                        m.remove(cluster);
+                    }
+                    self.prune(&key, cluster);
+                }
+            }
+            changed.insert(key);
+        }
+        changed
+    }
+
+    /// Forgets everything `cluster` publishes (a peer removed, or stale past its grace period).
+    pub fn forget(&mut self, cluster: &ClusterId) -> BTreeSet<Key> {
+        self.reset(cluster, Vec::new())
+    }
+
+    /// The merged import of `key`, from every cluster that exports it.
+    pub fn merged(&self, key: &Key) -> Option<Merged> {
+        let exports: Vec<_> = self
+            .services
+            .get(key)?
+            .values()
+            .filter_map(|p| p.record.as_ref().map(ExportRecord::to_export))
+            .collect();
+        merge(&exports)
+    }
+
+    /// The mirrored slices of every cluster for `key`.
+    pub fn slices(&self, key: &Key) -> BTreeMap<ClusterId, Vec<EndpointSlice>> {
+        self.services
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(_, p)| !p.slices.is_empty())
+            .map(|(c, p)| (c.clone(), p.slices.values().cloned().collect()))
+            .collect()
+    }
+
+    /// Every service some cluster publishes something for.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.services.keys()
+    }
+
+    fn remove_record(&mut self, cluster: &ClusterId, key: &Key) -> Option<Key> {
+        let entry = self.services.get_mut(key)?.get_mut(cluster)?;
+        entry.record.take()?;
+        self.prune(key, cluster);
+        Some(key.clone())
+    }
+
+    fn prune(&mut self, key: &Key, cluster: &ClusterId) {
+        if let Some(by_cluster) = self.services.get_mut(key) {
+            if by_cluster
+                .get(cluster)
+                .is_some_and(|p| p.record.is_none() && p.slices.is_empty())
+            {
+                by_cluster.remove(cluster);
+            }
+            if by_cluster.is_empty() {
+                self.services.remove(key);
+            }
+        }
+    }
+}
+
+/// Two slices with the same endpoints and ports (metadata such as resourceVersion aside).
+fn same_content(a: &EndpointSlice, b: &EndpointSlice) -> bool {
+    a.address_type == b.address_type && a.endpoints == b.endpoints && a.ports == b.ports
+}
+
+fn same_slices(a: &BTreeMap<String, EndpointSlice>, b: &BTreeMap<String, EndpointSlice>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((na, sa), (nb, sb))| na == nb && same_content(sa, sb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merge::ExportSpec;
+    use k8s_openapi::{api::discovery::v1::Endpoint, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+
+    fn id(s: &str) -> ClusterId {
+        ClusterId::new(s).unwrap()
+    }
+
+    fn record(cluster: &str, ns: &str, name: &str, secs: i64) -> Object {
+        let r = ExportRecord::new(
+            id(cluster),
+            ns,
+            name,
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap(),
+            ExportSpec::default(),
+        );
+        Object::Record(r.to_config_map("mcsd-system"))
+    }
+
+    fn slice(ns: &str, name: &str, slice: &str, addr: &str) -> Object {
+        Object::Slice(EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(slice.into()),
+                labels: Some(crate::exchange::record_labels(ns, name)),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: vec![Endpoint {
+                addresses: vec![addr.into()],
+                ..Default::default()
+            }],
+            ports: None,
+        })
+    }
+
+    fn key(ns: &str, name: &str) -> Key {
+        (ns.into(), name.into())
+    }
+
+    #[test]
+    fn two_exporters_merge_and_the_import_survives_one_leaving() {
+        let mut view = View::default();
+        assert_eq!(
+            view.apply(&id("cluster-a"), record("cluster-a", "demo", "hello", 0)),
+            Some(key("demo", "hello"))
+        );
+        view.apply(&id("cluster-b"), record("cluster-b", "demo", "hello", 5));
+        assert_eq!(
+            view.merged(&key("demo", "hello")).unwrap().clusters,
+            [id("cluster-a"), id("cluster-b")]
+        );
+        view.delete(&id("cluster-a"), &record("cluster-a", "demo", "hello", 0));
+        assert_eq!(
+            view.merged(&key("demo", "hello")).unwrap().clusters,
+            [id("cluster-b")]
+        );
+        view.delete(&id("cluster-b"), &record("cluster-b", "demo", "hello", 5));
+        assert!(view.merged(&key("demo", "hello")).is_none());
+        assert_eq!(view.keys().count(), 0, "nothing left behind");
+    }
+
+    #[test]
+    fn reapplying_the_same_record_changes_nothing() {
+        let mut view = View::default();
+        view.apply(&id("cluster-a"), record("cluster-a", "demo", "hello", 0));
+        assert_eq!(
+            view.apply(&id("cluster-a"), record("cluster-a", "demo", "hello", 0)),
+            None
+        );
+        view.apply(
+            &id("cluster-a"),
+            slice("demo", "hello", "demo.hello-1", "10.0.0.1"),
+        );
+        assert_eq!(
+            view.apply(
+                &id("cluster-a"),
+                slice("demo", "hello", "demo.hello-1", "10.0.0.1")
+            ),
+            None
+        );
+        assert!(
+            view.apply(
+                &id("cluster-a"),
+                slice("demo", "hello", "demo.hello-1", "10.0.0.2")
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn a_record_claiming_another_cluster_is_ignored() {
+        let mut view = View::default();
+        assert_eq!(
+            view.apply(&id("cluster-b"), record("cluster-a", "demo", "hello", 0)),
+            None
+        );
+        assert!(view.merged(&key("demo", "hello")).is_none());
+    }
+
+    #[test]
+    fn a_relist_reports_only_what_changed() {
+        let mut view = View::default();
+        let a = id("cluster-a");
+        view.apply(&a, record("cluster-a", "demo", "one", 0));
+        view.apply(&a, record("cluster-a", "demo", "two", 0));
+        view.apply(&a, slice("demo", "two", "demo.two-1", "10.0.0.1"));
+        let changed = view.reset(
+            &a,
+            vec![
+                record("cluster-a", "demo", "one", 0),
+                record("cluster-a", "demo", "two", 0),
+                slice("demo", "two", "demo.two-1", "10.0.0.9"),
+                record("cluster-a", "demo", "three", 0),
+            ],
+        );
+        assert_eq!(
+            changed,
+            BTreeSet::from([key("demo", "two"), key("demo", "three")])
+        );
+        let unchanged = view.reset(
+            &a,
+            vec![
+                record("cluster-a", "demo", "one", 0),
+                record("cluster-a", "demo", "two", 0),
+                slice("demo", "two", "demo.two-1", "10.0.0.9"),
+                record("cluster-a", "demo", "three", 0),
+            ],
+        );
+        assert!(
+            unchanged.is_empty(),
+            "a relist of the same data changes nothing: {unchanged:?}"
+        );
+    }
+
+    #[test]
+    fn forgetting_a_cluster_withdraws_only_its_records() {
+        let mut view = View::default();
+        view.apply(&id("cluster-a"), record("cluster-a", "demo", "hello", 0));
+        view.apply(&id("cluster-b"), record("cluster-b", "demo", "hello", 1));
+        view.apply(
+            &id("cluster-b"),
+            slice("demo", "hello", "demo.hello-b", "10.2.0.1"),
+        );
+        let changed = view.forget(&id("cluster-b"));
+        assert_eq!(changed, BTreeSet::from([key("demo", "hello")]));
+        assert_eq!(
+            view.merged(&key("demo", "hello")).unwrap().clusters,
+            [id("cluster-a")]
+        );
+        assert!(view.slices(&key("demo", "hello")).is_empty());
+    }
+}
