@@ -45,6 +45,15 @@ pub enum Object {
     Slice(EndpointSlice),
 }
 
+/// The two kinds of exchange object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Export records (ConfigMaps).
+    Record,
+    /// Mirrored EndpointSlices.
+    Slice,
+}
+
 /// The index of every cluster's exchange records.
 #[derive(Debug, Default)]
 pub struct View {
@@ -132,12 +141,30 @@ impl View {
         }
     }
 
-    /// Replaces everything `cluster` publishes with `objects` (a re-list). Returns every key whose
-    /// view changed; keys that did not change are not returned.
-    pub fn reset(&mut self, cluster: &ClusterId, objects: Vec<Object>) -> BTreeSet<Key> {
+    /// Replaces every object of `kind` that `cluster` publishes with `objects` (a re-list of that
+    /// kind). Returns every key whose view changed; keys that did not change are not returned.
+    pub fn reset(&mut self, cluster: &ClusterId, kind: Kind, objects: Vec<Object>) -> BTreeSet<Key> {
         let mut fresh = View::default();
         for object in objects {
             fresh.apply(cluster, object);
+        }
+        // Keep what this re-list does not cover: the other kind's objects.
+        for (key, by_cluster) in &self.services {
+            if let Some(old) = by_cluster.get(cluster) {
+                let entry = fresh
+                    .services
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(cluster.clone())
+                    .or_default();
+                match kind {
+                    Kind::Record => entry.slices = old.slices.clone(),
+                    Kind::Slice => entry.record = old.record.clone(),
+                }
+                if entry.record.is_none() && entry.slices.is_empty() {
+                    fresh.prune(key, cluster);
+                }
+            }
         }
         let mut changed = BTreeSet::new();
         let keys: BTreeSet<Key> = self
@@ -179,7 +206,14 @@ impl View {
 
     /// Forgets everything `cluster` publishes (a peer removed, or stale past its grace period).
     pub fn forget(&mut self, cluster: &ClusterId) -> BTreeSet<Key> {
-        self.reset(cluster, Vec::new())
+        let mut changed = self.reset(cluster, Kind::Record, Vec::new());
+        changed.extend(self.reset(cluster, Kind::Slice, Vec::new()));
+        changed
+    }
+
+    /// What `cluster` publishes for `key`.
+    pub fn published(&self, cluster: &ClusterId, key: &Key) -> Option<&Published> {
+        self.services.get(key)?.get(cluster)
     }
 
     /// The merged import of `key`, from every cluster that exports it.
@@ -351,31 +385,48 @@ mod tests {
         view.apply(&a, record("cluster-a", "demo", "one", 0));
         view.apply(&a, record("cluster-a", "demo", "two", 0));
         view.apply(&a, slice("demo", "two", "demo.two-1", "10.0.0.1"));
-        let changed = view.reset(
-            &a,
+        let records = || {
             vec![
                 record("cluster-a", "demo", "one", 0),
                 record("cluster-a", "demo", "two", 0),
-                slice("demo", "two", "demo.two-1", "10.0.0.9"),
                 record("cluster-a", "demo", "three", 0),
-            ],
+            ]
+        };
+        let changed = view.reset(&a, Kind::Record, records());
+        assert_eq!(
+            changed,
+            BTreeSet::from([key("demo", "three")]),
+            "the slices of two are kept"
         );
+        assert_eq!(view.slices(&key("demo", "two")).len(), 1);
+        let changed = view.reset(
+            &a,
+            Kind::Slice,
+            vec![slice("demo", "two", "demo.two-1", "10.0.0.9")],
+        );
+        assert_eq!(changed, BTreeSet::from([key("demo", "two")]));
+        assert!(
+            view.reset(&a, Kind::Record, records()).is_empty(),
+            "a relist of the same data changes nothing"
+        );
+        assert!(
+            view.reset(
+                &a,
+                Kind::Slice,
+                vec![slice("demo", "two", "demo.two-1", "10.0.0.9")]
+            )
+            .is_empty()
+        );
+        let changed = view.reset(&a, Kind::Record, vec![record("cluster-a", "demo", "one", 0)]);
         assert_eq!(
             changed,
             BTreeSet::from([key("demo", "two"), key("demo", "three")])
         );
-        let unchanged = view.reset(
-            &a,
-            vec![
-                record("cluster-a", "demo", "one", 0),
-                record("cluster-a", "demo", "two", 0),
-                slice("demo", "two", "demo.two-1", "10.0.0.9"),
-                record("cluster-a", "demo", "three", 0),
-            ],
-        );
-        assert!(
-            unchanged.is_empty(),
-            "a relist of the same data changes nothing: {unchanged:?}"
+        assert!(view.merged(&key("demo", "two")).is_none());
+        assert_eq!(
+            view.slices(&key("demo", "two")).len(),
+            1,
+            "slices stay until their own relist"
         );
     }
 
