@@ -193,6 +193,52 @@ impl ExportRecord {
     }
 }
 
+/// The exchange mirror of one local EndpointSlice of `namespace/name`: the same endpoints
+/// (without `targetRef`, which means nothing in another cluster) and ports.
+pub fn mirror_slice(
+    namespace: &str,
+    name: &str,
+    local: &k8s_openapi::api::discovery::v1::EndpointSlice,
+    exchange_namespace: &str,
+) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+    let mut labels = record_labels(namespace, name);
+    labels.insert(
+        mcsd_crds::names::LABEL_MANAGED_BY.to_string(),
+        mcsd_crds::names::MANAGED_BY.to_string(),
+    );
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(mirror_name(
+                namespace,
+                local.metadata.name.as_deref().unwrap_or_default(),
+            )),
+            namespace: Some(exchange_namespace.to_string()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        address_type: local.address_type.clone(),
+        endpoints: local
+            .endpoints
+            .iter()
+            .map(|e| Endpoint {
+                addresses: e.addresses.clone(),
+                conditions: e.conditions.clone(),
+                hostname: e.hostname.clone(),
+                node_name: e.node_name.clone(),
+                zone: e.zone.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        ports: local.ports.clone(),
+    }
+}
+
+/// The exchange name of the mirror of local slice `slice` in `namespace`.
+pub fn mirror_name(namespace: &str, slice: &str) -> String {
+    format!("{namespace}.{slice}")
+}
+
 /// The labels of every exchange record of `namespace/name`.
 pub fn record_labels(namespace: &str, name: &str) -> BTreeMap<String, String> {
     [

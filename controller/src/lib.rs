@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod conditions;
+pub mod daemon;
 pub mod exchange;
 pub mod export;
 pub mod identity;

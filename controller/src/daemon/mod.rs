@@ -1,0 +1,377 @@
+//! `mcsd run`: the controllers of one cluster, wired together.
+//!
+//! ```text
+//!  local watches ──keys──▶ exporter ──▶ exchange records (own namespace)
+//!                                         │ followed, like every peer's, into
+//!  peer watches ────────────────────────▶ View ──keys──▶ importer ──▶ imports, derived Services, slices
+//!                                                   └──▶ exporter (Conflict conditions)
+//! ```
+//!
+//! Start-up order: identity is established by the caller; then every local watch lists, this
+//! cluster's own exchange records are listed, peers get a bounded time to list theirs, and only
+//! then do the writers start, so the first pass sees complete data and rewrites nothing that is
+//! already right.
+
+mod apply;
+mod exporter;
+mod importer;
+pub mod metrics;
+pub mod peers;
+mod queue;
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Namespace, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher,
+    },
+};
+use mcsd_crds::{
+    ClusterId,
+    mcs::v1beta1::{ServiceExport, ServiceImport},
+    names,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use self::metrics::Writes;
+use self::{exporter::Exporter, importer::Importer};
+use crate::{
+    exchange::LABEL_EXCHANGE,
+    identity::Identity,
+    import::LABEL_DERIVED_FROM,
+    view::{Key, View},
+};
+
+/// A peer: a cluster id and a client whose credentials may read its exchange namespace.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Peer {
+    /// The peer's cluster id, as configured.
+    pub cluster: ClusterId,
+    /// A client for its API server.
+    pub client: Client,
+}
+
+/// Everything the controllers of one cluster need.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Config {
+    /// The local API server.
+    pub client: Client,
+    /// This cluster's identity.
+    pub identity: Identity,
+    /// The exchange namespace (the same name in every cluster).
+    pub exchange_namespace: String,
+    /// The other clusters of the ClusterSet.
+    pub peers: Vec<Peer>,
+    /// How long to wait for peers to list their records before the writers start anyway.
+    pub peer_sync_timeout: Duration,
+}
+
+/// What a running daemon exposes.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    /// Writes made so far.
+    pub writes: Writes,
+    /// True once every watch has listed and the writers run.
+    pub ready: watch::Receiver<bool>,
+    /// Local ServiceImports (the DNS index reads the same objects).
+    pub imports: Store<ServiceImport>,
+}
+
+fn store_and_feed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    on_event: impl Fn(&K) + Send + 'static,
+    on_relist: impl Fn() + Send + 'static,
+    shutdown: CancellationToken,
+) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = stream.next() => e,
+            };
+            match event {
+                None => return,
+                Some(Ok(
+                    watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o),
+                )) => on_event(&o),
+                Some(Ok(watcher::Event::InitDone)) => on_relist(),
+                Some(Ok(watcher::Event::Init)) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(kind = %K::kind(&Default::default()), %error, "watch failed; retrying");
+                }
+            }
+        }
+    });
+    store
+}
+
+fn key_of<K: ResourceExt>(o: &K) -> Key {
+    (o.namespace().unwrap_or_default(), o.name_any())
+}
+
+/// Runs the controllers of one cluster until `shutdown`. Returns once every task has started;
+/// the work goes on in background tasks.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
+    let Config {
+        client,
+        identity,
+        exchange_namespace,
+        peers,
+        peer_sync_timeout,
+    } = config;
+    let writes = Writes::default();
+    let view = Arc::new(Mutex::new(View::default()));
+    let (export_queue, mut export_worker) = queue::queue();
+    let (import_queue, mut import_worker) = queue::queue();
+    let (ready_tx, ready) = watch::channel(false);
+
+    // Local watches. Each event marks the services it concerns.
+    let q = export_queue.clone();
+    let exports = store_and_feed(
+        Api::<ServiceExport>::all(client.clone()),
+        watcher::Config::default(),
+        move |o| q.push(key_of(o)),
+        || {},
+        shutdown.clone(),
+    );
+    let (qe, qi) = (export_queue.clone(), import_queue.clone());
+    let services = store_and_feed(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+        move |o: &Service| {
+            qe.push(key_of(o));
+            if let Some(from) = o.labels().get(LABEL_DERIVED_FROM) {
+                qi.push((o.namespace().unwrap_or_default(), from.clone()));
+            }
+        },
+        || {},
+        shutdown.clone(),
+    );
+    let (qe, qi) = (export_queue.clone(), import_queue.clone());
+    let slices = store_and_feed(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default(),
+        move |o: &EndpointSlice| {
+            let ns = o.namespace().unwrap_or_default();
+            let labels = o.labels();
+            if labels.get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY) {
+                if let Some(svc) = labels.get(names::LABEL_SERVICE_NAME) {
+                    qi.push((ns, svc.clone()));
+                } else if let (Some(sns), Some(svc)) = (
+                    labels.get(crate::exchange::LABEL_SERVICE_NAMESPACE),
+                    labels.get(crate::exchange::LABEL_SERVICE_NAME),
+                ) {
+                    qe.push((sns.clone(), svc.clone()));
+                }
+            } else if let Some(svc) = labels.get(names::LABEL_KUBERNETES_SERVICE_NAME) {
+                qe.push((ns, svc.clone()));
+            }
+        },
+        || {},
+        shutdown.clone(),
+    );
+    let qi = import_queue.clone();
+    let imports = store_and_feed(
+        Api::<ServiceImport>::all(client.clone()),
+        watcher::Config::default(),
+        move |o| qi.push(key_of(o)),
+        || {},
+        shutdown.clone(),
+    );
+    let (qi, v) = (import_queue.clone(), view.clone());
+    let namespaces = store_and_feed(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+        move |o: &Namespace| {
+            let ns = o.name_any();
+            let keys: Vec<Key> = v
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .filter(|(n, _)| *n == ns)
+                .cloned()
+                .collect();
+            qi.extend(keys);
+        },
+        || {},
+        shutdown.clone(),
+    );
+    let qe = export_queue.clone();
+    let own_records = store_and_feed(
+        Api::<ConfigMap>::namespaced(client.clone(), &exchange_namespace),
+        watcher::Config::default().labels(LABEL_EXCHANGE),
+        move |o: &ConfigMap| {
+            let labels = o.labels();
+            if let (Some(ns), Some(svc)) = (
+                labels.get(crate::exchange::LABEL_SERVICE_NAMESPACE),
+                labels.get(crate::exchange::LABEL_SERVICE_NAME),
+            ) {
+                qe.push((ns.clone(), svc.clone()));
+            }
+        },
+        || {},
+        shutdown.clone(),
+    );
+
+    // Followers: this cluster's own records, and every peer's.
+    let changed = {
+        let (qe, qi) = (export_queue.clone(), import_queue.clone());
+        move |keys: BTreeSet<Key>| {
+            qe.extend(keys.iter().cloned());
+            qi.extend(keys);
+        }
+    };
+    let mut own_synced = None;
+    let mut peer_synced = Vec::new();
+    let followed = std::iter::once(Peer {
+        cluster: identity.cluster.clone(),
+        client: client.clone(),
+    })
+    .chain(peers);
+    for peer in followed {
+        let (tx, rx) = watch::channel(false);
+        if peer.cluster == identity.cluster {
+            own_synced = Some(rx);
+        } else {
+            peer_synced.push((peer.cluster.clone(), rx));
+        }
+        let (view, changed, shutdown) = (view.clone(), changed.clone(), shutdown.clone());
+        let namespace = exchange_namespace.clone();
+        let clusterset = identity.clusterset.clone();
+        let is_self = peer.cluster == identity.cluster;
+        tokio::spawn(async move {
+            if !is_self {
+                loop {
+                    match peers::verify(&peer.client, &peer.cluster, &clusterset).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(refusal)) => tracing::error!(peer = %peer.cluster, %refusal, "peer refused"),
+                        Err(error) => {
+                            tracing::warn!(peer = %peer.cluster, %error, "peer unreachable; retrying")
+                        }
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                }
+            }
+            peers::follow(peer.cluster, peer.client, namespace, view, changed, tx, shutdown).await;
+        });
+    }
+
+    let exporter = Exporter {
+        cluster: identity.cluster.clone(),
+        client: client.clone(),
+        exchange_namespace: exchange_namespace.clone(),
+        exports: exports.clone(),
+        services: services.clone(),
+        slices: slices.clone(),
+        own_records: own_records.clone(),
+        view: view.clone(),
+        writes: writes.clone(),
+    };
+    let importer = Importer {
+        client,
+        namespaces: namespaces.clone(),
+        imports: imports.clone(),
+        services,
+        slices,
+        view: view.clone(),
+        writes: writes.clone(),
+    };
+
+    let handle = Handle {
+        writes,
+        ready,
+        imports: imports.clone(),
+    };
+    tokio::spawn(async move {
+        // Wait for complete data before the first write.
+        let local = async {
+            let _ = exports.wait_until_ready().await;
+            let _ = exporter.services.wait_until_ready().await;
+            let _ = exporter.slices.wait_until_ready().await;
+            let _ = imports.wait_until_ready().await;
+            let _ = namespaces.wait_until_ready().await;
+            let _ = own_records.wait_until_ready().await;
+            if let Some(mut own) = own_synced {
+                let _ = own.wait_for(|s| *s).await;
+            }
+        };
+        tokio::select! { _ = shutdown.cancelled() => return, _ = local => {} }
+        let peers_listed = async {
+            for (peer, mut rx) in peer_synced {
+                if rx.wait_for(|s| *s).await.is_err() {
+                    tracing::warn!(%peer, "peer follower ended before listing");
+                }
+            }
+        };
+        if tokio::time::timeout(peer_sync_timeout, peers_listed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?peer_sync_timeout, "not every peer listed its records in time; starting anyway");
+        }
+        // A full pass over everything we know of, then follow the queues.
+        let everything: BTreeSet<Key> = {
+            let v = view.lock().unwrap_or_else(|e| e.into_inner());
+            v.keys()
+                .cloned()
+                .chain(exporter.exports.state().iter().map(|e| key_of(e.as_ref())))
+                .collect()
+        };
+        export_queue.extend(everything.iter().cloned());
+        import_queue.extend(everything);
+        import_queue.extend(importer.imports.state().iter().map(|i| key_of(i.as_ref())));
+        let _ = ready_tx.send(true);
+        let export_loop = async {
+            while let Some(batch) = export_worker.next_batch().await {
+                for key in batch {
+                    if let Err(error) = exporter.reconcile(&key).await {
+                        tracing::warn!(namespace = %key.0, name = %key.1, %error, "export reconcile failed; retrying");
+                        export_worker.queue().retry(key, Duration::from_millis(500));
+                    }
+                }
+            }
+        };
+        let import_loop = async {
+            while let Some(batch) = import_worker.next_batch().await {
+                for key in batch {
+                    if let Err(error) = importer.reconcile(&key).await {
+                        tracing::warn!(namespace = %key.0, name = %key.1, %error, "import reconcile failed; retrying");
+                        import_worker.queue().retry(key, Duration::from_millis(500));
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = export_loop => {}
+            _ = import_loop => {}
+        }
+    });
+    handle
+}
