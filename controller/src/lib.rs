@@ -10,5 +10,6 @@ pub mod exchange;
 pub mod export;
 pub mod identity;
 pub mod import;
+pub mod kubeconfig;
 pub mod merge;
 pub mod view;
