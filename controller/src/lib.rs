@@ -12,4 +12,5 @@ pub mod identity;
 pub mod import;
 pub mod kubeconfig;
 pub mod merge;
+pub mod run;
 pub mod view;

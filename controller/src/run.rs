@@ -1,0 +1,135 @@
+//! `mcsd run`: the in-cluster daemon.
+
+use std::{path::PathBuf, time::Duration};
+
+use mcsd_crds::ClusterId;
+use tokio_util::sync::CancellationToken;
+
+use crate::{daemon, identity, kubeconfig};
+
+/// A peer as given on the command line: `NAME=KUBECONFIG`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerArg {
+    /// The peer's cluster id.
+    pub cluster: ClusterId,
+    /// A kubeconfig whose credentials may read the peer's exchange namespace.
+    pub kubeconfig: PathBuf,
+}
+
+impl std::str::FromStr for PeerArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((name, path)) = s.split_once('=') else {
+            return Err(format!("{s:?} is not NAME=KUBECONFIG"));
+        };
+        let cluster = ClusterId::new(name).map_err(|e| e.to_string())?;
+        if path.is_empty() {
+            return Err(format!("peer {name} has no kubeconfig path"));
+        }
+        Ok(Self {
+            cluster,
+            kubeconfig: PathBuf::from(path),
+        })
+    }
+}
+
+/// `mcsd run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Kubeconfig of this cluster. Default: in-cluster configuration, then `$KUBECONFIG`, then
+    /// `~/.kube/config`.
+    #[arg(long, env = "MCSD_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This cluster's id. Creates ClusterProperty `cluster.clusterset.k8s.io` when it is missing;
+    /// start-up fails when the property holds another value. A lowercase DNS label (≤ 63 characters).
+    #[arg(long, env = "MCSD_CLUSTER_ID", value_name = "ID")]
+    pub cluster_id: Option<ClusterId>,
+    /// The ClusterSet's name. Creates ClusterProperty `clusterset.k8s.io` when it is missing;
+    /// start-up fails when the property holds another value.
+    #[arg(long, env = "MCSD_CLUSTERSET", value_name = "NAME")]
+    pub clusterset: Option<String>,
+    /// The namespace where every cluster publishes its exports for its peers (the same name in
+    /// every cluster).
+    #[arg(long, env = "MCSD_NAMESPACE", default_value = crate::exchange::DEFAULT_NAMESPACE, value_name = "NAMESPACE")]
+    pub exchange_namespace: String,
+    /// A peer cluster, as `NAME=KUBECONFIG` (repeat for each peer). NAME is the peer's cluster id;
+    /// the kubeconfig's credentials need only the `mcsd-peer` rights in the peer.
+    #[arg(long = "peer", value_name = "NAME=KUBECONFIG")]
+    pub peers: Vec<PeerArg>,
+    /// How long to wait at start-up for peers to list their records before writing anyway.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub peer_sync_timeout: u64,
+}
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A kubeconfig is unusable.
+    #[error(transparent)]
+    Kubeconfig(#[from] kubeconfig::Error),
+    /// The cluster's identity could not be established.
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
+}
+
+impl RunArgs {
+    /// Starts the controllers and runs until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<daemon::Handle, Error> {
+        let Self {
+            kubeconfig,
+            cluster_id,
+            clusterset,
+            exchange_namespace,
+            peers,
+            peer_sync_timeout,
+        } = self;
+        let client = kubeconfig::client(kubeconfig.as_deref()).await?;
+        let identity = identity::establish(&client, cluster_id.as_ref(), clusterset.as_deref()).await?;
+        tracing::info!(cluster = %identity.cluster, clusterset = %identity.clusterset, "identity established");
+        let mut peer_clients = Vec::new();
+        for peer in peers {
+            peer_clients.push(daemon::Peer {
+                client: kubeconfig::client_from(&peer.kubeconfig).await?,
+                cluster: peer.cluster,
+            });
+        }
+        let config = daemon::Config {
+            client,
+            identity,
+            exchange_namespace,
+            peers: peer_clients,
+            peer_sync_timeout: Duration::from_secs(peer_sync_timeout),
+        };
+        Ok(daemon::start(config, shutdown).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_is_name_equals_kubeconfig() {
+        let p: PeerArg = "cluster-b=/etc/mcsd/b.kubeconfig".parse().unwrap();
+        assert_eq!(p.cluster.as_str(), "cluster-b");
+        assert_eq!(p.kubeconfig, PathBuf::from("/etc/mcsd/b.kubeconfig"));
+        assert!(
+            "cluster-b"
+                .parse::<PeerArg>()
+                .unwrap_err()
+                .contains("NAME=KUBECONFIG")
+        );
+        assert!(
+            "Cluster-B=/x"
+                .parse::<PeerArg>()
+                .unwrap_err()
+                .contains("lowercase")
+        );
+        assert!(
+            "cluster-b="
+                .parse::<PeerArg>()
+                .unwrap_err()
+                .contains("no kubeconfig")
+        );
+    }
+}
