@@ -4,3 +4,4 @@
 //! in `mcsd-crds`; the DNS server, which knows nothing of Kubernetes, in `mcsd-dns`.
 
 pub mod cli;
+mod sandbox;
