@@ -341,6 +341,13 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the mcsd sandbox speaks JSON and YAML only, not protobuf (kubectl's `create <kind>` generators send protobuf: use `kubectl apply -f` or `kubectl create -f`)",
+        ));
+    }
     let version = target.version.clone();
     let as_table = accept.contains("as=Table");
     let respond = |status: StatusCode, obj: Arc<Value>| -> Response<Body> {
