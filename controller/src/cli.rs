@@ -16,6 +16,22 @@ pub struct Cli {
 enum Command {
     /// Write the CustomResourceDefinitions (ServiceExport, ServiceImport, ClusterProperty) as YAML.
     Crds(CrdsArgs),
+    /// Run a whole ClusterSet on this machine: N simulated clusters (`cluster-a`, `cluster-b`, …)
+    /// on 127.0.0.1, each with its own API server, CA and admin kubeconfig, until SIGINT/SIGTERM.
+    /// Prints `sandbox ready` when every cluster is up.
+    Sandbox(SandboxArgs),
+}
+
+/// `mcsd sandbox`.
+#[derive(Debug, clap::Args)]
+struct SandboxArgs {
+    /// How many clusters to run (1 to 26).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=26))]
+    clusters: u8,
+    /// Where to write `<cluster>.kubeconfig` for every cluster and `sandbox.json`
+    /// (`[{"name", "kubeconfig", "api", "dns"}]`).
+    #[arg(long, value_name = "DIR", default_value = "./sandbox-state")]
+    dir: PathBuf,
 }
 
 /// `mcsd crds`.
@@ -57,6 +73,7 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Crds(args) => args.run(),
+            Command::Sandbox(args) => args.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -90,5 +107,13 @@ impl CrdsArgs {
             }
         }
         Ok(())
+    }
+}
+
+impl SandboxArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let Self { clusters, dir } = self;
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(crate::sandbox::run(usize::from(clusters), &dir))
     }
 }

@@ -13,4 +13,5 @@ pub mod import;
 pub mod kubeconfig;
 pub mod merge;
 pub mod run;
+mod sandbox;
 pub mod view;

@@ -1,0 +1,419 @@
+//! What a cluster does to Services and Pods when they are written, so that MCS is observable
+//! without nodes: Service defaulting and clusterIP allocation, Pod addresses and readiness.
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use crate::api::Api;
+use crate::error::{ApiError, ApiResult, Cause};
+use crate::meta;
+
+fn invalid(kind: &str, obj: &Value, causes: Vec<Cause>) -> ApiError {
+    ApiError::invalid("", kind, meta::meta_str(obj, "name"), causes)
+}
+
+fn family_of(s: &str) -> Option<bool> {
+    s.parse::<IpAddr>().ok().map(|ip| ip.is_ipv4())
+}
+
+/// Service defaulting, validation and clusterIP allocation (create), and the immutability of
+/// allocated addresses (update).
+pub fn admit_service(
+    api: &Api,
+    old: Option<&Value>,
+    obj: &mut Value,
+    allocated: &mut Vec<(bool, IpAddr)>,
+) -> ApiResult<()> {
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        obj["spec"] = json!({});
+    }
+    let spec = obj["spec"].as_object_mut().expect("made an object above");
+    let svc_type = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&svc_type.as_str()) {
+        let v = json!(svc_type);
+        return Err(invalid(
+            "Service",
+            obj,
+            vec![Cause::new(
+                "spec.type",
+                "FieldValueNotSupported",
+                format!(
+                    "Unsupported value: {v}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+                ),
+            )],
+        ));
+    }
+    spec.insert("type".into(), json!(svc_type));
+    spec.entry("sessionAffinity").or_insert(json!("None"));
+    if svc_type != "ExternalName" {
+        spec.entry("internalTrafficPolicy").or_insert(json!("Cluster"));
+    }
+    let mut causes = Vec::new();
+    let ports_len = spec.get("ports").and_then(Value::as_array).map_or(0, Vec::len);
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for (i, p) in ports.iter_mut().enumerate() {
+            let port = p.get("port").and_then(Value::as_i64);
+            match port {
+                Some(n) if (1..=65535).contains(&n) => {}
+                Some(n) => causes.push(Cause::invalid(
+                    format!("spec.ports[{i}].port"),
+                    &json!(n),
+                    "must be between 1 and 65535, inclusive",
+                )),
+                None => causes.push(Cause::required(format!("spec.ports[{i}].port"))),
+            }
+            let proto = p
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or("TCP")
+                .to_string();
+            if !["TCP", "UDP", "SCTP"].contains(&proto.as_str()) {
+                causes.push(Cause::new(
+                    format!("spec.ports[{i}].protocol"),
+                    "FieldValueNotSupported",
+                    format!("Unsupported value: \"{proto}\": supported values: \"SCTP\", \"TCP\", \"UDP\""),
+                ));
+            }
+            p["protocol"] = json!(proto);
+            if ports_len > 1 && p.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+                causes.push(Cause::required(format!("spec.ports[{i}].name")));
+            }
+            if p.get("targetPort").is_none()
+                && let Some(n) = port
+            {
+                p["targetPort"] = json!(n);
+            }
+        }
+    }
+    if !causes.is_empty() {
+        return Err(invalid("Service", obj, causes));
+    }
+    if svc_type == "ExternalName" {
+        return Ok(());
+    }
+    let spec = obj["spec"].as_object_mut().expect("an object");
+    if let Some(old) = old {
+        // Allocated addresses carry over when the update leaves them out, and never change.
+        let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
+        for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            let given = spec
+                .get(k)
+                .is_some_and(|v| !v.is_null() && v != "" && v != &json!([]));
+            if !given && let Some(v) = old_spec.get(k) {
+                spec.insert(k.into(), v.clone());
+            }
+        }
+        let old_ip = old_spec.get("clusterIP");
+        if old_ip.is_some() && spec.get("clusterIP") != old_ip {
+            let v = spec.get("clusterIP").cloned().unwrap_or(Value::Null);
+            return Err(invalid(
+                "Service",
+                obj,
+                vec![Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    &v,
+                    "may not change once set",
+                )],
+            ));
+        }
+        let old_ips = old_spec.get("clusterIPs");
+        if let (Some(new), Some(old)) = (
+            spec.get("clusterIPs").and_then(Value::as_array),
+            old_ips.and_then(Value::as_array),
+        ) && !new.starts_with(&old[..1.min(old.len())])
+        {
+            let v = json!(new);
+            return Err(invalid(
+                "Service",
+                obj,
+                vec![Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    &v,
+                    "may not change once set",
+                )],
+            ));
+        }
+        return Ok(());
+    }
+    let requested_ips: Vec<String> = match spec.get("clusterIPs").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => match spec.get("clusterIP").and_then(Value::as_str) {
+            Some(ip) if !ip.is_empty() => vec![ip.to_string()],
+            _ => Vec::new(),
+        },
+    };
+    let headless = requested_ips.first().is_some_and(|ip| ip == "None");
+    let policy = spec
+        .get("ipFamilyPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("SingleStack")
+        .to_string();
+    if !["SingleStack", "PreferDualStack", "RequireDualStack"].contains(&policy.as_str()) {
+        let v = json!(policy);
+        return Err(invalid(
+            "Service",
+            obj,
+            vec![Cause::new(
+                "spec.ipFamilyPolicy",
+                "FieldValueNotSupported",
+                format!(
+                    "Unsupported value: {v}: supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\""
+                ),
+            )],
+        ));
+    }
+    let mut families: Vec<bool> = spec
+        .get("ipFamilies")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(|f| f == "IPv4").collect())
+        .unwrap_or_default();
+    if families.is_empty() {
+        families = requested_ips.iter().filter_map(|ip| family_of(ip)).collect();
+    }
+    if families.is_empty() {
+        families.push(api.service_family_available(true));
+    }
+    if policy != "SingleStack" && families.len() == 1 {
+        let other = !families[0];
+        if api.service_family_available(other) {
+            families.push(other);
+        } else if policy == "RequireDualStack" {
+            return Err(invalid(
+                "Service",
+                obj,
+                vec![Cause::invalid(
+                    "spec.ipFamilyPolicy",
+                    &json!(policy),
+                    "this cluster is not configured for dual-stack services",
+                )],
+            ));
+        }
+    }
+    if policy == "SingleStack" {
+        families.truncate(1);
+    }
+    for (i, f) in families.iter().enumerate() {
+        if !api.service_family_available(*f) {
+            let name = if *f { "IPv4" } else { "IPv6" };
+            return Err(invalid(
+                "Service",
+                obj,
+                vec![Cause::invalid(
+                    format!("spec.ipFamilies[{i}]"),
+                    &json!(name),
+                    "not configured on this cluster",
+                )],
+            ));
+        }
+    }
+    let fam_names: Vec<&str> = families
+        .iter()
+        .map(|f| if *f { "IPv4" } else { "IPv6" })
+        .collect();
+    let spec = obj["spec"].as_object_mut().expect("an object");
+    spec.insert("ipFamilyPolicy".into(), json!(policy));
+    spec.insert("ipFamilies".into(), json!(fam_names));
+    if headless {
+        spec.insert("clusterIP".into(), json!("None"));
+        spec.insert("clusterIPs".into(), json!(["None"]));
+        return Ok(());
+    }
+    let mut ips = Vec::new();
+    for (i, fam) in families.iter().enumerate() {
+        let ip = match requested_ips.get(i) {
+            Some(s) => {
+                let ip: IpAddr = s.parse().map_err(|_| {
+                    invalid(
+                        "Service",
+                        obj,
+                        vec![Cause::invalid(
+                            format!("spec.clusterIPs[{i}]"),
+                            &json!(s),
+                            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                        )],
+                    )
+                })?;
+                if ip.is_ipv4() != *fam {
+                    return Err(invalid(
+                        "Service",
+                        obj,
+                        vec![Cause::invalid(
+                            format!("spec.clusterIPs[{i}]"),
+                            &json!(s),
+                            "expected an IP of the family in spec.ipFamilies",
+                        )],
+                    ));
+                }
+                api.reserve_service_ip(ip).map_err(|why| {
+                    invalid(
+                        "Service",
+                        obj,
+                        vec![Cause::invalid(format!("spec.clusterIPs[{i}]"), &json!(s), why)],
+                    )
+                })?;
+                ip
+            }
+            None => api
+                .allocate_service_ip(*fam)
+                .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?,
+        };
+        allocated.push((true, ip));
+        ips.push(ip.to_string());
+    }
+    let spec = obj["spec"].as_object_mut().expect("an object");
+    spec.insert("clusterIP".into(), json!(ips[0]));
+    spec.insert("clusterIPs".into(), json!(ips));
+    obj["status"] = json!({"loadBalancer": {}});
+    Ok(())
+}
+
+/// Pod defaulting; on create the Pod is "scheduled" and "started": it gets addresses from the
+/// cluster's pod range, phase `Running` and `Ready=True` (unless readiness gates say otherwise).
+/// Later status writes (the `status` subresource) are kept as written: that is how tests flip
+/// readiness.
+pub fn admit_pod(
+    api: &Api,
+    old: Option<&Value>,
+    obj: &mut Value,
+    allocated: &mut Vec<(bool, IpAddr)>,
+) -> ApiResult<()> {
+    let containers_ok = obj
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !containers_ok {
+        return Err(invalid("Pod", obj, vec![Cause::required("spec.containers")]));
+    }
+    if old.is_some() {
+        return Ok(());
+    }
+    let node = format!("{}-node", api.behaviour.cluster);
+    let spec = obj["spec"].as_object_mut().expect("checked above");
+    spec.entry("restartPolicy").or_insert(json!("Always"));
+    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
+    spec.entry("schedulerName").or_insert(json!("default-scheduler"));
+    spec.entry("terminationGracePeriodSeconds").or_insert(json!(30));
+    spec.entry("serviceAccountName").or_insert(json!("default"));
+    spec.entry("nodeName").or_insert(json!(node));
+    if let Some(cs) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        for c in cs {
+            if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    if p.get("protocol").is_none() {
+                        p["protocol"] = json!("TCP");
+                    }
+                }
+            }
+        }
+    }
+    let mut ips = Vec::new();
+    for v4 in [true, false] {
+        if api.pod_family_available(v4) {
+            let ip = api
+                .allocate_pod_ip(v4)
+                .ok_or_else(|| ApiError::internal("the pod address range is full"))?;
+            allocated.push((false, ip));
+            ips.push(ip.to_string());
+        }
+    }
+    let gates: Vec<String> = obj
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.get("conditionType").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let now = meta::now();
+    let ready = if gates.is_empty() { "True" } else { "False" };
+    let mut conditions = vec![
+        json!({"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": now}),
+        json!({"type": "Initialized", "status": "True", "lastTransitionTime": now}),
+        json!({"type": "Ready", "status": ready, "lastTransitionTime": now}),
+        json!({"type": "ContainersReady", "status": "True", "lastTransitionTime": now}),
+        json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": now}),
+    ];
+    if ready == "False" {
+        conditions[2]["reason"] = json!("ReadinessGatesNotReady");
+    }
+    let statuses: Vec<Value> = obj
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            json!({
+                "name": c.get("name").cloned().unwrap_or(json!("")),
+                "image": c.get("image").cloned().unwrap_or(json!("")),
+                "imageID": "",
+                "ready": true,
+                "started": true,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            })
+        })
+        .collect();
+    obj["status"] = json!({
+        "phase": "Running",
+        "conditions": conditions,
+        "hostIP": "127.0.0.1",
+        "hostIPs": [{"ip": "127.0.0.1"}],
+        "podIP": ips.first().cloned().unwrap_or_default(),
+        "podIPs": ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+        "startTime": now,
+        "qosClass": "BestEffort",
+        "containerStatuses": statuses,
+    });
+    Ok(())
+}
+
+/// EndpointSlice validation: `addressType` required, one of IPv4/IPv6/FQDN, immutable; every
+/// endpoint has at least one address.
+pub fn validate_endpoint_slice(old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let at = obj.get("addressType").cloned().unwrap_or(Value::Null);
+    let mut causes = Vec::new();
+    match at.as_str() {
+        None => causes.push(Cause::required("addressType")),
+        Some("IPv4" | "IPv6" | "FQDN") => {}
+        Some(_) => causes.push(Cause::new(
+            "addressType",
+            "FieldValueNotSupported",
+            format!("Unsupported value: {at}: supported values: \"FQDN\", \"IPv4\", \"IPv6\""),
+        )),
+    }
+    if let Some(old) = old
+        && old.get("addressType") != Some(&at)
+    {
+        causes.push(Cause::invalid("addressType", &at, "field is immutable"));
+    }
+    for (i, e) in obj
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if e.get("addresses")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        {
+            causes.push(Cause::required(format!("endpoints[{i}].addresses")));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            meta::meta_str(obj, "name"),
+            causes,
+        ))
+    }
+}

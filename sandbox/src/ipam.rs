@@ -1,0 +1,90 @@
+//! Address allocation from a cluster's service and pod ranges.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// An allocator over a set of ranges (at most one per address family in practice).
+#[derive(Debug, Clone)]
+pub struct Ipam {
+    ranges: Vec<IpNet>,
+    used: HashSet<IpAddr>,
+    cursor: Vec<u128>,
+}
+
+/// The first offsets in each range are reserved (network address, the `kubernetes` Service).
+const FIRST: u128 = 10;
+
+fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn from_u128(v4: bool, n: u128) -> IpAddr {
+    if v4 {
+        IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::from(n))
+    }
+}
+
+impl Ipam {
+    /// An allocator over these ranges.
+    pub fn new(ranges: Vec<IpNet>) -> Self {
+        let cursor = vec![FIRST; ranges.len()];
+        Self {
+            ranges,
+            used: HashSet::new(),
+            cursor,
+        }
+    }
+
+    /// Whether the allocator has a range of this family.
+    pub fn has_family(&self, v4: bool) -> bool {
+        self.ranges.iter().any(|r| matches!(r, IpNet::V4(_)) == v4)
+    }
+
+    /// The next free address of a family.
+    pub fn allocate(&mut self, v4: bool) -> Option<IpAddr> {
+        let (i, range) = self
+            .ranges
+            .iter()
+            .enumerate()
+            .find(|(_, r)| matches!(r, IpNet::V4(_)) == v4)?;
+        let base = to_u128(range.network());
+        let size: u128 = 1u128 << (u32::from(range.max_prefix_len() - range.prefix_len())).min(64);
+        let span = size.saturating_sub(FIRST + 1);
+        for step in 0..span {
+            let off = FIRST + (self.cursor[i] - FIRST + step) % span.max(1);
+            let ip = from_u128(v4, base + off);
+            if !self.used.contains(&ip) {
+                self.used.insert(ip);
+                self.cursor[i] = off + 1;
+                if self.cursor[i] >= FIRST + span {
+                    self.cursor[i] = FIRST;
+                }
+                return Some(ip);
+            }
+        }
+        None
+    }
+
+    /// Reserves a chosen address; `Err` says why it cannot be had.
+    pub fn reserve(&mut self, ip: IpAddr) -> Result<(), &'static str> {
+        if !self.ranges.iter().any(|r| r.contains(&ip)) {
+            return Err("provided IP is not in the valid range");
+        }
+        if !self.used.insert(ip) {
+            return Err("provided IP is already allocated");
+        }
+        Ok(())
+    }
+
+    /// Returns an address.
+    pub fn release(&mut self, ip: IpAddr) {
+        self.used.remove(&ip);
+    }
+}

@@ -1,0 +1,376 @@
+//! The store: every object of one cluster, one resourceVersion sequence, and the event log that
+//! watches read.
+//!
+//! ```text
+//!  write ──lock──▶ rv += 1 ─▶ objects[gr][(ns, name)] = Arc<Value>
+//!                          └▶ log.push(Event{rv, ..}) ─▶ head.send(rv) ─▶ watchers wake and read
+//!                                                                        log entries after their rv
+//! ```
+//!
+//! Writes and their events are ordered by the one lock; watchers never block writers (they copy
+//! `Arc`s out of the log). The log keeps the last `capacity` events; a watch from before them is
+//! `410 Gone`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::meta;
+
+/// A resource type: API group (`""` for core) and plural resource name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupResource {
+    /// API group, `""` for core.
+    pub group: String,
+    /// Plural resource name.
+    pub resource: String,
+}
+
+impl GroupResource {
+    /// A group and resource.
+    pub fn new(group: &str, resource: &str) -> Self {
+        Self {
+            group: group.to_string(),
+            resource: resource.to_string(),
+        }
+    }
+}
+
+/// Where one object lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Its resource type.
+    pub gr: GroupResource,
+    /// Its namespace (`""` for cluster-scoped objects).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Created.
+    Added,
+    /// Changed.
+    Modified,
+    /// Removed from the store.
+    Deleted,
+}
+
+impl EventType {
+    /// The watch event `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One write, as the log keeps it.
+#[derive(Debug)]
+pub struct Event {
+    /// The resourceVersion the write made.
+    pub rv: u64,
+    /// What happened.
+    pub kind: EventType,
+    /// Which object.
+    pub key: ObjectKey,
+    /// The object after the write (for deletions: the last state, at the deletion's rv).
+    pub object: Arc<Value>,
+    /// The object before the write (modifications and deletions).
+    pub old: Option<Arc<Value>>,
+}
+
+/// Why a store write failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// Create of an object that exists.
+    AlreadyExists,
+    /// Update or delete of an object that does not exist.
+    NotFound,
+    /// The object's resourceVersion is not the expected one.
+    Conflict,
+}
+
+/// A watch asked for events older than the log holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// The oldest resourceVersion a watch may still start from.
+    pub oldest: u64,
+}
+
+/// One cluster's objects.
+#[derive(Debug)]
+pub struct Store {
+    state: Mutex<State>,
+    head: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct State {
+    rv: u64,
+    objects: HashMap<GroupResource, BTreeMap<(String, String), Arc<Value>>>,
+    log: VecDeque<Arc<Event>>,
+    capacity: usize,
+    /// Every event with a larger rv is in the log.
+    oldest: u64,
+    uids: HashMap<String, ObjectKey>,
+    dependents: HashMap<String, HashSet<ObjectKey>>,
+}
+
+impl Store {
+    /// An empty store whose log keeps the last `capacity` events.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                rv: 0,
+                objects: HashMap::new(),
+                log: VecDeque::with_capacity(capacity.min(65_536)),
+                capacity: capacity.max(1),
+                oldest: 0,
+                uids: HashMap::new(),
+                dependents: HashMap::new(),
+            }),
+            head: watch::channel(0).0,
+        }
+    }
+
+    /// The latest resourceVersion.
+    pub fn head(&self) -> u64 {
+        self.state.lock().rv
+    }
+
+    /// A receiver that changes whenever a write lands.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.head.subscribe()
+    }
+
+    /// One object.
+    pub fn get(&self, key: &ObjectKey) -> Option<Arc<Value>> {
+        let state = self.state.lock();
+        state
+            .objects
+            .get(&key.gr)?
+            .get(&(key.namespace.clone(), key.name.clone()))
+            .cloned()
+    }
+
+    /// The key of the object with this uid, if it exists.
+    pub fn key_of_uid(&self, uid: &str) -> Option<ObjectKey> {
+        self.state.lock().uids.get(uid).cloned()
+    }
+
+    /// The objects whose ownerReferences name this uid.
+    pub fn dependents_of(&self, uid: &str) -> Vec<ObjectKey> {
+        let state = self.state.lock();
+        let mut keys: Vec<ObjectKey> = state
+            .dependents
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    /// The objects of a resource, in one namespace or all (`None`), ordered by namespace and name,
+    /// starting after `after`, with the store's resourceVersion at the time of the read.
+    pub fn list(
+        &self,
+        gr: &GroupResource,
+        namespace: Option<&str>,
+        after: Option<&(String, String)>,
+    ) -> (Vec<Arc<Value>>, u64) {
+        use std::ops::Bound;
+        let state = self.state.lock();
+        let Some(objects) = state.objects.get(gr) else {
+            return (Vec::new(), state.rv);
+        };
+        let start = match after {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => match namespace {
+                Some(ns) => Bound::Included((ns.to_string(), String::new())),
+                None => Bound::Unbounded,
+            },
+        };
+        let items = objects
+            .range((start, Bound::Unbounded))
+            .take_while(|((ns, _), _)| namespace.is_none_or(|want| ns == want))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, state.rv)
+    }
+
+    /// The keys of every object in a namespace, of every resource.
+    pub fn keys_in_namespace(&self, namespace: &str) -> Vec<ObjectKey> {
+        let state = self.state.lock();
+        let mut keys = Vec::new();
+        for (gr, objects) in &state.objects {
+            for (ns, name) in objects
+                .range((namespace.to_string(), String::new())..)
+                .map(|(k, _)| k)
+                .take_while(|(ns, _)| ns == namespace)
+            {
+                keys.push(ObjectKey {
+                    gr: gr.clone(),
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                });
+            }
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Stores a new object, giving it the next resourceVersion.
+    pub fn create(&self, key: ObjectKey, mut object: Value) -> Result<Arc<Value>, StoreError> {
+        let mut state = self.state.lock();
+        let slot = (key.namespace.clone(), key.name.clone());
+        if state.objects.get(&key.gr).is_some_and(|m| m.contains_key(&slot)) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let rv = state.rv + 1;
+        state.rv = rv;
+        meta::metadata_mut(&mut object).insert("resourceVersion".into(), rv.to_string().into());
+        let object = Arc::new(object);
+        state.index(&key, &object);
+        state
+            .objects
+            .entry(key.gr.clone())
+            .or_default()
+            .insert(slot, object.clone());
+        state.push(Event {
+            rv,
+            kind: EventType::Added,
+            key,
+            object: object.clone(),
+            old: None,
+        });
+        drop(state);
+        self.head.send_replace(rv);
+        Ok(object)
+    }
+
+    /// Replaces an object whose resourceVersion is still `expected`.
+    pub fn update(&self, key: ObjectKey, expected: u64, mut object: Value) -> Result<Arc<Value>, StoreError> {
+        let mut state = self.state.lock();
+        let slot = (key.namespace.clone(), key.name.clone());
+        let old = state
+            .objects
+            .get(&key.gr)
+            .and_then(|m| m.get(&slot))
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        if meta::resource_version(&old) != expected {
+            return Err(StoreError::Conflict);
+        }
+        let rv = state.rv + 1;
+        state.rv = rv;
+        meta::metadata_mut(&mut object).insert("resourceVersion".into(), rv.to_string().into());
+        let object = Arc::new(object);
+        state.unindex(&key, &old);
+        state.index(&key, &object);
+        state
+            .objects
+            .entry(key.gr.clone())
+            .or_default()
+            .insert(slot, object.clone());
+        state.push(Event {
+            rv,
+            kind: EventType::Modified,
+            key,
+            object: object.clone(),
+            old: Some(old),
+        });
+        drop(state);
+        self.head.send_replace(rv);
+        Ok(object)
+    }
+
+    /// Removes an object (whose resourceVersion is `expected`, when given).
+    pub fn delete(&self, key: &ObjectKey, expected: Option<u64>) -> Result<Arc<Value>, StoreError> {
+        let mut state = self.state.lock();
+        let slot = (key.namespace.clone(), key.name.clone());
+        let old = state
+            .objects
+            .get(&key.gr)
+            .and_then(|m| m.get(&slot))
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        if expected.is_some_and(|rv| rv != meta::resource_version(&old)) {
+            return Err(StoreError::Conflict);
+        }
+        let rv = state.rv + 1;
+        state.rv = rv;
+        if let Some(m) = state.objects.get_mut(&key.gr) {
+            m.remove(&slot);
+        }
+        state.unindex(key, &old);
+        let mut last = (*old).clone();
+        meta::metadata_mut(&mut last).insert("resourceVersion".into(), rv.to_string().into());
+        let last = Arc::new(last);
+        state.push(Event {
+            rv,
+            kind: EventType::Deleted,
+            key: key.clone(),
+            object: last.clone(),
+            old: Some(old),
+        });
+        drop(state);
+        self.head.send_replace(rv);
+        Ok(last)
+    }
+
+    /// The events after `rv` and the store's resourceVersion at the time of the read, or
+    /// [`Expired`] when the log no longer reaches back to `rv`.
+    pub fn events_since(&self, rv: u64) -> Result<(Vec<Arc<Event>>, u64), Expired> {
+        let state = self.state.lock();
+        if rv < state.oldest {
+            return Err(Expired { oldest: state.oldest });
+        }
+        let start = state.log.partition_point(|e| e.rv <= rv);
+        let events = state.log.range(start..).cloned().collect();
+        Ok((events, state.rv))
+    }
+}
+
+impl State {
+    fn push(&mut self, event: Event) {
+        if self.log.len() >= self.capacity
+            && let Some(dropped) = self.log.pop_front()
+        {
+            self.oldest = dropped.rv;
+        }
+        self.log.push_back(Arc::new(event));
+    }
+
+    fn index(&mut self, key: &ObjectKey, object: &Value) {
+        let uid = meta::meta_str(object, "uid");
+        if !uid.is_empty() {
+            self.uids.insert(uid.to_string(), key.clone());
+        }
+        for owner in meta::owner_uids(object) {
+            self.dependents.entry(owner).or_default().insert(key.clone());
+        }
+    }
+
+    fn unindex(&mut self, key: &ObjectKey, object: &Value) {
+        let uid = meta::meta_str(object, "uid");
+        if self.uids.get(uid).is_some_and(|k| k == key) {
+            self.uids.remove(uid);
+        }
+        for owner in meta::owner_uids(object) {
+            if let Some(set) = self.dependents.get_mut(&owner) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.dependents.remove(&owner);
+                }
+            }
+        }
+    }
+}

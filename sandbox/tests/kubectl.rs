@@ -1,0 +1,253 @@
+//! The real `kubectl` against the sandbox. `kubectl` must be installed (`.ci/run` installs it);
+//! these tests fail, rather than skip, when it is missing.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn new(cluster: &mcsd_sandbox::Cluster, test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcsd-sandbox-kubectl-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, cluster.kubeconfig_yaml()).unwrap();
+        Self { kubeconfig }
+    }
+
+    /// Runs kubectl; returns stdout, panicking with stderr when it fails.
+    async fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (code, out, err) = self.run(args, stdin).await;
+        assert!(code, "kubectl {} failed: {err}", args.join(" "));
+        out
+    }
+
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        use tokio::io::AsyncWriteExt;
+        let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let mut child = tokio::process::Command::new(&kubectl)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("kubectl ({kubectl}) is required for these tests and could not be run: {e}")
+            });
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().await.unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn crds_dir() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../crds")
+        .display()
+        .to_string()
+}
+
+const DEMO: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: serve
+  namespace: demo
+spec:
+  selector:
+    app: serve
+  ports:
+  - name: http
+    port: 80
+    targetPort: web
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: serve-0
+  namespace: demo
+  labels:
+    app: serve
+spec:
+  containers:
+  - name: c
+    image: nginx
+    ports:
+    - name: web
+      containerPort: 8080
+---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata:
+  name: serve
+  namespace: demo
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_the_project_crds_and_waits_for_them_to_be_established() {
+    let cluster = cluster_with(|c| c.install_crds = false).await;
+    let k = Kubectl::new(&cluster, "crds");
+    let out = k.ok(&["apply", "-f", &crds_dir()], None).await;
+    assert!(
+        out.contains("serviceexports.multicluster.x-k8s.io created"),
+        "{out}"
+    );
+    k.ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=10s",
+            "crd/serviceexports.multicluster.x-k8s.io",
+            "crd/serviceimports.multicluster.x-k8s.io",
+            "crd/clusterproperties.about.k8s.io",
+        ],
+        None,
+    )
+    .await;
+    let again = k.ok(&["apply", "-f", &crds_dir()], None).await;
+    assert!(again.contains("unchanged"), "{again}");
+    let names = k.ok(&["get", "crd", "-o", "name"], None).await;
+    assert_eq!(names.lines().count(), 3, "{names}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_gets_waits_for_and_deletes_a_service_export_service_and_pod() {
+    let cluster = cluster().await;
+    let k = Kubectl::new(&cluster, "demo");
+    let out = k.ok(&["apply", "-f", "-"], Some(DEMO)).await;
+    for line in [
+        "namespace/demo created",
+        "service/serve created",
+        "pod/serve-0 created",
+        "serviceexport.multicluster.x-k8s.io/serve created",
+    ] {
+        assert!(out.contains(line), "{out}");
+    }
+    let again = k.ok(&["apply", "-f", "-"], Some(DEMO)).await;
+    assert_eq!(again.matches("unchanged").count(), 4, "{again}");
+    k.ok(
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=10s",
+            "-n",
+            "demo",
+            "pod/serve-0",
+        ],
+        None,
+    )
+    .await;
+    let yaml = k
+        .ok(
+            &["get", "-n", "demo", "serviceexport", "serve", "-o", "yaml"],
+            None,
+        )
+        .await;
+    assert!(
+        yaml.contains("kind: ServiceExport") && yaml.contains("spec: {}"),
+        "{yaml}"
+    );
+    let svc = k
+        .ok(
+            &[
+                "get",
+                "-n",
+                "demo",
+                "svc",
+                "serve",
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ],
+            None,
+        )
+        .await;
+    assert!(svc.starts_with("10.96."), "{svc}");
+    let slices = k
+        .ok(
+            &[
+                "get",
+                "-n",
+                "demo",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=serve",
+                "-o",
+                "jsonpath={.items[*].endpoints[*].targetRef.name}",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(slices, "serve-0");
+    let table = k.ok(&["get", "-n", "demo", "svcex"], None).await;
+    assert!(
+        table.starts_with("NAME") && table.contains("VALID") && table.contains("serve"),
+        "{table}"
+    );
+    // Server-side apply, then a second manager's conflicting apply is refused.
+    let ssa =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: demo\ndata:\n  owner: first\n";
+    let out = k
+        .ok(
+            &["apply", "--server-side", "--field-manager=first", "-f", "-"],
+            Some(ssa),
+        )
+        .await;
+    assert!(out.contains("serverside-applied"), "{out}");
+    let other = ssa.replace("owner: first", "owner: second");
+    let (ok, _, err) = k
+        .run(
+            &["apply", "--server-side", "--field-manager=second", "-f", "-"],
+            Some(&other),
+        )
+        .await;
+    assert!(!ok && err.contains("conflict"), "{err}");
+    k.ok(
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=second",
+            "-f",
+            "-",
+        ],
+        Some(&other),
+    )
+    .await;
+    let owner = k
+        .ok(
+            &["get", "-n", "demo", "cm", "cfg", "-o", "jsonpath={.data.owner}"],
+            None,
+        )
+        .await;
+    assert_eq!(owner, "second");
+    k.ok(&["delete", "-n", "demo", "serviceexport", "serve"], None)
+        .await;
+    let (ok, _, err) = k
+        .run(&["get", "-n", "demo", "serviceexport", "serve"], None)
+        .await;
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    k.ok(&["delete", "namespace", "demo", "--timeout=20s"], None)
+        .await;
+    let (ok, _, _) = k.run(&["get", "namespace", "demo"], None).await;
+    assert!(!ok, "the namespace is gone once kubectl delete returns");
+}
