@@ -4,3 +4,5 @@
 //! in `mcsd-crds`; the DNS server, which knows nothing of Kubernetes, in `mcsd-dns`.
 
 pub mod cli;
+pub mod dns_index;
+pub mod objects;

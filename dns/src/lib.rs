@@ -20,6 +20,7 @@
 //! map exactly when the MCS DNS response-code matrix says it exists, so NXDOMAIN versus NODATA is
 //! one lookup.
 
+pub mod admin;
 mod error;
 pub mod handler;
 pub mod metrics;
@@ -27,6 +28,7 @@ pub mod model;
 pub mod server;
 pub mod zone;
 
+pub use admin::serve_admin;
 pub use error::{Error, Result};
 pub use handler::{Outcome, SharedZone, Transport, answer, answer_fast, answer_full};
 pub use metrics::Metrics;
