@@ -319,3 +319,190 @@ impl DnsIndex {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::discovery::v1::{Endpoint as K8sEndpoint, EndpointConditions};
+    use kube::api::ObjectMeta;
+    use mcsd_crds::mcs::{ServicePort, v1beta1::ServiceImportSpec};
+
+    use super::*;
+
+    fn mk_service_import(ns: &str, name: &str, kind: mcs::ServiceImportType, ips: &[&str]) -> ServiceImport {
+        let mut si = ServiceImport::new(
+            name,
+            ServiceImportSpec {
+                type_: kind,
+                ips: ips.iter().map(|s| s.to_string()).collect(),
+                ports: vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        si.metadata.namespace = Some(ns.into());
+        si
+    }
+
+    fn mk_slice(
+        ns: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        eps: &[(&str, Option<bool>)],
+    ) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: eps
+                .iter()
+                .map(|(ip, ready)| K8sEndpoint {
+                    addresses: vec![ip.to_string()],
+                    conditions: Some(EndpointConditions {
+                        ready: *ready,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ports: None,
+        }
+    }
+
+    fn mk_namespace(name: &str) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn a_records(index: &DnsIndex, name: &str) -> Vec<String> {
+        use hickory_proto::{
+            op::{Message, Query},
+            rr::{Name, RData, RecordType},
+        };
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let mut out = Vec::new();
+        mcsd_dns::answer(
+            &index.zone().load(),
+            &q.to_vec().unwrap(),
+            mcsd_dns::Transport::Tcp,
+            &mut out,
+        );
+        let mut v: Vec<String> = Message::from_vec(&out)
+            .unwrap()
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    const MCS: [(&str, &str); 2] = [(LABEL_SERVICE_NAME, "h"), (LABEL_SOURCE_CLUSTER, "c1")];
+
+    #[test]
+    fn slices_of_one_cluster_are_united_and_nil_ready_counts_as_ready() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.apply_namespace(&mk_namespace("ns"));
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "h",
+            mcs::ServiceImportType::Headless,
+            &[],
+        ));
+        index.apply_endpoint_slice(&mk_slice(
+            "ns",
+            "h-1",
+            &MCS,
+            &[("10.0.0.1", None), ("10.0.0.9", Some(false))],
+        ));
+        index.apply_endpoint_slice(&mk_slice("ns", "h-2", &MCS, &[("10.0.0.2", Some(true))]));
+        index.mark_synced();
+        assert!(index.publish());
+        assert_eq!(
+            a_records(&index, "h.ns.svc.clusterset.local."),
+            vec!["10.0.0.1", "10.0.0.2"]
+        );
+        index.delete_endpoint_slice("ns", "h-1");
+        assert!(index.publish());
+        assert_eq!(a_records(&index, "h.ns.svc.clusterset.local."), vec!["10.0.0.2"]);
+        assert!(!index.publish(), "nothing changed");
+    }
+
+    #[test]
+    fn slices_without_mcs_labels_are_ignored() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.apply_namespace(&mk_namespace("ns"));
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "h",
+            mcs::ServiceImportType::Headless,
+            &[],
+        ));
+        index.apply_endpoint_slice(&mk_slice(
+            "ns",
+            "plain",
+            &[("kubernetes.io/service-name", "h")],
+            &[("10.0.0.1", None)],
+        ));
+        index.publish();
+        assert!(a_records(&index, "h.ns.svc.clusterset.local.").is_empty());
+    }
+
+    #[test]
+    fn a_bad_import_is_skipped_and_withdraws_the_previous_version() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.apply_namespace(&mk_namespace("ns"));
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "s",
+            mcs::ServiceImportType::ClusterSetIP,
+            &["10.1.0.1"],
+        ));
+        index.publish();
+        assert_eq!(a_records(&index, "s.ns.svc.clusterset.local."), vec!["10.1.0.1"]);
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "s",
+            mcs::ServiceImportType::ClusterSetIP,
+            &["bogus"],
+        ));
+        index.publish();
+        assert!(a_records(&index, "s.ns.svc.clusterset.local.").is_empty());
+    }
+
+    #[test]
+    fn reset_removes_what_the_relist_no_longer_has() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.reset_namespaces(&[mk_namespace("ns")]);
+        let a = mk_service_import("ns", "a", mcs::ServiceImportType::ClusterSetIP, &["10.1.0.1"]);
+        let b = mk_service_import("ns", "b", mcs::ServiceImportType::ClusterSetIP, &["10.1.0.2"]);
+        index.reset_service_imports(&[a.clone(), b]);
+        index.publish();
+        index.reset_service_imports(&[a]);
+        index.publish();
+        assert_eq!(a_records(&index, "a.ns.svc.clusterset.local."), vec!["10.1.0.1"]);
+        assert!(a_records(&index, "b.ns.svc.clusterset.local.").is_empty());
+    }
+}
