@@ -1,8 +1,13 @@
 //! The command line: one subcommand per job. Each subcommand's `run` is where its wiring lives.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{dns_index::DnsIndex, objects};
 
 /// Kubernetes Multicluster Services for a ClusterSet, with an embedded `clusterset.local` DNS server.
 #[derive(Debug, Parser)]
@@ -20,6 +25,9 @@ enum Command {
     /// on 127.0.0.1, each with its own API server, CA and admin kubeconfig, until SIGINT/SIGTERM.
     /// Prints `sandbox ready` when every cluster is up.
     Sandbox(SandboxArgs),
+    /// Serve `clusterset.local` from a file of Kubernetes objects, with no cluster (benchmarks,
+    /// offline checks). The zone counts as synced from the start.
+    Dns(DnsArgs),
 }
 
 /// `mcsd sandbox`.
@@ -32,6 +40,38 @@ struct SandboxArgs {
     /// (`[{"name", "kubeconfig", "api", "dns"}]`).
     #[arg(long, value_name = "DIR", default_value = "./sandbox-state")]
     dir: PathBuf,
+}
+
+/// `mcsd dns`.
+#[derive(Debug, clap::Args)]
+struct DnsArgs {
+    /// Multi-document YAML of ServiceImports (multicluster.x-k8s.io v1beta1 or v1alpha1),
+    /// EndpointSlices (discovery.k8s.io/v1, with the multicluster.kubernetes.io/service-name and
+    /// …/source-cluster labels) and Namespaces. An invalid document stops start-up.
+    #[arg(long, value_name = "FILE")]
+    objects: PathBuf,
+    /// Address to serve DNS on, UDP and TCP; repeat for several (IPv4 and IPv6). Port 0 picks a
+    /// free port, the same for UDP and TCP.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5353")]
+    listen: Vec<SocketAddr>,
+    /// The zone to serve.
+    #[arg(long, value_name = "NAME", default_value = mcsd_crds::names::DEFAULT_ZONE)]
+    zone: String,
+    /// TTL in seconds of the data records (0–3600); also the SOA minimum (negative caching).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    ttl: u32,
+    /// Address of the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9153")]
+    admin: SocketAddr,
+    /// UDP worker threads per listen address.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    workers: u16,
+    /// Close a TCP connection after this many seconds without a query.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    tcp_idle_timeout: u64,
+    /// The EDNS(0) UDP payload size advertised, and the largest UDP reply sent (512–4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..=4096))]
+    max_udp_payload: u16,
 }
 
 /// `mcsd crds`.
@@ -74,6 +114,7 @@ impl Cli {
         let result = match self.command {
             Command::Crds(args) => args.run(),
             Command::Sandbox(args) => args.run(),
+            Command::Dns(args) => args.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -116,4 +157,131 @@ impl SandboxArgs {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(crate::sandbox::run(usize::from(clusters), &dir))
     }
+}
+impl DnsArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let Self {
+            objects,
+            listen,
+            zone,
+            ttl,
+            admin,
+            workers,
+            tcp_idle_timeout,
+            max_udp_payload,
+        } = self;
+        init_tracing();
+        let text =
+            std::fs::read_to_string(&objects).with_context(|| format!("reading {}", objects.display()))?;
+        let parsed = objects::parse_objects(&text).with_context(|| format!("{}", objects.display()))?;
+        let nameserver_addrs = listen
+            .iter()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        let config = mcsd_dns::ZoneConfig {
+            origin: zone.clone(),
+            ttl,
+            nameserver_addrs,
+            max_udp_payload,
+        };
+        let mut index = DnsIndex::new(config).context("zone configuration")?;
+        objects::reset_index(&mut index, &parsed);
+        index.mark_synced();
+        index.publish();
+        let shared = index.zone();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        runtime.block_on(async move {
+            let mut udp = Vec::new();
+            let mut tcp = Vec::new();
+            let mut bound = Vec::new();
+            for addr in &listen {
+                let (u, t) = bind_pair(*addr).with_context(|| format!("listening on {addr}"))?;
+                bound.push(u.local_addr()?);
+                udp.push(u);
+                tcp.push(tokio::net::TcpListener::from_std(t)?);
+            }
+            let admin_listener = tokio::net::TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("admin listener on {admin}"))?;
+            let admin_addr = admin_listener.local_addr()?;
+            let udp_workers = usize::from(workers);
+            let metrics = Arc::new(mcsd_dns::Metrics::new(udp.len() * udp_workers + 1));
+            let shutdown = CancellationToken::new();
+            let options = mcsd_dns::ServeOptions {
+                udp_workers,
+                tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
+                ..Default::default()
+            };
+            let admin_task = tokio::spawn(mcsd_dns::serve_admin(
+                admin_listener,
+                shared.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            let server = tokio::spawn(mcsd_dns::serve(
+                shared.clone(),
+                metrics,
+                udp,
+                tcp,
+                options,
+                shutdown.clone(),
+            ));
+            let z = shared.load();
+            info!(zone = %z.origin(), records = z.record_count(), serial = z.serial(), "zone loaded");
+            let dns_list = bound.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+            #[allow(clippy::print_stdout)]
+            {
+                println!("mcsd dns: serving {zone} dns={dns_list} admin={admin_addr}");
+            }
+            wait_for_signal().await;
+            info!("shutting down");
+            shutdown.cancel();
+            server.await.context("DNS server task")??;
+            let _ = admin_task.await;
+            Ok(())
+        })
+    }
+}
+
+/// Binds UDP and TCP on the same address; port 0 picks one free for both.
+fn bind_pair(addr: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let attempts = if addr.port() == 0 { 32 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        let mut tcp_addr = addr;
+        tcp_addr.set_port(udp.local_addr()?.port());
+        match std::net::TcpListener::bind(tcp_addr) {
+            Ok(tcp) => {
+                tcp.set_nonblocking(true)?;
+                return Ok((udp, tcp));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no port")))
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

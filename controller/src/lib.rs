@@ -6,12 +6,14 @@
 pub mod cli;
 pub mod conditions;
 pub mod daemon;
+pub mod dns_index;
 pub mod exchange;
 pub mod export;
 pub mod identity;
 pub mod import;
 pub mod kubeconfig;
 pub mod merge;
+pub mod objects;
 pub mod run;
 mod sandbox;
 pub mod view;

@@ -1,0 +1,508 @@
+//! The DNS index: Kubernetes objects → `mcsd-dns` domain structs → a published zone.
+//!
+//! ```text
+//!  ServiceImport (v1beta1, v1alpha1) ─┐ apply / delete / reset
+//!  EndpointSlice (MCS labels)        ─┼──────────────────────► DnsIndex ── publish() ──► ArcSwap<Zone>
+//!  Namespace                         ─┘   (never fails: bad objects are warned about and skipped)
+//! ```
+//!
+//! The controller's watches and `mcsd dns --objects` call the very same functions. Slices are
+//! grouped per (service, source cluster): the zone gets the union of the endpoints of every slice
+//! of that group.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::{core::v1::Namespace, discovery::v1::EndpointSlice};
+use mcsd_crds::{
+    mcs::{self, v1beta1::ServiceImport},
+    names::{LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER},
+};
+use mcsd_dns::{
+    Endpoint, Import, ImportKind, Port, Protocol, ServiceRef, SharedZone, ZoneConfig, ZoneWriter,
+};
+use tracing::warn;
+
+/// Why an object cannot be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The object has no namespace or no name.
+    #[error("metadata.namespace and metadata.name are required")]
+    MissingName,
+    /// An IP in `spec.ips` or in an endpoint does not parse.
+    #[error("invalid IP address {0:?}")]
+    InvalidIp(String),
+    /// A port number is outside 1–65535.
+    #[error("invalid port number {0}")]
+    InvalidPort(i32),
+    /// The zone could not be created.
+    #[error(transparent)]
+    Zone(#[from] mcsd_dns::Error),
+}
+
+/// An EndpointSlice reduced to what DNS needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceInfo {
+    /// The service the slice belongs to (`multicluster.kubernetes.io/service-name`).
+    pub service: ServiceRef,
+    /// The source cluster (`multicluster.kubernetes.io/source-cluster`).
+    pub cluster: String,
+    /// Its endpoints (nil `ready` counts as ready).
+    pub endpoints: Vec<Endpoint>,
+}
+
+fn meta_name(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<(String, String), ConvertError> {
+    match (&meta.namespace, &meta.name) {
+        (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Ok((ns.clone(), name.clone())),
+        _ => Err(ConvertError::MissingName),
+    }
+}
+
+/// Converts a ServiceImport (the spec is the same in v1alpha1 and v1beta1).
+pub fn import_from_resource(si: &ServiceImport) -> Result<Import, ConvertError> {
+    let (namespace, name) = meta_name(&si.metadata)?;
+    let spec = &si.spec;
+    let ips = spec
+        .ips
+        .iter()
+        .map(|s| {
+            s.parse::<IpAddr>()
+                .map_err(|_| ConvertError::InvalidIp(s.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ports = spec
+        .ports
+        .iter()
+        .map(|p| {
+            let port = u16::try_from(p.port)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or(ConvertError::InvalidPort(p.port))?;
+            let protocol = match p.protocol {
+                mcs::Protocol::TCP => Protocol::Tcp,
+                mcs::Protocol::UDP => Protocol::Udp,
+                mcs::Protocol::SCTP => Protocol::Sctp,
+            };
+            Ok(Port {
+                name: p.name.clone(),
+                protocol,
+                port,
+            })
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    let kind = match spec.type_ {
+        mcs::ServiceImportType::ClusterSetIP => ImportKind::ClusterSetIp,
+        mcs::ServiceImportType::Headless => ImportKind::Headless,
+    };
+    Ok(Import {
+        namespace,
+        name,
+        kind,
+        ips,
+        ports,
+    })
+}
+
+/// Converts an MCS EndpointSlice; `Ok(None)` for slices without both MCS labels (not ours).
+pub fn slice_from_resource(es: &EndpointSlice) -> Result<Option<SliceInfo>, ConvertError> {
+    let (namespace, _) = meta_name(&es.metadata)?;
+    let labels = es.metadata.labels.as_ref();
+    let (Some(service), Some(cluster)) = (
+        labels.and_then(|l| l.get(LABEL_SERVICE_NAME)),
+        labels.and_then(|l| l.get(LABEL_SOURCE_CLUSTER)),
+    ) else {
+        return Ok(None);
+    };
+    if es.address_type == "FQDN" {
+        return Ok(None);
+    }
+    let endpoints = es
+        .endpoints
+        .iter()
+        .map(|e| {
+            let addresses = e
+                .addresses
+                .iter()
+                .map(|a| {
+                    a.parse::<IpAddr>()
+                        .map_err(|_| ConvertError::InvalidIp(a.clone()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            Ok(Endpoint {
+                addresses,
+                hostname: e.hostname.clone(),
+                ready,
+            })
+        })
+        .collect::<Result<Vec<_>, ConvertError>>()?;
+    Ok(Some(SliceInfo {
+        service: ServiceRef::new(namespace, service.clone()),
+        cluster: cluster.clone(),
+        endpoints,
+    }))
+}
+
+/// The index the watches feed. Indexing never fails; [`DnsIndex::publish`] makes changes visible.
+#[derive(Debug)]
+pub struct DnsIndex {
+    writer: ZoneWriter,
+    zone: SharedZone,
+    imports: BTreeSet<ServiceRef>,
+    /// (namespace, slice name) → what the slice contributes.
+    slices: BTreeMap<(String, String), SliceInfo>,
+    publishes: u64,
+}
+
+impl DnsIndex {
+    /// An empty, not yet synced index whose zone is already published (negatives SERVFAIL).
+    pub fn new(config: ZoneConfig) -> Result<Self, ConvertError> {
+        let mut writer = ZoneWriter::new(config)?;
+        let zone = Arc::new(ArcSwap::new(writer.publish_now()));
+        Ok(Self {
+            writer,
+            zone,
+            imports: BTreeSet::new(),
+            slices: BTreeMap::new(),
+            publishes: 1,
+        })
+    }
+
+    /// The shared zone the DNS servers read.
+    pub fn zone(&self) -> SharedZone {
+        self.zone.clone()
+    }
+
+    /// How many zones have been published.
+    pub fn publishes(&self) -> u64 {
+        self.publishes
+    }
+
+    /// Adds or updates a ServiceImport.
+    pub fn apply_service_import(&mut self, si: &ServiceImport) {
+        match import_from_resource(si) {
+            Ok(import) => {
+                self.imports.insert(import.service_ref());
+                self.writer.apply_import(import);
+            }
+            Err(error) => {
+                warn!(%error, namespace = ?si.metadata.namespace, name = ?si.metadata.name, "ServiceImport skipped");
+                if let Ok((ns, name)) = meta_name(&si.metadata) {
+                    self.delete_service_import(&ns, &name);
+                }
+            }
+        }
+    }
+
+    /// Removes a ServiceImport.
+    pub fn delete_service_import(&mut self, namespace: &str, name: &str) {
+        let key = ServiceRef::new(namespace, name);
+        self.imports.remove(&key);
+        self.writer.delete_import(&key);
+    }
+
+    /// Replaces every ServiceImport with this list (a re-list).
+    pub fn reset_service_imports(&mut self, imports: &[ServiceImport]) {
+        let keep: BTreeSet<ServiceRef> = imports
+            .iter()
+            .filter_map(|si| meta_name(&si.metadata).ok())
+            .map(|(ns, n)| ServiceRef::new(ns, n))
+            .collect();
+        for gone in self.imports.difference(&keep).cloned().collect::<Vec<_>>() {
+            self.delete_service_import(&gone.namespace, &gone.name);
+        }
+        for si in imports {
+            self.apply_service_import(si);
+        }
+    }
+
+    /// Adds or updates an EndpointSlice (slices without the MCS labels are ignored).
+    pub fn apply_endpoint_slice(&mut self, es: &EndpointSlice) {
+        let Ok((ns, name)) = meta_name(&es.metadata) else {
+            warn!("EndpointSlice without namespace or name skipped");
+            return;
+        };
+        match slice_from_resource(es) {
+            Ok(Some(info)) => {
+                let old = self.slices.insert((ns, name), info.clone());
+                if let Some(old) = old
+                    && (old.service != info.service || old.cluster != info.cluster)
+                {
+                    self.regroup(&old.service, &old.cluster);
+                }
+                self.regroup(&info.service, &info.cluster);
+            }
+            Ok(None) => self.delete_endpoint_slice(&ns, &name),
+            Err(error) => {
+                warn!(%error, namespace = %ns, name = %name, "EndpointSlice skipped");
+                self.delete_endpoint_slice(&ns, &name);
+            }
+        }
+    }
+
+    /// Removes an EndpointSlice.
+    pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
+        if let Some(old) = self.slices.remove(&(namespace.to_string(), name.to_string())) {
+            self.regroup(&old.service, &old.cluster);
+        }
+    }
+
+    /// Replaces every EndpointSlice with this list (a re-list).
+    pub fn reset_endpoint_slices(&mut self, slices: &[EndpointSlice]) {
+        let keep: BTreeSet<(String, String)> = slices
+            .iter()
+            .filter_map(|es| meta_name(&es.metadata).ok())
+            .collect();
+        let gone: Vec<(String, String)> = self
+            .slices
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for (ns, name) in gone {
+            self.delete_endpoint_slice(&ns, &name);
+        }
+        for es in slices {
+            self.apply_endpoint_slice(es);
+        }
+    }
+
+    fn regroup(&mut self, service: &ServiceRef, cluster: &str) {
+        let endpoints: Vec<Endpoint> = self
+            .slices
+            .values()
+            .filter(|s| &s.service == service && s.cluster == cluster)
+            .flat_map(|s| s.endpoints.iter().cloned())
+            .collect();
+        self.writer.apply_endpoints(service.clone(), cluster, endpoints);
+    }
+
+    /// Adds a Namespace.
+    pub fn apply_namespace(&mut self, ns: &Namespace) {
+        match ns.metadata.name.as_deref() {
+            Some(name) if !name.is_empty() => self.writer.apply_namespace(name),
+            _ => warn!("Namespace without a name skipped"),
+        }
+    }
+
+    /// Removes a Namespace.
+    pub fn delete_namespace(&mut self, name: &str) {
+        self.writer.delete_namespace(name);
+    }
+
+    /// Replaces every Namespace with this list (a re-list).
+    pub fn reset_namespaces(&mut self, namespaces: &[Namespace]) {
+        self.writer
+            .reset_namespaces(namespaces.iter().filter_map(|n| n.metadata.name.clone()));
+    }
+
+    /// Marks the first full sync of every kind as done: negatives stop being SERVFAIL.
+    pub fn mark_synced(&mut self) {
+        self.writer.mark_synced();
+    }
+
+    /// Publishes the changes, if any, to the servers; returns whether a new zone was published.
+    pub fn publish(&mut self) -> bool {
+        match self.writer.publish() {
+            Some(zone) => {
+                self.zone.store(zone);
+                self.publishes += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::discovery::v1::{Endpoint as K8sEndpoint, EndpointConditions};
+    use kube::api::ObjectMeta;
+    use mcsd_crds::mcs::{ServicePort, v1beta1::ServiceImportSpec};
+
+    use super::*;
+
+    fn mk_service_import(ns: &str, name: &str, kind: mcs::ServiceImportType, ips: &[&str]) -> ServiceImport {
+        let mut si = ServiceImport::new(
+            name,
+            ServiceImportSpec {
+                type_: kind,
+                ips: ips.iter().map(|s| s.to_string()).collect(),
+                ports: vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        );
+        si.metadata.namespace = Some(ns.into());
+        si
+    }
+
+    fn mk_slice(
+        ns: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        eps: &[(&str, Option<bool>)],
+    ) -> EndpointSlice {
+        EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: eps
+                .iter()
+                .map(|(ip, ready)| K8sEndpoint {
+                    addresses: vec![ip.to_string()],
+                    conditions: Some(EndpointConditions {
+                        ready: *ready,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ports: None,
+        }
+    }
+
+    fn mk_namespace(name: &str) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn a_records(index: &DnsIndex, name: &str) -> Vec<String> {
+        use hickory_proto::{
+            op::{Message, Query},
+            rr::{Name, RData, RecordType},
+        };
+        let mut q = Message::query();
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        let mut out = Vec::new();
+        mcsd_dns::answer(
+            &index.zone().load(),
+            &q.to_vec().unwrap(),
+            mcsd_dns::Transport::Tcp,
+            &mut out,
+        );
+        let mut v: Vec<String> = Message::from_vec(&out)
+            .unwrap()
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    const MCS: [(&str, &str); 2] = [(LABEL_SERVICE_NAME, "h"), (LABEL_SOURCE_CLUSTER, "c1")];
+
+    #[test]
+    fn slices_of_one_cluster_are_united_and_nil_ready_counts_as_ready() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.apply_namespace(&mk_namespace("ns"));
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "h",
+            mcs::ServiceImportType::Headless,
+            &[],
+        ));
+        index.apply_endpoint_slice(&mk_slice(
+            "ns",
+            "h-1",
+            &MCS,
+            &[("10.0.0.1", None), ("10.0.0.9", Some(false))],
+        ));
+        index.apply_endpoint_slice(&mk_slice("ns", "h-2", &MCS, &[("10.0.0.2", Some(true))]));
+        index.mark_synced();
+        assert!(index.publish());
+        assert_eq!(
+            a_records(&index, "h.ns.svc.clusterset.local."),
+            vec!["10.0.0.1", "10.0.0.2"]
+        );
+        index.delete_endpoint_slice("ns", "h-1");
+        assert!(index.publish());
+        assert_eq!(a_records(&index, "h.ns.svc.clusterset.local."), vec!["10.0.0.2"]);
+        assert!(!index.publish(), "nothing changed");
+    }
+
+    #[test]
+    fn slices_without_mcs_labels_are_ignored() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.apply_namespace(&mk_namespace("ns"));
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "h",
+            mcs::ServiceImportType::Headless,
+            &[],
+        ));
+        index.apply_endpoint_slice(&mk_slice(
+            "ns",
+            "plain",
+            &[("kubernetes.io/service-name", "h")],
+            &[("10.0.0.1", None)],
+        ));
+        index.publish();
+        assert!(a_records(&index, "h.ns.svc.clusterset.local.").is_empty());
+    }
+
+    #[test]
+    fn a_bad_import_is_skipped_and_withdraws_the_previous_version() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.apply_namespace(&mk_namespace("ns"));
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "s",
+            mcs::ServiceImportType::ClusterSetIP,
+            &["10.1.0.1"],
+        ));
+        index.publish();
+        assert_eq!(a_records(&index, "s.ns.svc.clusterset.local."), vec!["10.1.0.1"]);
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "s",
+            mcs::ServiceImportType::ClusterSetIP,
+            &["bogus"],
+        ));
+        index.publish();
+        assert!(a_records(&index, "s.ns.svc.clusterset.local.").is_empty());
+    }
+
+    #[test]
+    fn reset_removes_what_the_relist_no_longer_has() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.reset_namespaces(&[mk_namespace("ns")]);
+        let a = mk_service_import("ns", "a", mcs::ServiceImportType::ClusterSetIP, &["10.1.0.1"]);
+        let b = mk_service_import("ns", "b", mcs::ServiceImportType::ClusterSetIP, &["10.1.0.2"]);
+        index.reset_service_imports(&[a.clone(), b]);
+        index.publish();
+        index.reset_service_imports(&[a]);
+        index.publish();
+        assert_eq!(a_records(&index, "a.ns.svc.clusterset.local."), vec!["10.1.0.1"]);
+        assert!(a_records(&index, "b.ns.svc.clusterset.local.").is_empty());
+    }
+}
