@@ -1,13 +1,40 @@
 //! `mcsd sandbox`: a whole ClusterSet on one machine.
 //!
-//! Each member is started in one place, [`start_member`]: today its API server (with the CRDs
-//! and ClusterProperties); the DNS server and the peered mcsd join it there.
+//! ```text
+//!  cluster-a ─ API server (CRDs, ClusterProperties, manifests/ RBAC) ─ mcsd (as SA mcsd) ─ DNS 127.0.0.1:P
+//!  cluster-b ─ …                                                      peers read each other as SA mcsd-peer
+//! ```
+//!
+//! Each member is started in [`start_member`] (API server, the project's namespace and RBAC
+//! manifests) and then [`start_mcsd`] (controllers peered with every other member, DNS server).
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
+use k8s_openapi::api::{
+    core::v1::{Namespace, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+};
 use mcsd_sandbox::{Cluster, ClusterConfig};
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon;
+
+/// The namespace and RBAC manifests, as installed into real clusters.
+const MANIFESTS: [&str; 2] = [
+    include_str!("../../manifests/namespace.yaml"),
+    include_str!("../../manifests/rbac.yaml"),
+];
 
 /// One cluster of the sandbox and what runs beside it.
 #[derive(Debug)]
@@ -16,11 +43,12 @@ pub struct Member {
     pub cluster: Cluster,
     /// Where its kubeconfig was written.
     pub kubeconfig: PathBuf,
-    /// Its DNS server's address, once the DNS server runs in the sandbox.
-    pub dns: Option<std::net::SocketAddr>,
+    /// Its DNS server's address (UDP and TCP), once mcsd runs.
+    pub dns: Option<SocketAddr>,
 }
 
-/// Starts the `index`th member and writes its kubeconfig into `dir`.
+/// Starts the `index`th member, installs the project's namespace and RBAC manifests, and writes
+/// its kubeconfig into `dir`.
 pub async fn start_member(index: usize, dir: &Path) -> anyhow::Result<Member> {
     let cluster = Cluster::start(ClusterConfig::nth(index))
         .await
@@ -28,11 +56,98 @@ pub async fn start_member(index: usize, dir: &Path) -> anyhow::Result<Member> {
     let kubeconfig = dir.join(format!("{}.kubeconfig", cluster.name()));
     std::fs::write(&kubeconfig, cluster.kubeconfig_yaml())
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let admin = cluster.admin_client().await?;
+    for manifest in MANIFESTS {
+        apply_manifest(&admin, manifest)
+            .await
+            .with_context(|| format!("installing manifests in {}", cluster.name()))?;
+    }
     Ok(Member {
         cluster,
         kubeconfig,
         dns: None,
     })
+}
+
+/// Starts mcsd for `members[index]`: the controllers, as the `mcsd` ServiceAccount, peered with
+/// every other member through its `mcsd-peer` ServiceAccount, and a DNS server on 127.0.0.1.
+pub async fn start_mcsd(
+    members: &[Member],
+    index: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(daemon::Handle, SocketAddr, mcsd_dns::SharedZone)> {
+    let me = &members[index].cluster;
+    let client = me.service_account_client("mcsd-system", "mcsd").await?;
+    let identity = crate::identity::establish(&client, None, None).await?;
+    let mut peers = Vec::new();
+    for (j, other) in members.iter().enumerate() {
+        if j != index {
+            peers.push(daemon::Peer {
+                cluster: other.cluster.name().parse()?,
+                client: other
+                    .cluster
+                    .service_account_client("mcsd-system", "mcsd-peer")
+                    .await?,
+            });
+        }
+    }
+    let config = daemon::Config {
+        client: client.clone(),
+        identity,
+        exchange_namespace: crate::exchange::DEFAULT_NAMESPACE.to_string(),
+        peers,
+        peer_sync_timeout: Duration::from_secs(10),
+    };
+    let handle = daemon::start(config, shutdown.clone()).await;
+    let zone_config = mcsd_dns::ZoneConfig {
+        origin: mcsd_crds::names::DEFAULT_ZONE.to_string(),
+        ttl: 5,
+        nameserver_addrs: vec!["127.0.0.1".parse()?],
+        max_udp_payload: 1232,
+    };
+    let zone = daemon::dns::feed(client, zone_config, shutdown.clone())?;
+    let (bound, _metrics) = daemon::dns::serve(zone.clone(), &["127.0.0.1:0".parse()?], shutdown)?;
+    Ok((handle, bound[0], zone))
+}
+
+/// Applies every document of a multi-document manifest (the kinds of `manifests/namespace.yaml`
+/// and `manifests/rbac.yaml`) with server-side apply.
+async fn apply_manifest(client: &Client, text: &str) -> anyhow::Result<()> {
+    use serde::Deserialize;
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value = serde_json::Value::deserialize(doc)?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let ns = value["metadata"]["namespace"].as_str().map(str::to_string);
+        match kind.as_str() {
+            "Namespace" => apply::<Namespace>(Api::all(client.clone()), value).await?,
+            "ServiceAccount" => {
+                apply::<ServiceAccount>(Api::namespaced(client.clone(), &ns.unwrap_or_default()), value)
+                    .await?
+            }
+            "ClusterRole" => apply::<ClusterRole>(Api::all(client.clone()), value).await?,
+            "ClusterRoleBinding" => apply::<ClusterRoleBinding>(Api::all(client.clone()), value).await?,
+            "Role" => apply::<Role>(Api::namespaced(client.clone(), &ns.unwrap_or_default()), value).await?,
+            "RoleBinding" => {
+                apply::<RoleBinding>(Api::namespaced(client.clone(), &ns.unwrap_or_default()), value).await?
+            }
+            other => anyhow::bail!("the sandbox does not install {other} objects"),
+        }
+    }
+    Ok(())
+}
+
+async fn apply<K>(api: Api<K>, value: serde_json::Value) -> anyhow::Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(value)?;
+    let params = PatchParams::apply("mcsd-sandbox").force();
+    api.patch(&object.name_any(), &params, &Patch::Apply(&object))
+        .await?;
+    Ok(())
 }
 
 /// The contents of `DIR/sandbox.json`.
@@ -50,8 +165,8 @@ pub fn manifest(members: &[Member]) -> serde_json::Value {
     )
 }
 
-/// Starts `clusters` members, writes the files, prints `sandbox ready`, and runs until SIGINT or
-/// SIGTERM.
+/// Starts `clusters` members, each with mcsd and DNS, writes the files, prints `sandbox ready`
+/// once every mcsd is ready and every zone is synced, and runs until SIGINT or SIGTERM.
 pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir
@@ -60,6 +175,27 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
     let mut members = Vec::with_capacity(clusters);
     for index in 0..clusters {
         members.push(start_member(index, &dir).await?);
+    }
+    let shutdown = CancellationToken::new();
+    let mut running = Vec::new();
+    for index in 0..clusters {
+        let (handle, dns, zone) = start_mcsd(&members, index, shutdown.clone()).await?;
+        members[index].dns = Some(dns);
+        running.push((handle, zone));
+    }
+    for (handle, zone) in &running {
+        let mut ready = handle.ready.clone();
+        tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r))
+            .await
+            .context("mcsd did not become ready within 60 s")??;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !zone.load().synced() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the DNS zone did not sync within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let path = dir.join("sandbox.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest(&members))?)
@@ -75,6 +211,7 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}
     }
+    shutdown.cancel();
     for m in members {
         m.cluster.shutdown().await;
     }

@@ -33,6 +33,8 @@ fn sandbox_writes_kubeconfigs_and_manifest_says_ready_and_exits_cleanly_on_sigte
         assert!(member["api"].as_str().unwrap().starts_with("https://127.0.0.1:"));
         let kubeconfig = std::fs::read_to_string(member["kubeconfig"].as_str().unwrap()).unwrap();
         assert!(kubeconfig.contains("certificate-authority-data") && kubeconfig.contains(name));
+        let dns = member["dns"].as_str().expect("every member serves DNS");
+        assert!(dns.starts_with("127.0.0.1:"), "{dns}");
     }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

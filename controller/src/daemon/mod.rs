@@ -13,6 +13,7 @@
 //! already right.
 
 mod apply;
+pub mod dns;
 mod exporter;
 mod importer;
 pub mod metrics;

@@ -1,0 +1,156 @@
+//! The DNS side of the daemon: watches of ServiceImports, MCS EndpointSlices and Namespaces feed
+//! the DNS index, which publishes the zone the embedded server answers from. Every replica runs
+//! this, leader or not. The zone counts as synced once each of the three kinds has been listed;
+//! until then would-be negative answers are SERVFAIL.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::{core::v1::Namespace, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{WatchStreamExt, watcher},
+};
+use mcsd_crds::{mcs::v1beta1::ServiceImport, names};
+use mcsd_dns::{Metrics, ServeOptions, SharedZone, ZoneConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::dns_index::DnsIndex;
+
+enum Change {
+    Import(watcher::Event<ServiceImport>),
+    Slice(watcher::Event<EndpointSlice>),
+    Namespace(watcher::Event<Namespace>),
+}
+
+/// Feeds a DNS index from `client`'s watches until `shutdown`; returns the zone it publishes.
+pub fn feed(
+    client: Client,
+    config: ZoneConfig,
+    shutdown: CancellationToken,
+) -> Result<SharedZone, crate::dns_index::ConvertError> {
+    let mut index = DnsIndex::new(config)?;
+    let zone = index.zone();
+    let imports = watcher(
+        Api::<ServiceImport>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(|e| e.map(Change::Import));
+    let slices = watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default().labels(names::LABEL_SERVICE_NAME),
+    )
+    .default_backoff()
+    .map(|e| e.map(Change::Slice));
+    let namespaces = watcher(Api::<Namespace>::all(client), watcher::Config::default())
+        .default_backoff()
+        .map(|e| e.map(Change::Namespace));
+    let mut changes = stream::select(stream::select(imports, slices), namespaces).boxed();
+    tokio::spawn(async move {
+        let (mut imports_buf, mut slices_buf, mut ns_buf) = (Vec::new(), Vec::new(), Vec::new());
+        let mut listed = [false; 3];
+        loop {
+            let change = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = changes.next() => c,
+            };
+            let Some(change) = change else { return };
+            match change {
+                Ok(Change::Import(event)) => match event {
+                    watcher::Event::Init => imports_buf.clear(),
+                    watcher::Event::InitApply(o) => imports_buf.push(o),
+                    watcher::Event::InitDone => {
+                        index.reset_service_imports(&std::mem::take(&mut imports_buf));
+                        listed[0] = true;
+                    }
+                    watcher::Event::Apply(o) => index.apply_service_import(&o),
+                    watcher::Event::Delete(o) => {
+                        index.delete_service_import(&o.namespace().unwrap_or_default(), &o.name_any())
+                    }
+                },
+                Ok(Change::Slice(event)) => match event {
+                    watcher::Event::Init => slices_buf.clear(),
+                    watcher::Event::InitApply(o) => slices_buf.push(o),
+                    watcher::Event::InitDone => {
+                        index.reset_endpoint_slices(&std::mem::take(&mut slices_buf));
+                        listed[1] = true;
+                    }
+                    watcher::Event::Apply(o) => index.apply_endpoint_slice(&o),
+                    watcher::Event::Delete(o) => {
+                        index.delete_endpoint_slice(&o.namespace().unwrap_or_default(), &o.name_any())
+                    }
+                },
+                Ok(Change::Namespace(event)) => match event {
+                    watcher::Event::Init => ns_buf.clear(),
+                    watcher::Event::InitApply(o) => ns_buf.push(o),
+                    watcher::Event::InitDone => {
+                        index.reset_namespaces(&std::mem::take(&mut ns_buf));
+                        listed[2] = true;
+                    }
+                    watcher::Event::Apply(o) => index.apply_namespace(&o),
+                    watcher::Event::Delete(o) => index.delete_namespace(&o.name_any()),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "DNS watch failed; retrying");
+                    continue;
+                }
+            }
+            if listed.iter().all(|l| *l) {
+                index.mark_synced();
+            }
+            index.publish();
+        }
+    });
+    Ok(zone)
+}
+
+/// Binds UDP and TCP on the same address; port 0 picks one port free for both.
+pub fn bind_pair(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let attempts = if addr.port() == 0 { 32 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        let mut tcp_addr = addr;
+        tcp_addr.set_port(udp.local_addr()?.port());
+        match std::net::TcpListener::bind(tcp_addr) {
+            Ok(tcp) => {
+                tcp.set_nonblocking(true)?;
+                return Ok((udp, tcp));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
+}
+
+/// Serves `zone` over UDP and TCP on every address in `listen` until `shutdown`; returns the
+/// addresses bound (port 0 resolved).
+pub fn serve(
+    zone: SharedZone,
+    listen: &[SocketAddr],
+    shutdown: CancellationToken,
+) -> std::io::Result<(Vec<SocketAddr>, Arc<Metrics>)> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    let mut bound = Vec::new();
+    for addr in listen {
+        let (u, t) = bind_pair(*addr)?;
+        bound.push(u.local_addr()?);
+        udp.push(u);
+        tcp.push(tokio::net::TcpListener::from_std(t)?);
+    }
+    let metrics = Arc::new(Metrics::new(udp.len() + 1));
+    let options = ServeOptions {
+        udp_workers: 1,
+        tcp_idle_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let m = metrics.clone();
+    tokio::spawn(async move {
+        if let Err(error) = mcsd_dns::serve(zone, m, udp, tcp, options, shutdown).await {
+            tracing::error!(%error, "DNS server stopped");
+        }
+    });
+    Ok((bound, metrics))
+}
