@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -67,25 +67,23 @@ fn start(clusters: usize) -> (Sandbox, serde_json::Value) {
     (Sandbox { child, dir }, manifest)
 }
 
-fn apply(kubeconfig: &Path, yaml: &str) {
-    let path = kubeconfig.with_extension("apply.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    kubectl(kubeconfig, &["apply", "-f", path.to_str().unwrap()]);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_cluster_c() {
     let (_sandbox, manifest) = start(3);
     let members = manifest.as_array().unwrap();
     let kubeconfig = |i: usize| PathBuf::from(members[i]["kubeconfig"].as_str().unwrap());
+    // The README's commands: the namespace everywhere, the example in cluster-a.
+    let examples = repo_root().join("docs/examples");
     for i in 0..3 {
-        apply(
+        kubectl(
             &kubeconfig(i),
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n",
+            &["apply", "-f", examples.join("namespace.yaml").to_str().unwrap()],
         );
     }
-    let example = std::fs::read_to_string(repo_root().join("docs/examples/hello.yaml")).unwrap();
-    apply(&kubeconfig(0), &example);
+    kubectl(
+        &kubeconfig(0),
+        &["apply", "-f", examples.join("hello.yaml").to_str().unwrap()],
+    );
 
     let dns_c = members[2]["dns"].as_str().unwrap().to_string();
     let ip = eventually(
