@@ -21,6 +21,9 @@ pub struct Cli {
 enum Command {
     /// Write the CustomResourceDefinitions (ServiceExport, ServiceImport, ClusterProperty) as YAML.
     Crds(CrdsArgs),
+    /// Run the controllers and the clusterset.local DNS server for one cluster (the in-cluster
+    /// daemon). Prints one line with the DNS and admin addresses once it serves.
+    Run(crate::run::RunArgs),
     /// Run a whole ClusterSet on this machine: N simulated clusters (`cluster-a`, `cluster-b`, …)
     /// on 127.0.0.1, each with its own API server, CA and admin kubeconfig, until SIGINT/SIGTERM.
     /// Prints `sandbox ready` when every cluster is up.
@@ -113,6 +116,7 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Crds(args) => args.run(),
+            Command::Run(args) => run_daemon(args),
             Command::Sandbox(args) => args.run(),
             Command::Dns(args) => args.run(),
         };
@@ -246,6 +250,32 @@ impl DnsArgs {
             Ok(())
         })
     }
+}
+
+fn run_daemon(args: crate::run::RunArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let running = args.run(shutdown.clone()).await?;
+        let dns = running
+            .dns
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        #[allow(clippy::print_stdout)]
+        {
+            println!("mcsd run: serving dns={dns} admin={}", running.admin);
+        }
+        wait_for_signal().await;
+        info!("shutting down");
+        shutdown.cancel();
+        Ok(())
+    })
 }
 
 /// Binds UDP and TCP on the same address; port 0 picks one free for both.

@@ -104,6 +104,19 @@ pub async fn establish(
     clusterset: Option<&str>,
 ) -> Result<Identity> {
     let api: Api<ClusterProperty> = Api::all(client.clone());
+    // A missing CRD answers 404 to a list; a missing property only to a get.
+    if let Err(error) = api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+    {
+        return Err(match error {
+            kube::Error::Api(status) if status.is_not_found() => Error::CrdMissing,
+            source => Error::Api {
+                property: PROPERTY_CLUSTER_ID,
+                source,
+            },
+        });
+    }
     let cluster = property(
         &api,
         PROPERTY_CLUSTER_ID,

@@ -59,6 +59,30 @@ pub struct RunArgs {
     /// How long to wait at start-up for peers to list their records before writing anyway.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub peer_sync_timeout: u64,
+    /// Address to serve DNS on, UDP and TCP; repeat for several (IPv4 and IPv6). Port 0 picks a
+    /// free port.
+    #[arg(long = "dns-listen", value_name = "ADDR", default_value = "0.0.0.0:5353")]
+    pub dns_listen: Vec<std::net::SocketAddr>,
+    /// The DNS zone to serve.
+    #[arg(long, value_name = "NAME", default_value = mcsd_crds::names::DEFAULT_ZONE)]
+    pub zone: String,
+    /// TTL in seconds of the data records (0–3600); also the SOA minimum.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub ttl: u32,
+    /// Address of the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
+    #[arg(long = "admin-listen", value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_listen: std::net::SocketAddr,
+}
+
+/// What a started daemon serves.
+#[derive(Debug)]
+pub struct Running {
+    /// The controllers.
+    pub daemon: daemon::Handle,
+    /// The DNS addresses bound (UDP and TCP on each).
+    pub dns: Vec<std::net::SocketAddr>,
+    /// The admin address bound.
+    pub admin: std::net::SocketAddr,
 }
 
 /// Why the daemon stopped.
@@ -70,11 +94,27 @@ pub enum Error {
     /// The cluster's identity could not be established.
     #[error(transparent)]
     Identity(#[from] identity::Error),
+    /// The DNS zone configuration is invalid.
+    #[error("zone {zone:?}: {source}")]
+    Zone {
+        /// The zone.
+        zone: String,
+        /// Why.
+        source: crate::dns_index::ConvertError,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl RunArgs {
     /// Starts the controllers and runs until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<daemon::Handle, Error> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<Running, Error> {
         let Self {
             kubeconfig,
             cluster_id,
@@ -82,6 +122,10 @@ impl RunArgs {
             exchange_namespace,
             peers,
             peer_sync_timeout,
+            dns_listen,
+            zone,
+            ttl,
+            admin_listen,
         } = self;
         let client = kubeconfig::client(kubeconfig.as_deref()).await?;
         let identity = identity::establish(&client, cluster_id.as_ref(), clusterset.as_deref()).await?;
@@ -93,6 +137,45 @@ impl RunArgs {
                 cluster: peer.cluster,
             });
         }
+        let zone_config = mcsd_dns::ZoneConfig {
+            origin: zone.clone(),
+            ttl,
+            nameserver_addrs: dns_listen
+                .iter()
+                .map(|a| a.ip())
+                .filter(|ip| !ip.is_unspecified())
+                .collect(),
+            max_udp_payload: 1232,
+        };
+        let shared = daemon::dns::feed(client.clone(), zone_config, shutdown.clone()).map_err(|source| {
+            Error::Zone {
+                zone: zone.clone(),
+                source,
+            }
+        })?;
+        let (dns, metrics) =
+            daemon::dns::serve(shared.clone(), &dns_listen, shutdown.clone()).map_err(|source| {
+                Error::Listen {
+                    addr: format!("{dns_listen:?}"),
+                    source,
+                }
+            })?;
+        let admin_listener = tokio::net::TcpListener::bind(admin_listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: admin_listen.to_string(),
+                source,
+            })?;
+        let admin = admin_listener.local_addr().map_err(|source| Error::Listen {
+            addr: admin_listen.to_string(),
+            source,
+        })?;
+        tokio::spawn(mcsd_dns::serve_admin(
+            admin_listener,
+            shared,
+            metrics,
+            shutdown.clone(),
+        ));
         let config = daemon::Config {
             client,
             identity,
@@ -100,7 +183,8 @@ impl RunArgs {
             peers: peer_clients,
             peer_sync_timeout: Duration::from_secs(peer_sync_timeout),
         };
-        Ok(daemon::start(config, shutdown).await)
+        let daemon = daemon::start(config, shutdown).await;
+        Ok(Running { daemon, dns, admin })
     }
 }
 
