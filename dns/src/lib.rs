@@ -22,6 +22,7 @@
 
 pub mod admin;
 mod error;
+pub mod fuzzing;
 pub mod handler;
 pub mod metrics;
 pub mod model;
