@@ -204,7 +204,8 @@ impl DnsArgs {
             let mut tcp = Vec::new();
             let mut bound = Vec::new();
             for addr in &listen {
-                let (u, t) = bind_pair(*addr).with_context(|| format!("listening on {addr}"))?;
+                let (u, t) =
+                    crate::daemon::dns::bind_pair(*addr).with_context(|| format!("listening on {addr}"))?;
                 bound.push(u.local_addr()?);
                 udp.push(u);
                 tcp.push(tokio::net::TcpListener::from_std(t)?);
@@ -276,27 +277,6 @@ fn run_daemon(args: crate::run::RunArgs) -> anyhow::Result<()> {
         shutdown.cancel();
         Ok(())
     })
-}
-
-/// Binds UDP and TCP on the same address; port 0 picks one free for both.
-fn bind_pair(addr: SocketAddr) -> anyhow::Result<(std::net::UdpSocket, std::net::TcpListener)> {
-    let attempts = if addr.port() == 0 { 32 } else { 1 };
-    let mut last = None;
-    for _ in 0..attempts {
-        let udp = std::net::UdpSocket::bind(addr)?;
-        let mut tcp_addr = addr;
-        tcp_addr.set_port(udp.local_addr()?.port());
-        match std::net::TcpListener::bind(tcp_addr) {
-            Ok(tcp) => {
-                tcp.set_nonblocking(true)?;
-                return Ok((udp, tcp));
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("no port")))
 }
 
 async fn wait_for_signal() {
