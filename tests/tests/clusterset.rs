@@ -159,3 +159,142 @@ async fn an_exported_cluster_ip_service_is_imported_in_every_cluster_and_withdra
     }
     set.stop().await;
 }
+
+fn service_with_ports(ns: &str, ports: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: hello, namespace: {ns}}}\nspec:\n  selector: {{app: hello}}\n  ports: {ports}\n"
+    )
+}
+
+async fn conflict_of(set: &ClusterSet, i: usize, ns: &str) -> Option<(String, String)> {
+    let client = set.members[i].cluster.admin_client().await.unwrap();
+    let export = Api::<ServiceExport>::namespaced(client, ns)
+        .get_opt("hello")
+        .await
+        .unwrap()?;
+    let c = export
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Conflict")?;
+    Some((c.status, c.reason))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_exporters_with_different_ports_get_the_union_and_a_conflict_on_both_exports() {
+    // Conformance #10, and a namespace that appears in cluster-c only after the export.
+    let set = ClusterSet::start(3).await;
+    for i in 0..2 {
+        set.apply(i, &namespace("ports"));
+    }
+    set.apply(
+        0,
+        &service_with_ports(
+            "ports",
+            "[{name: tcp, port: 42, protocol: TCP}, {name: udp, port: 42, protocol: UDP}]",
+        ),
+    );
+    set.apply(0, &export("ports"));
+    eventually("cluster-b to import from cluster-a", WAIT, || async {
+        import_in(&set, 1, "ports").await
+    })
+    .await;
+    // The second export is younger by at least a second (creationTimestamp precision).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    set.apply(
+        1,
+        &service_with_ports(
+            "ports",
+            "[{name: tcp, port: 42, protocol: TCP}, {name: stcp, port: 142, protocol: SCTP}]",
+        ),
+    );
+    set.apply(1, &export("ports"));
+
+    let ports = eventually("the union of the ports", WAIT, || async {
+        let import = import_in(&set, 0, "ports").await?;
+        let mut ports: Vec<_> = import
+            .spec
+            .ports
+            .iter()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.port))
+            .collect();
+        ports.sort();
+        (ports.len() == 3).then_some(ports)
+    })
+    .await;
+    assert_eq!(
+        ports,
+        [
+            ("stcp".to_string(), 142),
+            ("tcp".to_string(), 42),
+            ("udp".to_string(), 42)
+        ]
+    );
+    for i in 0..2 {
+        let conflict = eventually("Conflict on the export", WAIT, || async {
+            conflict_of(&set, i, "ports").await.filter(|(s, _)| s == "True")
+        })
+        .await;
+        assert_eq!(conflict.1, "PortConflict");
+    }
+    let import = import_in(&set, 0, "ports").await.unwrap();
+    let clusters: Vec<_> = import
+        .status
+        .unwrap()
+        .clusters
+        .into_iter()
+        .map(|c| c.cluster)
+        .collect();
+    assert_eq!(clusters, ["cluster-a", "cluster-b"], "oldest export first");
+
+    // cluster-c has no namespace `ports`: no import, until the namespace is created.
+    assert!(import_in(&set, 2, "ports").await.is_none());
+    set.apply(2, &namespace("ports"));
+    eventually("cluster-c to import once the namespace exists", WAIT, || async {
+        import_in(&set, 2, "ports").await
+    })
+    .await;
+
+    // One exporter leaves: the import stays (conformance #1), the conflict clears.
+    set.kubectl(1, &["delete", "serviceexport", "hello", "-n", "ports"]);
+    eventually("the conflict to clear on cluster-a", WAIT, || async {
+        conflict_of(&set, 0, "ports").await.filter(|(s, _)| s == "False")
+    })
+    .await;
+    assert!(import_in(&set, 2, "ports").await.is_some());
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_name_export_is_invalid_and_imports_nothing() {
+    // Conformance #14.
+    let set = ClusterSet::start(2).await;
+    for i in 0..2 {
+        set.apply(i, &namespace("ext"));
+    }
+    set.apply(
+        0,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: hello, namespace: ext}\nspec: {type: ExternalName, externalName: example.com}\n",
+    );
+    set.apply(0, &export("ext"));
+    let client = set.members[0].cluster.admin_client().await.unwrap();
+    let valid = eventually("Valid=False on the export", WAIT, || {
+        let client = client.clone();
+        async move {
+            let e = Api::<ServiceExport>::namespaced(client, "ext")
+                .get("hello")
+                .await
+                .unwrap();
+            e.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Valid" && c.status == "False")
+        }
+    })
+    .await;
+    assert_eq!(valid.reason, "InvalidServiceType");
+    for i in 0..2 {
+        assert!(import_in(&set, i, "ext").await.is_none());
+    }
+    set.stop().await;
+}
