@@ -733,6 +733,61 @@ fn srv_records(
     (answers, additionals)
 }
 
+/// The nodes of the service name itself (A, AAAA, bare-name SRV) and of its `_port._proto`
+/// names, shared by ClusterSetIP and Headless imports.
+#[allow(clippy::too_many_arguments)]
+fn push_service_name(
+    out: &mut Vec<(Arc<[u8]>, Node)>,
+    origin: &Origin,
+    base: &str,
+    svc_name: &Name,
+    (v4, v6): (&[IpAddr], &[IpAddr]),
+    candidates: &[(Name, Option<IpAddr>)],
+    all_ports: &[&Port],
+    named_ports: &BTreeMap<String, Vec<&Port>>,
+) -> Result<()> {
+    let ttl = origin.ttl;
+    let mut answers = Vec::new();
+    if !v4.is_empty() {
+        answers.push(encode(
+            svc_name,
+            RecordType::A,
+            address_records(svc_name, ttl, v4),
+            vec![],
+        )?);
+    }
+    if !v6.is_empty() {
+        answers.push(encode(
+            svc_name,
+            RecordType::AAAA,
+            address_records(svc_name, ttl, v6),
+            vec![],
+        )?);
+    }
+    let (srv, extra) = srv_records(svc_name, ttl, candidates, all_ports);
+    if !srv.is_empty() {
+        answers.push(encode(svc_name, RecordType::SRV, srv, extra)?);
+    }
+    out.push((
+        key_of(base),
+        Node {
+            answers: answers.into(),
+        },
+    ));
+    for (label, ports) in named_ports {
+        let rel = format!("{label}.{base}");
+        let owner = origin.fqdn(&rel)?;
+        let (srv, extra) = srv_records(&owner, ttl, candidates, ports);
+        out.push((
+            key_of(&rel),
+            Node {
+                answers: vec![encode(&owner, RecordType::SRV, srv, extra)?].into(),
+            },
+        ));
+    }
+    Ok(())
+}
+
 /// Every name one service owns, with its pre-encoded node.
 fn service_nodes(
     origin: &Origin,
@@ -764,44 +819,16 @@ fn service_nodes(
             } else {
                 ips.iter().map(|ip| (svc_name.clone(), Some(*ip))).collect()
             };
-            let mut answers = Vec::new();
-            if !v4.is_empty() {
-                answers.push(encode(
-                    &svc_name,
-                    RecordType::A,
-                    address_records(&svc_name, ttl, &v4),
-                    vec![],
-                )?);
-            }
-            if !v6.is_empty() {
-                answers.push(encode(
-                    &svc_name,
-                    RecordType::AAAA,
-                    address_records(&svc_name, ttl, &v6),
-                    vec![],
-                )?);
-            }
-            let (srv, extra) = srv_records(&svc_name, ttl, &candidates, &all_ports);
-            if !srv.is_empty() {
-                answers.push(encode(&svc_name, RecordType::SRV, srv, extra)?);
-            }
-            out.push((
-                key_of(&base),
-                Node {
-                    answers: answers.into(),
-                },
-            ));
-            for (label, ports) in &named_ports {
-                let rel = format!("{label}.{base}");
-                let owner = origin.fqdn(&rel)?;
-                let (srv, extra) = srv_records(&owner, ttl, &candidates, ports);
-                out.push((
-                    key_of(&rel),
-                    Node {
-                        answers: vec![encode(&owner, RecordType::SRV, srv, extra)?].into(),
-                    },
-                ));
-            }
+            push_service_name(
+                &mut out,
+                origin,
+                &base,
+                &svc_name,
+                (&v4, &v6),
+                &candidates,
+                &all_ports,
+                &named_ports,
+            )?;
         }
         ImportKind::Headless => {
             let mut ready = Vec::new();
@@ -844,44 +871,16 @@ fn service_nodes(
                 all_ips.push(r.ip);
             }
             let (v4, v6) = split_families(&all_ips);
-            let mut answers = Vec::new();
-            if !v4.is_empty() {
-                answers.push(encode(
-                    &svc_name,
-                    RecordType::A,
-                    address_records(&svc_name, ttl, &v4),
-                    vec![],
-                )?);
-            }
-            if !v6.is_empty() {
-                answers.push(encode(
-                    &svc_name,
-                    RecordType::AAAA,
-                    address_records(&svc_name, ttl, &v6),
-                    vec![],
-                )?);
-            }
-            let (srv, extra) = srv_records(&svc_name, ttl, &candidates, &all_ports);
-            if !srv.is_empty() {
-                answers.push(encode(&svc_name, RecordType::SRV, srv, extra)?);
-            }
-            out.push((
-                key_of(&base),
-                Node {
-                    answers: answers.into(),
-                },
-            ));
-            for (label, ports) in &named_ports {
-                let rel = format!("{label}.{base}");
-                let owner = origin.fqdn(&rel)?;
-                let (srv, extra) = srv_records(&owner, ttl, &candidates, ports);
-                out.push((
-                    key_of(&rel),
-                    Node {
-                        answers: vec![encode(&owner, RecordType::SRV, srv, extra)?].into(),
-                    },
-                ));
-            }
+            push_service_name(
+                &mut out,
+                origin,
+                &base,
+                &svc_name,
+                (&v4, &v6),
+                &candidates,
+                &all_ports,
+                &named_ports,
+            )?;
             for ((rel, _), ips) in targets {
                 let owner = origin.fqdn(&rel)?;
                 let (v4, v6) = split_families(&ips);
