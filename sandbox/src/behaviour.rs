@@ -9,6 +9,19 @@ use crate::api::Api;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::meta;
 
+/// A Service's cluster IP may not change once set.
+fn cluster_ip_changed(obj: &Value, value: &Value) -> ApiError {
+    invalid(
+        "Service",
+        obj,
+        vec![Cause::invalid(
+            "spec.clusterIPs[0]",
+            value,
+            "may not change once set",
+        )],
+    )
+}
+
 fn invalid(kind: &str, obj: &Value, causes: Vec<Cause>) -> ApiError {
     ApiError::invalid("", kind, meta::meta_str(obj, "name"), causes)
 }
@@ -111,15 +124,7 @@ pub fn admit_service(
         let old_ip = old_spec.get("clusterIP");
         if old_ip.is_some() && spec.get("clusterIP") != old_ip {
             let v = spec.get("clusterIP").cloned().unwrap_or(Value::Null);
-            return Err(invalid(
-                "Service",
-                obj,
-                vec![Cause::invalid(
-                    "spec.clusterIPs[0]",
-                    &v,
-                    "may not change once set",
-                )],
-            ));
+            return Err(cluster_ip_changed(obj, &v));
         }
         let old_ips = old_spec.get("clusterIPs");
         if let (Some(new), Some(old)) = (
@@ -128,15 +133,7 @@ pub fn admit_service(
         ) && !new.starts_with(&old[..1.min(old.len())])
         {
             let v = json!(new);
-            return Err(invalid(
-                "Service",
-                obj,
-                vec![Cause::invalid(
-                    "spec.clusterIPs[0]",
-                    &v,
-                    "may not change once set",
-                )],
-            ));
+            return Err(cluster_ip_changed(obj, &v));
         }
         return Ok(());
     }

@@ -234,23 +234,7 @@ impl Store {
         if state.objects.get(&key.gr).is_some_and(|m| m.contains_key(&slot)) {
             return Err(StoreError::AlreadyExists);
         }
-        let rv = state.rv + 1;
-        state.rv = rv;
-        meta::metadata_mut(&mut object).insert("resourceVersion".into(), rv.to_string().into());
-        let object = Arc::new(object);
-        state.index(&key, &object);
-        state
-            .objects
-            .entry(key.gr.clone())
-            .or_default()
-            .insert(slot, object.clone());
-        state.push(Event {
-            rv,
-            kind: EventType::Added,
-            key,
-            object: object.clone(),
-            old: None,
-        });
+        let (rv, object) = state.store(key, slot, &mut object, EventType::Added, None);
         drop(state);
         self.head.send_replace(rv);
         Ok(object)
@@ -269,24 +253,8 @@ impl Store {
         if meta::resource_version(&old) != expected {
             return Err(StoreError::Conflict);
         }
-        let rv = state.rv + 1;
-        state.rv = rv;
-        meta::metadata_mut(&mut object).insert("resourceVersion".into(), rv.to_string().into());
-        let object = Arc::new(object);
         state.unindex(&key, &old);
-        state.index(&key, &object);
-        state
-            .objects
-            .entry(key.gr.clone())
-            .or_default()
-            .insert(slot, object.clone());
-        state.push(Event {
-            rv,
-            kind: EventType::Modified,
-            key,
-            object: object.clone(),
-            old: Some(old),
-        });
+        let (rv, object) = state.store(key, slot, &mut object, EventType::Modified, Some(old));
         drop(state);
         self.head.send_replace(rv);
         Ok(object)
@@ -340,6 +308,35 @@ impl Store {
 }
 
 impl State {
+    /// Stamps the next resourceVersion on `object`, stores and indexes it, and logs the event.
+    /// Returns the new resourceVersion and the stored object; the caller wakes the watchers.
+    fn store(
+        &mut self,
+        key: ObjectKey,
+        slot: (String, String),
+        object: &mut Value,
+        kind: EventType,
+        old: Option<Arc<Value>>,
+    ) -> (u64, Arc<Value>) {
+        let rv = self.rv + 1;
+        self.rv = rv;
+        meta::metadata_mut(object).insert("resourceVersion".into(), rv.to_string().into());
+        let object = Arc::new(std::mem::take(object));
+        self.index(&key, &object);
+        self.objects
+            .entry(key.gr.clone())
+            .or_default()
+            .insert(slot, object.clone());
+        self.push(Event {
+            rv,
+            kind,
+            key,
+            object: object.clone(),
+            old,
+        });
+        (rv, object)
+    }
+
     fn push(&mut self, event: Event) {
         if self.log.len() >= self.capacity
             && let Some(dropped) = self.log.pop_front()
