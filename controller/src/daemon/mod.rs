@@ -97,7 +97,6 @@ fn store_and_feed<K>(
     api: Api<K>,
     config: watcher::Config,
     on_event: impl Fn(&K) + Send + 'static,
-    on_relist: impl Fn() + Send + 'static,
     shutdown: CancellationToken,
 ) -> Store<K>
 where
@@ -118,8 +117,7 @@ where
                 Some(Ok(
                     watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o),
                 )) => on_event(&o),
-                Some(Ok(watcher::Event::InitDone)) => on_relist(),
-                Some(Ok(watcher::Event::Init)) => {}
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
                 Some(Err(error)) => {
                     tracing::warn!(kind = %K::kind(&Default::default()), %error, "watch failed; retrying");
                 }
@@ -155,7 +153,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         Api::<ServiceExport>::all(client.clone()),
         watcher::Config::default(),
         move |o| q.push(key_of(o)),
-        || {},
         shutdown.clone(),
     );
     let (qe, qi) = (export_queue.clone(), import_queue.clone());
@@ -168,7 +165,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
                 qi.push((o.namespace().unwrap_or_default(), from.clone()));
             }
         },
-        || {},
         shutdown.clone(),
     );
     let (qe, qi) = (export_queue.clone(), import_queue.clone());
@@ -191,7 +187,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
                 qe.push((ns, svc.clone()));
             }
         },
-        || {},
         shutdown.clone(),
     );
     let qi = import_queue.clone();
@@ -199,7 +194,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         Api::<ServiceImport>::all(client.clone()),
         watcher::Config::default(),
         move |o| qi.push(key_of(o)),
-        || {},
         shutdown.clone(),
     );
     let (qi, v) = (import_queue.clone(), view.clone());
@@ -217,7 +211,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
                 .collect();
             qi.extend(keys);
         },
-        || {},
         shutdown.clone(),
     );
     let qe = export_queue.clone();
@@ -233,7 +226,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
                 qe.push((ns.clone(), svc.clone()));
             }
         },
-        || {},
         shutdown.clone(),
     );
 
