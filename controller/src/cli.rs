@@ -28,8 +28,10 @@ enum Command {
     /// on 127.0.0.1, each with its own API server, CA and admin kubeconfig, until SIGINT/SIGTERM.
     /// Prints `sandbox ready` when every cluster is up.
     Sandbox(SandboxArgs),
-    /// Serve `clusterset.local` from a file of Kubernetes objects, with no cluster (benchmarks,
-    /// offline checks). The zone counts as synced from the start.
+    /// Serve `clusterset.local` alone, without the controllers: from a cluster's ServiceImports,
+    /// MCS EndpointSlices and Namespaces (`--kubeconfig`; for a cluster whose imports another MCS
+    /// implementation writes), or from a file of such objects (`--objects`; benchmarks, offline
+    /// checks).
     Dns(DnsArgs),
 }
 
@@ -47,12 +49,19 @@ struct SandboxArgs {
 
 /// `mcsd dns`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["objects", "kubeconfig"])))]
 struct DnsArgs {
     /// Multi-document YAML of ServiceImports (multicluster.x-k8s.io v1beta1 or v1alpha1),
     /// EndpointSlices (discovery.k8s.io/v1, with the multicluster.kubernetes.io/service-name and
-    /// …/source-cluster labels) and Namespaces. An invalid document stops start-up.
+    /// …/source-cluster labels) and Namespaces. An invalid document stops start-up. The zone
+    /// counts as synced from the start.
     #[arg(long, value_name = "FILE")]
-    objects: PathBuf,
+    objects: Option<PathBuf>,
+    /// Watch these objects in the cluster this kubeconfig names (its credentials need `list` and
+    /// `watch` on the three kinds). Until each has been listed, names not yet known are answered
+    /// SERVFAIL, never NXDOMAIN, and `/readyz` says not ready.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
     /// Address to serve DNS on, UDP and TCP; repeat for several (IPv4 and IPv6). Port 0 picks a
     /// free port, the same for UDP and TCP.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5353")]
@@ -99,11 +108,18 @@ impl Cli {
                 return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
             }
             let rendered = error.render().to_string();
-            let first = rendered
+            // The message is the first paragraph (clap lists missing arguments on the lines
+            // after the first), joined into one line.
+            let paragraph: Vec<&str> = rendered
                 .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let joined = paragraph.join(" ");
+            let first = match joined.trim_start_matches("error: ") {
+                "" => "invalid arguments",
+                message => message,
+            };
             #[allow(clippy::print_stderr)]
             {
                 eprintln!("mcsd: {first} (see `mcsd --help`)");
@@ -166,6 +182,7 @@ impl DnsArgs {
     fn run(self) -> anyhow::Result<()> {
         let Self {
             objects,
+            kubeconfig,
             listen,
             zone,
             ttl,
@@ -175,9 +192,6 @@ impl DnsArgs {
             max_udp_payload,
         } = self;
         init_tracing();
-        let text =
-            std::fs::read_to_string(&objects).with_context(|| format!("reading {}", objects.display()))?;
-        let parsed = objects::parse_objects(&text).with_context(|| format!("{}", objects.display()))?;
         let nameserver_addrs = listen
             .iter()
             .map(|a| a.ip())
@@ -189,17 +203,32 @@ impl DnsArgs {
             nameserver_addrs,
             max_udp_payload,
         };
-        let mut index = DnsIndex::new(config).context("zone configuration")?;
-        objects::reset_index(&mut index, &parsed);
-        index.mark_synced();
-        index.publish();
-        let shared = index.zone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .context("starting the runtime")?;
         runtime.block_on(async move {
+            let shutdown = CancellationToken::new();
+            let shared = match (objects, kubeconfig) {
+                (Some(objects), _) => {
+                    let text = std::fs::read_to_string(&objects)
+                        .with_context(|| format!("reading {}", objects.display()))?;
+                    let parsed =
+                        objects::parse_objects(&text).with_context(|| format!("{}", objects.display()))?;
+                    let mut index = DnsIndex::new(config).context("zone configuration")?;
+                    objects::reset_index(&mut index, &parsed);
+                    index.mark_synced();
+                    index.publish();
+                    index.zone()
+                }
+                (None, kubeconfig) => {
+                    let conn = crate::kubeconfig::connect(kubeconfig.as_deref()).await?;
+                    crate::preflight::dns(&conn).await?;
+                    crate::daemon::dns::feed(conn.client, config, shutdown.clone())
+                        .context("zone configuration")?
+                }
+            };
             let mut udp = Vec::new();
             let mut tcp = Vec::new();
             let mut bound = Vec::new();
@@ -216,7 +245,6 @@ impl DnsArgs {
             let admin_addr = admin_listener.local_addr()?;
             let udp_workers = usize::from(workers);
             let metrics = Arc::new(mcsd_dns::Metrics::new(udp.len() * udp_workers + 1));
-            let shutdown = CancellationToken::new();
             let options = mcsd_dns::ServeOptions {
                 udp_workers,
                 tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),

@@ -39,8 +39,27 @@ pub enum Error {
     },
 }
 
-/// A client for the cluster `path` describes (its current context).
-pub async fn client_from(path: &Path) -> Result<Client, Error> {
+/// A client and the address of the API server it talks to (for error messages).
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Connection {
+    /// The client.
+    pub client: Client,
+    /// The API server's URL.
+    pub url: String,
+}
+
+fn connection(config: Config, what: &str) -> Result<Connection, Error> {
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|source| Error::Client {
+        what: what.to_string(),
+        source,
+    })?;
+    Ok(Connection { client, url })
+}
+
+/// A connection to the cluster `path` describes (its current context).
+pub async fn connect_file(path: &Path) -> Result<Connection, Error> {
     let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -51,24 +70,29 @@ pub async fn client_from(path: &Path) -> Result<Client, Error> {
             path: path.to_path_buf(),
             source,
         })?;
-    Client::try_from(config).map_err(|source| Error::Client {
-        what: path.display().to_string(),
-        source,
-    })
+    connection(config, &path.display().to_string())
+}
+
+/// A connection from `path` if given, else from the environment (in-cluster, `KUBECONFIG`,
+/// `~/.kube/config`).
+pub async fn connect(path: Option<&Path>) -> Result<Connection, Error> {
+    match path {
+        Some(path) => connect_file(path).await,
+        None => {
+            let config = Config::infer().await.map_err(Error::Infer)?;
+            connection(config, "the inferred cluster")
+        }
+    }
+}
+
+/// A client for the cluster `path` describes (its current context).
+pub async fn client_from(path: &Path) -> Result<Client, Error> {
+    connect_file(path).await.map(|c| c.client)
 }
 
 /// A client from `path` if given, else from the environment (in-cluster, `KUBECONFIG`, `~/.kube/config`).
 pub async fn client(path: Option<&Path>) -> Result<Client, Error> {
-    match path {
-        Some(path) => client_from(path).await,
-        None => {
-            let config = Config::infer().await.map_err(Error::Infer)?;
-            Client::try_from(config).map_err(|source| Error::Client {
-                what: "the inferred cluster".into(),
-                source,
-            })
-        }
-    }
+    connect(path).await.map(|c| c.client)
 }
 
 #[cfg(test)]

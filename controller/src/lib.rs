@@ -14,6 +14,7 @@ pub mod import;
 pub mod kubeconfig;
 pub mod merge;
 pub mod objects;
+pub mod preflight;
 pub mod run;
-mod sandbox;
+pub mod sandbox;
 pub mod view;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use mcsd_crds::ClusterId;
 use tokio_util::sync::CancellationToken;
 
-use crate::{daemon, identity, kubeconfig};
+use crate::{daemon, identity, kubeconfig, preflight};
 
 /// A peer as given on the command line: `NAME=KUBECONFIG`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +91,9 @@ pub enum Error {
     /// A kubeconfig is unusable.
     #[error(transparent)]
     Kubeconfig(#[from] kubeconfig::Error),
+    /// The credentials cannot do what the daemon needs, or the API server cannot be reached.
+    #[error(transparent)]
+    Preflight(#[from] preflight::Error),
     /// The cluster's identity could not be established.
     #[error(transparent)]
     Identity(#[from] identity::Error),
@@ -127,7 +130,9 @@ impl RunArgs {
             ttl,
             admin_listen,
         } = self;
-        let client = kubeconfig::client(kubeconfig.as_deref()).await?;
+        let conn = kubeconfig::connect(kubeconfig.as_deref()).await?;
+        preflight::daemon(&conn, &exchange_namespace).await?;
+        let client = conn.client;
         let identity = identity::establish(&client, cluster_id.as_ref(), clusterset.as_deref()).await?;
         tracing::info!(cluster = %identity.cluster, clusterset = %identity.clusterset, "identity established");
         let mut peer_clients = Vec::new();

@@ -69,25 +69,53 @@ pub async fn start_member(index: usize, dir: &Path) -> anyhow::Result<Member> {
     })
 }
 
-/// Starts mcsd for `members[index]`: the controllers, as the `mcsd` ServiceAccount, peered with
-/// every other member through its `mcsd-peer` ServiceAccount, and a DNS server on 127.0.0.1.
+/// One running mcsd of the sandbox.
+#[derive(Clone, Debug)]
+pub struct Mcsd {
+    /// The controllers.
+    pub handle: daemon::Handle,
+    /// The DNS server's address (UDP and TCP).
+    pub dns: SocketAddr,
+    /// The zone it answers from.
+    pub zone: mcsd_dns::SharedZone,
+}
+
+impl Mcsd {
+    /// Waits until the controllers have listed everything and started, and the zone is synced.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let mut ready = self.handle.ready.clone();
+        tokio::time::timeout(timeout, ready.wait_for(|r| *r))
+            .await
+            .with_context(|| format!("mcsd did not become ready within {timeout:?}"))??;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.zone.load().synced() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the DNS zone did not sync within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// Starts mcsd for `clusters[index]` until `shutdown`: the controllers, as the `mcsd`
+/// ServiceAccount, peered with every other cluster through its `mcsd-peer` ServiceAccount, and a
+/// DNS server on 127.0.0.1.
 pub async fn start_mcsd(
-    members: &[Member],
+    clusters: &[&Cluster],
     index: usize,
     shutdown: CancellationToken,
-) -> anyhow::Result<(daemon::Handle, SocketAddr, mcsd_dns::SharedZone)> {
-    let me = &members[index].cluster;
+) -> anyhow::Result<Mcsd> {
+    let me = clusters[index];
     let client = me.service_account_client("mcsd-system", "mcsd").await?;
     let identity = crate::identity::establish(&client, None, None).await?;
     let mut peers = Vec::new();
-    for (j, other) in members.iter().enumerate() {
+    for (j, other) in clusters.iter().enumerate() {
         if j != index {
             peers.push(daemon::Peer {
-                cluster: other.cluster.name().parse()?,
-                client: other
-                    .cluster
-                    .service_account_client("mcsd-system", "mcsd-peer")
-                    .await?,
+                cluster: other.name().parse()?,
+                client: other.service_account_client("mcsd-system", "mcsd-peer").await?,
             });
         }
     }
@@ -107,7 +135,11 @@ pub async fn start_mcsd(
     };
     let zone = daemon::dns::feed(client, zone_config, shutdown.clone())?;
     let (bound, _metrics) = daemon::dns::serve(zone.clone(), &["127.0.0.1:0".parse()?], shutdown)?;
-    Ok((handle, bound[0], zone))
+    Ok(Mcsd {
+        handle,
+        dns: bound[0],
+        zone,
+    })
 }
 
 /// Applies every document of a multi-document manifest (the kinds of `manifests/namespace.yaml`
@@ -179,23 +211,13 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut running = Vec::new();
     for index in 0..clusters {
-        let (handle, dns, zone) = start_mcsd(&members, index, shutdown.clone()).await?;
-        members[index].dns = Some(dns);
-        running.push((handle, zone));
+        let all: Vec<&Cluster> = members.iter().map(|m| &m.cluster).collect();
+        let mcsd = start_mcsd(&all, index, shutdown.clone()).await?;
+        members[index].dns = Some(mcsd.dns);
+        running.push(mcsd);
     }
-    for (handle, zone) in &running {
-        let mut ready = handle.ready.clone();
-        tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r))
-            .await
-            .context("mcsd did not become ready within 60 s")??;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while !zone.load().synced() {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the DNS zone did not sync within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    for mcsd in &running {
+        mcsd.wait_ready(Duration::from_secs(60)).await?;
     }
     let path = dir.join("sandbox.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest(&members))?)

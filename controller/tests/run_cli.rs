@@ -129,10 +129,74 @@ async fn run_on_a_cluster_without_the_crds_fails_with_one_line_saying_how_to_fix
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
+    // Every missing CRD is named at once, with the one command that installs them.
+    for crd in [
+        "clusterproperties.about.k8s.io",
+        "serviceexports.multicluster.x-k8s.io",
+        "serviceimports.multicluster.x-k8s.io",
+    ] {
+        assert!(err.contains(crd), "{err}");
+    }
+    assert!(err.contains("kubectl apply -f crds/"), "{err}");
+    cluster.shutdown().await;
+}
+
+/// Runs `mcsd run` with `kubeconfig` and returns its exit code and standard error.
+fn run_expecting_failure(kubeconfig: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mcsd"))
+        .args(["run", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args(["--dns-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_without_the_rbac_rights_fails_with_one_line_naming_the_right_and_the_manifest() {
+    let cluster = Cluster::start(ClusterConfig::nth(0)).await.unwrap();
+    // A ServiceAccount nobody bound a role to.
+    let path = std::env::temp_dir().join(format!("mcsd-run-norbac-{}.kubeconfig", std::process::id()));
+    std::fs::write(
+        &path,
+        cluster.service_account_kubeconfig("mcsd-system", "mcsd").unwrap(),
+    )
+    .unwrap();
+    let (code, err) = run_expecting_failure(&path);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("403 Forbidden"), "{err}");
     assert!(
-        err.contains("ClusterProperty CRD") && err.contains("kubectl apply -f crds/"),
+        err.contains("may not list clusterproperties.about.k8s.io"),
         "{err}"
     );
+    assert!(err.contains("manifests/rbac.yaml"), "{err}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_against_a_stopped_api_server_fails_with_one_line_naming_its_address() {
+    let cluster = Cluster::start(ClusterConfig::nth(0)).await.unwrap();
+    let kubeconfig = write_kubeconfig(&cluster, "down");
+    cluster.stop_api_server().await;
+    let (code, err) = run_expecting_failure(&kubeconfig);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot reach the API server"), "{err}");
+    assert!(err.contains(&cluster.api_url()), "{err}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_revoked_token_fails_with_one_line_saying_so() {
+    let cluster = Cluster::start(ClusterConfig::nth(0)).await.unwrap();
+    let path = std::env::temp_dir().join(format!("mcsd-run-badtoken-{}.kubeconfig", std::process::id()));
+    std::fs::write(&path, cluster.kubeconfig_for_token("someone", "not-a-token")).unwrap();
+    let (code, err) = run_expecting_failure(&path);
+    assert_eq!(code, Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("401 Unauthorized"), "{err}");
     cluster.shutdown().await;
 }
 

@@ -10,10 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcsd::{
-    daemon::{self, Peer},
-    identity,
-};
+use mcsd::{daemon, sandbox::Mcsd};
 use mcsd_sandbox::{Cluster, ClusterConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +59,97 @@ where
     }
 }
 
+/// The mcsd binary cargo built for this test run (tests/ is a sibling crate of controller/).
+pub fn mcsd_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().unwrap().parent().unwrap();
+    let bin = target.join("mcsd");
+    assert!(
+        bin.exists(),
+        "{} is missing: build with `cargo build -p mcsd` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Starts the mcsd binary with `args` and returns it with the first line it prints on standard
+/// output (the line that says it serves, or is ready). Standard error is discarded.
+pub fn start_mcsd_binary(args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(mcsd_binary())
+        .args(args)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+/// Runs the real `dig` against `server` (`HOST:PORT`) with `args`; returns what it prints.
+pub fn dig_raw(server: &std::net::SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args([
+            &format!("@{}", server.ip()),
+            "-p",
+            &server.port().to_string(),
+            "+time=1",
+            "+tries=1",
+        ])
+        .args(args)
+        .output()
+        .expect("dig must be installed (.ci/run installs dnsutils)");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What `dig` got: the response code (`NOERROR`, `NXDOMAIN`, …, or `no reply`) and the answer
+/// section's record data, sorted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The response code.
+    pub status: String,
+    /// The answer section's record data (the text after the type), sorted.
+    pub records: Vec<String>,
+}
+
+impl Answer {
+    /// NOERROR with these records (in any order).
+    pub fn ok(records: &[&str]) -> Self {
+        let mut records: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+        records.sort();
+        Self {
+            status: "NOERROR".into(),
+            records,
+        }
+    }
+}
+
+/// Asks `server` for `name` `qtype` with the real `dig`.
+pub fn dig(server: &std::net::SocketAddr, name: &str, qtype: &str) -> Answer {
+    let text = dig_raw(server, &["+noall", "+comments", "+answer", name, qtype]);
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("no reply")
+        .to_string();
+    let mut records: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| {
+            // NAME TTL CLASS TYPE RDATA…
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.len() > 4).then(|| fields[4..].join(" "))
+        })
+        .collect();
+    records.sort();
+    Answer { status, records }
+}
+
 /// One cluster of a test ClusterSet.
 #[derive(Debug)]
 pub struct Member {
@@ -71,6 +159,10 @@ pub struct Member {
     pub kubeconfig: PathBuf,
     /// mcsd's handle (write counters, readiness).
     pub daemon: daemon::Handle,
+    /// mcsd's DNS server (UDP and TCP).
+    pub dns: std::net::SocketAddr,
+    /// Stops this member's mcsd alone.
+    pub stop_mcsd: CancellationToken,
 }
 
 /// A ClusterSet of sandbox clusters, each running mcsd, peered with every other.
@@ -85,13 +177,10 @@ pub struct ClusterSet {
 impl ClusterSet {
     /// Starts `n` clusters, installs the project's manifests (namespace and RBAC) with kubectl,
     /// and runs mcsd in each as the `mcsd` ServiceAccount, reading its peers as their
-    /// `mcsd-peer` ServiceAccount: exactly the rights the manifests grant.
+    /// `mcsd-peer` ServiceAccount (exactly the rights the manifests grant), with a DNS server on
+    /// 127.0.0.1.
     pub async fn start(n: usize) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "mcsd-e2e-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos() ^ (n as u128) ^ rand_suffix()
-        ));
+        let dir = std::env::temp_dir().join(format!("mcsd-e2e-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut clusters = Vec::new();
         for i in 0..n {
@@ -111,59 +200,54 @@ impl ClusterSet {
             );
             clusters.push((cluster, kubeconfig));
         }
+        let members = clusters;
         let shutdown = CancellationToken::new();
-        let mut members = Vec::new();
-        for (i, (cluster, kubeconfig)) in clusters.iter().enumerate() {
-            let client = cluster
-                .service_account_client("mcsd-system", "mcsd")
-                .await
-                .unwrap();
-            let identity = identity::establish(&client, None, None)
-                .await
-                .expect("the sandbox sets ClusterProperties");
-            let mut peers = Vec::new();
-            for (j, (other, _)) in clusters.iter().enumerate() {
-                if i != j {
-                    peers.push(Peer {
-                        cluster: other.name().parse().unwrap(),
-                        client: other
-                            .service_account_client("mcsd-system", "mcsd-peer")
-                            .await
-                            .unwrap(),
-                    });
-                }
-            }
-            let config = daemon::Config {
-                client,
-                identity,
-                exchange_namespace: "mcsd-system".into(),
-                peers,
-                peer_sync_timeout: Duration::from_secs(10),
-            };
-            let handle = daemon::start(config, shutdown.clone()).await;
-            members.push((kubeconfig.clone(), handle));
-        }
-        let members = clusters
-            .into_iter()
-            .zip(members)
-            .map(|((cluster, kubeconfig), (_, daemon))| Member {
-                cluster,
-                kubeconfig,
-                daemon,
-            })
-            .collect::<Vec<_>>();
-        for m in &members {
-            let mut ready = m.daemon.ready.clone();
-            tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
-                .await
-                .expect("mcsd becomes ready")
-                .unwrap();
-        }
-        Self {
-            members,
+        let mut set = Self {
+            members: Vec::new(),
             dir,
             shutdown,
+        };
+        let mut started = Vec::new();
+        for i in 0..members.len() {
+            let all: Vec<&Cluster> = members.iter().map(|(c, _)| c).collect();
+            let stop = set.shutdown.child_token();
+            let mcsd = mcsd::sandbox::start_mcsd(&all, i, stop.clone())
+                .await
+                .expect("mcsd starts");
+            started.push((mcsd, stop));
         }
+        for ((cluster, kubeconfig), (mcsd, stop_mcsd)) in members.into_iter().zip(started) {
+            mcsd.wait_ready(Duration::from_secs(30))
+                .await
+                .expect("mcsd becomes ready");
+            set.members.push(Member {
+                cluster,
+                kubeconfig,
+                daemon: mcsd.handle,
+                dns: mcsd.dns,
+                stop_mcsd,
+            });
+        }
+        set
+    }
+
+    /// Stops the `i`th member's mcsd and starts a new one in its place (new watches, new DNS
+    /// server on a new port); returns once it is ready.
+    pub async fn restart_mcsd(&mut self, i: usize) -> Mcsd {
+        self.members[i].stop_mcsd.cancel();
+        let stop = self.shutdown.child_token();
+        let all: Vec<&Cluster> = self.members.iter().map(|m| &m.cluster).collect();
+        let mcsd = mcsd::sandbox::start_mcsd(&all, i, stop.clone())
+            .await
+            .expect("mcsd starts");
+        mcsd.wait_ready(Duration::from_secs(30))
+            .await
+            .expect("mcsd becomes ready");
+        let member = &mut self.members[i];
+        member.daemon = mcsd.handle.clone();
+        member.dns = mcsd.dns;
+        member.stop_mcsd = stop;
+        mcsd
     }
 
     /// kubectl against the `i`th cluster.

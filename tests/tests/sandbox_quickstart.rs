@@ -2,13 +2,12 @@
 //! ServiceExport applied with kubectl in cluster-a, and `dig` against cluster-c's DNS server.
 
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
-use mcsd_tests::{eventually, kubectl, repo_root};
+use mcsd_tests::{dig_raw, eventually, kubectl, repo_root, start_mcsd_binary};
 
 struct Sandbox {
     child: Child,
@@ -25,43 +24,17 @@ impl Drop for Sandbox {
     }
 }
 
-fn mcsd_binary() -> PathBuf {
-    // The binary cargo built for this test run (tests/ is a sibling crate of controller/).
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.parent().unwrap().parent().unwrap();
-    let bin = target.join("mcsd");
-    assert!(
-        bin.exists(),
-        "{} is missing: build with `cargo build -p mcsd` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
-fn dig(server: &str, args: &[&str]) -> String {
-    let (host, port) = server.rsplit_once(':').unwrap();
-    let out = Command::new("dig")
-        .args([&format!("@{host}"), "-p", port, "+time=1", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("dig must be installed (.ci/run installs dnsutils)");
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn start(clusters: usize) -> (Sandbox, serde_json::Value) {
     let dir = std::env::temp_dir().join(format!("mcsd-quickstart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(mcsd_binary())
-        .args(["sandbox", "--clusters", &clusters.to_string(), "--dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let n = clusters.to_string();
+    let (child, line) = start_mcsd_binary(&[
+        "sandbox".as_ref(),
+        "--clusters".as_ref(),
+        n.as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+    ]);
     assert_eq!(line, "sandbox ready\n");
     let manifest = serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).unwrap()).unwrap();
     (Sandbox { child, dir }, manifest)
@@ -85,16 +58,13 @@ async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_clust
         &["apply", "-f", examples.join("hello.yaml").to_str().unwrap()],
     );
 
-    let dns_c = members[2]["dns"].as_str().unwrap().to_string();
+    let dns_c: std::net::SocketAddr = members[2]["dns"].as_str().unwrap().parse().unwrap();
     let ip = eventually(
         "cluster-c to answer the clusterset IP",
         Duration::from_secs(20),
-        || {
-            let dns_c = dns_c.clone();
-            async move {
-                let out = dig(&dns_c, &["+short", "hello.demo.svc.clusterset.local", "A"]);
-                out.lines().next().map(str::to_string).filter(|l| !l.is_empty())
-            }
+        || async move {
+            let out = dig_raw(&dns_c, &["+short", "hello.demo.svc.clusterset.local", "A"]);
+            out.lines().next().map(str::to_string).filter(|l| !l.is_empty())
         },
     )
     .await;
@@ -113,26 +83,27 @@ async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_clust
         ],
     );
     assert_eq!(svcim, ip);
-    let srv = dig(
+    let srv = dig_raw(
         &dns_c,
         &["+short", "_http._tcp.hello.demo.svc.clusterset.local", "SRV"],
     );
     assert_eq!(srv.trim(), "0 100 80 hello.demo.svc.clusterset.local.");
     // cluster.local is not ours, and a name that is not exported does not exist.
-    assert!(dig(&dns_c, &["nothere.demo.svc.clusterset.local", "A"]).contains("status: NXDOMAIN"));
+    assert!(dig_raw(&dns_c, &["nothere.demo.svc.clusterset.local", "A"]).contains("status: NXDOMAIN"));
 
     // Unexport: the name goes away everywhere.
     kubectl(
         &kubeconfig(0),
         &["delete", "serviceexport", "hello", "-n", "demo"],
     );
-    eventually("the name to stop resolving", Duration::from_secs(20), || {
-        let dns_c = dns_c.clone();
-        async move {
-            dig(&dns_c, &["hello.demo.svc.clusterset.local", "A"])
+    eventually(
+        "the name to stop resolving",
+        Duration::from_secs(20),
+        || async move {
+            dig_raw(&dns_c, &["hello.demo.svc.clusterset.local", "A"])
                 .contains("status: NXDOMAIN")
                 .then_some(())
-        }
-    })
+        },
+    )
     .await;
 }
