@@ -174,6 +174,8 @@ impl CrdsArgs {
 impl SandboxArgs {
     fn run(self) -> anyhow::Result<()> {
         let Self { clusters, dir } = self;
+        // Three daemons' worth of info lines would bury the sandbox's own output.
+        init_tracing_at("warn");
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(crate::sandbox::run(usize::from(clusters), &dir))
     }
@@ -315,9 +317,15 @@ async fn wait_for_signal() {
     }
 }
 
+/// Logs to standard error, filtered by `RUST_LOG` (default: info).
 fn init_tracing() {
+    init_tracing_at("info");
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default: `default`).
+fn init_tracing_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -582,7 +582,9 @@ pub fn apply(
         .filter(|p| !applied_set.contains(*p) && !others.contains(*p))
         .filter(|p| !others.iter().any(|o| o.starts_with(p)) && !applied_set.iter().any(|o| o.starts_with(p)))
         .collect();
-    stale.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    // Outermost first: a list-map item goes whole while its key fields still identify it
+    // (removing `.type` first would leave an item no key matches, and a husk behind).
+    stale.sort_by_key(|p| p.len());
     for p in stale {
         remove_at(&mut merged, p);
     }

@@ -732,6 +732,50 @@ async fn apply_creates_and_status_apply_touches_only_status() {
 }
 
 #[tokio::test]
+async fn applying_without_a_list_map_item_it_applied_before_removes_the_whole_item() {
+    let cluster = cluster().await;
+    let client = cluster.admin_client().await.unwrap();
+    let exports: Api<ServiceExport> = Api::namespaced(client, "default");
+    let body = json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport", "metadata": {"name": "e"}});
+    exports
+        .patch("e", &PatchParams::apply("user"), &Patch::Apply(&body))
+        .await
+        .unwrap();
+    let condition = |type_: &str| json!({"type": type_, "status": "True", "reason": type_, "message": "m", "lastTransitionTime": "2024-01-01T00:00:00Z"});
+    let status = |conditions: Vec<serde_json::Value>| json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport", "status": {"conditions": conditions}});
+    let params = PatchParams::apply("mcsd").force();
+    exports
+        .patch_status(
+            "e",
+            &params,
+            &Patch::Apply(&status(vec![
+                condition("Valid"),
+                condition("Ready"),
+                condition("Conflict"),
+            ])),
+        )
+        .await
+        .unwrap();
+    // The manager stops applying `Conflict`: the item goes, keys and all, leaving no husk.
+    let after = exports
+        .patch_status(
+            "e",
+            &params,
+            &Patch::Apply(&status(vec![condition("Valid"), condition("Ready")])),
+        )
+        .await
+        .unwrap();
+    let types: Vec<String> = after
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .map(|c| c.type_)
+        .collect();
+    assert_eq!(types, ["Valid", "Ready"]);
+}
+
+#[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
     let cluster = cluster().await;
     let client = cluster.admin_client().await.unwrap();

@@ -231,6 +231,18 @@ impl ClusterSet {
         set
     }
 
+    /// [`Self::start`], then creates namespace `ns` in every cluster with kubectl.
+    pub async fn with_namespace(n: usize, ns: &str) -> Self {
+        let set = Self::start(n).await;
+        for i in 0..n {
+            set.apply(
+                i,
+                &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+            );
+        }
+        set
+    }
+
     /// Stops the `i`th member's mcsd and starts a new one in its place (new watches, new DNS
     /// server on a new port); returns once it is ready.
     pub async fn restart_mcsd(&mut self, i: usize) -> Mcsd {

@@ -12,7 +12,7 @@ use mcsd_crds::{
     },
     names,
 };
-use mcsd_tests::{ClusterSet, eventually};
+use mcsd_tests::{Answer, ClusterSet, dig, eventually};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -61,10 +61,7 @@ async fn import_in(set: &ClusterSet, i: usize, ns: &str) -> Option<ServiceImport
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exported_cluster_ip_service_is_imported_in_every_cluster_and_withdrawn_on_unexport() {
-    let set = ClusterSet::start(3).await;
-    for i in 0..3 {
-        set.apply(i, &namespace("demo"));
-    }
+    let set = ClusterSet::with_namespace(3, "demo").await;
     set.apply(0, &hello("demo"));
     set.apply(0, &export("demo"));
 
@@ -167,17 +164,11 @@ fn service_with_ports(ns: &str, ports: &str) -> String {
 }
 
 async fn conflict_of(set: &ClusterSet, i: usize, ns: &str) -> Option<(String, String)> {
-    let client = set.members[i].cluster.admin_client().await.unwrap();
-    let export = Api::<ServiceExport>::namespaced(client, ns)
-        .get_opt("hello")
+    export_conditions(set, i, ns)
         .await
-        .unwrap()?;
-    let c = export
-        .status?
-        .conditions
         .into_iter()
-        .find(|c| c.type_ == "Conflict")?;
-    Some((c.status, c.reason))
+        .find(|(t, _, _)| t == "Conflict")
+        .map(|(_, status, reason)| (status, reason))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,10 +259,7 @@ async fn two_exporters_with_different_ports_get_the_union_and_a_conflict_on_both
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_name_export_is_invalid_and_imports_nothing() {
     // Conformance #14.
-    let set = ClusterSet::start(2).await;
-    for i in 0..2 {
-        set.apply(i, &namespace("ext"));
-    }
+    let set = ClusterSet::with_namespace(2, "ext").await;
     set.apply(
         0,
         "apiVersion: v1\nkind: Service\nmetadata: {name: hello, namespace: ext}\nspec: {type: ExternalName, externalName: example.com}\n",
@@ -296,5 +284,274 @@ async fn an_external_name_export_is_invalid_and_imports_nothing() {
     for i in 0..2 {
         assert!(import_in(&set, i, "ext").await.is_none());
     }
+    set.stop().await;
+}
+
+async fn export_conditions(set: &ClusterSet, i: usize, ns: &str) -> Vec<(String, String, String)> {
+    let client = set.members[i].cluster.admin_client().await.unwrap();
+    Api::<ServiceExport>::namespaced(client, ns)
+        .get_opt("hello")
+        .await
+        .unwrap()
+        .and_then(|e| e.status)
+        .map(|s| {
+            s.conditions
+                .into_iter()
+                .map(|c| (c.type_, c.status, c.reason))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_exporters_created_at_three_times_rank_oldest_first_and_the_oldest_sets_the_properties() {
+    let set = ClusterSet::with_namespace(3, "trio").await;
+    // Exported youngest-first by cluster id order reversed: c, then b, then a.
+    for (step, i) in [2, 1, 0].into_iter().enumerate() {
+        let timeout = 10 * (step + 1);
+        set.apply(
+            i,
+            &format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: hello, namespace: trio}}\nspec:\n  selector: {{app: hello}}\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: {timeout}}}}}\n  ports: [{{name: tcp, port: 42, protocol: TCP}}]\n"
+            ),
+        );
+        set.apply(i, &export("trio"));
+        eventually("the export to be published", WAIT, || async {
+            export_conditions(&set, i, "trio")
+                .await
+                .contains(&("Ready".into(), "True".into(), "Ready".into()))
+                .then_some(())
+        })
+        .await;
+        // creationTimestamp has one-second precision.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    for i in 0..3 {
+        let import = eventually("an import listing all three clusters", WAIT, || async {
+            import_in(&set, i, "trio")
+                .await
+                .filter(|imp| imp.status.as_ref().is_some_and(|s| s.clusters.len() == 3))
+        })
+        .await;
+        let clusters: Vec<_> = import
+            .status
+            .unwrap()
+            .clusters
+            .into_iter()
+            .map(|c| c.cluster)
+            .collect();
+        assert_eq!(clusters, ["cluster-c", "cluster-b", "cluster-a"], "oldest first");
+        // cluster-c exported first: its session affinity timeout (10 s) is the import's.
+        assert_eq!(
+            import
+                .spec
+                .session_affinity_config
+                .and_then(|c| c.client_ip)
+                .and_then(|c| c.timeout_seconds),
+            Some(10)
+        );
+    }
+    // The two younger exports lost the session affinity config: Conflict on all three.
+    for i in 0..3 {
+        eventually("SessionAffinityConfigConflict on every export", WAIT, || async {
+            export_conditions(&set, i, "trio")
+                .await
+                .contains(&(
+                    "Conflict".into(),
+                    "True".into(),
+                    names::conditions::conflict::SESSION_AFFINITY_CONFIG.into(),
+                ))
+                .then_some(())
+        })
+        .await;
+    }
+    // The oldest leaves: cluster-b's export is now the oldest and its timeout (20 s) wins.
+    set.kubectl(2, &["delete", "serviceexport", "hello", "-n", "trio"]);
+    eventually("cluster-b's properties to take over", WAIT, || async {
+        let import = import_in(&set, 0, "trio").await?;
+        (import
+            .spec
+            .session_affinity_config
+            .and_then(|c| c.client_ip)
+            .and_then(|c| c.timeout_seconds)
+            == Some(20))
+        .then_some(())
+    })
+    .await;
+    set.stop().await;
+}
+
+/// Two clusters with namespace `ns`; `hello` exported from cluster-a and imported in cluster-b.
+async fn exported_from_a_to_b(ns: &str) -> ClusterSet {
+    let set = ClusterSet::with_namespace(2, ns).await;
+    set.apply(0, &hello(ns));
+    set.apply(0, &export(ns));
+    eventually("cluster-b to import", WAIT, || async {
+        import_in(&set, 1, ns).await
+    })
+    .await;
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_deleted_under_its_export_makes_it_invalid_and_withdraws_the_import() {
+    let set = exported_from_a_to_b("gone").await;
+    set.kubectl(0, &["delete", "service", "hello", "-n", "gone"]);
+    eventually("Valid=False NoService on the export", WAIT, || async {
+        export_conditions(&set, 0, "gone")
+            .await
+            .contains(&("Valid".into(), "False".into(), "NoService".into()))
+            .then_some(())
+    })
+    .await;
+    for i in 0..2 {
+        eventually("the import to go", WAIT, || async {
+            import_in(&set, i, "gone").await.is_none().then_some(())
+        })
+        .await;
+    }
+    // The exchange record is withdrawn too: nothing of the service is left for peers.
+    let records = set.kubectl(
+        0,
+        &[
+            "get",
+            "configmaps",
+            "-n",
+            "mcsd-system",
+            "-l",
+            "mcsd.io/exchange",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(!records.contains("gone.hello"), "{records}");
+    // The Service comes back: so does the import.
+    set.apply(0, &hello("gone"));
+    eventually("the import to return", WAIT, || async {
+        import_in(&set, 1, "gone").await
+    })
+    .await;
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_credentials_read_the_exchange_namespace_and_nothing_else() {
+    let set = exported_from_a_to_b("secret-stuff").await;
+    // What cluster-b's mcsd holds for cluster-a: a kubeconfig for cluster-a's `mcsd-peer`.
+    let peer = set.members[0]
+        .cluster
+        .service_account_kubeconfig("mcsd-system", "mcsd-peer")
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("mcsd-peer-{}.kubeconfig", std::process::id()));
+    std::fs::write(&path, peer).unwrap();
+    let can = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // Allowed: the exchange records and mirrored slices, read-only.
+    assert!(can(&["get", "configmaps", "-n", "mcsd-system", "-l", "mcsd.io/exchange"]).0);
+    assert!(can(&["get", "endpointslices", "-n", "mcsd-system"]).0);
+    // Refused: writing them, and reading anything beyond the namespace.
+    for args in [
+        &["delete", "configmap", "secret-stuff.hello", "-n", "mcsd-system"][..],
+        &["get", "secrets", "-n", "mcsd-system"],
+        &["get", "configmaps", "-n", "secret-stuff"],
+        &["get", "services", "-n", "secret-stuff"],
+        &["get", "endpointslices", "-n", "secret-stuff"],
+        &["get", "serviceexports", "-A"],
+        &["get", "pods", "-A"],
+    ] {
+        let (ok, err) = can(args);
+        assert!(!ok, "mcsd-peer may not run kubectl {args:?}");
+        assert!(
+            err.contains("Forbidden") || err.contains("forbidden"),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_turning_unready_leaves_the_dns_answer_of_every_cluster_and_returns_when_ready() {
+    let set = ClusterSet::with_namespace(3, "flaky").await;
+    set.apply(
+        0,
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: flaky}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: pg, port: 5432}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: flaky, labels: {app: db}}
+spec: {hostname: db-0, subdomain: db, containers: [{name: db, image: postgres}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-1, namespace: flaky, labels: {app: db}}
+spec: {hostname: db-1, subdomain: db, containers: [{name: db, image: postgres}]}
+---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {name: db, namespace: flaky}
+"#,
+    );
+    let ip = |pod: &str| {
+        set.kubectl(
+            0,
+            &["get", "pod", pod, "-n", "flaky", "-o", "jsonpath={.status.podIP}"],
+        )
+    };
+    let (ip0, ip1) = (ip("db-0"), ip("db-1"));
+    let name = "db.flaky.svc.clusterset.local";
+    let dns_c = set.members[2].dns;
+    eventually("both pods in cluster-c's answer", WAIT, || async {
+        (dig(&dns_c, name, "A") == Answer::ok(&[&ip0, &ip1])).then_some(())
+    })
+    .await;
+    let readiness = |ready: &str| {
+        set.kubectl(
+            0,
+            &[
+                "patch",
+                "pod",
+                "db-1",
+                "-n",
+                "flaky",
+                "--subresource=status",
+                "--type=strategic",
+                "-p",
+                &format!(r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{ready}"}}]}}}}"#),
+            ],
+        )
+    };
+    readiness("False");
+    for i in 0..3 {
+        let dns = set.members[i].dns;
+        eventually("the unready pod to leave the answer", WAIT, || async {
+            (dig(&dns, name, "A") == Answer::ok(&[&ip0])).then_some(())
+        })
+        .await;
+    }
+    // Its own name gives no address while it is unready.
+    let own = dig(&dns_c, "db-1.cluster-a.db.flaky.svc.clusterset.local", "A");
+    assert!(own.records.is_empty(), "{own:?}");
+    readiness("True");
+    eventually("the pod to return", WAIT, || async {
+        (dig(&dns_c, name, "A") == Answer::ok(&[&ip0, &ip1])).then_some(())
+    })
+    .await;
     set.stop().await;
 }
