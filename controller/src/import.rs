@@ -38,6 +38,14 @@ use crate::merge::Merged;
 /// Label on objects mcsd derives for an import (derived Service): the import's name.
 pub const LABEL_DERIVED_FROM: &str = "mcsd.io/derived-from";
 
+/// ServiceImport condition (mcsd's own): True when some cluster's export is left out of the
+/// import (a refused peer, or a peer stale past its grace period); the message names each.
+pub const CONDITION_CLUSTERS_EXCLUDED: &str = "ClustersExcluded";
+/// `ClustersExcluded=False`.
+pub const REASON_NONE_EXCLUDED: &str = "NoneExcluded";
+/// `ClustersExcluded=True`.
+pub const REASON_EXCLUDED: &str = "PeersExcluded";
+
 /// The ServiceImport for `namespace/name` (spec only; status comes from [`import_status`]).
 ///
 /// `derived_ips` are the derived Service's `clusterIPs` with their families, once it has them;
@@ -127,9 +135,11 @@ impl DerivedState {
 pub fn import_status(
     merged: &Merged,
     ready: Result<(), (&'static str, String)>,
+    excluded: &[(ClusterId, String)],
     previous: Option<&ServiceImportStatus>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> ServiceImportStatus {
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
     let (status, reason, message) = match ready {
         Ok(()) => (
             "True",
@@ -146,16 +156,51 @@ pub fn import_status(
                 cluster: c.to_string(),
             })
             .collect(),
-        conditions: vec![crate::conditions::condition(
-            previous.map(|p| p.conditions.as_slice()).unwrap_or_default(),
-            names::conditions::READY,
-            status,
-            reason,
-            message,
-            now,
-        )],
+        conditions: vec![
+            crate::conditions::condition(
+                previous_conditions,
+                names::conditions::READY,
+                status,
+                reason,
+                message,
+                now,
+            ),
+            clusters_excluded(excluded, previous_conditions, now),
+        ],
         endpoint_slice_objects: Some(EndpointSliceObjects::Present),
     }
+}
+
+/// The condition saying which clusters' exports are left out of this import, and why (a peer
+/// refused for its identity, or stale past its grace period).
+fn clusters_excluded(
+    excluded: &[(ClusterId, String)],
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    now: k8s_openapi::jiff::Timestamp,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    if excluded.is_empty() {
+        return crate::conditions::condition(
+            previous,
+            CONDITION_CLUSTERS_EXCLUDED,
+            "False",
+            REASON_NONE_EXCLUDED,
+            "every exporting cluster is included".to_string(),
+            now,
+        );
+    }
+    let message = excluded
+        .iter()
+        .map(|(cluster, why)| format!("{cluster}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    crate::conditions::condition(
+        previous,
+        CONDITION_CLUSTERS_EXCLUDED,
+        "True",
+        REASON_EXCLUDED,
+        format!("left out: {message}"),
+        now,
+    )
 }
 
 /// An owner reference to the ServiceImport, so that deleting it collects what was derived from it.
@@ -580,12 +625,26 @@ mod tests {
         let m = merge(&[export("cluster-a", 0, vec![], ServiceImportType::Headless)]).unwrap();
         let t0 = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
         let t1 = k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).unwrap();
-        let first = import_status(&m, Ok(()), None, t0);
-        let again = import_status(&m, Ok(()), Some(&first), t1);
+        let first = import_status(&m, Ok(()), &[], None, t0);
+        let again = import_status(&m, Ok(()), &[], Some(&first), t1);
         assert_eq!(again, first, "nothing changed, nothing to write");
-        let failed = import_status(&m, Err(("Pending", "waiting".into())), Some(&first), t1);
+        let failed = import_status(&m, Err(("Pending", "waiting".into())), &[], Some(&first), t1);
         assert_eq!(failed.conditions[0].last_transition_time.0, t1);
         assert_eq!(failed.conditions[0].status, "False");
+        assert_eq!(failed.conditions[1].status, "False", "nothing excluded");
+        let stale = import_status(
+            &m,
+            Ok(()),
+            &[(id("cluster-b"), "unreachable for 5m0s".into())],
+            Some(&first),
+            t1,
+        );
+        assert_eq!(stale.conditions[1].type_, CONDITION_CLUSTERS_EXCLUDED);
+        assert_eq!(stale.conditions[1].status, "True");
+        assert_eq!(
+            stale.conditions[1].message,
+            "left out: cluster-b: unreachable for 5m0s"
+        );
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub struct RunArgs {
     /// How long to wait at start-up for peers to list their records before writing anyway.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub peer_sync_timeout: u64,
+    /// How long a peer may be unreachable before its endpoints are withdrawn from this cluster's
+    /// EndpointSlices and DNS (its ServiceImports then say so in condition `ClustersExcluded`).
+    /// A shorter outage withdraws nothing.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub peer_grace_period: u64,
     /// Address to serve DNS on, UDP and TCP; repeat for several (IPv4 and IPv6). Port 0 picks a
     /// free port.
     #[arg(long = "dns-listen", value_name = "ADDR", default_value = "0.0.0.0:5353")]
@@ -97,6 +102,9 @@ pub enum Error {
     /// The cluster's identity could not be established.
     #[error(transparent)]
     Identity(#[from] identity::Error),
+    /// The peers are misconfigured.
+    #[error("{0}")]
+    Peers(String),
     /// The DNS zone configuration is invalid.
     #[error("zone {zone:?}: {source}")]
     Zone {
@@ -125,6 +133,7 @@ impl RunArgs {
             exchange_namespace,
             peers,
             peer_sync_timeout,
+            peer_grace_period,
             dns_listen,
             zone,
             ttl,
@@ -135,10 +144,25 @@ impl RunArgs {
         let client = conn.client;
         let identity = identity::establish(&client, cluster_id.as_ref(), clusterset.as_deref()).await?;
         tracing::info!(cluster = %identity.cluster, clusterset = %identity.clusterset, "identity established");
+        let mut seen = std::collections::BTreeSet::from([identity.cluster.clone()]);
+        for peer in &peers {
+            if !seen.insert(peer.cluster.clone()) {
+                return Err(Error::Peers(if peer.cluster == identity.cluster {
+                    format!("--peer {} names this cluster itself", peer.cluster)
+                } else {
+                    format!(
+                        "--peer {} is given twice; each peer needs its own id",
+                        peer.cluster
+                    )
+                }));
+            }
+        }
         let mut peer_clients = Vec::new();
         for peer in peers {
+            let conn = kubeconfig::connect_file(&peer.kubeconfig).await?;
             peer_clients.push(daemon::Peer {
-                client: kubeconfig::client_from(&peer.kubeconfig).await?,
+                client: conn.client,
+                url: conn.url,
                 cluster: peer.cluster,
             });
         }
@@ -175,20 +199,22 @@ impl RunArgs {
             addr: admin_listen.to_string(),
             source,
         })?;
-        tokio::spawn(mcsd_dns::serve_admin(
-            admin_listener,
-            shared,
-            metrics,
-            shutdown.clone(),
-        ));
         let config = daemon::Config {
             client,
             identity,
             exchange_namespace,
             peers: peer_clients,
             peer_sync_timeout: Duration::from_secs(peer_sync_timeout),
+            peer_grace: Duration::from_secs(peer_grace_period),
         };
-        let daemon = daemon::start(config, shutdown).await;
+        let daemon = daemon::start(config, shutdown.clone()).await;
+        tokio::spawn(mcsd_dns::serve_admin_with(
+            admin_listener,
+            shared,
+            metrics,
+            daemon.admin_extras(),
+            shutdown,
+        ));
         Ok(Running { daemon, dns, admin })
     }
 }

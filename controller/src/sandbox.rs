@@ -69,6 +69,21 @@ pub async fn start_member(index: usize, dir: &Path) -> anyhow::Result<Member> {
     })
 }
 
+/// How the sandbox runs each mcsd.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long a peer may be unreachable before its exports are left out.
+    pub peer_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            peer_grace: Duration::from_secs(300),
+        }
+    }
+}
+
 /// One running mcsd of the sandbox.
 #[derive(Clone, Debug)]
 pub struct Mcsd {
@@ -105,6 +120,7 @@ impl Mcsd {
 pub async fn start_mcsd(
     clusters: &[&Cluster],
     index: usize,
+    options: &Options,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Mcsd> {
     let me = clusters[index];
@@ -116,6 +132,7 @@ pub async fn start_mcsd(
             peers.push(daemon::Peer {
                 cluster: other.name().parse()?,
                 client: other.service_account_client("mcsd-system", "mcsd-peer").await?,
+                url: other.api_url(),
             });
         }
     }
@@ -125,6 +142,7 @@ pub async fn start_mcsd(
         exchange_namespace: crate::exchange::DEFAULT_NAMESPACE.to_string(),
         peers,
         peer_sync_timeout: Duration::from_secs(10),
+        peer_grace: options.peer_grace,
     };
     let handle = daemon::start(config, shutdown.clone()).await;
     let zone_config = mcsd_dns::ZoneConfig {
@@ -212,7 +230,7 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
     let mut running = Vec::new();
     for index in 0..clusters {
         let all: Vec<&Cluster> = members.iter().map(|m| &m.cluster).collect();
-        let mcsd = start_mcsd(&all, index, shutdown.clone()).await?;
+        let mcsd = start_mcsd(&all, index, &Options::default(), shutdown.clone()).await?;
         members[index].dns = Some(mcsd.dns);
         running.push(mcsd);
     }

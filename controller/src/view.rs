@@ -58,6 +58,17 @@ pub enum Kind {
 #[derive(Debug, Default)]
 pub struct View {
     services: BTreeMap<Key, BTreeMap<ClusterId, Published>>,
+    /// Clusters whose records are kept but not merged (a stale peer), or never read (a refused
+    /// peer), with why and the services they publish.
+    excluded: BTreeMap<ClusterId, Exclusion>,
+}
+
+/// Why a cluster's records are left out, and which services they concern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Exclusion {
+    reason: String,
+    /// Services the cluster is known to publish beyond what the view holds (a refused peer's).
+    keys: BTreeSet<Key>,
 }
 
 fn key_of(labels: Option<&BTreeMap<String, String>>) -> Option<Key> {
@@ -211,29 +222,77 @@ impl View {
         changed
     }
 
+    /// Leaves `cluster`'s records out of every merge, saying `reason`, until [`Self::include`].
+    /// The records stay, so that including the cluster again changes nothing it had published.
+    /// `known` names services the cluster publishes that the view does not hold (a refused
+    /// peer's, read without merging them). Returns the keys whose merge or exclusions changed.
+    pub fn exclude(&mut self, cluster: &ClusterId, reason: String, known: BTreeSet<Key>) -> BTreeSet<Key> {
+        let exclusion = Exclusion { reason, keys: known };
+        if self.excluded.get(cluster) == Some(&exclusion) {
+            return BTreeSet::new();
+        }
+        let mut changed = self.keys_of(cluster);
+        if let Some(old) = self.excluded.get(cluster) {
+            changed.extend(old.keys.iter().cloned());
+        }
+        changed.extend(exclusion.keys.iter().cloned());
+        self.excluded.insert(cluster.clone(), exclusion);
+        changed
+    }
+
+    /// Merges `cluster`'s records again. Returns the keys whose merge or exclusions changed.
+    pub fn include(&mut self, cluster: &ClusterId) -> BTreeSet<Key> {
+        let Some(old) = self.excluded.remove(cluster) else {
+            return BTreeSet::new();
+        };
+        let mut changed = self.keys_of(cluster);
+        changed.extend(old.keys);
+        changed
+    }
+
+    /// The clusters left out of `key`'s merge that publish (or are known to publish) it, with why.
+    pub fn excluded(&self, key: &Key) -> Vec<(ClusterId, String)> {
+        let holds = self.services.get(key);
+        self.excluded
+            .iter()
+            .filter(|(c, e)| e.keys.contains(key) || holds.is_some_and(|m| m.contains_key(*c)))
+            .map(|(c, e)| (c.clone(), e.reason.clone()))
+            .collect()
+    }
+
+    /// Every key `cluster` publishes something for.
+    fn keys_of(&self, cluster: &ClusterId) -> BTreeSet<Key> {
+        self.services
+            .iter()
+            .filter(|(_, m)| m.contains_key(cluster))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// What `cluster` publishes for `key`.
     pub fn published(&self, cluster: &ClusterId, key: &Key) -> Option<&Published> {
         self.services.get(key)?.get(cluster)
     }
 
-    /// The merged import of `key`, from every cluster that exports it.
+    /// The merged import of `key`, from every cluster that exports it and is not excluded.
     pub fn merged(&self, key: &Key) -> Option<Merged> {
         let exports: Vec<_> = self
             .services
             .get(key)?
-            .values()
-            .filter_map(|p| p.record.as_ref().map(ExportRecord::to_export))
+            .iter()
+            .filter(|(c, _)| !self.excluded.contains_key(*c))
+            .filter_map(|(_, p)| p.record.as_ref().map(ExportRecord::to_export))
             .collect();
         merge(&exports)
     }
 
-    /// The mirrored slices of every cluster for `key`.
+    /// The mirrored slices for `key` of every cluster that is not excluded.
     pub fn slices(&self, key: &Key) -> BTreeMap<ClusterId, Vec<EndpointSlice>> {
         self.services
             .get(key)
             .into_iter()
             .flatten()
-            .filter(|(_, p)| !p.slices.is_empty())
+            .filter(|(c, p)| !p.slices.is_empty() && !self.excluded.contains_key(*c))
             .map(|(c, p)| (c.clone(), p.slices.values().cloned().collect()))
             .collect()
     }
@@ -446,5 +505,47 @@ mod tests {
             [id("cluster-a")]
         );
         assert!(view.slices(&key("demo", "hello")).is_empty());
+    }
+
+    #[test]
+    fn an_excluded_cluster_leaves_the_merge_and_returns_unchanged() {
+        let mut view = View::default();
+        view.apply(&id("cluster-a"), record("cluster-a", "ns", "svc", 0));
+        view.apply(&id("cluster-b"), record("cluster-b", "ns", "svc", 1));
+        let key = ("ns".to_string(), "svc".to_string());
+        let before = view.merged(&key).unwrap();
+        assert_eq!(before.clusters.len(), 2);
+
+        let changed = view.exclude(&id("cluster-b"), "unreachable for 5m".into(), BTreeSet::new());
+        assert_eq!(changed, BTreeSet::from([key.clone()]));
+        assert_eq!(view.merged(&key).unwrap().clusters, [id("cluster-a")]);
+        assert_eq!(
+            view.excluded(&key),
+            [(id("cluster-b"), "unreachable for 5m".to_string())]
+        );
+        // Excluding again for the same reason changes nothing.
+        assert!(
+            view.exclude(&id("cluster-b"), "unreachable for 5m".into(), BTreeSet::new())
+                .is_empty()
+        );
+
+        assert_eq!(view.include(&id("cluster-b")), BTreeSet::from([key.clone()]));
+        assert_eq!(view.merged(&key).unwrap(), before);
+        assert!(view.excluded(&key).is_empty());
+    }
+
+    #[test]
+    fn a_refused_cluster_is_reported_on_the_services_it_is_known_to_publish() {
+        let mut view = View::default();
+        view.apply(&id("cluster-a"), record("cluster-a", "ns", "svc", 0));
+        let key = ("ns".to_string(), "svc".to_string());
+        let changed = view.exclude(
+            &id("cluster-x"),
+            "member of another ClusterSet".into(),
+            BTreeSet::from([key.clone()]),
+        );
+        assert_eq!(changed, BTreeSet::from([key.clone()]));
+        assert_eq!(view.merged(&key).unwrap().clusters, [id("cluster-a")]);
+        assert_eq!(view.excluded(&key)[0].0, id("cluster-x"));
     }
 }

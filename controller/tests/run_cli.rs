@@ -103,11 +103,29 @@ async fn run_imports_a_local_export_and_answers_it_on_its_dns_listener() {
         dig_short(&dns, "db-0.cluster-a.db.demo.svc.clusterset.local", "A"),
         addr
     );
+    // The admin listener: ready, and the daemon's own metrics beside the DNS server's.
+    let admin: std::net::SocketAddr = line.split("admin=").nth(1).unwrap().trim().parse().unwrap();
+    assert!(http_get(admin, "/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = http_get(admin, "/metrics");
+    assert!(
+        metrics.contains("mcsd_writes_total{kind=\"ServiceImport\",operation=\"apply\",outcome=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mcsd_dns_"), "{metrics}");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
     cluster.shutdown().await;
+}
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: mcsd\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,7 +29,7 @@ pub mod model;
 pub mod server;
 pub mod zone;
 
-pub use admin::serve_admin;
+pub use admin::{AdminExtras, serve_admin, serve_admin_with};
 pub use error::{Error, Result};
 pub use handler::{Outcome, SharedZone, Transport, answer, answer_fast, answer_full};
 pub use metrics::Metrics;

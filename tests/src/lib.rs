@@ -172,6 +172,7 @@ pub struct ClusterSet {
     pub members: Vec<Member>,
     dir: PathBuf,
     shutdown: CancellationToken,
+    options: mcsd::sandbox::Options,
 }
 
 impl ClusterSet {
@@ -180,13 +181,21 @@ impl ClusterSet {
     /// `mcsd-peer` ServiceAccount (exactly the rights the manifests grant), with a DNS server on
     /// 127.0.0.1.
     pub async fn start(n: usize) -> Self {
+        Self::start_with(n, mcsd::sandbox::Options::default()).await
+    }
+
+    /// [`Self::start`] with these options for every mcsd.
+    pub async fn start_with(n: usize, options: mcsd::sandbox::Options) -> Self {
+        Self::start_configs((0..n).map(ClusterConfig::nth).collect(), options).await
+    }
+
+    /// [`Self::start`] with these clusters and options.
+    pub async fn start_configs(configs: Vec<ClusterConfig>, options: mcsd::sandbox::Options) -> Self {
         let dir = std::env::temp_dir().join(format!("mcsd-e2e-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut clusters = Vec::new();
-        for i in 0..n {
-            let cluster = Cluster::start(ClusterConfig::nth(i))
-                .await
-                .expect("sandbox cluster starts");
+        for config in configs {
+            let cluster = Cluster::start(config).await.expect("sandbox cluster starts");
             let kubeconfig = dir.join(format!("{}.kubeconfig", cluster.name()));
             std::fs::write(&kubeconfig, cluster.kubeconfig_yaml()).unwrap();
             let manifests = repo_root().join("manifests");
@@ -206,12 +215,13 @@ impl ClusterSet {
             members: Vec::new(),
             dir,
             shutdown,
+            options,
         };
         let mut started = Vec::new();
         for i in 0..members.len() {
             let all: Vec<&Cluster> = members.iter().map(|(c, _)| c).collect();
             let stop = set.shutdown.child_token();
-            let mcsd = mcsd::sandbox::start_mcsd(&all, i, stop.clone())
+            let mcsd = mcsd::sandbox::start_mcsd(&all, i, &set.options, stop.clone())
                 .await
                 .expect("mcsd starts");
             started.push((mcsd, stop));
@@ -249,7 +259,7 @@ impl ClusterSet {
         self.members[i].stop_mcsd.cancel();
         let stop = self.shutdown.child_token();
         let all: Vec<&Cluster> = self.members.iter().map(|m| &m.cluster).collect();
-        let mcsd = mcsd::sandbox::start_mcsd(&all, i, stop.clone())
+        let mcsd = mcsd::sandbox::start_mcsd(&all, i, &self.options, stop.clone())
             .await
             .expect("mcsd starts");
         mcsd.wait_ready(Duration::from_secs(30))

@@ -57,9 +57,9 @@ impl Importer {
             .namespaces
             .get(&ObjectRef::new(ns))
             .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
-        let (merged, records) = {
+        let (merged, records, excluded) = {
             let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-            (view.merged(key), view.slices(key))
+            (view.merged(key), view.slices(key), view.excluded(key))
         };
         let imports: Api<ServiceImport> = Api::namespaced(self.client.clone(), ns);
         let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
@@ -165,7 +165,13 @@ impl Importer {
         } else {
             Ok(())
         };
-        let status = import_status(&merged, ready, import.status.as_ref(), Timestamp::now());
+        let status = import_status(
+            &merged,
+            ready,
+            &excluded,
+            import.status.as_ref(),
+            Timestamp::now(),
+        );
         if import.status.as_ref() == Some(&status) {
             return Ok(());
         }

@@ -64,6 +64,8 @@ pub struct Peer {
     pub cluster: ClusterId,
     /// A client for its API server.
     pub client: Client,
+    /// Its API server's address, for messages.
+    pub url: String,
 }
 
 /// Everything the controllers of one cluster need.
@@ -80,6 +82,8 @@ pub struct Config {
     pub peers: Vec<Peer>,
     /// How long to wait for peers to list their records before the writers start anyway.
     pub peer_sync_timeout: Duration,
+    /// How long a peer may be unreachable before its exports are left out.
+    pub peer_grace: Duration,
 }
 
 /// What a running daemon exposes.
@@ -91,6 +95,25 @@ pub struct Handle {
     pub ready: watch::Receiver<bool>,
     /// Local ServiceImports (the DNS index reads the same objects).
     pub imports: Store<ServiceImport>,
+    /// Every peer's state.
+    pub peers: metrics::Peers,
+}
+
+impl Handle {
+    /// The daemon's part of `/metrics` and `/readyz`: writes and peer states; ready once every
+    /// watch has listed and the writers run.
+    pub fn admin_extras(&self) -> mcsd_dns::AdminExtras {
+        let (writes, peers, ready) = (self.writes.clone(), self.peers.clone(), self.ready.clone());
+        mcsd_dns::AdminExtras {
+            metrics: Some(Arc::new(move |out: &mut String| {
+                writes.render(out);
+                peers.render(out);
+            })),
+            not_ready: Some(Arc::new(move || {
+                (!*ready.borrow()).then(|| "controllers not started: watches still listing".to_string())
+            })),
+        }
+    }
 }
 
 fn store_and_feed<K>(
@@ -140,6 +163,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         exchange_namespace,
         peers,
         peer_sync_timeout,
+        peer_grace,
     } = config;
     let writes = Writes::default();
     let view = Arc::new(Mutex::new(View::default()));
@@ -237,42 +261,44 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
             qi.extend(keys);
         }
     };
-    let mut own_synced = None;
+    let peer_states = metrics::Peers::default();
+    let (own_tx, mut own_synced) = watch::channel(false);
+    tokio::spawn(peers::follow(
+        identity.cluster.clone(),
+        client.clone(),
+        exchange_namespace.clone(),
+        view.clone(),
+        changed.clone(),
+        own_tx,
+        |_| {},
+        shutdown.clone(),
+    ));
+    let shared = peers::Shared {
+        namespace: exchange_namespace.clone(),
+        clusterset: identity.clusterset.clone(),
+        view: view.clone(),
+        changed,
+        states: peer_states.clone(),
+        probe_interval: (peer_grace / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
+        grace: peer_grace,
+        shutdown: shutdown.clone(),
+    };
     let mut peer_synced = Vec::new();
-    let followed = std::iter::once(Peer {
-        cluster: identity.cluster.clone(),
-        client: client.clone(),
-    })
-    .chain(peers);
-    for peer in followed {
-        let (tx, rx) = watch::channel(false);
-        if peer.cluster == identity.cluster {
-            own_synced = Some(rx);
-        } else {
-            peer_synced.push((peer.cluster.clone(), rx));
+    let mut known = BTreeSet::from([identity.cluster.clone()]);
+    for peer in peers {
+        if !known.insert(peer.cluster.clone()) {
+            let why = if peer.cluster == identity.cluster {
+                "it is configured with this cluster's own id".to_string()
+            } else {
+                format!("another peer is already configured as {}", peer.cluster)
+            };
+            tracing::error!(peer = %peer.cluster, %why, "peer refused");
+            // The first peer of that id keeps its state; the duplicate is only logged.
+            continue;
         }
-        let (view, changed, shutdown) = (view.clone(), changed.clone(), shutdown.clone());
-        let namespace = exchange_namespace.clone();
-        let clusterset = identity.clusterset.clone();
-        let is_self = peer.cluster == identity.cluster;
-        tokio::spawn(async move {
-            if !is_self {
-                loop {
-                    match peers::verify(&peer.client, &peer.cluster, &clusterset).await {
-                        Ok(Ok(())) => break,
-                        Ok(Err(refusal)) => tracing::error!(peer = %peer.cluster, %refusal, "peer refused"),
-                        Err(error) => {
-                            tracing::warn!(peer = %peer.cluster, %error, "peer unreachable; retrying")
-                        }
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    }
-                }
-            }
-            peers::follow(peer.cluster, peer.client, namespace, view, changed, tx, shutdown).await;
-        });
+        let (tx, rx) = watch::channel(false);
+        peer_synced.push((peer.cluster.clone(), rx));
+        tokio::spawn(peers::supervise(peer, shared.clone(), tx));
     }
 
     let exporter = Exporter {
@@ -300,6 +326,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         writes,
         ready,
         imports: imports.clone(),
+        peers: peer_states,
     };
     tokio::spawn(async move {
         // Wait for complete data before the first write.
@@ -310,9 +337,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
             let _ = imports.wait_until_ready().await;
             let _ = namespaces.wait_until_ready().await;
             let _ = own_records.wait_until_ready().await;
-            if let Some(mut own) = own_synced {
-                let _ = own.wait_for(|s| *s).await;
-            }
+            let _ = own_synced.wait_for(|s| *s).await;
         };
         tokio::select! { _ = shutdown.cancelled() => return, _ = local => {} }
         let peers_listed = async {

@@ -20,8 +20,13 @@ use mcsd_crds::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::{
+    Peer,
+    metrics::{PeerState, Peers},
+};
 use crate::{
-    exchange::LABEL_EXCHANGE,
+    exchange::{LABEL_EXCHANGE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
+    preflight,
     view::{Key, Kind, Object, View},
 };
 
@@ -92,7 +97,9 @@ pub async fn verify(
 }
 
 /// Follows `cluster`'s exchange records into `view` until `shutdown`; calls `changed` with the
-/// keys each event changed, and sets `synced` once both kinds have been listed.
+/// keys each event changed, and, once both kinds have been listed, sets `synced` and calls
+/// `on_state` with `Synced`.
+#[allow(clippy::too_many_arguments)]
 pub async fn follow(
     cluster: ClusterId,
     client: Client,
@@ -100,6 +107,7 @@ pub async fn follow(
     view: Arc<Mutex<View>>,
     changed: impl Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
     synced: watch::Sender<bool>,
+    on_state: impl Fn(PeerState),
     shutdown: CancellationToken,
 ) {
     let (records_done_tx, mut records_done) = watch::channel(false);
@@ -125,6 +133,7 @@ pub async fn follow(
     let sync = async {
         let _ = records_done.wait_for(|d| *d).await;
         let _ = slices_done.wait_for(|d| *d).await;
+        on_state(PeerState::Synced);
         let _ = synced.send(true);
         std::future::pending::<()>().await
     };
@@ -190,5 +199,203 @@ async fn follow_kind<K>(
         if !keys.is_empty() {
             changed(keys);
         }
+    }
+}
+
+/// What every peer's supervisor shares with the daemon.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Shared<F> {
+    /// The exchange namespace.
+    pub namespace: String,
+    /// Our ClusterSet.
+    pub clusterset: String,
+    /// The ClusterSet view.
+    pub view: Arc<Mutex<View>>,
+    /// Called with the keys whose view changed.
+    pub changed: F,
+    /// Every peer's state.
+    pub states: Peers,
+    /// How often a followed peer is probed.
+    pub probe_interval: Duration,
+    /// How long a peer may be unreachable before its records are left out.
+    pub grace: Duration,
+    /// Stops everything.
+    pub shutdown: CancellationToken,
+}
+
+/// Whether a peer may be followed.
+enum Admission {
+    Admitted,
+    Refused(String),
+    Unreachable(String),
+}
+
+/// Classifies a failed request to a peer: credentials rejected or rights missing are a refusal
+/// (configuration to fix), anything else is the peer being unreachable.
+fn classify(error: &kube::Error) -> Admission {
+    match error {
+        kube::Error::Api(s) if s.code == 401 => Admission::Refused(
+            "its API server rejected the credentials (401): the peer kubeconfig's token has expired or been revoked"
+                .into(),
+        ),
+        kube::Error::Api(s) if s.code == 403 => Admission::Refused(format!(
+            "the peer kubeconfig's credentials lack a right (403): {}",
+            s.message
+        )),
+        other => Admission::Unreachable(preflight::one_line(other)),
+    }
+}
+
+async fn admit<F>(peer: &Peer, shared: &Shared<F>) -> Admission {
+    match verify(&peer.client, &peer.cluster, &shared.clusterset).await {
+        Ok(Err(refusal)) => return Admission::Refused(refusal.to_string()),
+        Err(error) => return classify(&error),
+        Ok(Ok(())) => {}
+    }
+    probe(peer, shared).await
+}
+
+/// Can the peer's exchange records be listed right now?
+async fn probe<F>(peer: &Peer, shared: &Shared<F>) -> Admission {
+    match preflight::peer(&peer.client, &peer.url, peer.cluster.as_str(), &shared.namespace).await {
+        Ok(()) => Admission::Admitted,
+        Err(e @ (preflight::Error::Forbidden { .. } | preflight::Error::Unauthorized { .. })) => {
+            Admission::Refused(e.to_string())
+        }
+        Err(e) => Admission::Unreachable(e.to_string()),
+    }
+}
+
+/// The services a refused peer publishes, read without merging anything (best effort).
+async fn known_keys(peer: &Peer, namespace: &str) -> BTreeSet<Key> {
+    let api: Api<ConfigMap> = Api::namespaced(peer.client.clone(), namespace);
+    let Ok(list) = api
+        .list_metadata(&kube::api::ListParams::default().labels(LABEL_EXCHANGE))
+        .await
+    else {
+        return BTreeSet::new();
+    };
+    list.items
+        .into_iter()
+        .filter_map(|cm| {
+            let labels = cm.metadata.labels?;
+            Some((
+                labels.get(LABEL_SERVICE_NAMESPACE)?.clone(),
+                labels.get(LABEL_SERVICE_NAME)?.clone(),
+            ))
+        })
+        .collect()
+}
+
+fn set_state(states: &Peers, peer: &ClusterId, state: PeerState) {
+    if !states.set(peer.as_str(), state.clone()) {
+        return;
+    }
+    match &state {
+        PeerState::Refused(why) => tracing::error!(%peer, %why, "peer refused; its exports are left out"),
+        PeerState::Unreachable(why) => tracing::warn!(%peer, %why, "peer unreachable"),
+        PeerState::Synced => tracing::info!(%peer, "peer synced"),
+        PeerState::Connecting => {}
+    }
+}
+
+/// Runs one peer until `shutdown`: checks its identity and rights, follows its records, probes
+/// it, and leaves its records out of every merge while it is refused or has been unreachable for
+/// longer than the grace period (taking them back, unchanged, when it recovers). `synced` is set
+/// once its records have been listed, or once it has been refused (nothing to wait for).
+pub async fn supervise<F>(peer: Peer, shared: Shared<F>, synced: watch::Sender<bool>)
+where
+    F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
+{
+    let view = |f: &dyn Fn(&mut View) -> BTreeSet<Key>| {
+        let keys = f(&mut shared.view.lock().unwrap_or_else(|e| e.into_inner()));
+        if !keys.is_empty() {
+            (shared.changed)(keys);
+        }
+    };
+    set_state(&shared.states, &peer.cluster, PeerState::Connecting);
+    let mut delay = Duration::from_secs(1);
+    // Admission: identity, ClusterSet and rights.
+    loop {
+        match admit(&peer, &shared).await {
+            Admission::Admitted => break,
+            Admission::Refused(why) => {
+                set_state(&shared.states, &peer.cluster, PeerState::Refused(why.clone()));
+                let known = known_keys(&peer, &shared.namespace).await;
+                view(&|v| v.exclude(&peer.cluster, format!("refused: {why}"), known.clone()));
+                let _ = synced.send(true);
+                // Checked again as often as a followed peer is probed: the refusal may be fixed,
+                // and the services it publishes may change.
+                delay = shared.probe_interval;
+            }
+            Admission::Unreachable(why) => {
+                set_state(&shared.states, &peer.cluster, PeerState::Unreachable(why));
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    view(&|v| v.include(&peer.cluster));
+
+    // Follow, and probe alongside: the watches alone cannot tell a quiet peer from a dead one.
+    let states = shared.states.clone();
+    let name = peer.cluster.clone();
+    let follower = follow(
+        peer.cluster.clone(),
+        peer.client.clone(),
+        shared.namespace.clone(),
+        shared.view.clone(),
+        shared.changed.clone(),
+        synced,
+        move |state| set_state(&states, &name, state),
+        shared.shutdown.clone(),
+    );
+    let prober = async {
+        let mut unreachable_since: Option<tokio::time::Instant> = None;
+        let mut excluded = false;
+        loop {
+            tokio::time::sleep(shared.probe_interval).await;
+            match probe(&peer, &shared).await {
+                Admission::Admitted => {
+                    unreachable_since = None;
+                    if shared
+                        .states
+                        .get(peer.cluster.as_str())
+                        .is_some_and(|s| s.state != PeerState::Synced)
+                    {
+                        set_state(&shared.states, &peer.cluster, PeerState::Synced);
+                    }
+                    if excluded {
+                        tracing::info!(peer = %peer.cluster, "peer back; its exports are included again");
+                        view(&|v| v.include(&peer.cluster));
+                        excluded = false;
+                    }
+                }
+                Admission::Refused(why) | Admission::Unreachable(why) => {
+                    let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                    set_state(&shared.states, &peer.cluster, PeerState::Unreachable(why.clone()));
+                    let down = since.elapsed();
+                    if !excluded && down >= shared.grace {
+                        tracing::warn!(peer = %peer.cluster, ?down, "peer unreachable past its grace period; its exports are left out");
+                        let reason = format!(
+                            "unreachable for {}s (grace period {}s): {why}",
+                            down.as_secs(),
+                            shared.grace.as_secs()
+                        );
+                        view(&|v| v.exclude(&peer.cluster, reason.clone(), BTreeSet::new()));
+                        excluded = true;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = follower => {}
+        _ = prober => {}
+        _ = shared.shutdown.cancelled() => {}
     }
 }
