@@ -14,7 +14,45 @@ fn help_lists_the_subcommands() {
     let out = mcsd(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("crds"), "{text}");
+    for command in ["crds", "run", "sandbox", "dns"] {
+        assert!(text.contains(command), "{command} missing from:\n{text}");
+    }
+}
+
+/// Every flag of `mcsd run --help` has a description (no bare `--flag <VALUE>` line) and the
+/// ones a newcomer needs are there.
+#[test]
+fn run_help_documents_every_flag() {
+    let out = mcsd(&["run", "--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--kubeconfig",
+        "--cluster-id",
+        "--clusterset",
+        "--exchange-namespace",
+        "--peer ",
+        "--peer-sync-timeout",
+        "--peer-grace-period",
+        "--dns-listen",
+        "--zone",
+        "--ttl",
+        "--admin-listen",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from:\n{text}");
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("--") {
+            // clap prints the description on the same line or the next one.
+            let described = line.trim_start().split("  ").filter(|s| !s.is_empty()).count() > 1
+                || lines.get(i + 1).is_some_and(|next| {
+                    let next = next.trim_start();
+                    !next.is_empty() && !next.starts_with('-')
+                });
+            assert!(described, "undocumented flag: {line}");
+        }
+    }
 }
 
 #[test]
