@@ -170,7 +170,11 @@ async fn main() {
         let not_ready = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}});
         let started = Instant::now();
         pods_a
-            .patch_status(&format!("db-{i}"), &PatchParams::default(), &Patch::Strategic(not_ready))
+            .patch_status(
+                &format!("db-{i}"),
+                &PatchParams::default(),
+                &Patch::Strategic(not_ready),
+            )
             .await
             .unwrap();
         let gone = tokio::task::spawn_blocking(move || poll_until(dns_c, &name, |a| a.is_empty()))
@@ -178,7 +182,10 @@ async fn main() {
             .unwrap();
         withdrawals.push(gone - started);
     }
-    report("pod unready in cluster-a → gone from cluster-c's answer", withdrawals);
+    report(
+        "pod unready in cluster-a → gone from cluster-c's answer",
+        withdrawals,
+    );
     let _ = std::fs::remove_dir_all(&dir);
     set.stop().await;
 }

@@ -266,6 +266,7 @@ impl DnsArgs {
                 options,
                 shutdown.clone(),
             ));
+            let signal = shutdown_signal();
             let z = shared.load();
             info!(zone = %z.origin(), records = z.record_count(), serial = z.serial(), "zone loaded");
             let dns_list = bound.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
@@ -273,7 +274,7 @@ impl DnsArgs {
             {
                 println!("mcsd dns: serving {zone} dns={dns_list} admin={admin_addr}");
             }
-            wait_for_signal().await;
+            signal.await;
             info!("shutting down");
             shutdown.cancel();
             server.await.context("DNS server task")??;
@@ -292,6 +293,7 @@ fn run_daemon(args: crate::run::RunArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let running = args.run(shutdown.clone()).await?;
+        let signal = shutdown_signal();
         let dns = running
             .dns
             .iter()
@@ -302,18 +304,40 @@ fn run_daemon(args: crate::run::RunArgs) -> anyhow::Result<()> {
         {
             println!("mcsd run: serving dns={dns} admin={}", running.admin);
         }
-        wait_for_signal().await;
+        signal.await;
+        // Readiness turns false at once; the writers finish their batch and the Lease is given
+        // up, so a successor takes over without waiting for it to expire.
         info!("shutting down");
         shutdown.cancel();
+        if tokio::time::timeout(Duration::from_secs(30), running.daemon.stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight work did not finish within 30 s; exiting anyway");
+        }
         Ok(())
     })
 }
 
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+/// SIGINT or SIGTERM. The handlers are installed when this is called, not when it is first
+/// awaited: call it before printing the line that tells a supervisor it may now stop us.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = wait(term.take()) => {}
+            _ = wait(int.take()) => {}
+        }
     }
 }
 

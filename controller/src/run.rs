@@ -64,6 +64,15 @@ pub struct RunArgs {
     /// A shorter outage withdraws nothing.
     #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub peer_grace_period: u64,
+    /// Elect a leader among the replicas with Lease `mcsd` in the exchange namespace: only the
+    /// leader writes, every replica serves DNS. `false` makes this replica write unconditionally
+    /// (run exactly one replica then).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_election: bool,
+    /// How long the leader's Lease lasts without renewal: the longest a handover takes when a
+    /// leader dies without giving it up (2–600).
+    #[arg(long, default_value_t = 15, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub lease_duration: u64,
     /// Address to serve DNS on, UDP and TCP; repeat for several (IPv4 and IPv6). Port 0 picks a
     /// free port.
     #[arg(long = "dns-listen", value_name = "ADDR", default_value = "0.0.0.0:5353")]
@@ -134,6 +143,8 @@ impl RunArgs {
             peers,
             peer_sync_timeout,
             peer_grace_period,
+            leader_election,
+            lease_duration,
             dns_listen,
             zone,
             ttl,
@@ -199,6 +210,8 @@ impl RunArgs {
             addr: admin_listen.to_string(),
             source,
         })?;
+        let election = leader_election
+            .then(|| daemon::leader::Election::new(&exchange_namespace, Duration::from_secs(lease_duration)));
         let config = daemon::Config {
             client,
             identity,
@@ -206,6 +219,7 @@ impl RunArgs {
             peers: peer_clients,
             peer_sync_timeout: Duration::from_secs(peer_sync_timeout),
             peer_grace: Duration::from_secs(peer_grace_period),
+            election,
         };
         let daemon = daemon::start(config, shutdown.clone()).await;
         tokio::spawn(mcsd_dns::serve_admin_with(

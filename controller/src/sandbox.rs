@@ -74,12 +74,18 @@ pub async fn start_member(index: usize, dir: &Path) -> anyhow::Result<Member> {
 pub struct Options {
     /// How long a peer may be unreachable before its exports are left out.
     pub peer_grace: Duration,
+    /// The leader's Lease duration (every mcsd takes part in its cluster's election).
+    pub lease_duration: Duration,
+    /// Give the Lease up when stopped (false makes a stop look like a crash).
+    pub give_up_lease: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             peer_grace: Duration::from_secs(300),
+            lease_duration: Duration::from_secs(15),
+            give_up_lease: true,
         }
     }
 }
@@ -143,6 +149,10 @@ pub async fn start_mcsd(
         peers,
         peer_sync_timeout: Duration::from_secs(10),
         peer_grace: options.peer_grace,
+        election: Some(daemon::leader::Election {
+            give_up_on_shutdown: options.give_up_lease,
+            ..daemon::leader::Election::new(crate::exchange::DEFAULT_NAMESPACE, options.lease_duration)
+        }),
     };
     let handle = daemon::start(config, shutdown.clone()).await;
     let zone_config = mcsd_dns::ZoneConfig {
@@ -237,6 +247,8 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
     for mcsd in &running {
         mcsd.wait_ready(Duration::from_secs(60)).await?;
     }
+    // Handle SIGTERM from before `sandbox ready` is printed: whoever reads that line may stop us.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let path = dir.join("sandbox.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest(&members))?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -246,7 +258,6 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
         writeln!(out, "sandbox ready")?;
         out.flush()?;
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}

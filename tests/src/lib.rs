@@ -59,6 +59,21 @@ where
     }
 }
 
+/// Waits until `writes` stops growing (no write for 500 ms), up to 30 s.
+pub async fn settled(writes: &daemon::Writes) {
+    let mut last = writes.total();
+    eventually("mcsd's writes to settle", Duration::from_secs(30), || {
+        let now = writes.total();
+        let quiet = now == last;
+        last = now;
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            quiet.then_some(())
+        }
+    })
+    .await;
+}
+
 /// The mcsd binary cargo built for this test run (tests/ is a sibling crate of controller/).
 pub fn mcsd_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -243,7 +258,12 @@ impl ClusterSet {
 
     /// [`Self::start`], then creates namespace `ns` in every cluster with kubectl.
     pub async fn with_namespace(n: usize, ns: &str) -> Self {
-        let set = Self::start(n).await;
+        Self::with_namespace_and(n, ns, mcsd::sandbox::Options::default()).await
+    }
+
+    /// [`Self::with_namespace`] with these options for every mcsd.
+    pub async fn with_namespace_and(n: usize, ns: &str, options: mcsd::sandbox::Options) -> Self {
+        let set = Self::start_with(n, options).await;
         for i in 0..n {
             set.apply(
                 i,
@@ -253,18 +273,31 @@ impl ClusterSet {
         set
     }
 
-    /// Stops the `i`th member's mcsd and starts a new one in its place (new watches, new DNS
-    /// server on a new port); returns once it is ready.
-    pub async fn restart_mcsd(&mut self, i: usize) -> Mcsd {
-        self.members[i].stop_mcsd.cancel();
+    /// Starts another mcsd replica in the `i`th cluster (it joins the leader election and serves
+    /// DNS on its own port), with `options`; stopped by the returned token.
+    pub async fn start_replica(
+        &self,
+        i: usize,
+        options: &mcsd::sandbox::Options,
+    ) -> (Mcsd, CancellationToken) {
         let stop = self.shutdown.child_token();
         let all: Vec<&Cluster> = self.members.iter().map(|m| &m.cluster).collect();
-        let mcsd = mcsd::sandbox::start_mcsd(&all, i, &self.options, stop.clone())
+        let mcsd = mcsd::sandbox::start_mcsd(&all, i, options, stop.clone())
             .await
             .expect("mcsd starts");
-        mcsd.wait_ready(Duration::from_secs(30))
-            .await
-            .expect("mcsd becomes ready");
+        (mcsd, stop)
+    }
+
+    /// Stops the `i`th member's mcsd and starts a new one in its place (new watches, new DNS
+    /// server on a new port).
+    /// Does not wait for the new one to be ready: what it answers meanwhile is for the caller
+    /// to check.
+    pub async fn restart_mcsd(&mut self, i: usize) -> Mcsd {
+        self.members[i].stop_mcsd.cancel();
+        // As a rolling restart does: the old one finishes and gives the Lease up first.
+        self.members[i].daemon.stopped().await;
+        let options = self.options.clone();
+        let (mcsd, stop) = self.start_replica(i, &options).await;
         let member = &mut self.members[i];
         member.daemon = mcsd.handle.clone();
         member.dns = mcsd.dns;

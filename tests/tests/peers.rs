@@ -76,6 +76,7 @@ async fn a_peer_of_another_cluster_set_is_refused_and_its_exports_are_left_out_v
     // A grace period of 20 s probes peers (and re-checks refused ones) every 2 s.
     let options = mcsd::sandbox::Options {
         peer_grace: Duration::from_secs(20),
+        ..Default::default()
     };
     let set = ClusterSet::start_configs(configs, options).await;
     for i in 0..3 {
@@ -123,7 +124,14 @@ async fn a_peer_of_another_cluster_set_is_refused_and_its_exports_are_left_out_v
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_keeps_its_endpoints_through_a_blip_and_loses_them_past_the_grace_period() {
     let grace = Duration::from_secs(4);
-    let set = ClusterSet::start_with(3, mcsd::sandbox::Options { peer_grace: grace }).await;
+    let set = ClusterSet::start_with(
+        3,
+        mcsd::sandbox::Options {
+            peer_grace: grace,
+            ..Default::default()
+        },
+    )
+    .await;
     for i in 0..3 {
         set.apply(i, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n");
     }

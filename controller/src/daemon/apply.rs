@@ -42,14 +42,69 @@ where
     if observed.and_then(|o| o.annotations().get(ANNOTATION_APPLIED)) == Some(&hash) {
         return Ok(None);
     }
+    let kind = K::kind(&Default::default()).to_string();
+    let object_key = object_key::<K>(
+        desired.meta().namespace.as_deref().unwrap_or_default(),
+        &desired.name_any(),
+    );
+    // Our own write of exactly this, not yet delivered by the watch: nothing to do.
+    if let Some(object) = writes
+        .recent(&object_key, &hash)
+        .and_then(|v| serde_json::from_value::<K>(v).ok())
+    {
+        return Ok(Some(object));
+    }
+    tracing::debug!(%kind, name = %desired.name_any(), observed = ?observed.and_then(|o| o.annotations().get(ANNOTATION_APPLIED)), desired = %hash, "applying");
     desired
         .annotations_mut()
-        .insert(ANNOTATION_APPLIED.to_string(), hash);
+        .insert(ANNOTATION_APPLIED.to_string(), hash.clone());
     let name = desired.name_any();
     let params = PatchParams::apply(mcsd_crds::names::FIELD_MANAGER).force();
     let result = api.patch(&name, &params, &Patch::Apply(&desired)).await;
-    writes.record(K::kind(&Default::default()).as_ref(), "apply", result.is_ok());
-    result.map(Some)
+    writes.record(kind.as_ref(), "apply", result.is_ok());
+    let written = result?;
+    if let Ok(value) = serde_json::to_value(&written) {
+        writes.remember(object_key, hash, value);
+    }
+    Ok(Some(written))
+}
+
+fn object_key<K: Resource>(namespace: &str, name: &str) -> String
+where
+    K::DynamicType: Default,
+{
+    format!("{}/{namespace}/{name}", K::kind(&Default::default()))
+}
+
+/// The freshest known state of an object mcsd writes: its own write of the last few seconds when
+/// there is one (the watch may not have delivered it yet), else what the watch has.
+pub fn freshest<K>(writes: &Writes, namespace: &str, name: &str, observed: Option<&K>) -> Option<K>
+where
+    K: Resource + DeserializeOwned + Clone,
+    K::DynamicType: Default,
+{
+    writes
+        .latest(&object_key::<K>(namespace, name))
+        .and_then(|v| serde_json::from_value(v).ok())
+        .or_else(|| observed.cloned())
+}
+
+/// Remembers `written` (returned by a status write, say) as the freshest state of its object.
+pub fn remember<K>(writes: &Writes, written: &K)
+where
+    K: Resource + Serialize,
+    K::DynamicType: Default,
+{
+    let Some(hash) = written.annotations().get(ANNOTATION_APPLIED).cloned() else {
+        return;
+    };
+    let key = object_key::<K>(
+        written.meta().namespace.as_deref().unwrap_or_default(),
+        &written.name_any(),
+    );
+    if let Ok(value) = serde_json::to_value(written) {
+        writes.remember(key, hash, value);
+    }
 }
 
 /// Deletes `name`; a missing object is not an error.
@@ -58,6 +113,7 @@ where
     K: Resource + DeserializeOwned + Clone + Debug,
     K::DynamicType: Default,
 {
+    writes.forget(&object_key::<K>(api.namespace().unwrap_or_default(), name));
     let result = api.delete(name, &DeleteParams::background()).await;
     let ok = match &result {
         Ok(_) => true,

@@ -21,7 +21,7 @@ use mcsd_crds::{
 };
 
 use super::{
-    apply::{ANNOTATION_APPLIED, apply_if_changed, delete},
+    apply::{ANNOTATION_APPLIED, apply_if_changed, delete, freshest, remember},
     metrics::Writes,
 };
 use crate::{
@@ -65,8 +65,10 @@ impl Importer {
         let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
         let observed_import = self.imports.get(&ObjectRef::new(name).within(ns));
+        let observed_import = freshest(&self.writes, ns, name, observed_import.as_deref());
         let derived_name = derived_service_name(ns, name);
         let observed_service = self.services.get(&ObjectRef::new(&derived_name).within(ns));
+        let observed_service = freshest(&self.writes, ns, &derived_name, observed_service.as_deref());
         let observed_slices = self.slices.state_filter(|s| {
             s.namespace().as_deref() == Some(ns.as_str())
                 && s.labels().get(names::LABEL_SERVICE_NAME) == Some(name)
@@ -96,23 +98,20 @@ impl Importer {
             }
         };
 
-        let derived = observed_service.as_deref().map(DerivedState::of);
+        let derived = observed_service.as_ref().map(DerivedState::of);
         let desired = desired_import(ns, name, &merged, derived.as_ref());
-        let import =
-            match apply_if_changed(&imports, observed_import.as_deref(), desired, &self.writes).await? {
-                Some(written) => written,
-                None => observed_import
-                    .as_deref()
-                    .cloned()
-                    .expect("unchanged means observed"),
-            };
+        let import = match apply_if_changed(&imports, observed_import.as_ref(), desired, &self.writes).await?
+        {
+            Some(written) => written,
+            None => observed_import.clone().expect("unchanged means observed"),
+        };
         let Some(uid) = import.uid() else { return Ok(()) };
         let owner = owner(name, &uid);
 
         // The derived Service; headlessness cannot change in place.
         let desired_service = desired_derived_service(ns, name, &merged, owner.clone());
         let want_headless = merged.spec.type_ == ServiceImportType::Headless;
-        let mut observed_service = observed_service.as_deref().cloned();
+        let mut observed_service = observed_service.clone();
         if let Some(s) = &observed_service {
             let is_headless = s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
             if is_headless != want_headless {
@@ -189,6 +188,7 @@ impl Importer {
             .await;
         self.writes
             .record("ServiceImport/status", "apply", result.is_ok());
-        result.map(|_| ())
+        remember(&self.writes, &result?);
+        Ok(())
     }
 }

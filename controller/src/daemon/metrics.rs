@@ -8,13 +8,65 @@ use std::{
 /// (kind, operation, succeeded).
 type WriteKey = (String, &'static str, bool);
 
-/// Writes mcsd made to the API server, by (kind, operation, succeeded).
+/// Writes mcsd made to the API server, by (kind, operation, succeeded); and what was applied
+/// recently, so that a reconcile running before the watch has delivered our own last write does
+/// not write the same thing again.
 #[derive(Clone, Debug, Default)]
 pub struct Writes {
     counts: Arc<Mutex<BTreeMap<WriteKey, u64>>>,
+    recent: Arc<Mutex<std::collections::HashMap<String, Recent>>>,
 }
 
+/// One recent apply: its hash, the object the server returned, and when.
+#[derive(Clone, Debug)]
+struct Recent {
+    hash: String,
+    object: serde_json::Value,
+    at: std::time::Instant,
+}
+
+/// How long a recent apply stands in for a watch that has not delivered it yet.
+const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Writes {
+    /// The object applied with `hash` to `object_key` less than [`RECENT_FOR`] ago, if any.
+    pub fn recent(&self, object_key: &str, hash: &str) -> Option<serde_json::Value> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|_, r| r.at.elapsed() < RECENT_FOR);
+        recent
+            .get(object_key)
+            .filter(|r| r.hash == hash)
+            .map(|r| r.object.clone())
+    }
+
+    /// The object last applied to `object_key` less than [`RECENT_FOR`] ago, whatever its hash.
+    pub fn latest(&self, object_key: &str) -> Option<serde_json::Value> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|_, r| r.at.elapsed() < RECENT_FOR);
+        recent.get(object_key).map(|r| r.object.clone())
+    }
+
+    /// Remembers that `object` was applied to `object_key` with `hash`.
+    pub fn remember(&self, object_key: String, hash: String, object: serde_json::Value) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.insert(
+            object_key,
+            Recent {
+                hash,
+                object,
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets what was applied to `object_key` (it was deleted).
+    pub fn forget(&self, object_key: &str) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(object_key);
+    }
+
     /// Counts one write.
     pub fn record(&self, kind: &str, operation: &'static str, ok: bool) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());

@@ -16,6 +16,7 @@ mod apply;
 pub mod dns;
 mod exporter;
 mod importer;
+pub mod leader;
 pub mod metrics;
 pub mod peers;
 mod queue;
@@ -84,6 +85,8 @@ pub struct Config {
     pub peer_sync_timeout: Duration,
     /// How long a peer may be unreachable before its exports are left out.
     pub peer_grace: Duration,
+    /// Leader election among this cluster's replicas; `None`: this replica always writes.
+    pub election: Option<leader::Election>,
 }
 
 /// What a running daemon exposes.
@@ -97,9 +100,19 @@ pub struct Handle {
     pub imports: Store<ServiceImport>,
     /// Every peer's state.
     pub peers: metrics::Peers,
+    /// True while this replica holds the Lease (always, without leader election).
+    pub leader: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 }
 
 impl Handle {
+    /// Waits, after `shutdown`, until the writers have finished their batch and the Lease has
+    /// been given up.
+    pub async fn stopped(&self) {
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
     /// The daemon's part of `/metrics` and `/readyz`: writes and peer states; ready once every
     /// watch has listed and the writers run.
     pub fn admin_extras(&self) -> mcsd_dns::AdminExtras {
@@ -154,6 +167,39 @@ fn key_of<K: ResourceExt>(o: &K) -> Key {
     (o.namespace().unwrap_or_default(), o.name_any())
 }
 
+/// Reconciles the worker's batches until `shutdown` (a batch in progress is finished first).
+/// A key that fails is retried after 0.5 s, doubling up to 30 s while it keeps failing.
+async fn work<F, Fut>(worker: &mut queue::Worker, shutdown: &CancellationToken, reconcile: F)
+where
+    F: Fn(Key) -> Fut,
+    Fut: std::future::Future<Output = kube::Result<()>>,
+{
+    let mut failures: std::collections::HashMap<Key, u32> = std::collections::HashMap::new();
+    loop {
+        let batch = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            b = worker.next_batch() => match b { Some(b) => b, None => return },
+        };
+        for key in batch {
+            match reconcile(key.clone()).await {
+                Ok(()) => {
+                    failures.remove(&key);
+                }
+                Err(error) => {
+                    let n = failures.entry(key.clone()).or_default();
+                    *n = n.saturating_add(1);
+                    let delay = Duration::from_millis(500)
+                        .saturating_mul(1 << (*n - 1).min(6))
+                        .min(Duration::from_secs(30));
+                    tracing::warn!(namespace = %key.0, name = %key.1, %error, retry_in = ?delay, "reconcile failed");
+                    worker.queue().retry(key, delay);
+                }
+            }
+        }
+    }
+}
+
 /// Runs the controllers of one cluster until `shutdown`. Returns once every task has started;
 /// the work goes on in background tasks.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
@@ -164,7 +210,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         peers,
         peer_sync_timeout,
         peer_grace,
+        election,
     } = config;
+    let (leader_tx, mut is_leader) = watch::channel(election.is_none());
+    let (writers_done_tx, writers_done) = watch::channel(false);
+    let (stopped_tx, stopped) = watch::channel(false);
+    {
+        let (client, shutdown, mut writers_done) = (client.clone(), shutdown.clone(), writers_done.clone());
+        tokio::spawn(async move {
+            match election {
+                Some(election) => leader::run(client, election, leader_tx, writers_done, shutdown).await,
+                None => {
+                    let _ = writers_done.wait_for(|d| *d).await;
+                }
+            }
+            let _ = stopped_tx.send(true);
+        });
+    }
     let writes = Writes::default();
     let view = Arc::new(Mutex::new(View::default()));
     let (export_queue, mut export_worker) = queue::queue();
@@ -327,8 +389,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         ready,
         imports: imports.clone(),
         peers: peer_states,
+        leader: is_leader.clone(),
+        stopped,
     };
-    tokio::spawn(async move {
+    let writers = async move {
         // Wait for complete data before the first write.
         let local = async {
             let _ = exports.wait_until_ready().await;
@@ -353,43 +417,43 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         {
             tracing::warn!(timeout = ?peer_sync_timeout, "not every peer listed its records in time; starting anyway");
         }
-        // A full pass over everything we know of, then follow the queues.
-        let everything: BTreeSet<Key> = {
-            let v = view.lock().unwrap_or_else(|e| e.into_inner());
-            v.keys()
-                .cloned()
-                .chain(exporter.exports.state().iter().map(|e| key_of(e.as_ref())))
-                .collect()
-        };
-        export_queue.extend(everything.iter().cloned());
-        import_queue.extend(everything);
-        import_queue.extend(importer.imports.state().iter().map(|i| key_of(i.as_ref())));
         let _ = ready_tx.send(true);
-        let export_loop = async {
-            while let Some(batch) = export_worker.next_batch().await {
-                for key in batch {
-                    if let Err(error) = exporter.reconcile(&key).await {
-                        tracing::warn!(namespace = %key.0, name = %key.1, %error, "export reconcile failed; retrying");
-                        export_worker.queue().retry(key, Duration::from_millis(500));
-                    }
-                }
+        // Write only while leading. Each time leadership is (re)gained: a full pass over
+        // everything known (which writes nothing that is already right), then the queues.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = is_leader.wait_for(|l| *l) => if r.is_err() { return },
             }
-        };
-        let import_loop = async {
-            while let Some(batch) = import_worker.next_batch().await {
-                for key in batch {
-                    if let Err(error) = importer.reconcile(&key).await {
-                        tracing::warn!(namespace = %key.0, name = %key.1, %error, "import reconcile failed; retrying");
-                        import_worker.queue().retry(key, Duration::from_millis(500));
-                    }
-                }
+            let everything: BTreeSet<Key> = {
+                let v = view.lock().unwrap_or_else(|e| e.into_inner());
+                v.keys()
+                    .cloned()
+                    .chain(exporter.exports.state().iter().map(|e| key_of(e.as_ref())))
+                    .collect()
+            };
+            export_queue.extend(everything.iter().cloned());
+            import_queue.extend(everything);
+            import_queue.extend(importer.imports.state().iter().map(|i| key_of(i.as_ref())));
+            let export_loop = work(&mut export_worker, &shutdown, |key| {
+                let exporter = &exporter;
+                async move { exporter.reconcile(&key).await }
+            });
+            let import_loop = work(&mut import_worker, &shutdown, |key| {
+                let importer = &importer;
+                async move { importer.reconcile(&key).await }
+            });
+            // Both loops finish their batch on shutdown; losing the Lease stops them at once.
+            let both = async { tokio::join!(export_loop, import_loop) };
+            tokio::select! {
+                _ = both => return,
+                _ = is_leader.wait_for(|l| !*l) => {}
             }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = export_loop => {}
-            _ = import_loop => {}
         }
+    };
+    tokio::spawn(async move {
+        writers.await;
+        let _ = writers_done_tx.send(true);
     });
     handle
 }

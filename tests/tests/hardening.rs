@@ -1,0 +1,196 @@
+//! Fault injection on a sandbox ClusterSet: the leader killed, mcsd restarted, the API server
+//! restarted with its watch history gone (410). Each asserts DNS answers throughout and counts
+//! the writes mcsd makes.
+
+use std::time::{Duration, Instant};
+
+use mcsd_tests::{Answer, ClusterSet, dig, eventually, settled};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn cluster_ip_export(ns: &str, name: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n\
+         ---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+    )
+}
+
+/// Waits until `server` answers `name` with one address, and returns it.
+async fn resolved(server: std::net::SocketAddr, name: &str) -> String {
+    eventually(&format!("{name} to resolve"), WAIT, || async {
+        let a = dig(&server, name, "A");
+        (a.status == "NOERROR" && a.records.len() == 1).then(|| a.records[0].clone())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_hands_over_within_the_lease_and_dns_answers_throughout() {
+    let lease = Duration::from_secs(3);
+    let options = mcsd::sandbox::Options {
+        lease_duration: lease,
+        give_up_lease: false,
+        ..Default::default()
+    };
+    let set = ClusterSet::with_namespace_and(2, "ha", options.clone()).await;
+    // A second replica in cluster-a: two candidates for its Lease.
+    let (replica, stop_replica) = set.start_replica(0, &options).await;
+    replica.wait_ready(WAIT).await.unwrap();
+    let first_leads = *set.members[0].daemon.leader.borrow();
+    assert_ne!(
+        first_leads,
+        *replica.handle.leader.borrow(),
+        "exactly one replica leads"
+    );
+    set.apply(0, &cluster_ip_export("ha", "one"));
+    let name = "one.ha.svc.clusterset.local";
+    let ip = resolved(set.members[0].dns, name).await;
+
+    // Kill the leader, as a crash would: it does not give the Lease up.
+    let (survivor, survivor_dns) = if first_leads {
+        set.members[0].stop_mcsd.cancel();
+        (replica.handle.clone(), replica.dns)
+    } else {
+        stop_replica.cancel();
+        (set.members[0].daemon.clone(), set.members[0].dns)
+    };
+    let killed = Instant::now();
+    // The survivor answers throughout, and takes over within the lease duration (plus one
+    // retry period of at most 2 s).
+    let mut leader = survivor.leader.clone();
+    while !*leader.borrow() {
+        assert_eq!(
+            dig(&survivor_dns, name, "A"),
+            Answer::ok(&[&ip]),
+            "during the handover"
+        );
+        assert!(
+            killed.elapsed() < lease + Duration::from_secs(3),
+            "no handover after {:?}",
+            killed.elapsed()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), leader.changed()).await;
+    }
+    // The new leader writes: a new export reaches cluster-b.
+    set.apply(0, &cluster_ip_export("ha", "two"));
+    resolved(set.members[1].dns, "two.ha.svc.clusterset.local").await;
+    assert_eq!(dig(&survivor_dns, name, "A"), Answer::ok(&[&ip]));
+    stop_replica.cancel();
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_mcsd_never_answers_nxdomain_and_rewrites_nothing_that_is_right() {
+    const SERVICES: usize = 60;
+    let mut set = ClusterSet::with_namespace(3, "steady").await;
+    let all: String = (0..SERVICES)
+        .map(|i| cluster_ip_export("steady", &format!("svc-{i}")))
+        .collect();
+    set.apply(0, &all);
+    let dns_c = set.members[2].dns;
+    let mut ips = Vec::new();
+    for i in 0..SERVICES {
+        ips.push(resolved(dns_c, &format!("svc-{i}.steady.svc.clusterset.local")).await);
+    }
+    settled(&set.members[2].daemon.writes).await;
+
+    let restarted = set.restart_mcsd(2).await;
+    // From its first answer on: the right address, or SERVFAIL while it loads; never NXDOMAIN.
+    let probe = "svc-7.steady.svc.clusterset.local";
+    let started = Instant::now();
+    let mut answers = std::collections::BTreeSet::new();
+    loop {
+        let a = dig(&restarted.dns, probe, "A");
+        assert_ne!(
+            a.status, "NXDOMAIN",
+            "a restarted mcsd must not deny a name it has not loaded"
+        );
+        if a.status == "NOERROR" {
+            assert_eq!(a, Answer::ok(&[&ips[7]]));
+            break;
+        }
+        answers.insert(a.status);
+        assert!(started.elapsed() < WAIT, "never answered: {answers:?}");
+    }
+    restarted.wait_ready(WAIT).await.unwrap();
+    for (i, ip) in ips.iter().enumerate() {
+        let name = format!("svc-{i}.steady.svc.clusterset.local");
+        assert_eq!(dig(&restarted.dns, &name, "A"), Answer::ok(&[ip]), "{name}");
+    }
+    // Zero writes: everything the old mcsd wrote is already right.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        restarted.handle.writes.snapshot(),
+        Default::default(),
+        "a restart over healthy imports writes nothing"
+    );
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_restart_past_its_watch_history_relists_without_a_burst_of_writes() {
+    let mut configs: Vec<_> = (0..2).map(mcsd_sandbox::ClusterConfig::nth).collect();
+    // A short watch history: after the churn below, every watch's resourceVersion is too old.
+    configs[1].event_log_capacity = 50;
+    let set = ClusterSet::start_configs(configs, Default::default()).await;
+    for i in 0..2 {
+        set.apply(i, "apiVersion: v1\nkind: Namespace\nmetadata: {name: relist}\n");
+    }
+    let all: String = (0..20)
+        .map(|i| cluster_ip_export("relist", &format!("svc-{i}")))
+        .collect();
+    set.apply(0, &all);
+    let dns_b = set.members[1].dns;
+    let mut ips = Vec::new();
+    for i in 0..20 {
+        ips.push(resolved(dns_b, &format!("svc-{i}.relist.svc.clusterset.local")).await);
+    }
+    settled(&set.members[1].daemon.writes).await;
+    let writes_before = set.members[1].daemon.writes.snapshot();
+
+    // Cluster-b's API server goes away; meanwhile 100 unrelated changes roll its history over.
+    let b = &set.members[1].cluster;
+    b.stop_api_server().await;
+    let api = b.api();
+    let info = api.resource("", "configmaps").unwrap();
+    let ctx = mcsd_sandbox::api::Ctx::system("churn");
+    for i in 0..100 {
+        let body =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("churn-{i}")}});
+        api.create(&info, "v1", "default", body, &ctx).unwrap();
+    }
+    // DNS answers while the API server is down.
+    for (i, ip) in ips.iter().enumerate().step_by(5) {
+        let name = format!("svc-{i}.relist.svc.clusterset.local");
+        assert_eq!(dig(&dns_b, &name, "A"), Answer::ok(&[ip]), "API server down");
+    }
+    b.start_api_server().await.unwrap();
+    // The watches come back (with a 410 and a relist): a new export reaches cluster-b.
+    set.apply(0, &cluster_ip_export("relist", "after"));
+    resolved(dns_b, "after.relist.svc.clusterset.local").await;
+    for (i, ip) in ips.iter().enumerate() {
+        let name = format!("svc-{i}.relist.svc.clusterset.local");
+        assert_eq!(
+            dig(&dns_b, &name, "A"),
+            Answer::ok(&[ip]),
+            "{name} after the relist"
+        );
+    }
+    // The writes since: only the new service's (import, its status, derived Service, slices).
+    let after = set.members[1].daemon.writes.snapshot();
+    let new: u64 = after
+        .iter()
+        .map(|(k, n)| n - writes_before.get(k).copied().unwrap_or(0))
+        .sum();
+    let diff: Vec<_> = after
+        .iter()
+        .map(|(k, n)| (k.clone(), n - writes_before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(
+        new <= 8,
+        "a relist must not rewrite what is right: {new} writes ({diff:?})"
+    );
+    set.stop().await;
+}
