@@ -172,7 +172,7 @@ impl Checker<'_> {
 /// What `mcsd run` needs of its own cluster: every watch it opens.
 pub async fn daemon(conn: &crate::kubeconfig::Connection, exchange_namespace: &str) -> Result<(), Error> {
     use k8s_openapi::api::{
-        core::v1::{ConfigMap, Namespace, Service},
+        core::v1::{ConfigMap, Namespace, Secret, Service},
         discovery::v1::EndpointSlice,
     };
     use mcsd_crds::{
@@ -198,7 +198,8 @@ pub async fn daemon(conn: &crate::kubeconfig::Connection, exchange_namespace: &s
         .await?;
     k.all::<Namespace>(builtin("namespaces")).await?;
     k.within::<ConfigMap>(exchange_namespace, builtin("configmaps"))
-        .await
+        .await?;
+    k.within::<Secret>(exchange_namespace, builtin("secrets")).await
 }
 
 /// What `mcsd dns --kubeconfig` needs: the three watches that feed the zone.

@@ -203,3 +203,106 @@ async fn an_unreachable_peer_keeps_its_endpoints_through_a_blip_and_loses_them_p
     .await;
     set.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_secret_added_changed_and_deleted_takes_effect_without_a_restart() {
+    use base64::Engine as _;
+    // cluster-a and cluster-b know each other from their flags; cluster-c is nobody's peer yet.
+    let set = ClusterSet::with_namespace(2, "demo").await;
+    let c = mcsd_sandbox::Cluster::start(ClusterConfig::nth(2)).await.unwrap();
+    let kubeconfig_c =
+        std::env::temp_dir().join(format!("mcsd-peer-secret-{}.kubeconfig", std::process::id()));
+    std::fs::write(&kubeconfig_c, c.kubeconfig_yaml()).unwrap();
+    for manifest in ["namespace.yaml", "rbac.yaml"] {
+        let path = mcsd_tests::repo_root().join("manifests").join(manifest);
+        mcsd_tests::kubectl(&kubeconfig_c, &["apply", "-f", path.to_str().unwrap()]);
+    }
+    let yaml_c = kubeconfig_c.with_extension("yaml");
+    std::fs::write(
+        &yaml_c,
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: demo}}\n---\n{}",
+            hello("demo")
+        ),
+    )
+    .unwrap();
+    mcsd_tests::kubectl(&kubeconfig_c, &["apply", "-f", yaml_c.to_str().unwrap()]);
+    let stop_c = tokio_util::sync::CancellationToken::new();
+    let all = [&set.members[0].cluster, &set.members[1].cluster, &c];
+    let mcsd_c = mcsd::sandbox::start_mcsd(&all, 2, &Default::default(), stop_c.clone())
+        .await
+        .unwrap();
+    mcsd_c.wait_ready(WAIT).await.unwrap();
+    let ip_c = mcsd_tests::kubectl(
+        &kubeconfig_c,
+        &[
+            "get",
+            "pod",
+            "hello-0",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+    );
+    let name = "hello.demo.svc.clusterset.local";
+    let dns_a = set.members[0].dns;
+    assert_eq!(
+        dig(&dns_a, name, "A").status,
+        "NXDOMAIN",
+        "cluster-c is not a peer yet"
+    );
+
+    let secret = |token: &str| {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: peer-c\n  namespace: mcsd-system\n  labels: {{mcsd.io/peer: \"\"}}\ndata:\n  name: {}\n  kubeconfig: {}\n",
+            b64("cluster-c"),
+            b64(&c.kubeconfig_for_token("system:serviceaccount:mcsd-system:mcsd-peer", token)),
+        )
+    };
+    // Added: cluster-c's export reaches cluster-a.
+    set.apply(
+        0,
+        &secret(&c.service_account_token("mcsd-system", "mcsd-peer").unwrap()),
+    );
+    eventually("cluster-c's pod in cluster-a's answer", WAIT, || async {
+        (dig(&dns_a, name, "A") == Answer::ok(&[&ip_c])).then_some(())
+    })
+    .await;
+    assert_eq!(
+        set.members[0].daemon.peers.get("cluster-c").map(|s| s.state),
+        Some(PeerState::Synced)
+    );
+    // Changed to a token the API server rejects: the peer is refused, and says why.
+    set.apply(0, &secret("not-a-token"));
+    eventually("cluster-c refused for its credentials", WAIT, || async {
+        match set.members[0].daemon.peers.get("cluster-c")?.state {
+            PeerState::Refused(why) if why.contains("401") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    // Changed back to a good token: followed again.
+    set.apply(
+        0,
+        &secret(&c.service_account_token("mcsd-system", "mcsd-peer").unwrap()),
+    );
+    eventually("cluster-c synced again", WAIT, || async {
+        (set.members[0].daemon.peers.get("cluster-c")?.state == PeerState::Synced).then_some(())
+    })
+    .await;
+    assert_eq!(dig(&dns_a, name, "A"), Answer::ok(&[&ip_c]));
+    // Deleted: its exports leave at once (no grace period for a peer removed on purpose).
+    set.kubectl(0, &["delete", "secret", "peer-c", "-n", "mcsd-system"]);
+    eventually("cluster-c's export to leave cluster-a", WAIT, || async {
+        (dig(&dns_a, name, "A").status == "NXDOMAIN").then_some(())
+    })
+    .await;
+    assert!(set.members[0].daemon.peers.get("cluster-c").is_none());
+    stop_c.cancel();
+    c.shutdown().await;
+    let _ = std::fs::remove_file(&kubeconfig_c);
+    let _ = std::fs::remove_file(&yaml_c);
+    set.stop().await;
+}

@@ -169,6 +169,11 @@ impl Peers {
         changed
     }
 
+    /// Forgets `peer` (removed from the configuration).
+    pub fn remove(&self, peer: &str) {
+        self.states.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
+    }
+
     /// `peer`'s state, if it is known.
     pub fn get(&self, peer: &str) -> Option<PeerStatus> {
         self.states

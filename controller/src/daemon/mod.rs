@@ -362,6 +362,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         peer_synced.push((peer.cluster.clone(), rx));
         tokio::spawn(peers::supervise(peer, shared.clone(), tx));
     }
+    let (secrets_tx, secrets_listed) = tokio::sync::oneshot::channel();
+    tokio::spawn(peers::follow_secrets(
+        client.clone(),
+        shared.clone(),
+        known,
+        secrets_tx,
+    ));
 
     let exporter = Exporter {
         cluster: identity.cluster.clone(),
@@ -405,7 +412,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         };
         tokio::select! { _ = shutdown.cancelled() => return, _ = local => {} }
         let peers_listed = async {
-            for (peer, mut rx) in peer_synced {
+            // Peers from Secrets count too, once the Secrets have been listed.
+            let from_secrets = secrets_listed.await.unwrap_or_default();
+            for (peer, mut rx) in peer_synced.into_iter().chain(from_secrets) {
                 if rx.wait_for(|s| *s).await.is_err() {
                     tracing::warn!(%peer, "peer follower ended before listing");
                 }

@@ -399,3 +399,132 @@ where
         _ = shared.shutdown.cancelled() => {}
     }
 }
+
+/// The label that marks a Secret in mcsd's namespace as a peer's credentials.
+pub const LABEL_PEER: &str = "mcsd.io/peer";
+/// The Secret key holding the peer's cluster id.
+pub const SECRET_KEY_NAME: &str = "name";
+/// The Secret key holding the peer's kubeconfig.
+pub const SECRET_KEY_KUBECONFIG: &str = "kubeconfig";
+
+/// A peer as a Secret describes it.
+async fn peer_from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(Peer, String), String> {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or_else(|| format!("has no key {key:?}"))
+    };
+    let name = text(SECRET_KEY_NAME)?;
+    let cluster = ClusterId::new(name.trim()).map_err(|e| format!("key {SECRET_KEY_NAME:?}: {e}"))?;
+    let yaml = text(SECRET_KEY_KUBECONFIG)?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)
+        .map_err(|e| format!("key {SECRET_KEY_KUBECONFIG:?} is not a kubeconfig: {e}"))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("key {SECRET_KEY_KUBECONFIG:?} is not usable: {e}"))?;
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
+    // A fingerprint of what the Secret says, to restart the peer only when it changes.
+    let fingerprint = format!("{}\n{yaml}", cluster.as_str());
+    Ok((Peer { cluster, client, url }, fingerprint))
+}
+
+/// Follows Secrets labelled [`LABEL_PEER`] in `namespace` until `shutdown`: a Secret added
+/// starts its peer, changed restarts it, deleted stops it and withdraws its exports at once.
+/// Ids already configured with `--peer` (or this cluster's own) are refused with an error.
+/// `listed` is set once the Secrets have been listed and their peers started, with the receivers
+/// that say when each has listed its records.
+pub async fn follow_secrets<F>(
+    client: Client,
+    shared: Shared<F>,
+    reserved: BTreeSet<ClusterId>,
+    listed: tokio::sync::oneshot::Sender<Vec<(ClusterId, watch::Receiver<bool>)>>,
+) where
+    F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
+{
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(client, &shared.namespace);
+    let mut stream = watcher(api, watcher::Config::default().labels(LABEL_PEER))
+        .default_backoff()
+        .boxed();
+    // Secret name → (peer id, fingerprint, stop).
+    let mut running: std::collections::BTreeMap<String, (ClusterId, String, CancellationToken)> =
+        Default::default();
+    let mut listed = Some(listed);
+    let mut initial = Vec::new();
+    let stop = |running: &mut std::collections::BTreeMap<String, (ClusterId, String, CancellationToken)>,
+                secret: &str| {
+        if let Some((cluster, _, token)) = running.remove(secret) {
+            token.cancel();
+            shared.states.remove(cluster.as_str());
+            let keys = {
+                let mut view = shared.view.lock().unwrap_or_else(|e| e.into_inner());
+                let mut keys = view.forget(&cluster);
+                keys.extend(view.include(&cluster));
+                keys
+            };
+            if !keys.is_empty() {
+                (shared.changed)(keys);
+            }
+            tracing::info!(peer = %cluster, %secret, "peer removed");
+        }
+    };
+    loop {
+        let event = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            e = stream.next() => match e { Some(e) => e, None => return },
+        };
+        let (applied, deleted) = match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (Some(s), None),
+            Ok(watcher::Event::Delete(s)) => (None, Some(s)),
+            Ok(watcher::Event::Init) => (None, None),
+            Ok(watcher::Event::InitDone) => {
+                if let Some(tx) = listed.take() {
+                    let _ = tx.send(std::mem::take(&mut initial));
+                }
+                (None, None)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "watching peer Secrets failed; retrying");
+                (None, None)
+            }
+        };
+        if let Some(secret) = deleted {
+            stop(&mut running, &secret.metadata.name.unwrap_or_default());
+        }
+        let Some(secret) = applied else { continue };
+        let secret_name = secret.metadata.name.clone().unwrap_or_default();
+        let (peer, fingerprint) = match peer_from_secret(&secret).await {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::error!(secret = %secret_name, %why, "peer Secret ignored");
+                stop(&mut running, &secret_name);
+                continue;
+            }
+        };
+        if running
+            .get(&secret_name)
+            .is_some_and(|(_, f, _)| *f == fingerprint)
+        {
+            continue;
+        }
+        stop(&mut running, &secret_name);
+        let taken = reserved.contains(&peer.cluster) || running.values().any(|(c, _, _)| *c == peer.cluster);
+        if taken {
+            tracing::error!(secret = %secret_name, peer = %peer.cluster, "peer Secret ignored: that id is already a peer (or this cluster)");
+            continue;
+        }
+        tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer added");
+        let token = shared.shutdown.child_token();
+        let (tx, rx) = watch::channel(false);
+        if listed.is_some() {
+            initial.push((peer.cluster.clone(), rx));
+        }
+        running.insert(secret_name, (peer.cluster.clone(), fingerprint, token.clone()));
+        let mut own = shared.clone();
+        own.shutdown = token;
+        tokio::spawn(supervise(peer, own, tx));
+    }
+}
