@@ -13,9 +13,22 @@ use crate::{dns_index::DnsIndex, objects};
 #[derive(Debug, Parser)]
 #[command(name = "mcsd", version, about, long_about = None)]
 pub struct Cli {
+    /// Log format on standard error: `text` for people, `json` (one object per line) for log
+    /// collectors. The level comes from `RUST_LOG` (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -130,6 +143,7 @@ impl Cli {
 
     /// Runs the chosen subcommand; errors are printed as one line on standard error.
     pub fn run(self) -> ExitCode {
+        let _ = LOG_FORMAT.set(self.log_format);
         let result = match self.command {
             Command::Crds(args) => args.run(),
             Command::Run(args) => run_daemon(args),
@@ -350,8 +364,11 @@ fn init_tracing() {
 fn init_tracing_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match LOG_FORMAT.get().copied().unwrap_or(LogFormat::Text) {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
 }

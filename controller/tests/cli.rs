@@ -92,3 +92,50 @@ fn crds_into_an_unwritable_directory_fails_with_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("/nonexistent/dir"), "{err}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    // An unreadable objects file fails start-up after logging has begun.
+    let dir = std::env::temp_dir().join(format!("mcsd-json-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("objects.yaml");
+    std::fs::write(&path, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcsd"))
+        .args([
+            "--log-format",
+            "json",
+            "dns",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--objects",
+        ])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("mcsd dns: serving"), "{line}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.lines().count() >= 2, "{err}");
+    for l in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{l}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
