@@ -41,9 +41,10 @@ pub struct Election {
 }
 
 impl Election {
-    /// The defaults: Lease `mcsd` in `namespace`, 15 s, identity from the host name.
+    /// Lease `mcsd` in `namespace`, identity from `MCSD_POD_NAME` (the Deployment sets it from
+    /// the downward API) or the host name, and a random suffix.
     pub fn new(namespace: &str, duration: Duration) -> Self {
-        let host = std::env::var("POD_NAME")
+        let host = std::env::var("MCSD_POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "mcsd".to_string());
         Self {
