@@ -193,10 +193,13 @@ fn client(server: SocketAddr, client: usize) {
     }
 }
 
-/// Runs every client at once against `server`.
-fn burst(server: SocketAddr) {
+/// Runs every client at once, client `c` against `targets[c % targets.len()]`.
+fn burst(targets: &[SocketAddr]) {
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| std::thread::spawn(move || client(server, c)))
+        .map(|c| {
+            let server = targets[c % targets.len()];
+            std::thread::spawn(move || client(server, c))
+        })
         .collect();
     for c in clients {
         c.join().unwrap();
@@ -204,14 +207,22 @@ fn burst(server: SocketAddr) {
 }
 
 #[test]
-fn a_burst_from_several_clients_gets_every_reply_right_over_ipv4_and_ipv6() {
+fn a_burst_from_several_clients_gets_every_reply_right_over_ipv4_ipv6_and_dual_stack() {
     let zone = zone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sockets: Vec<UdpSocket> = ["127.0.0.1:0", "[::1]:0"]
+    let sockets: Vec<UdpSocket> = ["127.0.0.1:0", "[::1]:0", "[::]:0"]
         .iter()
         .map(|a| UdpSocket::bind(a).unwrap())
         .collect();
-    let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    let port = |s: &UdpSocket| s.local_addr().unwrap().port();
+    let v4 = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let v6 = |p: u16| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p));
+    let targets = [
+        vec![v4(port(&sockets[0]))],
+        vec![v6(port(&sockets[1]))],
+        // One socket, IPv4 (mapped) and IPv6 peers in the same batches.
+        vec![v4(port(&sockets[2])), v6(port(&sockets[2]))],
+    ];
     let metrics = Arc::new(Metrics::new(sockets.len() + 1));
     let shutdown = CancellationToken::new();
     let server = runtime.spawn(mcsd_dns::serve(
@@ -222,12 +233,12 @@ fn a_burst_from_several_clients_gets_every_reply_right_over_ipv4_and_ipv6() {
         ServeOptions::default(),
         shutdown.clone(),
     ));
-    for addr in addrs {
-        burst(addr);
+    for t in &targets {
+        burst(t);
     }
-    // Per family 5 clients × 100 queries; in every ten: 7 NOERROR (one of them TC), 1 NXDOMAIN,
+    // Per socket 5 clients × 100 queries; in every ten: 7 NOERROR (one of them TC), 1 NXDOMAIN,
     // 1 FORMERR, 1 dropped.
-    let total = (2 * CLIENTS * QUERIES_PER_CLIENT) as u64;
+    let total = (targets.len() * CLIENTS * QUERIES_PER_CLIENT) as u64;
     assert_eq!(metrics.replies(0), total * 7 / 10);
     assert_eq!(metrics.replies(3), total / 10);
     assert_eq!(metrics.replies(1), total / 10);
@@ -262,7 +273,7 @@ fn the_one_datagram_per_call_path_answers_the_same_burst() {
             }
         })
     };
-    burst(addr);
+    burst(&[addr]);
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();
 }

@@ -218,7 +218,10 @@ mod mmsg {
     /// Headers for both calls, and the peer of every datagram of the batch.
     ///
     /// Receive and send need their own `MultiHeaders`: `sendmmsg` points its headers' names at
-    /// the caller's addresses, which `recvmmsg` must never write into.
+    /// the caller's addresses, which `recvmmsg` must never write into. The receive headers are
+    /// reused as they are: the kernel sets each header's name length to the address it wrote,
+    /// and on one socket every peer address has the same length (an IPv6 socket reports IPv4
+    /// peers as mapped IPv6 addresses), so no later address is cut short.
     #[derive(Debug)]
     pub(super) struct Mmsg {
         recv: MultiHeaders<SockaddrStorage>,
