@@ -34,5 +34,5 @@ pub use error::{Error, Result};
 pub use handler::{Outcome, SharedZone, Transport, answer, answer_fast, answer_full};
 pub use metrics::Metrics;
 pub use model::{Endpoint, Import, ImportKind, Port, Protocol, ServiceRef};
-pub use server::{ServeOptions, serve};
+pub use server::{ServeOptions, UDP_BATCH, UdpWorker, serve};
 pub use zone::{Zone, ZoneConfig, ZoneInput, ZoneWriter};

@@ -1,8 +1,12 @@
 //! UDP and TCP serving on already-bound sockets until a shutdown token fires.
 //!
-//! UDP: `workers` blocking threads per socket (a plain `recv_from`/`send_to` loop with one reused
-//! buffer each: no allocation and no lock per query). TCP: one tokio task per connection, several
-//! queries per connection (RFC 7766), closed after an idle timeout.
+//! UDP: `workers` blocking threads per socket, each a [`UdpWorker`]: on Linux one `recvmmsg` takes
+//! every queued query (up to [`UDP_BATCH`]) and one `sendmmsg` sends their replies; elsewhere a
+//! plain `recv_from`/`send_to` loop. Buffers are allocated once per worker: no allocation and no
+//! lock per query. TCP: one tokio task per connection, several queries per connection (RFC 7766),
+//! closed after an idle timeout.
+
+mod udp;
 
 use std::{
     net::UdpSocket,
@@ -10,6 +14,8 @@ use std::{
     thread::JoinHandle,
     time::{Duration, Instant},
 };
+
+pub use udp::{UDP_BATCH, UdpWorker};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -131,34 +137,9 @@ fn udp_loop(
     slot: usize,
     shutdown: &CancellationToken,
 ) {
-    let mut buf = [0u8; 4096];
-    let mut out = Vec::with_capacity(65536);
+    let mut worker = UdpWorker::new();
     while !shutdown.is_cancelled() {
-        let (len, peer) = match socket.recv_from(&mut buf) {
-            Ok(r) => r,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => {
-                // ICMP errors from earlier sends (connection refused) surface here: keep serving.
-                debug!(%error, "UDP receive");
-                continue;
-            }
-        };
-        let start = Instant::now();
-        let outcome = answer(&zone.load(), &buf[..len], Transport::Udp, &mut out);
-        if let Outcome::Reply { .. } = outcome
-            && let Err(error) = socket.send_to(&out, peer)
-        {
-            debug!(%error, %peer, "UDP send");
-        }
-        metrics.record(slot, outcome, start.elapsed());
+        worker.serve_batch(socket, zone, metrics, slot);
     }
 }
 
