@@ -15,6 +15,6 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 cp "$target/release/mcsd" "$work/mcsd-bench"
 [ -s "$work/objects.yaml" ] || python3 "$bench/gen_objects.py" > "$work/objects.yaml"
 cd "$bench"
-exec ./run.py --only "${ONLY:-knot,nsd,mcsd}" --pin --threads 1 --out "$work/out" \
+exec ./run.py --only "${ONLY:-knot,nsd,mcsd}" --pin --threads 1 --out "$work/out" --objects "$work/objects.yaml" \
   --server "mcsd=exec $work/mcsd-bench dns --objects \$OBJECTS --listen 127.0.0.1:\$PORT --admin 127.0.0.1:0 --workers \$THREADS" \
   --probe svc-0.ns-0.svc.clusterset.local "$@"

@@ -178,9 +178,12 @@ pub(crate) struct Answer {
 }
 
 /// A name that exists, with its answers ordered by preference for ANY (RFC 8482: one RRset).
+///
+/// The map holds nodes by value: a lookup goes from the map's bucket straight to the answers
+/// (one allocation with the reference counts in front), not through a node pointer first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Node {
-    pub(crate) answers: Box<[Answer]>,
+    pub(crate) answers: Arc<[Answer]>,
 }
 
 impl Node {
@@ -196,7 +199,7 @@ impl Node {
     }
 }
 
-type Shard = HashMap<Arc<[u8]>, Arc<Node>, FixedState>;
+type Shard = HashMap<Arc<[u8]>, Node, FixedState>;
 
 /// The copy-on-write sharded map from name key to node.
 #[derive(Clone, Debug)]
@@ -220,7 +223,7 @@ impl NameMap {
 
     #[inline]
     fn get(&self, key: &[u8]) -> Option<&Node> {
-        self.shards[Self::shard_index(key)].get(key).map(|n| &**n)
+        self.shards[Self::shard_index(key)].get(key)
     }
 
     fn shard_mut(&mut self, key: &[u8]) -> &mut Shard {
@@ -230,7 +233,7 @@ impl NameMap {
     }
 
     fn insert(&mut self, key: Arc<[u8]>, node: Node) {
-        self.shard_mut(&key).insert(key, Arc::new(node));
+        self.shard_mut(&key).insert(key, node);
     }
 
     fn remove(&mut self, key: &[u8]) {
