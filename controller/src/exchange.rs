@@ -15,7 +15,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
-    api::{core::v1::ConfigMap, core::v1::SessionAffinityConfig},
+    api::{
+        core::v1::{ConfigMap, SessionAffinityConfig},
+        discovery::v1::Endpoint,
+    },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
 };
@@ -193,15 +196,31 @@ impl ExportRecord {
     }
 }
 
-/// The exchange mirror of one local EndpointSlice of `namespace/name`: the same endpoints
-/// (without `targetRef`, which means nothing in another cluster) and ports.
+/// What of an endpoint crosses from one cluster to another: its addresses, conditions,
+/// hostname, node and zone (a target reference or hints mean nothing in another cluster).
+pub fn crossing(endpoints: &[Endpoint]) -> Vec<Endpoint> {
+    endpoints
+        .iter()
+        .map(|e| Endpoint {
+            addresses: e.addresses.clone(),
+            conditions: e.conditions.clone(),
+            hostname: e.hostname.clone(),
+            node_name: e.node_name.clone(),
+            zone: e.zone.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// The exchange mirror of one local EndpointSlice of `namespace/name`: the same endpoints, as
+/// far as they cross clusters ([`crossing`]), and ports.
 pub fn mirror_slice(
     namespace: &str,
     name: &str,
     local: &k8s_openapi::api::discovery::v1::EndpointSlice,
     exchange_namespace: &str,
 ) -> k8s_openapi::api::discovery::v1::EndpointSlice {
-    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
     let mut labels = record_labels(namespace, name);
     labels.insert(
         mcsd_crds::names::LABEL_MANAGED_BY.to_string(),
@@ -218,18 +237,7 @@ pub fn mirror_slice(
             ..Default::default()
         },
         address_type: local.address_type.clone(),
-        endpoints: local
-            .endpoints
-            .iter()
-            .map(|e| Endpoint {
-                addresses: e.addresses.clone(),
-                conditions: e.conditions.clone(),
-                hostname: e.hostname.clone(),
-                node_name: e.node_name.clone(),
-                zone: e.zone.clone(),
-                ..Default::default()
-            })
-            .collect(),
+        endpoints: crossing(&local.endpoints),
         ports: local.ports.clone(),
     }
 }

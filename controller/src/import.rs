@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         core::v1::{Service, ServicePort as K8sPort, ServiceSpec},
-        discovery::v1::{Endpoint, EndpointPort, EndpointSlice},
+        discovery::v1::{EndpointPort, EndpointSlice},
     },
     apimachinery::pkg::{
         apis::meta::v1::{ObjectMeta, OwnerReference},
@@ -332,18 +332,7 @@ pub fn desired_slices(
                     ..Default::default()
                 },
                 address_type: source.address_type.clone(),
-                endpoints: source
-                    .endpoints
-                    .iter()
-                    .map(|e| Endpoint {
-                        addresses: e.addresses.clone(),
-                        conditions: e.conditions.clone(),
-                        hostname: e.hostname.clone(),
-                        node_name: e.node_name.clone(),
-                        zone: e.zone.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
+                endpoints: crate::exchange::crossing(&source.endpoints),
                 ports: Some(ports),
             });
         }
@@ -364,7 +353,7 @@ pub fn slice_name(service: &str, cluster: &ClusterId, source_slice: &str) -> Str
 mod tests {
     use super::*;
     use crate::merge::{Export, ExportSpec, merge};
-    use k8s_openapi::api::discovery::v1::EndpointConditions;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
     use mcsd_crds::mcs::{Protocol, ServicePort};
 
     fn id(s: &str) -> ClusterId {

@@ -103,12 +103,7 @@ impl View {
                         return self.remove_record(cluster, &key);
                     }
                 };
-                let entry = self
-                    .services
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(cluster.clone())
-                    .or_default();
+                let entry = self.entry(&key, cluster);
                 if entry.record.as_ref() == Some(&record) {
                     return None;
                 }
@@ -118,12 +113,7 @@ impl View {
             Object::Slice(slice) => {
                 let key = key_of(slice.metadata.labels.as_ref())?;
                 let name = slice.metadata.name.clone()?;
-                let entry = self
-                    .services
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(cluster.clone())
-                    .or_default();
+                let entry = self.entry(&key, cluster);
                 if entry
                     .slices
                     .get(&name)
@@ -162,12 +152,7 @@ impl View {
         // Keep what this re-list does not cover: the other kind's objects.
         for (key, by_cluster) in &self.services {
             if let Some(old) = by_cluster.get(cluster) {
-                let entry = fresh
-                    .services
-                    .entry(key.clone())
-                    .or_default()
-                    .entry(cluster.clone())
-                    .or_default();
+                let entry = fresh.entry(key, cluster);
                 match kind {
                     Kind::Record => entry.slices = old.slices.clone(),
                     Kind::Slice => entry.record = old.record.clone(),
@@ -300,6 +285,15 @@ impl View {
     /// Every service some cluster publishes something for.
     pub fn keys(&self) -> impl Iterator<Item = &Key> {
         self.services.keys()
+    }
+
+    /// What `cluster` publishes for `key`, created empty when missing.
+    fn entry(&mut self, key: &Key, cluster: &ClusterId) -> &mut Published {
+        self.services
+            .entry(key.clone())
+            .or_default()
+            .entry(cluster.clone())
+            .or_default()
     }
 
     fn remove_record(&mut self, cluster: &ClusterId, key: &Key) -> Option<Key> {

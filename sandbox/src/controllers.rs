@@ -62,6 +62,23 @@ fn core(api: &Api, resource: &str) -> Arc<ResourceInfo> {
     api.resource("", resource).expect("core resources are built in")
 }
 
+/// The garbage collector's write of `new` over the object at `key` (stored version), logged when
+/// it fails for a reason other than the object having gone or changed meanwhile.
+fn gc_update(api: &Api, info: &ResourceInfo, key: &ObjectKey, new: Value, what: &str) {
+    log_err(
+        what,
+        api.update(
+            info,
+            &info.storage_version,
+            &key.namespace,
+            &key.name,
+            new,
+            None,
+            &ctx("garbage-collector"),
+        ),
+    );
+}
+
 fn log_err(what: &str, r: ApiResult<impl Sized>) {
     if let Err(error) = r
         && error.code != 404
@@ -205,18 +222,7 @@ fn collect_dependents(api: &Api, uid: &str) {
                 .collect();
             let mut new = (*dep).clone();
             new["metadata"]["ownerReferences"] = json!(kept);
-            log_err(
-                "dropping a dangling owner reference",
-                api.update(
-                    &info,
-                    &info.storage_version,
-                    &key.namespace,
-                    &key.name,
-                    new,
-                    None,
-                    &ctx("garbage-collector"),
-                ),
-            );
+            gc_update(api, &info, &key, new, "dropping a dangling owner reference");
         } else if !meta::is_deleting(&dep) {
             log_err(
                 "deleting a dependent",
@@ -255,18 +261,7 @@ fn finish_owner(api: &Api, key: &ObjectKey) {
                 .cloned()
                 .collect();
             new["metadata"]["ownerReferences"] = json!(kept);
-            log_err(
-                "orphaning a dependent",
-                api.update(
-                    &dep_info,
-                    &dep_info.storage_version,
-                    &dep_key.namespace,
-                    &dep_key.name,
-                    new,
-                    None,
-                    &ctx("garbage-collector"),
-                ),
-            );
+            gc_update(api, &dep_info, &dep_key, new, "orphaning a dependent");
         }
         if api.store().dependents_of(&uid).is_empty() {
             done.insert("orphan");
@@ -305,18 +300,7 @@ fn finish_owner(api: &Api, key: &ObjectKey) {
         .filter(|f| !done.contains(f.as_str()))
         .collect();
     new["metadata"]["finalizers"] = json!(kept);
-    log_err(
-        "removing a garbage collector finalizer",
-        api.update(
-            &info,
-            &info.storage_version,
-            &key.namespace,
-            &key.name,
-            new,
-            None,
-            &ctx("garbage-collector"),
-        ),
-    );
+    gc_update(api, &info, key, new, "removing a garbage collector finalizer");
 }
 
 /// A namespace being deleted: delete everything in it; once it is empty, remove the `kubernetes`

@@ -244,12 +244,7 @@ impl Store {
     pub fn update(&self, key: ObjectKey, expected: u64, mut object: Value) -> Result<Arc<Value>, StoreError> {
         let mut state = self.state.lock();
         let slot = (key.namespace.clone(), key.name.clone());
-        let old = state
-            .objects
-            .get(&key.gr)
-            .and_then(|m| m.get(&slot))
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
+        let old = state.current(&key.gr, &slot)?;
         if meta::resource_version(&old) != expected {
             return Err(StoreError::Conflict);
         }
@@ -264,12 +259,7 @@ impl Store {
     pub fn delete(&self, key: &ObjectKey, expected: Option<u64>) -> Result<Arc<Value>, StoreError> {
         let mut state = self.state.lock();
         let slot = (key.namespace.clone(), key.name.clone());
-        let old = state
-            .objects
-            .get(&key.gr)
-            .and_then(|m| m.get(&slot))
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
+        let old = state.current(&key.gr, &slot)?;
         if expected.is_some_and(|rv| rv != meta::resource_version(&old)) {
             return Err(StoreError::Conflict);
         }
@@ -308,6 +298,15 @@ impl Store {
 }
 
 impl State {
+    /// The object in `slot` of `gr`.
+    fn current(&self, gr: &GroupResource, slot: &(String, String)) -> Result<Arc<Value>, StoreError> {
+        self.objects
+            .get(gr)
+            .and_then(|m| m.get(slot))
+            .cloned()
+            .ok_or(StoreError::NotFound)
+    }
+
     /// Stamps the next resourceVersion on `object`, stores and indexes it, and logs the event.
     /// Returns the new resourceVersion and the stored object; the caller wakes the watchers.
     fn store(

@@ -14,7 +14,33 @@ type WriteKey = (String, &'static str, bool);
 #[derive(Clone, Debug, Default)]
 pub struct Writes {
     counts: Arc<Mutex<BTreeMap<WriteKey, u64>>>,
-    recent: Arc<Mutex<std::collections::HashMap<String, Recent>>>,
+    recent: Arc<Mutex<RecentWrites>>,
+}
+
+/// Recent applies by object, pruned at most once per [`RECENT_FOR`] so that a lookup stays
+/// O(1) while thousands of services converge.
+#[derive(Debug)]
+struct RecentWrites {
+    by_object: std::collections::HashMap<String, Recent>,
+    pruned: std::time::Instant,
+}
+
+impl Default for RecentWrites {
+    fn default() -> Self {
+        Self {
+            by_object: Default::default(),
+            pruned: std::time::Instant::now(),
+        }
+    }
+}
+
+impl RecentWrites {
+    /// The entry for `object_key`, if it is still recent.
+    fn get(&self, object_key: &str) -> Option<&Recent> {
+        self.by_object
+            .get(object_key)
+            .filter(|r| r.at.elapsed() < RECENT_FOR)
+    }
 }
 
 /// One recent apply: its hash, the object the server returned, and when.
@@ -31,8 +57,7 @@ const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 impl Writes {
     /// The object applied with `hash` to `object_key` less than [`RECENT_FOR`] ago, if any.
     pub fn recent(&self, object_key: &str, hash: &str) -> Option<serde_json::Value> {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.retain(|_, r| r.at.elapsed() < RECENT_FOR);
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent
             .get(object_key)
             .filter(|r| r.hash == hash)
@@ -41,15 +66,18 @@ impl Writes {
 
     /// The object last applied to `object_key` less than [`RECENT_FOR`] ago, whatever its hash.
     pub fn latest(&self, object_key: &str) -> Option<serde_json::Value> {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.retain(|_, r| r.at.elapsed() < RECENT_FOR);
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.get(object_key).map(|r| r.object.clone())
     }
 
     /// Remembers that `object` was applied to `object_key` with `hash`.
     pub fn remember(&self, object_key: String, hash: String, object: serde_json::Value) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.insert(
+        if recent.pruned.elapsed() >= RECENT_FOR {
+            recent.by_object.retain(|_, r| r.at.elapsed() < RECENT_FOR);
+            recent.pruned = std::time::Instant::now();
+        }
+        recent.by_object.insert(
             object_key,
             Recent {
                 hash,
@@ -64,6 +92,7 @@ impl Writes {
         self.recent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .by_object
             .remove(object_key);
     }
 
