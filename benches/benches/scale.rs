@@ -71,7 +71,11 @@ impl Options {
     fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let sizes = var("SCALE_SIZES")
-            .or_else(|| std::env::args().skip(1).find(|a| a.chars().all(|c| c.is_ascii_digit() || c == ',')))
+            .or_else(|| {
+                std::env::args()
+                    .skip(1)
+                    .find(|a| a.chars().all(|c| c.is_ascii_digit() || c == ','))
+            })
             .unwrap_or_else(|| "1000,3000,10000".into())
             .split(',')
             .filter(|s| !s.is_empty())
@@ -201,7 +205,12 @@ fn cpu_stat_s(pid: u32) -> f64 {
     let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After the command: state is field 3; utime and stime are fields 14 and 15.
-    let get = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let get = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (get(14) + get(15)) / USER_HZ
 }
 
@@ -222,6 +231,32 @@ fn cpu_sched_s(pid: u32) -> f64 {
         }
     }
     ns as f64 / 1e9
+}
+
+/// CPU seconds of this process's tokio worker threads: the three sandbox API servers and their
+/// controllers (the bench's own main thread, which creates the load and polls, is left out).
+fn sandbox_cpu_s() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    let mut total = 0.0;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("tokio-r") {
+            continue;
+        }
+        let text = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let get = |i: usize| {
+            fields
+                .get(i - 3)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        total += (get(14) + get(15)) / USER_HZ;
+    }
+    total
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
@@ -332,7 +367,7 @@ impl Set {
                     .arg(format!("{}={}", self.names[j], self.peer[j].display()));
             }
             cmd.args(["--dns-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", "warn,mcsd::daemon::leader=info")
                 .env("MCSD_POD_NAME", &identity)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
@@ -369,6 +404,19 @@ impl Set {
         out
     }
 
+    /// How many times each mcsd of `generation` logged that it lost the leadership.
+    fn leadership_losses(&self, generation: usize) -> Vec<usize> {
+        self.names
+            .iter()
+            .map(|name| {
+                std::fs::read_to_string(self.dir.join(format!("scale-{name}-{generation}.log")))
+                    .unwrap_or_default()
+                    .matches("lost the leadership")
+                    .count()
+            })
+            .collect()
+    }
+
     /// Which replica holds each cluster's Lease.
     fn lease_holder(&self, i: usize) -> String {
         let api = self.cluster(i).api();
@@ -399,7 +447,10 @@ async fn readyz(admins: Vec<(SocketAddr, String)>, since: Instant, timeout: Dura
             if let Some((200, _)) = http_get(admin, "/readyz").await {
                 return since.elapsed().as_secs_f64();
             }
-            assert!(Instant::now() < deadline, "{identity} not ready after {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{identity} not ready after {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
@@ -425,6 +476,64 @@ async fn settle(mcsds: &[Mcsd], quiet: Duration, timeout: Duration) -> Vec<BTree
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Waits until every mcsd's CPU rate stays under `QUIET_MS_PER_S` for two windows of 1 s in a
+/// row; returns the seconds from `since` until then (the end of the last busy window).
+async fn cpu_quiet(mcsds: &[Mcsd], since: Instant, timeout: Duration) -> f64 {
+    const QUIET_MS_PER_S: f64 = 20.0;
+    let deadline = Instant::now() + timeout;
+    let mut quiet_windows = 0;
+    let mut last_busy = since.elapsed().as_secs_f64();
+    loop {
+        let c0: Vec<f64> = mcsds.iter().map(|m| cpu_sched_s(m.pid)).collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let busy = mcsds
+            .iter()
+            .zip(&c0)
+            .any(|(m, c)| (cpu_sched_s(m.pid) - c) * 1000.0 > QUIET_MS_PER_S);
+        if busy {
+            quiet_windows = 0;
+            last_busy = since.elapsed().as_secs_f64();
+        } else {
+            quiet_windows += 1;
+            if quiet_windows == 2 {
+                return last_busy;
+            }
+        }
+        if Instant::now() > deadline {
+            println!("  (mcsd still busy after {timeout:?})");
+            return last_busy;
+        }
+    }
+}
+
+/// JSON bytes of the objects in `cluster`'s store by resource: (objects, total MB, of which
+/// `metadata.managedFields` MB).
+fn store_sizes(cluster: &Cluster) -> BTreeMap<String, (usize, f64, f64)> {
+    let api = cluster.api();
+    let mut out = BTreeMap::new();
+    for (group, resource) in [
+        ("", "services"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("", "configmaps"),
+        ("multicluster.x-k8s.io", "serviceexports"),
+        ("multicluster.x-k8s.io", "serviceimports"),
+    ] {
+        let info = api.resource(group, resource).unwrap();
+        let (items, _) = api.list(&info, None);
+        let mut bytes = 0usize;
+        let mut managed = 0usize;
+        for item in &items {
+            bytes += serde_json::to_vec(item.as_ref()).map_or(0, |v| v.len());
+            if let Some(m) = item.pointer("/metadata/managedFields") {
+                managed += serde_json::to_vec(m).map_or(0, |v| v.len());
+            }
+        }
+        let mb = |b: usize| b as f64 / 1_048_576.0;
+        out.insert(resource.to_string(), (items.len(), mb(bytes), mb(managed)));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,6 +639,8 @@ async fn dns_answers(server: SocketAddr, expected: Vec<(String, String)>, deadli
 #[derive(Default)]
 struct Row {
     n: usize,
+    failure: Option<String>,
+    leadership_lost: Vec<usize>,
     create_s: f64,
     readyz_s: Vec<f64>,
     imports_s: f64,
@@ -537,6 +648,10 @@ struct Row {
     converge_cpu_s: Vec<f64>,
     sandbox_cpu_s: f64,
     converge_writes: Vec<u64>,
+    converge_quiet_s: f64,
+    converge_total_cpu_s: Vec<f64>,
+    resync_quiet_s: f64,
+    resync_cpu_s: Vec<f64>,
     rss_mb: Vec<f64>,
     hwm_mb: Vec<f64>,
     resync_readyz_s: Vec<f64>,
@@ -565,10 +680,6 @@ fn fmt_list(v: &[f64], digits: usize) -> String {
         .map(|x| format!("{x:.digits$}"))
         .collect::<Vec<_>>()
         .join(" / ")
-}
-
-fn self_pid() -> u32 {
-    std::process::id()
 }
 
 /// Every write that landed in `cluster` since `rv`, Leases left out, by resource and event type.
@@ -623,7 +734,8 @@ async fn run_size(n: usize, opts: &Options) -> Row {
             .collect();
     for client in &clients {
         for ns in 0..opts.namespaces {
-            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": format!("ns-{ns}")}})).unwrap();
+            let ns: Namespace =
+                serde_json::from_value(json!({"metadata": {"name": format!("ns-{ns}")}})).unwrap();
             Api::<Namespace>::all(client.clone())
                 .create(&PostParams::default(), &ns)
                 .await
@@ -640,7 +752,7 @@ async fn run_size(n: usize, opts: &Options) -> Row {
     );
 
     // 2. Initial convergence.
-    let sandbox_cpu0 = cpu_stat_s(self_pid());
+    let sandbox_cpu0 = sandbox_cpu_s();
     let started = Instant::now();
     let mcsds = set.spawn_all(0).await;
     let readyz_task = tokio::spawn(readyz(
@@ -655,11 +767,30 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         if counts.iter().all(|(imports, _)| *imports >= n) && row.imports_s == 0.0 {
             row.imports_s = started.elapsed().as_secs_f64();
         }
-        if counts.iter().all(|(imports, slices)| *imports >= n && *slices >= n) {
+        if counts
+            .iter()
+            .all(|(imports, slices)| *imports >= n && *slices >= n)
+        {
             break;
         }
         if Instant::now() > deadline {
-            panic!("N={n}: not converged after {:?}: (ready imports, MCS slices) per cluster {counts:?}", opts.timeout);
+            let failure = format!(
+                "not converged after {:.0} s: (ready imports, MCS slices) per cluster {counts:?}; leadership lost {:?} times",
+                opts.timeout.as_secs_f64(),
+                set.leadership_losses(0)
+            );
+            println!("N={n}: {failure}");
+            row.failure = Some(failure);
+            row.converge_total_cpu_s = mcsds.iter().map(|m| cpu_stat_s(m.pid)).collect();
+            row.rss_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmRSS")).collect();
+            row.hwm_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmHWM")).collect();
+            for m in mcsds {
+                stop(m).await;
+            }
+            for m in set.members {
+                m.cluster.shutdown().await;
+            }
+            return row;
         }
         if last_print.elapsed() > Duration::from_secs(10) {
             println!(
@@ -668,7 +799,7 @@ async fn run_size(n: usize, opts: &Options) -> Row {
             );
             last_print = Instant::now();
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // Every cluster's DNS server answers a sample of names with its own clusterset IP.
     let step = (n / DNS_SAMPLE).max(1);
@@ -681,11 +812,14 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         dns_answers(mcsds[i].dns, expected, deadline)
     });
     let ok = futures::future::join_all(checks).await;
-    assert!(ok.iter().all(|o| *o), "N={n}: DNS never answered the sample: {ok:?}");
+    assert!(
+        ok.iter().all(|o| *o),
+        "N={n}: DNS never answered the sample: {ok:?}"
+    );
     row.converged_s = started.elapsed().as_secs_f64();
     row.readyz_s = readyz_task.await.unwrap();
     row.converge_cpu_s = mcsds.iter().map(|m| cpu_stat_s(m.pid)).collect();
-    row.sandbox_cpu_s = cpu_stat_s(self_pid()) - sandbox_cpu0;
+    row.sandbox_cpu_s = sandbox_cpu_s() - sandbox_cpu0;
     println!(
         "N={n}: converged in {:.1} s (imports ready in every cluster at {:.1} s); /readyz at {} s; CPU s so far {} (sandbox process {:.1})",
         row.converged_s,
@@ -698,18 +832,27 @@ async fn run_size(n: usize, opts: &Options) -> Row {
     // 3. Steady state.
     let settled = settle(&mcsds, Duration::from_secs(3), Duration::from_secs(120)).await;
     row.converge_writes = settled.iter().map(total).collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    row.converge_quiet_s = cpu_quiet(&mcsds, started, opts.timeout).await;
+    row.converge_total_cpu_s = mcsds.iter().map(|m| cpu_stat_s(m.pid)).collect();
     row.rss_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmRSS")).collect();
     row.hwm_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmHWM")).collect();
     println!(
-        "N={n}: writes to converge {:?}; RSS MB {} (peak {})",
+        "N={n}: writes to converge {:?}; CPU quiet at {:.1} s, CPU s {}; RSS MB {} (peak {}); cluster-a's objects (count, JSON MB, of which managedFields MB): {:?}",
         row.converge_writes,
+        row.converge_quiet_s,
+        fmt_list(&row.converge_total_cpu_s, 1),
         fmt_list(&row.rss_mb, 0),
-        fmt_list(&row.hwm_mb, 0)
+        fmt_list(&row.hwm_mb, 0),
+        store_sizes(set.cluster(0))
+            .iter()
+            .map(|(k, (n, mb, mf))| format!("{k} {n} {mb:.1} {mf:.1}"))
+            .collect::<Vec<_>>()
     );
 
     // 4. Full resync: stop all three, start them again.
-    let rv_before: Vec<u64> = (0..CLUSTERS).map(|i| set.cluster(i).api().store().head()).collect();
+    let rv_before: Vec<u64> = (0..CLUSTERS)
+        .map(|i| set.cluster(i).api().store().head())
+        .collect();
     for m in mcsds {
         stop(m).await;
     }
@@ -734,7 +877,8 @@ async fn run_size(n: usize, opts: &Options) -> Row {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    row.resync_quiet_s = cpu_quiet(&mcsds, restarted, opts.timeout).await;
+    row.resync_cpu_s = mcsds.iter().map(|m| cpu_stat_s(m.pid)).collect();
     let after = settle(&mcsds, Duration::from_secs(3), Duration::from_secs(120)).await;
     row.resync_writes = after.iter().map(total).collect();
     row.resync_kinds = after
@@ -759,8 +903,10 @@ async fn run_size(n: usize, opts: &Options) -> Row {
     row.resync_rss_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmRSS")).collect();
     row.resync_hwm_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmHWM")).collect();
     println!(
-        "N={n}: restart: /readyz at {} s; writes {:?} {:?}; other writes in the API servers {:?}; RSS MB {} (peak {})",
+        "N={n}: restart: /readyz at {} s; CPU quiet at {:.1} s, CPU s {}; writes {:?} {:?}; other writes in the API servers {:?}; RSS MB {} (peak {})",
         fmt_list(&row.resync_readyz_s, 1),
+        row.resync_quiet_s,
+        fmt_list(&row.resync_cpu_s, 1),
         row.resync_writes,
         row.resync_kinds,
         row.resync_store_writes,
@@ -778,10 +924,12 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         .map(|(m, c0)| (cpu_sched_s(m.pid) - c0) * 1000.0 / idle_window.as_secs_f64())
         .collect();
     let writes0: Vec<_> = futures::future::join_all(mcsds.iter().map(|m| writes(m.admin))).await;
-    let rv0: Vec<u64> = (0..CLUSTERS).map(|i| set.cluster(i).api().store().head()).collect();
+    let rv0: Vec<u64> = (0..CLUSTERS)
+        .map(|i| set.cluster(i).api().store().head())
+        .collect();
     let cpu0: Vec<f64> = mcsds.iter().map(|m| cpu_sched_s(m.pid)).collect();
     let stat0: Vec<f64> = mcsds.iter().map(|m| cpu_stat_s(m.pid)).collect();
-    let sandbox0 = cpu_stat_s(self_pid());
+    let sandbox0 = sandbox_cpu_s();
     let t0 = Instant::now();
     let per_cluster = n / CLUSTERS;
     let ids: Vec<ClusterId> = set.names.iter().map(|s| s.parse().unwrap()).collect();
@@ -826,7 +974,10 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
         // The exporting cluster's own import too, before the next change.
         while !slice_says(set.cluster(cluster), &key, &address, false) {
-            assert!(Instant::now() < deadline, "change {c} never reached its own cluster");
+            assert!(
+                Instant::now() < deadline,
+                "change {c} never reached its own cluster"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
@@ -851,7 +1002,7 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         .zip(&stat0)
         .map(|(m, c0)| (cpu_stat_s(m.pid) - c0) * 1000.0 / k)
         .collect();
-    row.change_sandbox_cpu_ms = (cpu_stat_s(self_pid()) - sandbox0) * 1000.0 / k;
+    row.change_sandbox_cpu_ms = (sandbox_cpu_s() - sandbox0) * 1000.0 / k;
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     for (w1, w0) in writes1.iter().zip(&writes0) {
         for (key, v) in w1 {
@@ -901,6 +1052,12 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         row.change_kinds,
     );
 
+    row.leadership_lost = set
+        .leadership_losses(0)
+        .iter()
+        .zip(set.leadership_losses(1))
+        .map(|(a, b)| a + b)
+        .collect();
     for m in mcsds {
         stop(m).await;
     }
@@ -956,32 +1113,60 @@ async fn main() {
     }
     println!();
     println!(
-        "| N | create s | mcsd /readyz s (a/b/c) | imports Ready s | converged s (+DNS) | mcsd CPU s to converge (a/b/c) | sandbox CPU s | writes to converge | RSS MB (a/b/c) | peak RSS MB | resync /readyz s | resync writes | RSS MB after restart | change p50 ms | p99 ms | CPU ms/change (a/b/c, net idle) | sandbox CPU ms/change | writes/change |"
+        "| N | create s | mcsd /readyz s (a/b/c) | imports Ready s | converged s (+DNS) | CPU quiet s | mcsd CPU s (a/b/c) | sandbox CPU s | writes to converge | RSS MB (a/b/c) | peak RSS MB |"
     );
-    println!("|{}", "---|".repeat(18));
+    println!("|{}", "---|".repeat(11));
     for r in &rows {
-        let mut sorted = r.change_ms.clone();
-        sorted.sort_by(f64::total_cmp);
+        if let Some(failure) = &r.failure {
+            println!(
+                "| {} | {:.1} | {} | {failure} | | | {} | | | {} | {} |",
+                r.n,
+                r.create_s,
+                fmt_list(&r.readyz_s, 1),
+                fmt_list(&r.converge_total_cpu_s, 1),
+                fmt_list(&r.rss_mb, 0),
+                fmt_list(&r.hwm_mb, 0),
+            );
+            continue;
+        }
         println!(
-            "| {} | {:.1} | {} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
+            "| {} | {:.1} | {} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} |",
             r.n,
             r.create_s,
             fmt_list(&r.readyz_s, 1),
             r.imports_s,
             r.converged_s,
-            fmt_list(&r.converge_cpu_s, 1),
+            r.converge_quiet_s,
+            fmt_list(&r.converge_total_cpu_s, 1),
             r.sandbox_cpu_s,
             r.converge_writes.iter().sum::<u64>(),
             fmt_list(&r.rss_mb, 0),
             fmt_list(&r.hwm_mb, 0),
+        );
+    }
+    println!();
+    println!(
+        "| N | restart: /readyz s | CPU quiet s | mcsd CPU s (a/b/c) | writes | RSS MB (a/b/c) | change p50 ms | p99 ms | mean ms | CPU ms/change (a/b/c, net of idle) | sandbox CPU ms/change | writes/change | leadership lost |"
+    );
+    println!("|{}", "---|".repeat(13));
+    for r in rows.iter().filter(|r| r.failure.is_none()) {
+        let mut sorted = r.change_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "| {} | {} | {:.1} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:?} |",
+            r.n,
             fmt_list(&r.resync_readyz_s, 1),
+            r.resync_quiet_s,
+            fmt_list(&r.resync_cpu_s, 1),
             r.resync_writes.iter().sum::<u64>(),
             fmt_list(&r.resync_rss_mb, 0),
             percentile(&sorted, 50.0),
             percentile(&sorted, 99.0),
+            sorted.iter().sum::<f64>() / sorted.len() as f64,
             fmt_list(&r.change_cpu_ms, 2),
             r.change_sandbox_cpu_ms,
             r.change_writes,
+            r.leadership_lost,
         );
     }
 }
