@@ -254,6 +254,11 @@ impl View {
             .collect()
     }
 
+    /// The clusters that publish something for `key` (excluded ones included).
+    pub fn clusters_of(&self, key: &Key) -> impl Iterator<Item = ClusterId> + '_ {
+        self.services.get(key).into_iter().flat_map(|m| m.keys().cloned())
+    }
+
     /// What `cluster` publishes for `key`.
     pub fn published(&self, cluster: &ClusterId, key: &Key) -> Option<&Published> {
         self.services.get(key)?.get(cluster)

@@ -22,6 +22,7 @@ use mcsd_crds::{
 
 use super::{
     apply::{ANNOTATION_APPLIED, apply_if_changed, delete, freshest, remember},
+    index::SliceIndex,
     metrics::Writes,
 };
 use crate::{
@@ -43,6 +44,8 @@ pub struct Importer {
     pub services: Store<Service>,
     /// Local EndpointSlices (MCS ones among them).
     pub slices: Store<EndpointSlice>,
+    /// The MCS slices of each import, by service.
+    pub imported_slices: SliceIndex,
     /// The ClusterSet view.
     pub view: Arc<Mutex<View>>,
     /// Write counters.
@@ -69,7 +72,7 @@ impl Importer {
         let derived_name = derived_service_name(ns, name);
         let observed_service = self.services.get(&ObjectRef::new(&derived_name).within(ns));
         let observed_service = freshest(&self.writes, ns, &derived_name, observed_service.as_deref());
-        let observed_slices = self.slices.state_filter(|s| {
+        let observed_slices = self.imported_slices.get(&self.slices, key, |s| {
             s.namespace().as_deref() == Some(ns.as_str())
                 && s.labels().get(names::LABEL_SERVICE_NAME) == Some(name)
                 && s.labels().get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY)
