@@ -75,7 +75,7 @@ pub struct DnsAnswer {
     pub qtype: String,
     /// `NOERROR`, `NXDOMAIN`, `SERVFAIL`, `REFUSED`.
     pub rcode: String,
-    /// The answer section, one record a line (`A 10.96.0.10`).
+    /// The answer section's data, one record a line (`10.96.0.10`).
     pub records: Vec<String>,
 }
 
@@ -540,11 +540,7 @@ fn ask(zone: &mcsd_dns::Zone, name: &str, qtype: RecordType) -> DnsAnswer {
     match Message::from_vec(&reply) {
         Ok(m) => {
             answer.rcode = rcode_text(m.metadata.response_code);
-            answer.records = m
-                .answers
-                .iter()
-                .map(|r| format!("{} {}", r.record_type(), r.data))
-                .collect();
+            answer.records = m.answers.iter().map(|r| r.data.to_string()).collect();
         }
         Err(error) => answer.rcode = format!("unreadable reply: {error}"),
     }
