@@ -12,7 +12,7 @@
 //! then do the writers start, so the first pass sees complete data and rewrites nothing that is
 //! already right.
 
-mod apply;
+pub(crate) mod apply;
 pub mod dns;
 mod exporter;
 mod importer;
@@ -101,6 +101,8 @@ pub struct Handle {
     pub imports: Store<ServiceImport>,
     /// Every peer's state.
     pub peers: metrics::Peers,
+    /// Propagation latency and conflicts.
+    pub flow: metrics::Flow,
     /// True while this replica holds the Lease (always, without leader election).
     pub leader: watch::Receiver<bool>,
     /// What `mcsd why` reads.
@@ -120,7 +122,7 @@ impl Handle {
     /// watch has listed and the writers run.
     pub fn admin_extras(&self) -> mcsd_dns::AdminExtras {
         let (writes, peers, ready) = (self.writes.clone(), self.peers.clone(), self.ready.clone());
-        let why = self.why.clone();
+        let (why, flow) = (self.why.clone(), self.flow.clone());
         mcsd_dns::AdminExtras {
             why: Some(Arc::new(move |name: &str, zone: &mcsd_dns::Zone| {
                 serde_json::to_string(&why.explain(name, zone)).unwrap_or_default()
@@ -128,6 +130,7 @@ impl Handle {
             metrics: Some(Arc::new(move |out: &mut String| {
                 writes.render(out);
                 peers.render(out);
+                flow.render(out);
             })),
             not_ready: Some(Arc::new(move || {
                 (!*ready.borrow()).then(|| "controllers not started: watches still listing".to_string())
@@ -235,6 +238,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         });
     }
     let writes = Writes::default();
+    let flow = metrics::Flow::default();
     let view = Arc::new(Mutex::new(View::default()));
     let (export_queue, mut export_worker) = queue::queue();
     let (import_queue, mut import_worker) = queue::queue();
@@ -408,6 +412,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         imported_slices: slice_index.imported,
         view: view.clone(),
         writes: writes.clone(),
+        flow: flow.clone(),
     };
 
     let handle = Handle {
@@ -425,6 +430,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
             ready: ready.clone(),
         },
         writes,
+        flow,
         ready,
         imports: imports.clone(),
         peers: peer_states,
