@@ -694,10 +694,11 @@ pub fn render(e: &Explanation) -> String {
         };
         let _ = writeln!(
             s,
-            "  {} from {}{whose}: {} endpoints, {ready} ready; ports {}",
+            "  {} from {}{whose}: {} endpoint{}, {ready} ready; ports {}",
             slice.name,
             slice.cluster,
             slice.endpoints.len(),
+            if slice.endpoints.len() == 1 { "" } else { "s" },
             or_none(&slice.ports)
         );
     }
