@@ -46,6 +46,45 @@ enum Command {
     /// implementation writes), or from a file of such objects (`--objects`; benchmarks, offline
     /// checks).
     Dns(DnsArgs),
+    /// Explain a clusterset.local name: the ServiceImport and EndpointSlices behind it, which
+    /// clusters export it, which endpoints and ports are left out and why (not ready, a stale or
+    /// refused peer, a lost port conflict), and what the DNS server answers now. Asks a running
+    /// mcsd through its admin listener; in a cluster:
+    /// `kubectl exec -n mcsd-system deploy/mcsd -- mcsd why NAME`.
+    Why(WhyArgs),
+}
+
+/// `mcsd why`.
+#[derive(Debug, clap::Args)]
+struct WhyArgs {
+    /// The name to explain, e.g. `hello.demo.svc.clusterset.local` (also SRV names
+    /// `_http._tcp.hello.demo.svc.clusterset.local` and endpoint names
+    /// `web-0.cluster-a.hello.demo.svc.clusterset.local`).
+    name: String,
+    /// The admin listener of the mcsd to ask (`mcsd run --admin-listen`).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        conflicts_with = "sandbox"
+    )]
+    admin: SocketAddr,
+    /// Ask the mcsd of one cluster of a running `mcsd sandbox`, found in `DIR/sandbox.json`.
+    #[arg(long, value_name = "DIR", requires = "cluster")]
+    sandbox: Option<PathBuf>,
+    /// With `--sandbox`: the cluster whose mcsd to ask (`cluster-a`, …).
+    #[arg(long, value_name = "NAME", requires = "sandbox")]
+    cluster: Option<String>,
+    /// `text` for people, `json` for scripts.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+/// `mcsd why --output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
 }
 
 /// `mcsd sandbox`.
@@ -55,7 +94,7 @@ struct SandboxArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=26))]
     clusters: u8,
     /// Where to write `<cluster>.kubeconfig` for every cluster and `sandbox.json`
-    /// (`[{"name", "kubeconfig", "api", "dns"}]`).
+    /// (`[{"name", "kubeconfig", "api", "dns", "admin"}]`).
     #[arg(long, value_name = "DIR", default_value = "./sandbox-state")]
     dir: PathBuf,
 }
@@ -149,6 +188,7 @@ impl Cli {
             Command::Run(args) => run_daemon(args),
             Command::Sandbox(args) => args.run(),
             Command::Dns(args) => args.run(),
+            Command::Why(args) => args.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -194,6 +234,34 @@ impl SandboxArgs {
         runtime.block_on(crate::sandbox::run(usize::from(clusters), &dir))
     }
 }
+impl WhyArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let Self {
+            name,
+            admin,
+            sandbox,
+            cluster,
+            output,
+        } = self;
+        let admin = match (sandbox, cluster) {
+            (Some(dir), Some(cluster)) => crate::sandbox::admin_of(&dir, &cluster)?,
+            _ => admin,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let explanation = runtime.block_on(crate::why::fetch(admin, &name))?;
+        let text = match output {
+            Output::Text => crate::why::render(&explanation),
+            Output::Json => format!("{}\n", serde_json::to_string_pretty(&explanation)?),
+        };
+        use std::io::Write;
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        Ok(())
+    }
+}
+
 impl DnsArgs {
     fn run(self) -> anyhow::Result<()> {
         let Self {

@@ -18,3 +18,4 @@ pub mod preflight;
 pub mod run;
 pub mod sandbox;
 pub mod view;
+pub mod why;

@@ -45,6 +45,8 @@ pub struct Member {
     pub kubeconfig: PathBuf,
     /// Its DNS server's address (UDP and TCP), once mcsd runs.
     pub dns: Option<SocketAddr>,
+    /// Its mcsd's admin listener, once mcsd runs.
+    pub admin: Option<SocketAddr>,
 }
 
 /// Starts the `index`th member, installs the project's namespace and RBAC manifests, and writes
@@ -66,6 +68,7 @@ pub async fn start_member(index: usize, dir: &Path) -> anyhow::Result<Member> {
         cluster,
         kubeconfig,
         dns: None,
+        admin: None,
     })
 }
 
@@ -97,6 +100,8 @@ pub struct Mcsd {
     pub handle: daemon::Handle,
     /// The DNS server's address (UDP and TCP).
     pub dns: SocketAddr,
+    /// Its admin listener (`/metrics`, `/readyz`, `/why`).
+    pub admin: SocketAddr,
     /// The zone it answers from.
     pub zone: mcsd_dns::SharedZone,
 }
@@ -162,10 +167,20 @@ pub async fn start_mcsd(
         max_udp_payload: 1232,
     };
     let zone = daemon::dns::feed(client, zone_config, shutdown.clone())?;
-    let (bound, _metrics) = daemon::dns::serve(zone.clone(), &["127.0.0.1:0".parse()?], shutdown)?;
+    let (bound, metrics) = daemon::dns::serve(zone.clone(), &["127.0.0.1:0".parse()?], shutdown.clone())?;
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = admin_listener.local_addr()?;
+    tokio::spawn(mcsd_dns::serve_admin_with(
+        admin_listener,
+        zone.clone(),
+        metrics,
+        handle.admin_extras(),
+        shutdown,
+    ));
     Ok(Mcsd {
         handle,
         dns: bound[0],
+        admin,
         zone,
     })
 }
@@ -220,6 +235,7 @@ pub fn manifest(members: &[Member]) -> serde_json::Value {
                 "kubeconfig": m.kubeconfig.display().to_string(),
                 "api": m.cluster.api_url(),
                 "dns": m.dns.map(|a| a.to_string()),
+                "admin": m.admin.map(|a| a.to_string()),
             }))
             .collect::<Vec<_>>()
     )
@@ -242,6 +258,7 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
         let all: Vec<&Cluster> = members.iter().map(|m| &m.cluster).collect();
         let mcsd = start_mcsd(&all, index, &Options::default(), shutdown.clone()).await?;
         members[index].dns = Some(mcsd.dns);
+        members[index].admin = Some(mcsd.admin);
         running.push(mcsd);
     }
     for mcsd in &running {
@@ -267,4 +284,33 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
         m.cluster.shutdown().await;
     }
     Ok(())
+}
+
+/// The admin listener of `cluster`'s mcsd, from `DIR/sandbox.json`.
+pub fn admin_of(dir: &Path, cluster: &str) -> anyhow::Result<SocketAddr> {
+    let path = dir.join("sandbox.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is `mcsd sandbox --dir {}` running?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let members: Vec<serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
+    let member = members
+        .iter()
+        .find(|m| m["name"].as_str() == Some(cluster))
+        .with_context(|| {
+            format!(
+                "no cluster {cluster} in {} (it has {})",
+                path.display(),
+                names.join(", ")
+            )
+        })?;
+    member["admin"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("{} names no admin address for {cluster}", path.display()))
 }

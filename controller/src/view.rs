@@ -32,6 +32,8 @@ pub type Key = (String, String);
 pub struct Published {
     /// The export record, while the cluster exports the service.
     pub record: Option<ExportRecord>,
+    /// When the exporting cluster wrote that record (its `mcsd.io/written-at`).
+    pub record_written: Option<k8s_openapi::jiff::Timestamp>,
     /// The cluster's mirrored EndpointSlices, by name.
     pub slices: BTreeMap<String, EndpointSlice>,
 }
@@ -108,6 +110,7 @@ impl View {
                     return None;
                 }
                 entry.record = Some(record);
+                entry.record_written = crate::daemon::apply::written_at(&cm);
                 Some(key)
             }
             Object::Slice(slice) => {
@@ -155,7 +158,10 @@ impl View {
                 let entry = fresh.entry(key, cluster);
                 match kind {
                     Kind::Record => entry.slices = old.slices.clone(),
-                    Kind::Slice => entry.record = old.record.clone(),
+                    Kind::Slice => {
+                        entry.record = old.record.clone();
+                        entry.record_written = old.record_written;
+                    }
                 }
                 if entry.record.is_none() && entry.slices.is_empty() {
                     fresh.prune(key, cluster);
@@ -254,6 +260,11 @@ impl View {
             .collect()
     }
 
+    /// The clusters that publish something for `key` (excluded ones included).
+    pub fn clusters_of(&self, key: &Key) -> impl Iterator<Item = ClusterId> + '_ {
+        self.services.get(key).into_iter().flat_map(|m| m.keys().cloned())
+    }
+
     /// What `cluster` publishes for `key`.
     pub fn published(&self, cluster: &ClusterId, key: &Key) -> Option<&Published> {
         self.services.get(key)?.get(cluster)
@@ -269,6 +280,16 @@ impl View {
             .filter_map(|(_, p)| p.record.as_ref().map(ExportRecord::to_export))
             .collect();
         merge(&exports)
+    }
+
+    /// When the newest export record of `key` of a cluster that is not excluded was written.
+    pub fn record_written(&self, key: &Key) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.services
+            .get(key)?
+            .iter()
+            .filter(|(c, _)| !self.excluded.contains_key(*c))
+            .filter_map(|(_, p)| p.record_written)
+            .max()
     }
 
     /// The mirrored slices for `key` of every cluster that is not excluded.
@@ -299,6 +320,7 @@ impl View {
     fn remove_record(&mut self, cluster: &ClusterId, key: &Key) -> Option<Key> {
         let entry = self.services.get_mut(key)?.get_mut(cluster)?;
         entry.record.take()?;
+        entry.record_written = None;
         self.prune(key, cluster);
         Some(key.clone())
     }

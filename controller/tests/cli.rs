@@ -14,7 +14,7 @@ fn help_lists_the_subcommands() {
     let out = mcsd(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for command in ["crds", "run", "sandbox", "dns"] {
+    for command in ["crds", "run", "sandbox", "dns", "why"] {
         assert!(text.contains(command), "{command} missing from:\n{text}");
     }
 }

@@ -112,6 +112,36 @@ async fn run_imports_a_local_export_and_answers_it_on_its_dns_listener() {
         "{metrics}"
     );
     assert!(metrics.contains("mcsd_dns_"), "{metrics}");
+    // The export's way to the import was timed, for the ServiceImport and its slice.
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+    };
+    assert!(value("mcsd_propagation_seconds_count{kind=\"EndpointSlice\"}") >= 1.0);
+    assert!(value("mcsd_propagation_seconds_count{kind=\"ServiceImport\"}") >= 1.0);
+    let slow = value("mcsd_propagation_seconds_bucket{kind=\"EndpointSlice\",le=\"+Inf\"}")
+        - value("mcsd_propagation_seconds_bucket{kind=\"EndpointSlice\",le=\"30\"}");
+    assert_eq!(slow, 0.0, "a local export takes well under 30 s:\n{metrics}");
+    assert_eq!(value("mcsd_services_in_conflict{reason=\"PortConflict\"}"), 0.0);
+    // And `mcsd why` asks this very process.
+    let why = Command::new(env!("CARGO_BIN_EXE_mcsd"))
+        .args([
+            "why",
+            "db-0.cluster-a.db.demo.svc.clusterset.local",
+            "--admin",
+            &admin.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&why.stdout);
+    assert!(why.status.success(), "{}", String::from_utf8_lossy(&why.stderr));
+    assert!(
+        text.contains("Endpoint db-0 in cluster-a of service demo/db."),
+        "{text}"
+    );
+    assert!(text.contains(&format!("A     NOERROR  {addr}")), "{text}");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -35,7 +35,25 @@ fn sandbox_writes_kubeconfigs_and_manifest_says_ready_and_exits_cleanly_on_sigte
         assert!(kubeconfig.contains("certificate-authority-data") && kubeconfig.contains(name));
         let dns = member["dns"].as_str().expect("every member serves DNS");
         assert!(dns.starts_with("127.0.0.1:"), "{dns}");
+        let admin = member["admin"]
+            .as_str()
+            .expect("every member's mcsd has an admin listener");
+        assert!(admin.starts_with("127.0.0.1:"), "{admin}");
     }
+    // `mcsd why` finds a member's mcsd through sandbox.json.
+    let out = Command::new(env!("CARGO_BIN_EXE_mcsd"))
+        .args(["why", "nope.demo.svc.clusterset.local", "--sandbox"])
+        .arg(&dir)
+        .args(["--cluster", "cluster-b"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.starts_with("nope.demo.svc.clusterset.local.  (asked of cluster-b's mcsd"),
+        "{text}"
+    );
+    assert!(text.contains("A     NXDOMAIN"), "{text}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

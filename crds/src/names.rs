@@ -99,6 +99,18 @@ pub mod conditions {
         pub const TRAFFIC_DISTRIBUTION: &str = "TrafficDistributionConflict";
         /// The exports' IP families cannot all be reached from one client family.
         pub const IP_FAMILY: &str = "IPFamilyConflict";
+        /// Every conflict reason (not `NoConflicts`).
+        pub const ALL: [&str; 9] = [
+            PORT,
+            TYPE,
+            SESSION_AFFINITY,
+            SESSION_AFFINITY_CONFIG,
+            ANNOTATIONS,
+            LABELS,
+            INTERNAL_TRAFFIC_POLICY,
+            TRAFFIC_DISTRIBUTION,
+            IP_FAMILY,
+        ];
     }
 }
 

@@ -9,12 +9,14 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::{handler::SharedZone, metrics::Metrics};
+use crate::{Zone, handler::SharedZone, metrics::Metrics};
 
 /// Appends Prometheus text.
 pub type RenderMetrics = Arc<dyn Fn(&mut String) + Send + Sync>;
 /// Says why the process is not ready (`None` when it is).
 pub type NotReady = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+/// Explains a name (the `name` query parameter of `/why`) against the zone served now, as JSON.
+pub type Explain = Arc<dyn Fn(&str, &Zone) -> String + Send + Sync>;
 
 /// What the process around the DNS server adds to its admin endpoints.
 #[derive(Clone, Default)]
@@ -23,6 +25,8 @@ pub struct AdminExtras {
     pub metrics: Option<RenderMetrics>,
     /// Says why the process is not ready yet, beyond the zone (`None` when it is).
     pub not_ready: Option<NotReady>,
+    /// Serves `GET /why?name=NAME` (`mcsd why`); without it, `/why` is not found.
+    pub why: Option<Explain>,
 }
 
 impl std::fmt::Debug for AdminExtras {
@@ -30,6 +34,7 @@ impl std::fmt::Debug for AdminExtras {
         f.debug_struct("AdminExtras")
             .field("metrics", &self.metrics.is_some())
             .field("not_ready", &self.not_ready.is_some())
+            .field("why", &self.why.is_some())
             .finish()
     }
 }
@@ -98,8 +103,17 @@ async fn respond(
     let head = String::from_utf8_lossy(&buf);
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let (status, content_type, body) = match (method, path) {
+        ("GET", "/why") => match (&extras.why, query_param(query, "name")) {
+            (None, _) => ("404 Not Found", "text/plain", "not found\n".into()),
+            (Some(_), None) => (
+                "400 Bad Request",
+                "text/plain",
+                "say which name: /why?name=NAME\n".into(),
+            ),
+            (Some(explain), Some(name)) => ("200 OK", "application/json", explain(&name, &zone.load())),
+        },
         ("GET", "/metrics") => {
             let mut text = metrics.render(&zone.load());
             if let Some(more) = &extras.metrics {
@@ -134,4 +148,49 @@ async fn respond(
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// The `%`-decoded value of `key` in a query string (`+` is a space).
+fn query_param(query: &str, key: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_param;
+
+    #[test]
+    fn query_parameters_are_found_and_decoded() {
+        assert_eq!(
+            query_param("name=hello.demo.svc", "name").as_deref(),
+            Some("hello.demo.svc")
+        );
+        assert_eq!(query_param("x=1&name=a%2Eb+c", "name").as_deref(), Some("a.b c"));
+        assert_eq!(query_param("x=1", "name"), None);
+        assert_eq!(query_param("name=%zz", "name"), None);
+        assert_eq!(query_param("name=%4", "name"), None);
+    }
 }

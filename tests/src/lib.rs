@@ -176,6 +176,8 @@ pub struct Member {
     pub daemon: daemon::Handle,
     /// mcsd's DNS server (UDP and TCP).
     pub dns: std::net::SocketAddr,
+    /// mcsd's admin listener (`/metrics`, `/readyz`, `/why`).
+    pub admin: std::net::SocketAddr,
     /// Stops this member's mcsd alone.
     pub stop_mcsd: CancellationToken,
 }
@@ -250,6 +252,7 @@ impl ClusterSet {
                 kubeconfig,
                 daemon: mcsd.handle,
                 dns: mcsd.dns,
+                admin: mcsd.admin,
                 stop_mcsd,
             });
         }
@@ -301,6 +304,7 @@ impl ClusterSet {
         let member = &mut self.members[i];
         member.daemon = mcsd.handle.clone();
         member.dns = mcsd.dns;
+        member.admin = mcsd.admin;
         member.stop_mcsd = stop;
         mcsd
     }
@@ -318,6 +322,22 @@ impl ClusterSet {
             &self.members[i].kubeconfig,
             &["apply", "-f", path.to_str().unwrap()],
         );
+    }
+
+    /// Runs `mcsd why NAME` (the binary, as a user would) against the `i`th member's mcsd, with
+    /// `extra` flags; returns what it prints, failing the test if it fails.
+    pub fn why(&self, i: usize, name: &str, extra: &[&str]) -> String {
+        let out = Command::new(mcsd_binary())
+            .args(["why", name, "--admin", &self.members[i].admin.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mcsd why {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// Stops every mcsd and cluster.

@@ -1,6 +1,6 @@
-//! Fault injection on a sandbox ClusterSet: the leader killed, mcsd restarted, the API server
-//! restarted with its watch history gone (410). Each asserts DNS answers throughout and counts
-//! the writes mcsd makes.
+//! Fault injection on a sandbox ClusterSet: the leader killed, mcsd restarted (idle, and under a
+//! load of new exports), the API server restarted with its watch history gone (410). Each asserts
+//! DNS answers throughout and counts (or dates) the writes mcsd makes.
 
 use std::time::{Duration, Instant};
 
@@ -192,5 +192,136 @@ async fn an_api_server_restart_past_its_watch_history_relists_without_a_burst_of
         new <= 8,
         "a relist must not rewrite what is right: {new} writes ({diff:?})"
     );
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcsd_restarted_under_load_denies_nothing_and_rewrites_nothing_that_is_right() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, ListParams, PostParams};
+    use mcsd_crds::mcs::v1beta1::{ServiceExport, ServiceImport};
+
+    const STABLE: usize = 30;
+    let mut set = ClusterSet::with_namespace(3, "busy").await;
+    let all: String = (0..STABLE)
+        .map(|i| cluster_ip_export("busy", &format!("stable-{i}")))
+        .collect();
+    set.apply(0, &all);
+    let dns_c = set.members[2].dns;
+    let mut ips = Vec::new();
+    for i in 0..STABLE {
+        ips.push(resolved(dns_c, &format!("stable-{i}.busy.svc.clusterset.local")).await);
+    }
+    settled(&set.members[2].daemon.writes).await;
+
+    // The load: cluster-a exports a new service every 50 ms until told to stop.
+    let client_a = set.members[0].cluster.admin_client().await.unwrap();
+    let stop_churn = tokio_util::sync::CancellationToken::new();
+    let churn = {
+        let stop = stop_churn.clone();
+        tokio::spawn(async move {
+            let services: Api<Service> = Api::namespaced(client_a.clone(), "busy");
+            let exports: Api<ServiceExport> = Api::namespaced(client_a, "busy");
+            let mut made = Vec::new();
+            while !stop.is_cancelled() {
+                let name = format!("churn-{}", made.len());
+                let svc = json!({"metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]}});
+                services
+                    .create(&PostParams::default(), &serde_json::from_value(svc).unwrap())
+                    .await
+                    .unwrap();
+                let export = json!({"apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
+                    "metadata": {"name": name}, "spec": {}});
+                exports
+                    .create(&PostParams::default(), &serde_json::from_value(export).unwrap())
+                    .await
+                    .unwrap();
+                made.push(name);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            made
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Restart cluster-c's mcsd in the middle of it. What cluster-c already imported is dated.
+    let client_c = set.members[2].cluster.admin_client().await.unwrap();
+    let imports_c: Api<ServiceImport> = Api::namespaced(client_c.clone(), "busy");
+    let restart_at = k8s_openapi::jiff::Timestamp::now();
+    let restarted = set.restart_mcsd(2).await;
+    let started = Instant::now();
+    let mut probes = 0;
+    while !*restarted.handle.ready.borrow() || !restarted.zone.load().synced() {
+        let i = probes % STABLE;
+        let a = dig(
+            &restarted.dns,
+            &format!("stable-{i}.busy.svc.clusterset.local"),
+            "A",
+        );
+        assert_ne!(a.status, "NXDOMAIN", "a restarting mcsd must not deny stable-{i}");
+        if a.status == "NOERROR" {
+            assert_eq!(a, Answer::ok(&[&ips[i]]));
+        }
+        probes += 1;
+        assert!(started.elapsed() < WAIT, "the restarted mcsd never became ready");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_churn.cancel();
+    let churned = churn.await.unwrap();
+    assert!(churned.len() >= 20, "the load ran: {} exports", churned.len());
+
+    // Everything converges: every churned export is imported once, with one slice, and answers.
+    for name in &churned {
+        resolved(restarted.dns, &format!("{name}.busy.svc.clusterset.local")).await;
+    }
+    settled(&restarted.handle.writes).await;
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client_c, "busy");
+    let slices = slices
+        .list(&ListParams::default().labels("endpointslice.kubernetes.io/managed-by=mcsd.io"))
+        .await
+        .unwrap();
+    let mut per_service = std::collections::BTreeMap::<String, usize>::new();
+    for s in &slices.items {
+        let svc = s.metadata.labels.as_ref().unwrap()["multicluster.kubernetes.io/service-name"].clone();
+        *per_service.entry(svc).or_default() += 1;
+    }
+    assert!(
+        per_service.values().all(|n| *n == 1),
+        "one slice per import: {per_service:?}"
+    );
+    assert_eq!(per_service.len(), STABLE + churned.len());
+    // What was right before the restart was not written again: its write dates predate it.
+    let imports = imports_c.list(&ListParams::default()).await.unwrap();
+    assert_eq!(imports.items.len(), STABLE + churned.len());
+    let written = |o: &ServiceImport| -> k8s_openapi::jiff::Timestamp {
+        o.metadata.annotations.as_ref().unwrap()["mcsd.io/written-at"]
+            .parse()
+            .unwrap()
+    };
+    for import in imports
+        .items
+        .iter()
+        .filter(|i| i.metadata.name.as_ref().unwrap().starts_with("stable-"))
+    {
+        assert!(
+            written(import) < restart_at,
+            "{:?} rewritten after the restart",
+            import.metadata.name
+        );
+    }
+    for s in slices
+        .items
+        .iter()
+        .filter(|s| s.metadata.name.as_ref().unwrap().starts_with("stable-"))
+    {
+        let at: k8s_openapi::jiff::Timestamp = s.metadata.annotations.as_ref().unwrap()["mcsd.io/written-at"]
+            .parse()
+            .unwrap();
+        assert!(
+            at < restart_at,
+            "{:?} rewritten after the restart",
+            s.metadata.name
+        );
+    }
     set.stop().await;
 }

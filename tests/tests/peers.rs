@@ -112,6 +112,21 @@ async fn a_peer_of_another_cluster_set_is_refused_and_its_exports_are_left_out_v
         "{metrics}"
     );
     assert!(metrics.contains("mcsd_peer_state{peer=\"cluster-a\",state=\"synced\"} 1"));
+    // A followed peer is confirmed current at every probe (every 2 s here): its lag stays small.
+    let lag: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("mcsd_peer_sync_lag_seconds{peer=\"cluster-a\"}")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no sync lag for cluster-a in:\n{metrics}"));
+    assert!(lag < 10.0, "{metrics}");
+    assert!(
+        !metrics.contains("mcsd_peer_sync_lag_seconds{peer=\"cluster-c\"}"),
+        "refused: never current"
+    );
     // cluster-c refuses them in turn: its import holds only its own pod.
     let dns_c = set.members[2].dns;
     eventually("cluster-c's answer to hold only its own pod", WAIT, || async {

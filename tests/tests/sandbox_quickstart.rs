@@ -42,7 +42,7 @@ fn start(clusters: usize) -> (Sandbox, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_cluster_c() {
-    let (_sandbox, manifest) = start(3);
+    let (sandbox, manifest) = start(3);
     let members = manifest.as_array().unwrap();
     let kubeconfig = |i: usize| PathBuf::from(members[i]["kubeconfig"].as_str().unwrap());
     // The README's commands: the namespace everywhere, the example in cluster-a.
@@ -88,6 +88,18 @@ async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_clust
         &["+short", "_http._tcp.hello.demo.svc.clusterset.local", "SRV"],
     );
     assert_eq!(srv.trim(), "0 100 80 hello.demo.svc.clusterset.local.");
+    // `mcsd why` explains the name from cluster-c's side.
+    let why = std::process::Command::new(mcsd_tests::mcsd_binary())
+        .args(["why", "hello.demo.svc.clusterset.local", "--sandbox"])
+        .arg(&sandbox.dir)
+        .args(["--cluster", "cluster-c"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&why.stdout);
+    assert!(why.status.success(), "{}", String::from_utf8_lossy(&why.stderr));
+    assert!(text.contains(&format!("A     NOERROR  {ip}")), "{text}");
+    assert!(text.contains("cluster-a    exports since"), "{text}");
+    assert!(text.contains("Left out: nothing."), "{text}");
     // cluster.local is not ours, and a name that is not exported does not exist.
     assert!(dig_raw(&dns_c, &["nothere.demo.svc.clusterset.local", "A"]).contains("status: NXDOMAIN"));
 

@@ -7,6 +7,7 @@
 
 use std::fmt::Debug;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -14,7 +15,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
-use super::metrics::Writes;
+use super::metrics::{Flow, Writes};
 
 /// The annotation holding the hash of what mcsd applied.
 pub const ANNOTATION_APPLIED: &str = "mcsd.io/applied";
@@ -26,13 +27,45 @@ pub fn hash_of<T: Serialize>(object: &T) -> String {
     digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The annotation saying when mcsd last wrote the object (RFC 3339). Not part of the hash: it
+/// changes only when the object does. A peer's copy of it dates the change for the propagation
+/// histogram.
+pub const ANNOTATION_WRITTEN_AT: &str = "mcsd.io/written-at";
+
+/// When mcsd wrote `object`, if it says.
+pub fn written_at<K: Resource>(object: &K) -> Option<Timestamp> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_WRITTEN_AT)?
+        .parse()
+        .ok()
+}
+
 /// Applies `desired` unless `observed` already carries its hash. Returns the object the server
 /// holds afterwards, or `None` when nothing was written.
 pub async fn apply_if_changed<K>(
     api: &Api<K>,
     observed: Option<&K>,
+    desired: K,
+    writes: &Writes,
+) -> kube::Result<Option<K>>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
+    apply_traced(api, observed, desired, writes, None).await
+}
+
+/// [`apply_if_changed`]; when it writes, observes the time since `origin` (the exporting
+/// cluster's write of what changed) in `flow`'s propagation histogram.
+pub async fn apply_traced<K>(
+    api: &Api<K>,
+    observed: Option<&K>,
     mut desired: K,
     writes: &Writes,
+    origin: Option<(&Flow, Timestamp)>,
 ) -> kube::Result<Option<K>>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
@@ -55,14 +88,18 @@ where
         return Ok(Some(object));
     }
     tracing::debug!(%kind, name = %desired.name_any(), observed = ?observed.and_then(|o| o.annotations().get(ANNOTATION_APPLIED)), desired = %hash, "applying");
-    desired
-        .annotations_mut()
-        .insert(ANNOTATION_APPLIED.to_string(), hash.clone());
+    let now = Timestamp::now();
+    let annotations = desired.annotations_mut();
+    annotations.insert(ANNOTATION_APPLIED.to_string(), hash.clone());
+    annotations.insert(ANNOTATION_WRITTEN_AT.to_string(), now.to_string());
     let name = desired.name_any();
     let params = PatchParams::apply(mcsd_crds::names::FIELD_MANAGER).force();
     let result = api.patch(&name, &params, &Patch::Apply(&desired)).await;
     writes.record(kind.as_ref(), "apply", result.is_ok());
     let written = result?;
+    if let Some((flow, origin)) = origin {
+        flow.propagated(&kind, now.duration_since(origin).as_secs_f64());
+    }
     if let Ok(value) = serde_json::to_value(&written) {
         writes.remember(object_key, hash, value);
     }

@@ -19,6 +19,7 @@ use mcsd_crds::{ClusterId, mcs::v1beta1::ServiceExport, names};
 
 use super::{
     apply::{apply_if_changed, delete},
+    index::SliceIndex,
     metrics::Writes,
 };
 use crate::{
@@ -43,6 +44,10 @@ pub struct Exporter {
     pub services: Store<Service>,
     /// Local EndpointSlices.
     pub slices: Store<EndpointSlice>,
+    /// A local Service's own slices, by service.
+    pub local_slices: SliceIndex,
+    /// This cluster's mirrored slices, by exported service.
+    pub mirrors: SliceIndex,
     /// This cluster's export records, as written.
     pub own_records: Store<ConfigMap>,
     /// The ClusterSet view.
@@ -64,7 +69,7 @@ impl Exporter {
         let observed_record = self
             .own_records
             .get(&ObjectRef::new(&record_name).within(&self.exchange_namespace));
-        let observed_mirrors = self.slices.state_filter(|s| {
+        let observed_mirrors = self.mirrors.get(&self.slices, key, |s| {
             s.namespace().as_deref() == Some(self.exchange_namespace.as_str())
                 && s.labels().get(LABEL_SERVICE_NAMESPACE) == Some(ns)
                 && s.labels().get(LABEL_SERVICE_NAME) == Some(name)
@@ -86,7 +91,7 @@ impl Exporter {
                 )
                 .await?;
                 desired_record = Some(record);
-                let local = self.slices.state_filter(|s| {
+                let local = self.local_slices.get(&self.slices, key, |s| {
                     s.namespace().as_deref() == Some(ns.as_str())
                         && s.labels().get(names::LABEL_KUBERNETES_SERVICE_NAME) == Some(name)
                         && s.labels().get(names::LABEL_MANAGED_BY).map(String::as_str)

@@ -21,11 +21,15 @@ use mcsd_crds::{
 };
 
 use super::{
-    apply::{ANNOTATION_APPLIED, apply_if_changed, delete, freshest, remember},
-    metrics::Writes,
+    apply::{ANNOTATION_APPLIED, apply_if_changed, apply_traced, delete, freshest, remember, written_at},
+    index::SliceIndex,
+    metrics::{Flow, Writes},
 };
 use crate::{
-    import::{DerivedState, desired_derived_service, desired_import, desired_slices, import_status, owner},
+    import::{
+        DerivedState, desired_derived_service, desired_import, desired_slices, import_status, owner,
+        slice_name,
+    },
     view::{Key, View},
 };
 
@@ -43,10 +47,14 @@ pub struct Importer {
     pub services: Store<Service>,
     /// Local EndpointSlices (MCS ones among them).
     pub slices: Store<EndpointSlice>,
+    /// The MCS slices of each import, by service.
+    pub imported_slices: SliceIndex,
     /// The ClusterSet view.
     pub view: Arc<Mutex<View>>,
     /// Write counters.
     pub writes: Writes,
+    /// Propagation latency and conflicts.
+    pub flow: Flow,
 }
 
 impl Importer {
@@ -57,10 +65,23 @@ impl Importer {
             .namespaces
             .get(&ObjectRef::new(ns))
             .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
-        let (merged, records, excluded) = {
+        let (merged, records, excluded, record_written) = {
             let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-            (view.merged(key), view.slices(key), view.excluded(key))
+            (
+                view.merged(key),
+                view.slices(key),
+                view.excluded(key),
+                view.record_written(key),
+            )
         };
+        self.flow.set_conflicts(
+            key,
+            merged
+                .iter()
+                .filter(|_| namespace_exists)
+                .flat_map(|m| m.conflicts.iter().map(|c| c.reason))
+                .collect(),
+        );
         let imports: Api<ServiceImport> = Api::namespaced(self.client.clone(), ns);
         let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
@@ -69,7 +90,7 @@ impl Importer {
         let derived_name = derived_service_name(ns, name);
         let observed_service = self.services.get(&ObjectRef::new(&derived_name).within(ns));
         let observed_service = freshest(&self.writes, ns, &derived_name, observed_service.as_deref());
-        let observed_slices = self.slices.state_filter(|s| {
+        let observed_slices = self.imported_slices.get(&self.slices, key, |s| {
             s.namespace().as_deref() == Some(ns.as_str())
                 && s.labels().get(names::LABEL_SERVICE_NAME) == Some(name)
                 && s.labels().get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY)
@@ -100,11 +121,12 @@ impl Importer {
 
         let derived = observed_service.as_ref().map(DerivedState::of);
         let desired = desired_import(ns, name, &merged, derived.as_ref());
-        let import = match apply_if_changed(&imports, observed_import.as_ref(), desired, &self.writes).await?
-        {
-            Some(written) => written,
-            None => observed_import.clone().expect("unchanged means observed"),
-        };
+        let origin = record_written.map(|t| (&self.flow, t));
+        let import =
+            match apply_traced(&imports, observed_import.as_ref(), desired, &self.writes, origin).await? {
+                Some(written) => written,
+                None => observed_import.clone().expect("unchanged means observed"),
+            };
         let Some(uid) = import.uid() else { return Ok(()) };
         let owner = owner(name, &uid);
 
@@ -144,9 +166,20 @@ impl Importer {
         // MCS EndpointSlices, one per source slice of each contributing cluster.
         let wanted = desired_slices(ns, name, &merged, &records, &owner);
         let wanted_names: Vec<String> = wanted.iter().map(|s| s.name_any()).collect();
+        // When each source slice was written in its cluster, by the name of its import slice.
+        let source_written: std::collections::HashMap<String, Timestamp> = records
+            .iter()
+            .flat_map(|(cluster, sources)| {
+                sources.iter().filter_map(move |s| {
+                    let at = written_at(s)?;
+                    Some((slice_name(name, cluster, s.metadata.name.as_deref()?), at))
+                })
+            })
+            .collect();
         for slice in wanted {
             let observed = observed_slices.iter().find(|o| o.name_any() == slice.name_any());
-            apply_if_changed(&slices, observed.map(|o| o.as_ref()), slice, &self.writes).await?;
+            let origin = source_written.get(&slice.name_any()).map(|t| (&self.flow, *t));
+            apply_traced(&slices, observed.map(|o| o.as_ref()), slice, &self.writes, origin).await?;
         }
         for stale in observed_slices
             .iter()

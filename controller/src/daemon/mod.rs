@@ -12,10 +12,11 @@
 //! then do the writers start, so the first pass sees complete data and rewrites nothing that is
 //! already right.
 
-mod apply;
+pub(crate) mod apply;
 pub mod dns;
 mod exporter;
 mod importer;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod peers;
@@ -100,8 +101,12 @@ pub struct Handle {
     pub imports: Store<ServiceImport>,
     /// Every peer's state.
     pub peers: metrics::Peers,
+    /// Propagation latency and conflicts.
+    pub flow: metrics::Flow,
     /// True while this replica holds the Lease (always, without leader election).
     pub leader: watch::Receiver<bool>,
+    /// What `mcsd why` reads.
+    pub why: crate::why::Sources,
     stopped: watch::Receiver<bool>,
 }
 
@@ -117,10 +122,15 @@ impl Handle {
     /// watch has listed and the writers run.
     pub fn admin_extras(&self) -> mcsd_dns::AdminExtras {
         let (writes, peers, ready) = (self.writes.clone(), self.peers.clone(), self.ready.clone());
+        let (why, flow) = (self.why.clone(), self.flow.clone());
         mcsd_dns::AdminExtras {
+            why: Some(Arc::new(move |name: &str, zone: &mcsd_dns::Zone| {
+                serde_json::to_string(&why.explain(name, zone)).unwrap_or_default()
+            })),
             metrics: Some(Arc::new(move |out: &mut String| {
                 writes.render(out);
                 peers.render(out);
+                flow.render(out);
             })),
             not_ready: Some(Arc::new(move || {
                 (!*ready.borrow()).then(|| "controllers not started: watches still listing".to_string())
@@ -228,6 +238,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         });
     }
     let writes = Writes::default();
+    let flow = metrics::Flow::default();
     let view = Arc::new(Mutex::new(View::default()));
     let (export_queue, mut export_worker) = queue::queue();
     let (import_queue, mut import_worker) = queue::queue();
@@ -254,23 +265,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         shutdown.clone(),
     );
     let (qe, qi) = (export_queue.clone(), import_queue.clone());
+    let slice_index = index::Slices::default();
+    let idx = slice_index.clone();
     let slices = store_and_feed(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
         move |o: &EndpointSlice| {
             let ns = o.namespace().unwrap_or_default();
+            let name = o.name_any();
             let labels = o.labels();
             if labels.get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY) {
                 if let Some(svc) = labels.get(names::LABEL_SERVICE_NAME) {
-                    qi.push((ns, svc.clone()));
+                    let key = (ns.clone(), svc.clone());
+                    idx.imported.note(key.clone(), ns, name);
+                    qi.push(key);
                 } else if let (Some(sns), Some(svc)) = (
                     labels.get(crate::exchange::LABEL_SERVICE_NAMESPACE),
                     labels.get(crate::exchange::LABEL_SERVICE_NAME),
                 ) {
-                    qe.push((sns.clone(), svc.clone()));
+                    let key = (sns.clone(), svc.clone());
+                    idx.mirrors.note(key.clone(), ns, name);
+                    qe.push(key);
                 }
             } else if let Some(svc) = labels.get(names::LABEL_KUBERNETES_SERVICE_NAME) {
-                qe.push((ns, svc.clone()));
+                let key = (ns.clone(), svc.clone());
+                idx.local.note(key.clone(), ns, name);
+                qe.push(key);
             }
         },
         shutdown.clone(),
@@ -377,6 +397,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         exports: exports.clone(),
         services: services.clone(),
         slices: slices.clone(),
+        local_slices: slice_index.local.clone(),
+        mirrors: slice_index.mirrors.clone(),
         own_records: own_records.clone(),
         view: view.clone(),
         writes: writes.clone(),
@@ -387,12 +409,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         imports: imports.clone(),
         services,
         slices,
+        imported_slices: slice_index.imported,
         view: view.clone(),
         writes: writes.clone(),
+        flow: flow.clone(),
     };
 
     let handle = Handle {
+        why: crate::why::Sources {
+            cluster: identity.cluster.clone(),
+            view: view.clone(),
+            peers: peer_states.clone(),
+            exports: exports.clone(),
+            imports: imports.clone(),
+            services: importer.services.clone(),
+            slices: importer.slices.clone(),
+            imported_slices: importer.imported_slices.clone(),
+            namespaces: namespaces.clone(),
+            leader: is_leader.clone(),
+            ready: ready.clone(),
+        },
         writes,
+        flow,
         ready,
         imports: imports.clone(),
         peers: peer_states,

@@ -369,6 +369,7 @@ where
                     {
                         set_state(&shared.states, &peer.cluster, PeerState::Synced);
                     }
+                    shared.states.contact(peer.cluster.as_str());
                     if excluded {
                         tracing::info!(peer = %peer.cluster, "peer back; its exports are included again");
                         view(&|v| v.include(&peer.cluster));

@@ -1,0 +1,227 @@
+//! `mcsd why NAME`, run as a user runs it, against the mcsd of a 3-cluster sandbox: what the
+//! server answers, which clusters export the service, and each thing left out with its reason
+//! (an unready endpoint, a lost port conflict, a peer past its grace period).
+
+use std::{process::Command, time::Duration};
+
+use mcsd_tests::{ClusterSet, eventually, mcsd_binary};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn hello(port: u16, pods: &[&str]) -> String {
+    let mut yaml = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: hello, namespace: demo}}
+spec:
+  selector: {{app: hello}}
+  ports: [{{name: http, port: {port}, protocol: TCP}}]
+---
+apiVersion: multicluster.x-k8s.io/v1beta1
+kind: ServiceExport
+metadata: {{name: hello, namespace: demo}}
+"#
+    );
+    for pod in pods {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: demo, labels: {{app: hello}}}}\n\
+             spec: {{containers: [{{name: hello, image: nginx}}]}}\n"
+        ));
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn why_explains_answers_exporters_and_everything_left_out() {
+    let grace = Duration::from_secs(3);
+    let set = ClusterSet::with_namespace_and(
+        3,
+        "demo",
+        mcsd::sandbox::Options {
+            peer_grace: grace,
+            ..Default::default()
+        },
+    )
+    .await;
+    // cluster-a exports first (it wins the conflict; a tie would go to it too), with one of its
+    // two pods unready; cluster-b exports the same port name on another number.
+    set.apply(0, &hello(80, &["hello-0", "hello-1"]));
+    set.kubectl(
+        0,
+        &[
+            "patch",
+            "pod",
+            "hello-1",
+            "-n",
+            "demo",
+            "--subresource=status",
+            "--type=strategic",
+            "-p",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#,
+        ],
+    );
+    set.apply(1, &hello(8080, &["hello-b"]));
+    let unready_ip = set.kubectl(
+        0,
+        &[
+            "get",
+            "pod",
+            "hello-1",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+    );
+    let name = "hello.demo.svc.clusterset.local";
+
+    // Asked of cluster-c, which exports nothing itself.
+    let text = eventually(
+        "cluster-c's import from both clusters, with cluster-a's two endpoints",
+        WAIT,
+        || async {
+            let text = set.why(2, name, &[]);
+            (text.contains("from cluster-a, cluster-b") && text.contains("2 endpoints, 1 ready"))
+                .then_some(text)
+        },
+    )
+    .await;
+    let ip_c = set.kubectl(
+        2,
+        &[
+            "get",
+            "serviceimport",
+            "hello",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.spec.ips[0]}",
+        ],
+    );
+    assert!(!ip_c.is_empty());
+    assert!(
+        text.starts_with("hello.demo.svc.clusterset.local.  (asked of cluster-c's mcsd, leader)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("A     NOERROR  {ip_c}")),
+        "the clusterset IP answered:\n{text}"
+    );
+    assert!(text.contains("AAAA  NOERROR  (no records)"), "{text}");
+    assert!(
+        text.contains("SRV   NOERROR  0 100 80 hello.demo.svc.clusterset.local."),
+        "{text}"
+    );
+    assert!(text.contains("ClustersExcluded=False NoneExcluded"), "{text}");
+    assert!(text.contains("cluster-b    exports since"), "{text}");
+    assert!(
+        text.contains("serves none of the import's ports [peer synced]"),
+        "{text}"
+    );
+    assert!(text.contains("exported ports: http 8080/TCP"), "{text}");
+    assert!(text.contains("conflict PortConflict"), "{text}");
+    assert!(
+        text.contains("cluster-b: none of its endpoints are imported: its ports lost a port conflict (import ports: http 80/TCP)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{unready_ip} (cluster-a): not ready: receives no traffic"
+        )),
+        "{text}"
+    );
+
+    // The same, for scripts.
+    let json: serde_json::Value = serde_json::from_str(&set.why(2, name, &["-o", "json"])).unwrap();
+    assert_eq!(json["cluster"], "cluster-c");
+    assert_eq!(json["service"], serde_json::json!(["demo", "hello"]));
+    assert_eq!(json["answers"][0]["rcode"], "NOERROR");
+    assert_eq!(json["answers"][0]["records"], serde_json::json!([ip_c]));
+    assert_eq!(json["clusters"][1]["contributes"], false);
+
+    // The exporter sees its own export's conditions.
+    let text = set.why(1, name, &[]);
+    assert!(text.contains("This cluster exports it:"), "{text}");
+    assert!(text.contains("Conflict=True PortConflict"), "{text}");
+
+    // Other names: an SRV name, a name nobody exports, a name outside the zone.
+    let text = set.why(2, "_http._tcp.hello.demo.svc.clusterset.local", &[]);
+    assert!(
+        text.contains("SRV name of port http/tcp of service demo/hello."),
+        "{text}"
+    );
+    assert!(
+        text.contains("SRV   NOERROR  0 100 80 hello.demo.svc.clusterset.local."),
+        "{text}"
+    );
+    let text = set.why(2, "nope.demo.svc.clusterset.local", &[]);
+    assert!(text.contains("A     NXDOMAIN"), "{text}");
+    assert!(text.contains("none exports demo/nope"), "{text}");
+    assert!(
+        text.contains("No ServiceImport demo/nope in cluster-c: no cluster exports the service"),
+        "{text}"
+    );
+    let text = set.why(2, "hello.demo.svc.cluster.local", &[]);
+    assert!(text.contains("A     REFUSED"), "{text}");
+    assert!(text.contains("outside the zone"), "{text}");
+
+    // cluster-b's API server goes away: past the grace period, cluster-b is left out, and why
+    // says since when and why.
+    set.members[1].cluster.stop_api_server().await;
+    let text = eventually("cluster-b left out in cluster-c's explanation", WAIT, || async {
+        let text = set.why(2, name, &[]);
+        text.contains("LEFT OUT").then_some(text)
+    })
+    .await;
+    assert!(text.contains("cluster-b    LEFT OUT: unreachable for"), "{text}");
+    assert!(text.contains("[peer unreachable:"), "{text}");
+    assert!(text.contains("ClustersExcluded=True PeersExcluded"), "{text}");
+    assert!(
+        text.contains(
+            "cluster-b: all of its endpoints (1 published) and ports are left out: unreachable for"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("(published, not imported)"), "{text}");
+    assert!(
+        text.contains("from cluster-a;") || text.contains("from cluster-a\n"),
+        "{text}"
+    );
+    set.stop().await;
+}
+
+#[test]
+fn why_without_a_reachable_mcsd_fails_with_one_line() {
+    let out = Command::new(mcsd_binary())
+        .args(["why", "hello.demo.svc.clusterset.local", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("mcsd: cannot reach mcsd's admin listener at 127.0.0.1:1"),
+        "{err}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("mcsd-why-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("sandbox.json"),
+        r#"[{"name":"cluster-a","admin":"127.0.0.1:1"}]"#,
+    )
+    .unwrap();
+    let out = Command::new(mcsd_binary())
+        .args(["why", "x.y.svc.clusterset.local", "--sandbox"])
+        .arg(&dir)
+        .args(["--cluster", "cluster-z"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no cluster cluster-z in") && err.contains("(it has cluster-a)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
