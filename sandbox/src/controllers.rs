@@ -376,17 +376,33 @@ pub fn reconcile_service(api: &Api, ns: &str, name: &str) {
     let slices_info = api
         .resource("discovery.k8s.io", "endpointslices")
         .expect("endpointslices are built in");
-    let (all_slices, _) = api.list(&slices_info, Some(ns));
-    let ours: Vec<Arc<Value>> = all_slices
-        .into_iter()
-        .filter(|s| {
-            let l = meta::labels(s);
-            let get = |k: &str| l.and_then(|l| l.get(k)).and_then(Value::as_str);
-            get("kubernetes.io/service-name") == Some(name)
-                && get("endpointslice.kubernetes.io/managed-by") == Some(ENDPOINTSLICE_MANAGER)
-        })
-        .collect();
+    let is_ours = |s: &Value| {
+        let l = meta::labels(s);
+        let get = |k: &str| l.and_then(|l| l.get(k)).and_then(Value::as_str);
+        get("kubernetes.io/service-name") == Some(name)
+            && get("endpointslice.kubernetes.io/managed-by") == Some(ENDPOINTSLICE_MANAGER)
+    };
     let svc = api.get(&core(api, "services"), ns, name).ok();
+    let ours: Vec<Arc<Value>> = match &svc {
+        // Every slice this controller makes names its Service as owner: the store's owner index
+        // finds them without a scan of the namespace (which would make each Service event cost
+        // as much as every slice beside it).
+        Some(svc) => {
+            let gr = slices_info.gr();
+            api.store()
+                .dependents_of(meta::meta_str(svc, "uid"))
+                .into_iter()
+                .filter(|k| k.gr == gr && k.namespace == ns)
+                .filter_map(|k| api.store().get(&k))
+                .filter(|s| is_ours(s))
+                .collect()
+        }
+        // The Service is gone (its slices normally went with it, by garbage collection).
+        None => {
+            let (all_slices, _) = api.list(&slices_info, Some(ns));
+            all_slices.into_iter().filter(|s| is_ours(s)).collect()
+        }
+    };
     let selector = svc
         .as_ref()
         .and_then(|s| s.pointer("/spec/selector"))
