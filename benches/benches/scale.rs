@@ -17,7 +17,7 @@
 //! 4. Full resync: SIGTERM all three, wait for their exit, start them again; once ready and
 //!    settled, `mcsd_writes_total` of each must sum to 0. The sandbox's event log is read too:
 //!    every write (other than Leases) that landed in any cluster meanwhile is listed.
-//! 5. Per-change work: `SCALE_CHANGES` (default 50) times, one after another, endpoint 0 of one
+//! 5. Per-change work: `SCALE_CHANGES` (default 300) times, one after another, endpoint 0 of one
 //!    service's hand-written slice turns unready in its exporting cluster (merge patch over
 //!    HTTPS); the clock stops when both other clusters' MCS EndpointSlices say so. CPU of each
 //!    mcsd (`/proc/PID/task/*/schedstat`, net of the idle rate measured just before) and writes,
@@ -84,7 +84,7 @@ impl Options {
         let num = |name: &str, default: u64| var(name).map_or(default, |v| v.parse().expect(name));
         Self {
             sizes,
-            changes: num("SCALE_CHANGES", 50) as usize,
+            changes: num("SCALE_CHANGES", 300) as usize,
             namespaces: num("SCALE_NAMESPACES", 10) as usize,
             timeout: Duration::from_secs(num("SCALE_TIMEOUT", 600)),
         }
@@ -357,7 +357,20 @@ impl Set {
         for i in 0..CLUSTERS {
             let identity = format!("scale-{}-{generation}", self.names[i]);
             let log = std::fs::File::create(self.dir.join(format!("{identity}.log"))).unwrap();
-            let mut cmd = tokio::process::Command::new(&bin);
+            // SCALE_WRAP (e.g. `heaptrack -o DIR/x`) runs the restarted generation under a tool.
+            let wrap: Vec<String> = std::env::var("SCALE_WRAP")
+                .ok()
+                .filter(|_| generation > 0)
+                .map(|w| w.split_whitespace().map(|a| a.replace("{}", &identity)).collect())
+                .unwrap_or_default();
+            let mut cmd = match wrap.split_first() {
+                Some((tool, args)) => {
+                    let mut c = tokio::process::Command::new(tool);
+                    c.args(args).arg(&bin);
+                    c
+                }
+                None => tokio::process::Command::new(&bin),
+            };
             cmd.arg("run")
                 .arg("--kubeconfig")
                 .arg(&self.own[i])
@@ -379,11 +392,17 @@ impl Set {
         for (mut child, identity) in children {
             let pid = child.id().unwrap();
             let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-                .await
-                .expect("mcsd printed its addresses within 60 s")
-                .unwrap()
-                .unwrap_or_else(|| panic!("mcsd {identity} exited; see {}.log", identity));
+            let line = tokio::time::timeout(Duration::from_secs(60), async {
+                loop {
+                    match lines.next_line().await.unwrap() {
+                        Some(l) if l.starts_with("mcsd run: serving") => return l,
+                        Some(_) => continue,
+                        None => panic!("mcsd {identity} exited; see {identity}.log"),
+                    }
+                }
+            })
+            .await
+            .expect("mcsd printed its addresses within 60 s");
             // Keep reading (and dropping) whatever else it prints.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             let field = |k: &str| -> SocketAddr {
@@ -553,25 +572,32 @@ fn ready_import(import: &Value) -> bool {
     ips && ready
 }
 
-/// (ServiceImports with IPs and Ready, MCS EndpointSlices with every endpoint) in a cluster.
-fn imported(cluster: &Cluster) -> (usize, usize) {
+/// ServiceImports with IPs and Ready in a cluster (read from the store, as cheaply as it goes:
+/// this runs beside what it measures).
+fn ready_imports(cluster: &Cluster) -> usize {
     let api = cluster.api();
     let imports = api.resource("multicluster.x-k8s.io", "serviceimports").unwrap();
-    let slices = api.resource("discovery.k8s.io", "endpointslices").unwrap();
     let (items, _) = api.list(&imports, None);
-    let ready = items.iter().filter(|i| ready_import(i)).count();
+    items.iter().filter(|i| ready_import(i)).count()
+}
+
+/// MCS EndpointSlices with every endpoint in a cluster.
+fn full_mcs_slices(cluster: &Cluster) -> usize {
+    let api = cluster.api();
+    let slices = api.resource("discovery.k8s.io", "endpointslices").unwrap();
     let (items, _) = api.list(&slices, None);
-    let mcs = items
+    items
         .iter()
         .filter(|s| {
-            s.pointer("/metadata/labels/multicluster.kubernetes.io~1service-name")
+            s.get("metadata")
+                .and_then(|m| m.get("labels"))
+                .and_then(|l| l.get("multicluster.kubernetes.io/service-name"))
                 .is_some()
-                && s.pointer("/endpoints")
+                && s.get("endpoints")
                     .and_then(Value::as_array)
                     .is_some_and(|e| e.len() == ENDPOINTS)
         })
-        .count();
-    (ready, mcs)
+        .count()
 }
 
 fn import_ip(cluster: &Cluster, s: &Svc) -> Option<String> {
@@ -763,10 +789,15 @@ async fn run_size(n: usize, opts: &Options) -> Row {
     let deadline = started + opts.timeout;
     let mut last_print = Instant::now();
     loop {
-        let counts: Vec<(usize, usize)> = (0..CLUSTERS).map(|i| imported(set.cluster(i))).collect();
-        if counts.iter().all(|(imports, _)| *imports >= n) && row.imports_s == 0.0 {
-            row.imports_s = started.elapsed().as_secs_f64();
+        let imports: Vec<usize> = (0..CLUSTERS).map(|i| ready_imports(set.cluster(i))).collect();
+        let mut slices = vec![0; CLUSTERS];
+        if imports.iter().all(|i| *i >= n) {
+            if row.imports_s == 0.0 {
+                row.imports_s = started.elapsed().as_secs_f64();
+            }
+            slices = (0..CLUSTERS).map(|i| full_mcs_slices(set.cluster(i))).collect();
         }
+        let counts: Vec<(usize, usize)> = imports.into_iter().zip(slices).collect();
         if counts
             .iter()
             .all(|(imports, slices)| *imports >= n && *slices >= n)
@@ -775,7 +806,7 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         }
         if Instant::now() > deadline {
             let failure = format!(
-                "not converged after {:.0} s: (ready imports, MCS slices) per cluster {counts:?}; leadership lost {:?} times",
+                "not converged after {:.0} s: (ready imports, MCS slices once every import is) per cluster {counts:?}; leadership lost {:?} times",
                 opts.timeout.as_secs_f64(),
                 set.leadership_losses(0)
             );
@@ -794,7 +825,7 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         }
         if last_print.elapsed() > Duration::from_secs(10) {
             println!(
-                "  {:>5.1} s: (ready imports, MCS slices) per cluster {counts:?}",
+                "  {:>5.1} s: (ready imports, MCS slices once every import is) per cluster {counts:?}",
                 started.elapsed().as_secs_f64()
             );
             last_print = Instant::now();
@@ -914,6 +945,18 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         fmt_list(&row.resync_hwm_mb, 0),
     );
 
+    if let Some(hold) = std::env::var("SCALE_HOLD")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        println!(
+            "N={n}: holding {hold} s for inspection; mcsd pids {:?}, dir {}",
+            mcsds.iter().map(|m| m.pid).collect::<Vec<_>>(),
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+    }
+
     // 5. Per-change work.
     let idle_window = Duration::from_secs(5);
     let idle0: Vec<f64> = mcsds.iter().map(|m| cpu_sched_s(m.pid)).collect();
@@ -1014,8 +1057,8 @@ async fn run_size(n: usize, opts: &Options) -> Row {
     }
     row.change_writes = kinds.values().sum::<u64>() as f64 / k;
     let mut store_kinds: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..CLUSTERS {
-        for (key, v) in store_writes_since(set.cluster(i), rv0[i]) {
+    for (i, rv) in rv0.iter().enumerate() {
+        for (key, v) in store_writes_since(set.cluster(i), *rv) {
             *store_kinds.entry(key).or_default() += v;
         }
     }
