@@ -1014,8 +1014,8 @@ async fn run_size(n: usize, opts: &Options) -> Row {
     }
     row.change_writes = kinds.values().sum::<u64>() as f64 / k;
     let mut store_kinds: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..CLUSTERS {
-        for (key, v) in store_writes_since(set.cluster(i), rv0[i]) {
+    for (i, rv) in rv0.iter().enumerate().take(CLUSTERS) {
+        for (key, v) in store_writes_since(set.cluster(i), *rv) {
             *store_kinds.entry(key).or_default() += v;
         }
     }
