@@ -88,6 +88,25 @@ impl Writes {
         );
     }
 
+    /// Drops the applies older than [`RECENT_FOR`]. `remember` does this as writes go on; after
+    /// the last write only this does, so call it periodically, or a burst of writes (a first
+    /// convergence) would be held until the next write.
+    pub fn prune(&self) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.by_object.retain(|_, r| r.at.elapsed() < RECENT_FOR);
+        recent.by_object.shrink_to_fit();
+        recent.pruned = std::time::Instant::now();
+    }
+
+    /// How many recent applies are held.
+    pub fn recent_len(&self) -> usize {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_object
+            .len()
+    }
+
     /// Forgets what was applied to `object_key` (it was deleted).
     pub fn forget(&self, object_key: &str) {
         self.recent
@@ -430,6 +449,24 @@ mod tests {
         assert!(text.contains("mcsd_services_in_conflict{reason=\"PortConflict\"} 2"));
         assert!(text.contains("mcsd_services_in_conflict{reason=\"TypeConflict\"} 1"));
         assert!(text.contains("mcsd_services_in_conflict{reason=\"SessionAffinityConflict\"} 0"));
+    }
+
+    #[test]
+    fn recent_applies_are_dropped_once_old_even_without_further_writes() {
+        let writes = Writes::default();
+        writes.remember("ConfigMap/ns/a".into(), "h".into(), serde_json::json!({}));
+        writes.prune();
+        assert_eq!(writes.recent_len(), 1, "still recent");
+        writes
+            .recent
+            .lock()
+            .unwrap()
+            .by_object
+            .values_mut()
+            .for_each(|r| r.at -= RECENT_FOR);
+        writes.prune();
+        assert_eq!(writes.recent_len(), 0);
+        assert_eq!(writes.latest("ConfigMap/ns/a"), None);
     }
 
     #[test]

@@ -238,6 +238,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         });
     }
     let writes = Writes::default();
+    {
+        // The recent-write cache drops what is old even when no more writes come.
+        let (writes, shutdown) = (writes.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => writes.prune(),
+                }
+            }
+        });
+    }
     let flow = metrics::Flow::default();
     let view = Arc::new(Mutex::new(View::default()));
     let (export_queue, mut export_worker) = queue::queue();
