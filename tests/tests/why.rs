@@ -168,10 +168,16 @@ async fn why_explains_answers_exporters_and_everything_left_out() {
     // cluster-b's API server goes away: past the grace period, cluster-b is left out, and why
     // says since when and why.
     set.members[1].cluster.stop_api_server().await;
-    let text = eventually("cluster-b left out in cluster-c's explanation", WAIT, || async {
-        let text = set.why(2, name, &[]);
-        text.contains("LEFT OUT").then_some(text)
-    })
+    // The daemon's view excludes cluster-b first; the import's condition follows with the
+    // importer's next write: wait for both.
+    let text = eventually(
+        "cluster-b left out in cluster-c's explanation and import",
+        WAIT,
+        || async {
+            let text = set.why(2, name, &[]);
+            (text.contains("LEFT OUT") && text.contains("ClustersExcluded=True")).then_some(text)
+        },
+    )
     .await;
     assert!(text.contains("cluster-b    LEFT OUT: unreachable for"), "{text}");
     assert!(text.contains("[peer unreachable:"), "{text}");
