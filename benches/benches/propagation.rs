@@ -16,10 +16,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hickory_proto::{
-    op::{Message, Query},
-    rr::{Name, RData, RecordType},
-};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use mcsd_crds::mcs::v1beta1::ServiceImport;
@@ -27,35 +23,6 @@ use mcsd_tests::ClusterSet;
 
 const SERVICES: usize = 200;
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The A records `server` answers for `name` (empty on any error or negative answer).
-fn ask(socket: &UdpSocket, server: SocketAddr, name: &str, id: u16) -> Vec<String> {
-    let mut query = Message::query();
-    query.metadata.id = id;
-    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let bytes = query.to_vec().unwrap();
-    socket.send_to(&bytes, server).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let Ok((n, _)) = socket.recv_from(&mut buf) else {
-            return Vec::new();
-        };
-        let Ok(reply) = Message::from_vec(&buf[..n]) else {
-            return Vec::new();
-        };
-        if reply.metadata.id != id {
-            continue; // a late reply to an earlier poll
-        }
-        return reply
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(a.0.to_string()),
-                _ => None,
-            })
-            .collect();
-    }
-}
 
 /// Polls every millisecond until `done(answer)`; returns when it first held.
 fn poll_until(server: SocketAddr, name: &str, done: impl Fn(&[String]) -> bool) -> Instant {
@@ -65,7 +32,7 @@ fn poll_until(server: SocketAddr, name: &str, done: impl Fn(&[String]) -> bool) 
     let mut id = 0u16;
     loop {
         id = id.wrapping_add(1);
-        if done(&ask(&socket, server, name, id)) {
+        if done(&mcsd_tests::ask_a(&socket, server, name, id)) {
             return Instant::now();
         }
         assert!(Instant::now() < deadline, "{name} never got the right answer");

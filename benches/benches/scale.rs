@@ -35,10 +35,6 @@ use std::{
 };
 
 use futures::StreamExt;
-use hickory_proto::{
-    op::{Message, Query},
-    rr::{Name, RData, RecordType},
-};
 use k8s_openapi::api::{
     core::v1::{Namespace, Service},
     discovery::v1::EndpointSlice,
@@ -201,7 +197,12 @@ fn proc_status_mb(pid: u32, field: &str) -> f64 {
 
 /// CPU seconds of a process: `/proc/PID/stat` utime + stime (includes exited threads).
 fn cpu_stat_s(pid: u32) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_s(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime, in seconds, of the `stat` file at `path` (a process's or a thread's).
+fn stat_cpu_s(path: &str) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After the command: state is field 3; utime and stime are fields 14 and 15.
@@ -245,16 +246,7 @@ fn sandbox_cpu_s() -> f64 {
         if !comm.starts_with("tokio-r") {
             continue;
         }
-        let text = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let get = |i: usize| {
-            fields
-                .get(i - 3)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        total += (get(14) + get(15)) / USER_HZ;
+        total += stat_cpu_s(&task.path().join("stat").to_string_lossy());
     }
     total
 }
@@ -607,34 +599,6 @@ fn import_ip(cluster: &Cluster, s: &Svc) -> Option<String> {
     import.pointer("/spec/ips/0")?.as_str().map(str::to_string)
 }
 
-/// The A records `server` answers for `name` (empty on any error or negative answer).
-fn ask(socket: &UdpSocket, server: SocketAddr, name: &str, id: u16) -> Vec<String> {
-    let mut query = Message::query();
-    query.metadata.id = id;
-    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    socket.send_to(&query.to_vec().unwrap(), server).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let Ok((n, _)) = socket.recv_from(&mut buf) else {
-            return Vec::new();
-        };
-        let Ok(reply) = Message::from_vec(&buf[..n]) else {
-            return Vec::new();
-        };
-        if reply.metadata.id != id {
-            continue;
-        }
-        return reply
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(a.0.to_string()),
-                _ => None,
-            })
-            .collect();
-    }
-}
-
 /// Polls `server` until it answers each `(name, ip)` with exactly `ip`.
 async fn dns_answers(server: SocketAddr, expected: Vec<(String, String)>, deadline: Instant) -> bool {
     tokio::task::spawn_blocking(move || {
@@ -644,7 +608,7 @@ async fn dns_answers(server: SocketAddr, expected: Vec<(String, String)>, deadli
         for (name, ip) in &expected {
             loop {
                 id = id.wrapping_add(1);
-                if ask(&socket, server, name, id) == [ip.clone()] {
+                if mcsd_tests::ask_a(&socket, server, name, id) == [ip.clone()] {
                     break;
                 }
                 if Instant::now() > deadline {

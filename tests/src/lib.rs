@@ -105,6 +105,40 @@ pub fn start_mcsd_binary(args: &[&std::ffi::OsStr]) -> (std::process::Child, Str
     (child, line)
 }
 
+/// The A records `server` answers for `name` over UDP from `socket`, asked with query id `id`
+/// (empty on a timeout, an unreadable reply or a negative answer; late replies to earlier ids are
+/// skipped). For benchmarks that poll faster than spawning `dig` allows.
+pub fn ask_a(socket: &std::net::UdpSocket, server: std::net::SocketAddr, name: &str, id: u16) -> Vec<String> {
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RData, RecordType},
+    };
+    let mut query = Message::query();
+    query.metadata.id = id;
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    socket.send_to(&query.to_vec().unwrap(), server).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok((n, _)) = socket.recv_from(&mut buf) else {
+            return Vec::new();
+        };
+        let Ok(reply) = Message::from_vec(&buf[..n]) else {
+            return Vec::new();
+        };
+        if reply.metadata.id != id {
+            continue;
+        }
+        return reply
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect();
+    }
+}
+
 /// Runs the real `dig` against `server` (`HOST:PORT`) with `args`; returns what it prints.
 pub fn dig_raw(server: &std::net::SocketAddr, args: &[&str]) -> String {
     let out = Command::new("dig")
