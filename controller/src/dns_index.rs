@@ -157,6 +157,12 @@ pub struct DnsIndex {
     imports: BTreeSet<ServiceRef>,
     /// (namespace, slice name) → what the slice contributes.
     slices: BTreeMap<(String, String), SliceInfo>,
+    /// (service, source cluster) → the names of its slices (in the service's namespace), so a
+    /// slice event costs the size of its group, not of every slice.
+    groups: BTreeMap<(ServiceRef, String), BTreeSet<String>>,
+    /// While a re-list is in progress: what it has delivered so far.
+    relisting_imports: Option<BTreeSet<ServiceRef>>,
+    relisting_slices: Option<BTreeSet<(String, String)>>,
     publishes: u64,
 }
 
@@ -170,6 +176,9 @@ impl DnsIndex {
             zone,
             imports: BTreeSet::new(),
             slices: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            relisting_imports: None,
+            relisting_slices: None,
             publishes: 1,
         })
     }
@@ -186,6 +195,9 @@ impl DnsIndex {
 
     /// Adds or updates a ServiceImport.
     pub fn apply_service_import(&mut self, si: &ServiceImport) {
+        if let (Some(seen), Ok((ns, name))) = (&mut self.relisting_imports, meta_name(&si.metadata)) {
+            seen.insert(ServiceRef::new(ns, name));
+        }
         match import_from_resource(si) {
             Ok(import) => {
                 self.imports.insert(import.service_ref());
@@ -209,16 +221,26 @@ impl DnsIndex {
 
     /// Replaces every ServiceImport with this list (a re-list).
     pub fn reset_service_imports(&mut self, imports: &[ServiceImport]) {
-        let keep: BTreeSet<ServiceRef> = imports
-            .iter()
-            .filter_map(|si| meta_name(&si.metadata).ok())
-            .map(|(ns, n)| ServiceRef::new(ns, n))
-            .collect();
-        for gone in self.imports.difference(&keep).cloned().collect::<Vec<_>>() {
-            self.delete_service_import(&gone.namespace, &gone.name);
-        }
+        self.begin_service_import_relist();
         for si in imports {
             self.apply_service_import(si);
+        }
+        self.end_service_import_relist();
+    }
+
+    /// Starts a re-list of ServiceImports: what it delivers is applied as it arrives (so the
+    /// list is never held whole), and [`Self::end_service_import_relist`] removes the rest.
+    pub fn begin_service_import_relist(&mut self) {
+        self.relisting_imports = Some(BTreeSet::new());
+    }
+
+    /// Ends a re-list: every ServiceImport it did not deliver is removed.
+    pub fn end_service_import_relist(&mut self) {
+        let Some(seen) = self.relisting_imports.take() else {
+            return;
+        };
+        for gone in self.imports.difference(&seen).cloned().collect::<Vec<_>>() {
+            self.delete_service_import(&gone.namespace, &gone.name);
         }
     }
 
@@ -228,15 +250,23 @@ impl DnsIndex {
             warn!("EndpointSlice without namespace or name skipped");
             return;
         };
+        if let Some(seen) = &mut self.relisting_slices {
+            seen.insert((ns.clone(), name.clone()));
+        }
         match slice_from_resource(es) {
             Ok(Some(info)) => {
-                let old = self.slices.insert((ns, name), info.clone());
-                if let Some(old) = old
-                    && (old.service != info.service || old.cluster != info.cluster)
-                {
-                    self.regroup(&old.service, &old.cluster);
+                let key = (ns, name);
+                if self.slices.get(&key) == Some(&info) {
+                    return;
                 }
-                self.regroup(&info.service, &info.cluster);
+                self.delete_endpoint_slice(&key.0, &key.1);
+                self.groups
+                    .entry((info.service.clone(), info.cluster.clone()))
+                    .or_default()
+                    .insert(key.1.clone());
+                let (service, cluster) = (info.service.clone(), info.cluster.clone());
+                self.slices.insert(key, info);
+                self.regroup(&service, &cluster);
             }
             Ok(None) => self.delete_endpoint_slice(&ns, &name),
             Err(error) => {
@@ -248,36 +278,57 @@ impl DnsIndex {
 
     /// Removes an EndpointSlice.
     pub fn delete_endpoint_slice(&mut self, namespace: &str, name: &str) {
-        if let Some(old) = self.slices.remove(&(namespace.to_string(), name.to_string())) {
-            self.regroup(&old.service, &old.cluster);
+        let Some(old) = self.slices.remove(&(namespace.to_string(), name.to_string())) else {
+            return;
+        };
+        let group = (old.service, old.cluster);
+        if let Some(names) = self.groups.get_mut(&group) {
+            names.remove(name);
+            if names.is_empty() {
+                self.groups.remove(&group);
+            }
         }
+        self.regroup(&group.0, &group.1);
     }
 
     /// Replaces every EndpointSlice with this list (a re-list).
     pub fn reset_endpoint_slices(&mut self, slices: &[EndpointSlice]) {
-        let keep: BTreeSet<(String, String)> = slices
-            .iter()
-            .filter_map(|es| meta_name(&es.metadata).ok())
-            .collect();
+        self.begin_endpoint_slice_relist();
+        for es in slices {
+            self.apply_endpoint_slice(es);
+        }
+        self.end_endpoint_slice_relist();
+    }
+
+    /// Starts a re-list of EndpointSlices (see [`Self::begin_service_import_relist`]).
+    pub fn begin_endpoint_slice_relist(&mut self) {
+        self.relisting_slices = Some(BTreeSet::new());
+    }
+
+    /// Ends a re-list: every EndpointSlice it did not deliver is removed.
+    pub fn end_endpoint_slice_relist(&mut self) {
+        let Some(seen) = self.relisting_slices.take() else {
+            return;
+        };
         let gone: Vec<(String, String)> = self
             .slices
             .keys()
-            .filter(|k| !keep.contains(*k))
+            .filter(|k| !seen.contains(*k))
             .cloned()
             .collect();
         for (ns, name) in gone {
             self.delete_endpoint_slice(&ns, &name);
         }
-        for es in slices {
-            self.apply_endpoint_slice(es);
-        }
     }
 
+    /// Publishes the union of the endpoints of one group's slices to the zone writer.
     fn regroup(&mut self, service: &ServiceRef, cluster: &str) {
         let endpoints: Vec<Endpoint> = self
-            .slices
-            .values()
-            .filter(|s| &s.service == service && s.cluster == cluster)
+            .groups
+            .get(&(service.clone(), cluster.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.slices.get(&(service.namespace.clone(), name.clone())))
             .flat_map(|s| s.endpoints.iter().cloned())
             .collect();
         self.writer.apply_endpoints(service.clone(), cluster, endpoints);
@@ -298,8 +349,13 @@ impl DnsIndex {
 
     /// Replaces every Namespace with this list (a re-list).
     pub fn reset_namespaces(&mut self, namespaces: &[Namespace]) {
+        self.reset_namespace_names(namespaces.iter().filter_map(|n| n.metadata.name.clone()));
+    }
+
+    /// Replaces every Namespace with these names (a re-list).
+    pub fn reset_namespace_names(&mut self, names: impl IntoIterator<Item = String>) {
         self.writer
-            .reset_namespaces(namespaces.iter().filter_map(|n| n.metadata.name.clone()));
+            .reset_namespaces(names.into_iter().filter(|n| !n.is_empty()));
     }
 
     /// Marks the first full sync of every kind as done: negatives stop being SERVFAIL.
@@ -504,5 +560,38 @@ mod tests {
         index.publish();
         assert_eq!(a_records(&index, "a.ns.svc.clusterset.local."), vec!["10.1.0.1"]);
         assert!(a_records(&index, "b.ns.svc.clusterset.local.").is_empty());
+    }
+
+    #[test]
+    fn a_slice_that_changes_cluster_leaves_its_old_group() {
+        let mut index = DnsIndex::new(ZoneConfig::default()).unwrap();
+        index.apply_namespace(&mk_namespace("ns"));
+        index.apply_service_import(&mk_service_import(
+            "ns",
+            "h",
+            mcs::ServiceImportType::Headless,
+            &[],
+        ));
+        let c2 = [(LABEL_SERVICE_NAME, "h"), (LABEL_SOURCE_CLUSTER, "c2")];
+        index.apply_endpoint_slice(&mk_slice("ns", "h-1", &MCS, &[("10.0.0.1", None)]));
+        index.apply_endpoint_slice(&mk_slice("ns", "h-2", &c2, &[("10.0.0.2", None)]));
+        index.publish();
+        assert_eq!(
+            a_records(&index, "h.ns.svc.clusterset.local."),
+            vec!["10.0.0.1", "10.0.0.2"]
+        );
+        // h-1 now says it comes from c2, with another address: c1 has nothing left.
+        index.apply_endpoint_slice(&mk_slice("ns", "h-1", &c2, &[("10.0.0.3", None)]));
+        index.publish();
+        assert_eq!(
+            a_records(&index, "h.ns.svc.clusterset.local."),
+            vec!["10.0.0.2", "10.0.0.3"]
+        );
+        // A relist that no longer has h-2 and brings h-1 back unchanged.
+        index.begin_endpoint_slice_relist();
+        index.apply_endpoint_slice(&mk_slice("ns", "h-1", &c2, &[("10.0.0.3", None)]));
+        index.end_endpoint_slice_relist();
+        index.publish();
+        assert_eq!(a_records(&index, "h.ns.svc.clusterset.local."), vec!["10.0.0.3"]);
     }
 }

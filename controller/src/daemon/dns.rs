@@ -48,7 +48,9 @@ pub fn feed(
         .map(|e| e.map(Change::Namespace));
     let mut changes = stream::select(stream::select(imports, slices), namespaces).boxed();
     tokio::spawn(async move {
-        let (mut imports_buf, mut slices_buf, mut ns_buf) = (Vec::new(), Vec::new(), Vec::new());
+        // A re-list is applied as it arrives (only Namespace names are held until it ends), and
+        // the zone is published once it is complete, not once per listed object.
+        let mut namespaces: Vec<String> = Vec::new();
         let mut listed = [false; 3];
         loop {
             let change = tokio::select! {
@@ -56,12 +58,16 @@ pub fn feed(
                 c = changes.next() => c,
             };
             let Some(change) = change else { return };
+            let mut listing = false;
             match change {
                 Ok(Change::Import(event)) => match event {
-                    watcher::Event::Init => imports_buf.clear(),
-                    watcher::Event::InitApply(o) => imports_buf.push(o),
+                    watcher::Event::Init => index.begin_service_import_relist(),
+                    watcher::Event::InitApply(o) => {
+                        index.apply_service_import(&o);
+                        listing = true;
+                    }
                     watcher::Event::InitDone => {
-                        index.reset_service_imports(&std::mem::take(&mut imports_buf));
+                        index.end_service_import_relist();
                         listed[0] = true;
                     }
                     watcher::Event::Apply(o) => index.apply_service_import(&o),
@@ -70,10 +76,13 @@ pub fn feed(
                     }
                 },
                 Ok(Change::Slice(event)) => match event {
-                    watcher::Event::Init => slices_buf.clear(),
-                    watcher::Event::InitApply(o) => slices_buf.push(o),
+                    watcher::Event::Init => index.begin_endpoint_slice_relist(),
+                    watcher::Event::InitApply(o) => {
+                        index.apply_endpoint_slice(&o);
+                        listing = true;
+                    }
                     watcher::Event::InitDone => {
-                        index.reset_endpoint_slices(&std::mem::take(&mut slices_buf));
+                        index.end_endpoint_slice_relist();
                         listed[1] = true;
                     }
                     watcher::Event::Apply(o) => index.apply_endpoint_slice(&o),
@@ -82,10 +91,13 @@ pub fn feed(
                     }
                 },
                 Ok(Change::Namespace(event)) => match event {
-                    watcher::Event::Init => ns_buf.clear(),
-                    watcher::Event::InitApply(o) => ns_buf.push(o),
+                    watcher::Event::Init => namespaces.clear(),
+                    watcher::Event::InitApply(o) => {
+                        namespaces.push(o.name_any());
+                        listing = true;
+                    }
                     watcher::Event::InitDone => {
-                        index.reset_namespaces(&std::mem::take(&mut ns_buf));
+                        index.reset_namespace_names(std::mem::take(&mut namespaces));
                         listed[2] = true;
                     }
                     watcher::Event::Apply(o) => index.apply_namespace(&o),
@@ -95,6 +107,9 @@ pub fn feed(
                     tracing::warn!(%error, "DNS watch failed; retrying");
                     continue;
                 }
+            }
+            if listing {
+                continue;
             }
             if listed.iter().all(|l| *l) {
                 index.mark_synced();

@@ -7,7 +7,8 @@
 //! - every change is a replace with the `resourceVersion` that was read, so two candidates
 //!   cannot both win;
 //! - the leader renews every third of the duration, and steps down by itself when it has not
-//!   managed to renew for two thirds of it: it stops writing before anyone else may start;
+//!   managed to renew for two thirds of it: it stops writing before anyone else may start (a
+//!   request that hangs is abandoned after a third of the duration, so it cannot delay that);
 //! - on shutdown the leader gives the Lease up, so a successor takes over at once.
 
 use std::time::Duration;
@@ -103,10 +104,20 @@ pub async fn run(
     let mut last_renewed: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        let held = match try_acquire_or_renew(&api, &election, &mut observed, now).await {
-            Ok(held) => held,
-            Err(error) => {
+        // A request that hangs must not keep a leader writing past its step-down time: each
+        // round gets at most a third of the duration.
+        let round = tokio::time::timeout(
+            renew_every,
+            try_acquire_or_renew(&api, &election, &mut observed, now),
+        );
+        let held = match round.await {
+            Ok(Ok(held)) => held,
+            Ok(Err(error)) => {
                 tracing::warn!(%error, lease = %election.name, "leader election request failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(lease = %election.name, timeout = ?renew_every, "leader election request timed out");
                 false
             }
         };
@@ -124,7 +135,9 @@ pub async fn run(
                 tracing::warn!(identity = %election.identity, "lost the leadership: writing stops");
             }
         }
-        let wait = if is_leader {
+        // A leader whose renewal failed retries soon, like a candidate: it has a third of the
+        // duration left before it must step down.
+        let wait = if held {
             renew_every
         } else {
             renew_every.min(Duration::from_secs(2))

@@ -139,6 +139,19 @@ impl Handle {
     }
 }
 
+/// The client-side annotation `kubectl apply` keeps: a copy of the whole object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what mcsd never reads from an object before it is kept: `managedFields` (often half of
+/// an object's size) and kubectl's copy of the object in its last-applied annotation.
+pub(crate) fn slim<K: Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 fn store_and_feed<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -150,7 +163,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(slim));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         loop {

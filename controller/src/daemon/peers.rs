@@ -157,7 +157,7 @@ async fn follow_kind<K>(
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let config = watcher::Config::default().labels(LABEL_EXCHANGE);
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher(api, config).default_backoff().modify(super::slim).boxed();
     let mut buffer: Option<Vec<Object>> = None;
     while let Some(event) = stream.next().await {
         let keys = match event {
