@@ -83,7 +83,7 @@ where
     // Our own write of exactly this, not yet delivered by the watch: nothing to do.
     if let Some(object) = writes
         .recent(&object_key, &hash)
-        .and_then(|v| serde_json::from_value::<K>(v).ok())
+        .and_then(|json| serde_json::from_str::<K>(&json).ok())
     {
         return Ok(Some(object));
     }
@@ -96,12 +96,13 @@ where
     let params = PatchParams::apply(mcsd_crds::names::FIELD_MANAGER).force();
     let result = api.patch(&name, &params, &Patch::Apply(&desired)).await;
     writes.record(kind.as_ref(), "apply", result.is_ok());
-    let written = result?;
+    let mut written = result?;
     if let Some((flow, origin)) = origin {
         flow.propagated(&kind, now.duration_since(origin).as_secs_f64());
     }
-    if let Ok(value) = serde_json::to_value(&written) {
-        writes.remember(object_key, hash, value);
+    super::slim(&mut written);
+    if let Ok(json) = serde_json::to_string(&written) {
+        writes.remember(object_key, hash, json.into());
     }
     Ok(Some(written))
 }
@@ -122,12 +123,12 @@ where
 {
     writes
         .latest(&object_key::<K>(namespace, name))
-        .and_then(|v| serde_json::from_value(v).ok())
+        .and_then(|json| serde_json::from_str(&json).ok())
         .or_else(|| observed.cloned())
 }
 
 /// Remembers `written` (returned by a status write, say) as the freshest state of its object.
-pub fn remember<K>(writes: &Writes, written: &K)
+pub fn remember<K>(writes: &Writes, mut written: K)
 where
     K: Resource + Serialize,
     K::DynamicType: Default,
@@ -139,8 +140,9 @@ where
         written.meta().namespace.as_deref().unwrap_or_default(),
         &written.name_any(),
     );
-    if let Ok(value) = serde_json::to_value(written) {
-        writes.remember(key, hash, value);
+    super::slim(&mut written);
+    if let Ok(json) = serde_json::to_string(&written) {
+        writes.remember(key, hash, json.into());
     }
 }
 

@@ -221,7 +221,7 @@ impl Importer {
             .await;
         self.writes
             .record("ServiceImport/status", "apply", result.is_ok());
-        remember(&self.writes, &result?);
+        remember(&self.writes, result?);
         Ok(())
     }
 }

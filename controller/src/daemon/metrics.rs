@@ -44,11 +44,12 @@ impl RecentWrites {
     }
 }
 
-/// One recent apply: its hash, the object the server returned, and when.
+/// One recent apply: its hash, the object the server returned (as JSON text, several times
+/// smaller than a parsed value: a first convergence holds thousands), and when.
 #[derive(Clone, Debug)]
 struct Recent {
     hash: String,
-    object: serde_json::Value,
+    object: Box<str>,
     at: std::time::Instant,
 }
 
@@ -57,7 +58,7 @@ const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Writes {
     /// The object applied with `hash` to `object_key` less than [`RECENT_FOR`] ago, if any.
-    pub fn recent(&self, object_key: &str, hash: &str) -> Option<serde_json::Value> {
+    pub fn recent(&self, object_key: &str, hash: &str) -> Option<Box<str>> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent
             .get(object_key)
@@ -66,13 +67,13 @@ impl Writes {
     }
 
     /// The object last applied to `object_key` less than [`RECENT_FOR`] ago, whatever its hash.
-    pub fn latest(&self, object_key: &str) -> Option<serde_json::Value> {
+    pub fn latest(&self, object_key: &str) -> Option<Box<str>> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.get(object_key).map(|r| r.object.clone())
     }
 
     /// Remembers that `object` was applied to `object_key` with `hash`.
-    pub fn remember(&self, object_key: String, hash: String, object: serde_json::Value) {
+    pub fn remember(&self, object_key: String, hash: String, object: Box<str>) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.pruned.elapsed() >= RECENT_FOR {
             recent.by_object.retain(|_, r| r.at.elapsed() < RECENT_FOR);
@@ -454,7 +455,7 @@ mod tests {
     #[test]
     fn recent_applies_are_dropped_once_old_even_without_further_writes() {
         let writes = Writes::default();
-        writes.remember("ConfigMap/ns/a".into(), "h".into(), serde_json::json!({}));
+        writes.remember("ConfigMap/ns/a".into(), "h".into(), "{}".into());
         writes.prune();
         assert_eq!(writes.recent_len(), 1, "still recent");
         writes
