@@ -821,7 +821,7 @@ impl Api {
     /// The objects of a resource in a namespace (or all), with the list's resourceVersion.
     pub fn list(&self, info: &ResourceInfo, ns: Option<&str>) -> (Vec<Arc<Value>>, u64) {
         self.store
-            .list(&info.gr(), if info.namespaced { ns } else { None }, None)
+            .list(&info.gr(), if info.namespaced { ns } else { None })
     }
 
     /// Kind-specific defaulting, validation and allocation. Addresses taken are pushed to
@@ -1005,7 +1005,7 @@ impl Api {
             {
                 let gr = crd.gr();
                 self.registry.write().remove(&gr);
-                let (items, _) = self.store.list(&gr, None, None);
+                let (items, _) = self.store.list(&gr, None);
                 for item in items {
                     let key = ObjectKey {
                         gr: gr.clone(),

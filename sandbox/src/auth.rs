@@ -157,7 +157,6 @@ impl Api {
         let (crbs, _) = self.store.list(
             &GroupResource::new("rbac.authorization.k8s.io", "clusterrolebindings"),
             None,
-            None,
         );
         if crbs.iter().any(|b| allowed_by(b, "")) {
             return Ok(());
@@ -166,7 +165,6 @@ impl Api {
             let (rbs, _) = self.store.list(
                 &GroupResource::new("rbac.authorization.k8s.io", "rolebindings"),
                 Some(a.namespace),
-                None,
             );
             if rbs.iter().any(|b| allowed_by(b, a.namespace)) {
                 return Ok(());

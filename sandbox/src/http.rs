@@ -23,7 +23,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::kinds::ResourceInfo;
 use crate::meta;
 use crate::select::{FieldSelector, LabelSelector};
-use crate::store::EventType;
+use crate::store::{EventType, Resume};
 use crate::table;
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -355,7 +355,7 @@ async fn route(
         if as_table {
             json_response(
                 status,
-                &table::table(&info, &version, std::slice::from_ref(&served), None),
+                &table::table(&info, &version, std::slice::from_ref(&served), json!({})),
             )
         } else {
             full(
@@ -629,11 +629,21 @@ fn openapi_group_version(api: &Api, gv: &str) -> ApiResult<Value> {
     )
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ContinueToken {
-    rv: u64,
-    ns: String,
-    name: String,
+/// The opaque `continue` token of a page: the [`Resume`] point as base64 JSON.
+fn continue_token(resume: &Resume) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(resume).unwrap_or_default())
+}
+
+/// Decodes a `continue` token for a list in `namespace` (or all): 400 when it is not one of ours.
+fn resume_from(token: &str, namespace: Option<&str>) -> ApiResult<Resume> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Resume>(&b).ok())
+        .filter(|r| namespace.is_none_or(|ns| r.namespace == ns))
+        .ok_or_else(|| ApiError::bad_request("continue key is not valid: invalid continue token"))
 }
 
 fn list(
@@ -644,62 +654,54 @@ fn list(
     query: &Query,
     as_table: bool,
 ) -> ApiResult<Response<Body>> {
-    use base64::Engine;
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), &info.kind)?;
     let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
-    let after = match query.get("continue").filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => {
-            let token: ContinueToken = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-            Some((token.ns, token.name))
-        }
-    };
     let ns_filter = (info.namespaced && !ns.is_empty()).then_some(ns);
-    let (items, rv) = api.store().list(&info.gr(), ns_filter, after.as_ref());
-    let mut out = Vec::new();
-    let mut cont = None;
-    let mut remaining = 0usize;
-    for item in items.iter() {
-        if !(labels.matches(item) && fields.matches(item)) {
-            continue;
-        }
-        if limit > 0 && out.len() == limit {
-            remaining += 1;
-            continue;
-        }
-        out.push(Api::at_version(info, version, item));
-    }
-    if remaining > 0
+    let resume = query
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(|token| resume_from(token, ns_filter))
+        .transpose()?;
+    let page = api
+        .store()
+        .page(&info.gr(), ns_filter, resume.as_ref(), limit, |o| {
+            labels.matches(o) && fields.matches(o)
+        })
+        .map_err(|e| {
+            ApiError::expired(format!(
+                "The provided continue parameter is too old to display a consistent list result \
+                 (the event log starts after resourceVersion {}); start a new list without it",
+                e.oldest
+            ))
+        })?;
+    let out: Vec<Arc<Value>> = page
+        .items
+        .iter()
+        .map(|o| Api::at_version(info, version, o))
+        .collect();
+    let mut metadata = json!({"resourceVersion": page.rv.to_string()});
+    if page.remaining > 0
         && let Some(last) = out.last()
     {
-        let token = ContinueToken {
-            rv,
-            ns: meta::meta_str(last, "namespace").to_string(),
+        metadata["continue"] = json!(continue_token(&Resume {
+            rv: page.rv,
+            namespace: meta::meta_str(last, "namespace").to_string(),
             name: meta::meta_str(last, "name").to_string(),
-        };
-        cont = Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(serde_json::to_vec(&token).unwrap_or_default()),
-        );
+        }));
+        // Like a real API server, which counts only what it need not filter.
+        if labels.is_empty() && fields.is_empty() {
+            metadata["remainingItemCount"] = json!(page.remaining);
+        }
     }
     if as_table {
         return Ok(json_response(
             StatusCode::OK,
-            &table::table(info, version, &out, Some(rv)),
+            &table::table(info, version, &out, metadata),
         ));
     }
     // Written by hand so that a list of thousands is one pass over the items.
     let mut buf = Vec::with_capacity(out.len() * 512 + 256);
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some(c) = cont {
-        metadata["continue"] = json!(c);
-        metadata["remainingItemCount"] = json!(remaining);
-    }
     buf.extend_from_slice(b"{\"kind\":");
     serde_json::to_writer(&mut buf, &format!("{}List", info.kind))
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -816,9 +818,9 @@ fn watch(
             Some(rv) if !send_initial => rv,
             _ => {
                 head.borrow_and_update();
-                let (items, rv) =
-                    api.store()
-                        .list(&gr, (!filter.ns.is_empty()).then_some(filter.ns.as_str()), None);
+                let (items, rv) = api
+                    .store()
+                    .list(&gr, (!filter.ns.is_empty()).then_some(filter.ns.as_str()));
                 for item in items.iter().filter(|o| filter.matches(o)) {
                     if tx.send(filter.line("ADDED", item)).await.is_err() {
                         return;

@@ -156,6 +156,11 @@ impl FieldSelector {
             (got == want) == *eq
         })
     }
+
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// Whether a Kubernetes `LabelSelector` object (`matchLabels`, `matchExpressions`) or a plain map

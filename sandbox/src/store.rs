@@ -9,9 +9,12 @@
 //!
 //! Writes and their events are ordered by the one lock; watchers never block writers (they copy
 //! `Arc`s out of the log). The log keeps the last `capacity` events; a watch from before them is
-//! `410 Gone`.
+//! `410 Gone`. So is a later page of a list begun before them: a page after the first is the
+//! snapshot at the first page's resourceVersion, the current objects with the logged writes since
+//! undone.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -98,11 +101,33 @@ pub enum StoreError {
     Conflict,
 }
 
-/// A watch asked for events older than the log holds.
+/// A watch or a list's later page asked for events older than the log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expired {
-    /// The oldest resourceVersion a watch may still start from.
+    /// The oldest resourceVersion a watch (or a paged list) may still start from.
     pub oldest: u64,
+}
+
+/// Where a paged list resumes: after the object `namespace`/`name` of the snapshot at `rv`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Resume {
+    /// The resourceVersion of the list's first page.
+    pub rv: u64,
+    /// The namespace of the last object served.
+    pub namespace: String,
+    /// The name of the last object served.
+    pub name: String,
+}
+
+/// One page of a list, from [`Store::page`].
+#[derive(Debug)]
+pub struct Page {
+    /// The objects, in key order.
+    pub items: Vec<Arc<Value>>,
+    /// The resourceVersion the page is a snapshot of.
+    pub rv: u64,
+    /// How many more objects the list has after this page.
+    pub remaining: usize,
 }
 
 /// One cluster's objects.
@@ -179,31 +204,47 @@ impl Store {
     }
 
     /// The objects of a resource, in one namespace or all (`None`), ordered by namespace and name,
-    /// starting after `after`, with the store's resourceVersion at the time of the read.
-    pub fn list(
+    /// with the store's resourceVersion at the time of the read.
+    pub fn list(&self, gr: &GroupResource, namespace: Option<&str>) -> (Vec<Arc<Value>>, u64) {
+        let state = self.state.lock();
+        let items = walk(state.objects.get(gr), &BTreeMap::new(), namespace, None)
+            .cloned()
+            .collect();
+        (items, state.rv)
+    }
+
+    /// One page of a list: up to `limit` (0: no limit) of the objects `keep` accepts, in the order
+    /// of [`Store::list`]. Without `resume`, the first page, of the current state; with it, the
+    /// objects after its key in the snapshot at its resourceVersion (the current objects with
+    /// the writes logged since undone), or [`Expired`] when the log no longer reaches back.
+    pub fn page(
         &self,
         gr: &GroupResource,
         namespace: Option<&str>,
-        after: Option<&(String, String)>,
-    ) -> (Vec<Arc<Value>>, u64) {
-        use std::ops::Bound;
+        resume: Option<&Resume>,
+        limit: usize,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Result<Page, Expired> {
         let state = self.state.lock();
-        let Some(objects) = state.objects.get(gr) else {
-            return (Vec::new(), state.rv);
-        };
-        let start = match after {
-            Some(k) => Bound::Excluded(k.clone()),
-            None => match namespace {
-                Some(ns) => Bound::Included((ns.to_string(), String::new())),
-                None => Bound::Unbounded,
-            },
-        };
-        let items = objects
-            .range((start, Bound::Unbounded))
-            .take_while(|((ns, _), _)| namespace.is_none_or(|want| ns == want))
-            .map(|(_, v)| v.clone())
+        let rv = resume.map_or(state.rv, |r| r.rv);
+        let mut undone = BTreeMap::new();
+        let in_scope = |key: &ObjectKey| key.gr == *gr && namespace.is_none_or(|ns| key.namespace == ns);
+        for event in state.log_since(rv)?.filter(|e| in_scope(&e.key)) {
+            let slot = (event.key.namespace.clone(), event.key.name.clone());
+            undone.entry(slot).or_insert_with(|| event.old.clone());
+        }
+        let after = resume.map(|r| (r.namespace.clone(), r.name.clone()));
+        let mut rest = walk(state.objects.get(gr), &undone, namespace, after).filter(|o| keep(o));
+        let items = rest
+            .by_ref()
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .cloned()
             .collect();
-        (items, state.rv)
+        Ok(Page {
+            items,
+            rv,
+            remaining: rest.count(),
+        })
     }
 
     /// The keys of every object in a namespace, of every resource.
@@ -288,16 +329,68 @@ impl Store {
     /// [`Expired`] when the log no longer reaches back to `rv`.
     pub fn events_since(&self, rv: u64) -> Result<(Vec<Arc<Event>>, u64), Expired> {
         let state = self.state.lock();
-        if rv < state.oldest {
-            return Err(Expired { oldest: state.oldest });
-        }
-        let start = state.log.partition_point(|e| e.rv <= rv);
-        let events = state.log.range(start..).cloned().collect();
+        let events = state.log_since(rv)?.cloned().collect();
         Ok((events, state.rv))
     }
 }
 
+type Slot = (String, String);
+
+/// The objects of one resource in key order, in `namespace` or all, after `after`: `current`,
+/// with the entries of `undone` (an object's earlier state, `None` for absent) in their place.
+fn walk<'a>(
+    current: Option<&'a BTreeMap<Slot, Arc<Value>>>,
+    undone: &'a BTreeMap<Slot, Option<Arc<Value>>>,
+    namespace: Option<&'a str>,
+    after: Option<Slot>,
+) -> impl Iterator<Item = &'a Arc<Value>> {
+    let from = match after {
+        Some(slot) => Bound::Excluded(slot),
+        None => Bound::Included((namespace.unwrap_or_default().to_string(), String::new())),
+    };
+    let range = (from, Bound::Unbounded);
+    let mut current = current
+        .map(|m| m.range(range.clone()))
+        .into_iter()
+        .flatten()
+        .peekable();
+    let mut undone = undone.range(range).peekable();
+    std::iter::from_fn(move || {
+        loop {
+            let take_undone = match (current.peek(), undone.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((c, _)), Some((u, _))) => {
+                    let (c, u) = (*c, *u);
+                    if c == u {
+                        current.next();
+                    }
+                    u <= c
+                }
+            };
+            if !take_undone {
+                return current.next();
+            }
+            if let Some((slot, Some(object))) = undone.next() {
+                return Some((slot, object));
+            }
+        }
+    })
+    .take_while(move |((ns, _), _)| namespace.is_none_or(|want| ns == want))
+    .map(|(_, object)| object)
+}
+
 impl State {
+    /// The logged events after `rv`, or [`Expired`] when the log no longer reaches back to `rv`.
+    fn log_since(&self, rv: u64) -> Result<impl Iterator<Item = &Arc<Event>>, Expired> {
+        if rv < self.oldest {
+            return Err(Expired { oldest: self.oldest });
+        }
+        let start = self.log.partition_point(|e| e.rv <= rv);
+        Ok(self.log.range(start..))
+    }
+
     /// The object in `slot` of `gr`.
     fn current(&self, gr: &GroupResource, slot: &(String, String)) -> Result<Arc<Value>, StoreError> {
         self.objects

@@ -50,8 +50,9 @@ fn age(ts: &str) -> String {
     }
 }
 
-/// A Table of `items` (already at `version`).
-pub fn table(info: &ResourceInfo, version: &str, items: &[Arc<Value>], rv: Option<u64>) -> Value {
+/// A Table of `items` (already at `version`), with a list's `metadata` (resourceVersion,
+/// continue).
+pub fn table(info: &ResourceInfo, version: &str, items: &[Arc<Value>], metadata: Value) -> Value {
     let cols = info.printer_columns.get(version).cloned().unwrap_or_default();
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),
@@ -93,9 +94,5 @@ pub fn table(info: &ResourceInfo, version: &str, items: &[Arc<Value>], rv: Optio
             json!({"cells": cells, "object": **item})
         })
         .collect();
-    let mut md = json!({});
-    if let Some(rv) = rv {
-        md["resourceVersion"] = json!(rv.to_string());
-    }
-    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": md, "columnDefinitions": defs, "rows": rows})
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": defs, "rows": rows})
 }

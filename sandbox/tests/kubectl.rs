@@ -251,3 +251,41 @@ async fn kubectl_applies_gets_waits_for_and_deletes_a_service_export_service_and
     let (ok, _, _) = k.run(&["get", "namespace", "demo"], None).await;
     assert!(!ok, "the namespace is gone once kubectl delete returns");
 }
+
+/// The lines of `kubectl get configmaps -n many ARGS`.
+async fn get_many(k: &Kubectl, args: &[&str]) -> Vec<String> {
+    let all = [&["get", "configmaps", "-n", "many"], args].concat();
+    k.ok(&all, None).await.lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_gets_a_long_list_in_chunks_as_names_and_as_tables() {
+    let cluster = cluster().await;
+    namespace(&cluster.admin_client().await.unwrap(), "many").await;
+    let names = config_maps(&cluster, "many", 1200);
+    let k = Kubectl::new(&cluster, "chunks");
+    let all: Vec<String> = names.iter().map(|n| format!("configmap/{n}")).collect();
+    for chunk in ["--chunk-size=100", "--chunk-size=0", "--chunk-size=500"] {
+        assert_eq!(get_many(&k, &["-o", "name", chunk]).await, all, "{chunk}");
+    }
+    let even = get_many(&k, &["-o", "name", "-l", "parity=even", "--chunk-size=100"]).await;
+    assert_eq!(even, all.iter().step_by(2).cloned().collect::<Vec<_>>());
+    // `kubectl get` asks for Tables, here 100 rows at a time: one header, then every row.
+    let table = get_many(&k, &["--chunk-size=100"]).await;
+    assert!(table[0].starts_with("NAME"), "{table:?}");
+    let rows: Vec<&str> = table[1..]
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(rows, names);
+    let everywhere = k
+        .ok(
+            &["get", "configmaps", "-A", "--chunk-size=100", "--no-headers"],
+            None,
+        )
+        .await;
+    assert_eq!(
+        everywhere.lines().filter(|l| l.starts_with("many ")).count(),
+        1200
+    );
+}

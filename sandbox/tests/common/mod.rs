@@ -81,3 +81,22 @@ pub fn status<T: std::fmt::Debug>(r: kube::Result<T>) -> kube::core::Status {
         other => panic!("expected an API error, got {other:?}"),
     }
 }
+
+/// Creates ConfigMaps `cm-0000` … in `ns` through the sandbox's own API (thousands in
+/// milliseconds), labelled `parity: even|odd`; returns their names in list order.
+pub fn config_maps(cluster: &Cluster, ns: &str, n: usize) -> Vec<String> {
+    let api = cluster.api();
+    let info = api.resource("", "configmaps").expect("configmaps are served");
+    let ctx = mcsd_sandbox::api::Ctx::system("seed");
+    (0..n)
+        .map(|i| {
+            let name = format!("cm-{i:04}");
+            let parity = if i % 2 == 0 { "even" } else { "odd" };
+            let body = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "labels": {"parity": parity}}});
+            api.create(&info, "v1", ns, body, &ctx)
+                .expect("the ConfigMap is created");
+            name
+        })
+        .collect()
+}
