@@ -38,11 +38,13 @@ pub enum Error {
     },
     /// The credentials were rejected (expired or revoked token, wrong client certificate).
     #[error(
-        "the API server of {cluster} rejected the credentials (401 Unauthorized): the token or certificate in its kubeconfig has expired or been revoked; issue a new one"
+        "the API server of {cluster} rejected the credentials (401 Unauthorized): the token or certificate in its kubeconfig has expired or been revoked; {renew}"
     )]
     Unauthorized {
         /// Which cluster.
         cluster: String,
+        /// How to give it fresh credentials.
+        renew: String,
     },
     /// A right is missing.
     #[error(
@@ -86,7 +88,7 @@ pub async fn check<K>(
     cluster: &str,
     namespace: Option<&str>,
     access: Access,
-    hint: &'static str,
+    hints: Hints<'_>,
 ) -> Result<(), Error>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
@@ -97,7 +99,10 @@ where
     let Err(error) = result else { return Ok(()) };
     let cluster = cluster.to_string();
     Err(match error {
-        kube::Error::Api(status) if status.code == 401 => Error::Unauthorized { cluster },
+        kube::Error::Api(status) if status.code == 401 => Error::Unauthorized {
+            cluster,
+            renew: hints.renew.to_string(),
+        },
         kube::Error::Api(status) if status.code == 403 => Error::Forbidden {
             cluster,
             resource: access.resource,
@@ -105,7 +110,7 @@ where
                 Some(ns) => format!(" in namespace {ns}"),
                 None => " in all namespaces".to_string(),
             },
-            hint,
+            hint: hints.forbidden,
         },
         kube::Error::Api(status) if status.code == 404 && access.crd => Error::CrdMissing {
             cluster,
@@ -139,12 +144,21 @@ pub fn one_line(error: &dyn std::error::Error) -> String {
     out.replace('\n', " ")
 }
 
-/// Checks against one cluster, with one hint for every 403.
+/// How to fix what a check may find.
+#[derive(Clone, Copy, Debug)]
+pub struct Hints<'a> {
+    /// Which binding the credentials need (for a 403).
+    pub forbidden: &'static str,
+    /// How to give the cluster fresh credentials (for a 401).
+    pub renew: &'a str,
+}
+
+/// Checks against one cluster, with one set of hints for every failure.
 struct Checker<'a> {
     client: &'a Client,
     url: &'a str,
     cluster: &'a str,
-    hint: &'static str,
+    hints: Hints<'a>,
 }
 
 impl Checker<'_> {
@@ -155,7 +169,7 @@ impl Checker<'_> {
         K::DynamicType: Default,
     {
         let api = Api::<K>::all(self.client.clone());
-        check(api, self.url, self.cluster, None, access, self.hint).await
+        check(api, self.url, self.cluster, None, access, self.hints).await
     }
 
     /// Lists `K` in `namespace`.
@@ -165,7 +179,7 @@ impl Checker<'_> {
         K::DynamicType: Default,
     {
         let api = Api::<K>::namespaced(self.client.clone(), namespace);
-        check(api, self.url, self.cluster, Some(namespace), access, self.hint).await
+        check(api, self.url, self.cluster, Some(namespace), access, self.hints).await
     }
 }
 
@@ -183,7 +197,10 @@ pub async fn daemon(conn: &crate::kubeconfig::Connection, exchange_namespace: &s
         client: &conn.client,
         url: &conn.url,
         cluster: "this cluster",
-        hint: " (ClusterRole and Role `mcsd`, bound to mcsd's ServiceAccount)",
+        hints: Hints {
+            forbidden: " (ClusterRole and Role `mcsd`, bound to mcsd's ServiceAccount)",
+            renew: RENEW_OWN,
+        },
     };
     gather([
         k.all::<ClusterProperty>(crd("clusterproperties.about.k8s.io"))
@@ -210,7 +227,10 @@ pub async fn dns(conn: &crate::kubeconfig::Connection) -> Result<(), Error> {
         client: &conn.client,
         url: &conn.url,
         cluster: "this cluster",
-        hint: " (the `mcsd` ClusterRole, or any role that may list and watch these three kinds)",
+        hints: Hints {
+            forbidden: " (the `mcsd` ClusterRole, or any role that may list and watch these three kinds)",
+            renew: RENEW_OWN,
+        },
     };
     k.all::<ServiceImport>(crd("serviceimports.multicluster.x-k8s.io"))
         .await?;
@@ -219,16 +239,28 @@ pub async fn dns(conn: &crate::kubeconfig::Connection) -> Result<(), Error> {
     k.all::<Namespace>(builtin("namespaces")).await
 }
 
+/// How to renew this cluster's own credentials.
+const RENEW_OWN: &str = "issue a new one";
+
 /// What mcsd needs of a peer: its exchange records. Used while running, not at start-up: a peer
-/// that is down must not stop this cluster's mcsd.
-pub async fn peer(client: &Client, url: &str, peer: &str, exchange_namespace: &str) -> Result<(), Error> {
+/// that is down must not stop this cluster's mcsd. `renew` says how to give it fresh credentials.
+pub async fn peer(
+    client: &Client,
+    url: &str,
+    peer: &str,
+    renew: &str,
+    exchange_namespace: &str,
+) -> Result<(), Error> {
     use k8s_openapi::api::{core::v1::ConfigMap, discovery::v1::EndpointSlice};
     let cluster = format!("peer {peer}");
     let k = Checker {
         client,
         url,
         cluster: &cluster,
-        hint: " in the peer (Role `mcsd-peer`, bound to the ServiceAccount whose token the peer kubeconfig holds)",
+        hints: Hints {
+            forbidden: " in the peer (Role `mcsd-peer`, bound to the ServiceAccount whose token the peer kubeconfig holds)",
+            renew,
+        },
     };
     k.within::<ConfigMap>(exchange_namespace, builtin("configmaps"))
         .await?;

@@ -174,6 +174,11 @@ impl RunArgs {
             peer_clients.push(daemon::Peer {
                 client: conn.client,
                 url: conn.url,
+                renew: format!(
+                    "put fresh credentials in {} (--peer {}) and restart mcsd",
+                    peer.kubeconfig.display(),
+                    peer.cluster
+                ),
                 cluster: peer.cluster,
             });
         }

@@ -144,6 +144,7 @@ pub async fn start_mcsd(
                 cluster: other.name().parse()?,
                 client: other.service_account_client("mcsd-system", "mcsd-peer").await?,
                 url: other.api_url(),
+                renew: "restart mcsd (the sandbox gives it a fresh mcsd-peer token)".into(),
             });
         }
     }

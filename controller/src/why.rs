@@ -372,11 +372,12 @@ impl Sources {
             }
             if let Some(state) = peers.get(cluster.as_str())
                 && facts.excluded.is_none()
-                && let PeerState::Unreachable(why) = &state.state
+                && let Some(why) = state.state.problem()
             {
                 out.left_out.push(format!(
-                    "{cluster}: nothing yet: the peer is unreachable ({why}); its last known records are \
-                     kept until its grace period ends"
+                    "{cluster}: nothing yet: the peer is {} ({why}); its last known records are \
+                     kept until its grace period ends",
+                    state.state.name()
                 ));
             }
             out.clusters.push(facts);
@@ -510,11 +511,9 @@ fn port(p: &ServicePort) -> String {
 }
 
 fn peer_text(state: &PeerState) -> String {
-    match state {
-        PeerState::Connecting => "connecting".into(),
-        PeerState::Synced => "synced".into(),
-        PeerState::Unreachable(why) => format!("unreachable: {why}"),
-        PeerState::Refused(why) => format!("refused: {why}"),
+    match state.problem() {
+        Some(why) => format!("{}: {why}", state.name()),
+        None => state.name().into(),
     }
 }
 

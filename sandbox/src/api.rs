@@ -94,7 +94,7 @@ pub struct Api {
     pub(crate) store: Store,
     registry: RwLock<Registry>,
     pub(crate) behaviour: Behaviour,
-    pub(crate) tokens: RwLock<HashMap<String, UserInfo>>,
+    pub(crate) tokens: RwLock<HashMap<String, crate::auth::Token>>,
     service_ips: Mutex<Ipam>,
     pod_ips: Mutex<Ipam>,
 }
@@ -1016,16 +1016,6 @@ impl Api {
                 }
             }
         }
-    }
-
-    /// The ServiceAccount token table: registers a token for a user.
-    pub fn add_token(&self, token: String, user: UserInfo) {
-        self.tokens.write().insert(token, user);
-    }
-
-    /// The user a bearer token belongs to.
-    pub fn authenticate(&self, token: &str) -> Option<UserInfo> {
-        self.tokens.read().get(token).cloned()
     }
 }
 

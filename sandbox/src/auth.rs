@@ -1,16 +1,34 @@
 //! Authentication (bearer tokens) and authorization (RBAC over Roles, ClusterRoles and their
 //! bindings, read from the store on every request).
 //!
+//! ServiceAccount tokens are bound to their ServiceAccount, as a real cluster's are: deleting
+//! the ServiceAccount (or deleting it and making another of the same name) revokes every token
+//! issued for it. A token may also have an expiry (a TokenRequest's `expirationSeconds`, or
+//! [`crate::Cluster::service_account_token_with_expiry`]); once past it, or once revoked, a
+//! request with it gets `401 Unauthorized`.
+//!
 //! Differences from a real API server: only bearer tokens (no client certificates, no
-//! impersonation); ClusterRole `aggregationRule`s are not evaluated; every authenticated user may
-//! read discovery, `/version`, `/openapi` and the health endpoints (the default
-//! `system:discovery` / `system:public-info-viewer` bindings).
+//! impersonation); tokens are opaque, not JWTs; ClusterRole `aggregationRule`s are not evaluated;
+//! every authenticated user may read discovery, `/version`, `/openapi` and the health endpoints
+//! (the default `system:discovery` / `system:public-info-viewer` bindings).
 
+use std::time::Duration;
+
+use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::api::Api;
 use crate::error::{ApiError, ApiResult};
 use crate::store::GroupResource;
+
+/// An issued bearer token: whose it is, until when, and which ServiceAccount it is bound to.
+#[derive(Debug, Clone)]
+pub(crate) struct Token {
+    user: UserInfo,
+    expires: Option<Timestamp>,
+    /// (namespace, name, uid) of the ServiceAccount whose deletion revokes the token.
+    bound: Option<(String, String, String)>,
+}
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +125,68 @@ fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
 }
 
 impl Api {
+    /// Registers a token for a user that neither expires nor is bound to a ServiceAccount (the
+    /// admin's).
+    pub fn add_token(&self, token: String, user: UserInfo) {
+        self.tokens.write().insert(
+            token,
+            Token {
+                user,
+                expires: None,
+                bound: None,
+            },
+        );
+    }
+
+    /// Issues a token for the ServiceAccount `namespace/name`, bound to it (deleting the
+    /// ServiceAccount revokes it) and valid for `ttl` (`None`: until revoked). Returns the token
+    /// and its expiry; `404` if the ServiceAccount does not exist.
+    pub fn issue_service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        ttl: Option<Duration>,
+    ) -> ApiResult<(String, Option<Timestamp>)> {
+        let info = self.resource("", "serviceaccounts").expect("built in");
+        let account = self.get(&info, namespace, name)?;
+        let uid = crate::meta::meta_str(&account, "uid").to_string();
+        let expires = match ttl {
+            Some(ttl) => Some(
+                Timestamp::now()
+                    .checked_add(ttl)
+                    .map_err(|e| ApiError::bad_request(format!("token lifetime: {e}")))?,
+            ),
+            None => None,
+        };
+        let token = crate::meta::new_token();
+        self.tokens.write().insert(
+            token.clone(),
+            Token {
+                user: UserInfo::service_account(namespace, name),
+                expires,
+                bound: Some((namespace.to_string(), name.to_string(), uid)),
+            },
+        );
+        Ok((token, expires))
+    }
+
+    /// The user a bearer token belongs to; `None` (a 401) for an unknown token, an expired one,
+    /// or one whose ServiceAccount has been deleted since it was issued.
+    pub fn authenticate(&self, token: &str) -> Option<UserInfo> {
+        let entry = self.tokens.read().get(token).cloned()?;
+        if entry.expires.is_some_and(|at| at <= Timestamp::now()) {
+            return None;
+        }
+        if let Some((namespace, name, uid)) = &entry.bound {
+            let info = self.resource("", "serviceaccounts")?;
+            let account = self.get(&info, namespace, name).ok()?;
+            if crate::meta::meta_str(&account, "uid") != uid {
+                return None;
+            }
+        }
+        Some(entry.user)
+    }
+
     /// Decides a request; `Err` is the 403 Forbidden Status the API server would answer.
     pub fn authorize(&self, user: &UserInfo, a: &Attributes<'_>) -> ApiResult<()> {
         if user.groups.iter().any(|g| g == "system:masters") {

@@ -290,8 +290,30 @@ impl Cluster {
 
     /// A bearer token for the ServiceAccount `namespace/name`, creating the namespace and the
     /// ServiceAccount when they are missing. It authenticates as
-    /// `system:serviceaccount:<namespace>:<name>` and has exactly the rights RBAC grants it.
+    /// `system:serviceaccount:<namespace>:<name>` and has exactly the rights RBAC grants it. It
+    /// does not expire, but deleting the ServiceAccount revokes it (as a real cluster's legacy
+    /// and bound tokens are).
     pub fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
+        self.ensure_service_account(namespace, name)?;
+        let (token, _) = self.api.issue_service_account_token(namespace, name, None)?;
+        Ok(token)
+    }
+
+    /// [`Self::service_account_token`], valid for `ttl` only: past it, every request with it
+    /// gets `401 Unauthorized`, as with an expired bound token. Unlike a TokenRequest (at least
+    /// 10 minutes), any lifetime is allowed, so that tests can see a token expire.
+    pub fn service_account_token_with_expiry(
+        &self,
+        namespace: &str,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<String> {
+        self.ensure_service_account(namespace, name)?;
+        let (token, _) = self.api.issue_service_account_token(namespace, name, Some(ttl))?;
+        Ok(token)
+    }
+
+    fn ensure_service_account(&self, namespace: &str, name: &str) -> Result<()> {
         let ctx = Ctx::system("sandbox");
         let ns_info = self.api.resource("", "namespaces").expect("built in");
         if self.api.get(&ns_info, "", namespace).is_err() {
@@ -311,10 +333,7 @@ impl Cluster {
                 Err(e) => return Err(e.into()),
             }
         }
-        let token = crate::meta::new_token();
-        self.api
-            .add_token(token.clone(), UserInfo::service_account(namespace, name));
-        Ok(token)
+        Ok(())
     }
 
     /// A kubeconfig for the ServiceAccount `namespace/name` (see [`Self::service_account_token`]).

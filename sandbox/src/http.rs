@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::api::{Api, Ctx, DeleteOptions, PatchType, Propagation};
 use crate::auth::{Attributes, UserInfo};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Cause};
 use crate::kinds::ResourceInfo;
 use crate::meta;
 use crate::select::{FieldSelector, LabelSelector};
@@ -156,6 +156,32 @@ async fn handle(
     match route(&api, &settings, &shutdown, user, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
+    }
+}
+
+/// A TokenRequest's lifetime: `spec.expirationSeconds`, one hour by default, between 10 minutes
+/// and 2^32 seconds as the API server validates it.
+fn token_request_lifetime(request: &Value, name: &str) -> ApiResult<Duration> {
+    let field = "spec.expirationSeconds";
+    let Some(value) = request
+        .pointer("/spec/expirationSeconds")
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(Duration::from_secs(3600));
+    };
+    let invalid = |why: &str| {
+        ApiError::invalid(
+            "authentication.k8s.io",
+            "TokenRequest",
+            name,
+            vec![Cause::invalid(field, value, why)],
+        )
+    };
+    match value.as_i64() {
+        Some(s) if s < 600 => Err(invalid("may not specify a duration less than 10 minutes")),
+        Some(s) if s > 1 << 32 => Err(invalid("may not specify a duration larger than 2^32 seconds")),
+        Some(s) => Ok(Duration::from_secs(s.unsigned_abs())),
+        None => Err(ApiError::bad_request(format!("{field} must be an integer"))),
     }
 }
 
@@ -373,15 +399,14 @@ async fn route(
         "list" => list(api, &info, &version, &ns, &query, as_table),
         "watch" => watch(api, &info, &version, &ns, &query, settings, shutdown),
         "create" if !name.is_empty() && info.kind == "ServiceAccount" && subresource == "token" => {
-            let body = parse_json(&read_body(req).await?)?;
-            let sa = api.get(&info, &ns, &name)?;
-            let token = meta::new_token();
-            api.add_token(token.clone(), UserInfo::service_account(&ns, &name));
-            let mut tr = body;
+            let mut tr = parse_json(&read_body(req).await?)?;
+            let ttl = token_request_lifetime(&tr, &name)?;
+            let (token, expires) = api.issue_service_account_token(&ns, &name, Some(ttl))?;
             tr["apiVersion"] = json!("authentication.k8s.io/v1");
             tr["kind"] = json!("TokenRequest");
-            let _ = sa;
-            tr["status"] = json!({"token": token, "expirationTimestamp": "2099-01-01T00:00:00Z"});
+            tr["spec"]["expirationSeconds"] = json!(ttl.as_secs());
+            let expires = expires.map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+            tr["status"] = json!({"token": token, "expirationTimestamp": expires});
             Ok(json_response(StatusCode::CREATED, &tr))
         }
         "create" if !name.is_empty() => Err(ApiError::method_not_allowed("POST")),

@@ -4,12 +4,13 @@
 mod common;
 
 use common::*;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use mcsd_crds::mcs::v1beta1::ServiceImport;
 use serde_json::json;
+use std::time::Duration;
 
 fn in_range(ip: &str, prefix: &str) -> bool {
     ip.starts_with(prefix)
@@ -326,4 +327,124 @@ async fn a_token_allowed_to_read_one_namespace_is_refused_everything_else() {
             .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(nobody, "demo");
     assert_eq!(code(cms.list(&ListParams::default()).await), 401);
+}
+
+/// Lists ConfigMaps in `default` with `token`: `Ok` or the API error.
+async fn list_with(cluster: &mcsd_sandbox::Cluster, token: &str) -> kube::Result<()> {
+    let client = mcsd_sandbox::Cluster::client_from_kubeconfig(&cluster.kubeconfig_for_token("u", token))
+        .await
+        .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    cms.list(&ListParams::default()).await.map(|_| ())
+}
+
+/// A cluster where `system:serviceaccount:mcsd-system:peer` may list ConfigMaps in `default`,
+/// and its admin's client.
+async fn cluster_with_peer() -> (mcsd_sandbox::Cluster, kube::Client) {
+    let cluster = cluster().await;
+    let admin = cluster.admin_client().await.unwrap();
+    let roles: Api<Role> = Api::namespaced(admin.clone(), "default");
+    roles.create(&PostParams::default(), &from_json(json!({"metadata": {"name": "cms"}, "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}))).await.unwrap();
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), "default");
+    bindings.create(&PostParams::default(), &from_json(json!({"metadata": {"name": "cms"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cms"}, "subjects": [{"kind": "ServiceAccount", "name": "peer", "namespace": "mcsd-system"}]}))).await.unwrap();
+    (cluster, admin)
+}
+
+/// The 401 a real API server answers: a Status with reason and message `Unauthorized`.
+fn assert_unauthorized(result: kube::Result<()>) {
+    let s = status(result);
+    assert_eq!(
+        (s.code, s.status, s.reason.as_str(), s.message.as_str()),
+        (
+            401,
+            Some(kube::core::response::StatusSummary::Failure),
+            "Unauthorized",
+            "Unauthorized"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_token_past_its_expiry_gets_401() {
+    let (cluster, _) = cluster_with_peer().await;
+    let ttl = Duration::from_secs(3);
+    let issued = std::time::Instant::now();
+    let token = cluster
+        .service_account_token_with_expiry("mcsd-system", "peer", ttl)
+        .unwrap();
+    let lasting = cluster.service_account_token("mcsd-system", "peer").unwrap();
+    list_with(&cluster, &token).await.unwrap();
+    assert!(issued.elapsed() < ttl, "the first request came too late to tell");
+    let rejected = eventually("the token to expire", || async {
+        list_with(&cluster, &token).await.err()
+    })
+    .await;
+    assert!(issued.elapsed() >= ttl, "rejected before its expiry");
+    assert_unauthorized(Err(rejected));
+    // Other tokens of the same ServiceAccount are unaffected.
+    list_with(&cluster, &lasting).await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_service_account_revokes_its_tokens_even_if_it_is_made_again() {
+    let (cluster, admin) = cluster_with_peer().await;
+    let token = cluster.service_account_token("mcsd-system", "peer").unwrap();
+    list_with(&cluster, &token).await.unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin, "mcsd-system");
+    accounts.delete("peer", &DeleteParams::default()).await.unwrap();
+    assert_unauthorized(list_with(&cluster, &token).await);
+    // A ServiceAccount of the same name is another one (another uid): the old token stays revoked.
+    accounts
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "peer"}})),
+        )
+        .await
+        .unwrap();
+    assert_unauthorized(list_with(&cluster, &token).await);
+    let fresh = cluster.service_account_token("mcsd-system", "peer").unwrap();
+    list_with(&cluster, &fresh).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_request_is_valid_for_its_expiration_seconds_of_at_least_ten_minutes() {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    let (cluster, admin) = cluster_with_peer().await;
+    cluster.service_account_token("mcsd-system", "peer").unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin, "mcsd-system");
+    let request = |seconds: Option<i64>| {
+        from_json::<TokenRequest>(json!({"spec": {"audiences": [], "expirationSeconds": seconds}}))
+    };
+    let s = status(
+        accounts
+            .create_token_request("peer", &PostParams::default(), &request(Some(60)))
+            .await,
+    );
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        s.message,
+        "TokenRequest.authentication.k8s.io \"peer\" is invalid: spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"
+    );
+    for (asked, lifetime) in [(Some(600), 600), (None, 3600)] {
+        let before = k8s_openapi::jiff::Timestamp::now();
+        let made = accounts
+            .create_token_request("peer", &PostParams::default(), &request(asked))
+            .await
+            .unwrap();
+        assert_eq!(made.spec.expiration_seconds, Some(lifetime));
+        let status = made.status.unwrap();
+        let left = status.expiration_timestamp.0.duration_since(before);
+        assert!(
+            (lifetime - 5..=lifetime + 5).contains(&left.as_secs()),
+            "expires in {left:?}, asked {asked:?}"
+        );
+        list_with(&cluster, &status.token).await.unwrap();
+    }
+    // A TokenRequest is bound to its ServiceAccount too.
+    let made = accounts
+        .create_token_request("peer", &PostParams::default(), &request(None))
+        .await
+        .unwrap();
+    accounts.delete("peer", &DeleteParams::default()).await.unwrap();
+    assert_unauthorized(list_with(&cluster, &made.status.unwrap().token).await);
 }

@@ -59,6 +59,14 @@ where
     }
 }
 
+/// mcsd's options with this peer grace period (peers are probed every tenth of it).
+pub fn peer_grace(grace: Duration) -> mcsd::sandbox::Options {
+    mcsd::sandbox::Options {
+        peer_grace: grace,
+        ..Default::default()
+    }
+}
+
 /// Waits until `writes` stops growing (no write for 500 ms), up to 30 s.
 pub async fn settled(writes: &daemon::Writes) {
     let mut last = writes.total();
@@ -137,6 +145,24 @@ pub fn ask_a(socket: &std::net::UdpSocket, server: std::net::SocketAddr, name: &
             })
             .collect();
     }
+}
+
+/// `GET path` from mcsd's admin listener at `admin` (`/metrics`, `/readyz`); returns the body of a
+/// 200 answer, failing the test on anything else.
+pub fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: mcsd\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {response}");
+    body.to_string()
 }
 
 /// Runs the real `dig` against `server` (`HOST:PORT`) with `args`; returns what it prints.

@@ -164,8 +164,9 @@ pub enum PeerState {
     Synced,
     /// Unreachable or failing; the message says why.
     Unreachable(String),
-    /// Refused (wrong identity or ClusterSet, or rights missing); the message says why. Its
-    /// records are not merged.
+    /// Refused (wrong identity or ClusterSet, credentials rejected, rights missing); the message
+    /// says why, in one line. Refused when admitted, its records are not merged; refused once
+    /// followed (its credentials expired), they are kept through the grace period.
     Refused(String),
 }
 
@@ -179,6 +180,22 @@ impl PeerState {
             Self::Refused(_) => "refused",
         }
     }
+
+    /// Why the peer is refused or unreachable, in one line.
+    pub fn problem(&self) -> Option<&str> {
+        match self {
+            Self::Unreachable(why) | Self::Refused(why) => Some(why),
+            Self::Connecting | Self::Synced => None,
+        }
+    }
+}
+
+/// `value` as a Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// One peer's state and when it last listed its records.
@@ -270,6 +287,21 @@ impl Peers {
             for name in ["connecting", "synced", "unreachable", "refused"] {
                 let v = u8::from(status.state.name() == name);
                 let _ = writeln!(out, "mcsd_peer_state{{peer=\"{peer}\",state=\"{name}\"}} {v}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mcsd_peer_problem_info What is wrong with each refused or unreachable peer and how to fix it, in one line (label reason)."
+        );
+        let _ = writeln!(out, "# TYPE mcsd_peer_problem_info gauge");
+        for (peer, status) in &states {
+            if let Some(why) = status.state.problem() {
+                let _ = writeln!(
+                    out,
+                    "mcsd_peer_problem_info{{peer=\"{peer}\",state=\"{}\",reason=\"{}\"}} 1",
+                    status.state.name(),
+                    label_value(why)
+                );
             }
         }
         let _ = writeln!(
@@ -426,6 +458,30 @@ mod tests {
         assert!(text.contains("mcsd_peer_state{peer=\"cluster-c\",state=\"synced\"} 1"));
         assert!(text.contains("mcsd_peer_last_sync_timestamp_seconds{peer=\"cluster-c\"}"));
         assert!(!text.contains("mcsd_peer_last_sync_timestamp_seconds{peer=\"cluster-b\"}"));
+        assert!(text.contains(
+            "mcsd_peer_problem_info{peer=\"cluster-b\",state=\"refused\",reason=\"other ClusterSet\"} 1"
+        ));
+        assert!(
+            !text.contains("mcsd_peer_problem_info{peer=\"cluster-c\""),
+            "synced: no problem"
+        );
+    }
+
+    #[test]
+    fn a_peer_problem_is_one_escaped_label_value() {
+        let peers = Peers::default();
+        peers.set(
+            "cluster-b",
+            PeerState::Unreachable("member of ClusterSet \"x\" at C:\\x\nsecond line".into()),
+        );
+        let mut text = String::new();
+        peers.render(&mut text);
+        assert!(
+            text.contains(
+                r#"mcsd_peer_problem_info{peer="cluster-b",state="unreachable",reason="member of ClusterSet \"x\" at C:\\x\nsecond line"} 1"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

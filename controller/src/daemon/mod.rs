@@ -68,6 +68,9 @@ pub struct Peer {
     pub client: Client,
     /// Its API server's address, for messages.
     pub url: String,
+    /// How to give it fresh credentials, for the message when they are rejected ("put … in
+    /// Secret mcsd-system/peer-b").
+    pub renew: String,
 }
 
 /// Everything the controllers of one cluster need.

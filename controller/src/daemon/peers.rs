@@ -1,7 +1,7 @@
 //! Following one cluster's exchange namespace (a peer's, or this cluster's own) into the view.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -159,7 +159,12 @@ async fn follow_kind<K>(
     let config = watcher::Config::default().labels(LABEL_EXCHANGE);
     let mut stream = watcher(api, config).default_backoff().modify(super::slim).boxed();
     let mut buffer: Option<Vec<Object>> = None;
+    // Whether the last event was an error: a failing watch logs once, not at every retry.
+    let mut failing = false;
     while let Some(event) = stream.next().await {
+        if event.is_ok() && std::mem::take(&mut failing) {
+            tracing::info!(%cluster, kind = ?kind, "watching exchange records again");
+        }
         let keys = match event {
             Ok(watcher::Event::Init) => {
                 buffer = Some(Vec::new());
@@ -191,7 +196,11 @@ async fn follow_kind<K>(
                 .into_iter()
                 .collect(),
             Err(error) => {
-                tracing::warn!(%cluster, kind = ?kind, %error, "watching exchange records failed; retrying");
+                if std::mem::replace(&mut failing, true) {
+                    tracing::debug!(%cluster, kind = ?kind, %error, "watching exchange records failed again");
+                } else {
+                    tracing::warn!(%cluster, kind = ?kind, %error, "watching exchange records failed; retrying with backoff");
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -231,14 +240,21 @@ enum Admission {
     Unreachable(String),
 }
 
+/// The one line for credentials the peer's API server rejects (401): which peer, and how to give
+/// it fresh ones.
+fn rejected(peer: &Peer) -> String {
+    preflight::Error::Unauthorized {
+        cluster: format!("peer {}", peer.cluster),
+        renew: peer.renew.clone(),
+    }
+    .to_string()
+}
+
 /// Classifies a failed request to a peer: credentials rejected or rights missing are a refusal
 /// (configuration to fix), anything else is the peer being unreachable.
-fn classify(error: &kube::Error) -> Admission {
+fn classify(peer: &Peer, error: &kube::Error) -> Admission {
     match error {
-        kube::Error::Api(s) if s.code == 401 => Admission::Refused(
-            "its API server rejected the credentials (401): the peer kubeconfig's token has expired or been revoked"
-                .into(),
-        ),
+        kube::Error::Api(s) if s.code == 401 => Admission::Refused(rejected(peer)),
         kube::Error::Api(s) if s.code == 403 => Admission::Refused(format!(
             "the peer kubeconfig's credentials lack a right (403): {}",
             s.message
@@ -250,7 +266,7 @@ fn classify(error: &kube::Error) -> Admission {
 async fn admit<F>(peer: &Peer, shared: &Shared<F>) -> Admission {
     match verify(&peer.client, &peer.cluster, &shared.clusterset).await {
         Ok(Err(refusal)) => return Admission::Refused(refusal.to_string()),
-        Err(error) => return classify(&error),
+        Err(error) => return classify(peer, &error),
         Ok(Ok(())) => {}
     }
     probe(peer, shared).await
@@ -258,7 +274,15 @@ async fn admit<F>(peer: &Peer, shared: &Shared<F>) -> Admission {
 
 /// Can the peer's exchange records be listed right now?
 async fn probe<F>(peer: &Peer, shared: &Shared<F>) -> Admission {
-    match preflight::peer(&peer.client, &peer.url, peer.cluster.as_str(), &shared.namespace).await {
+    let checked = preflight::peer(
+        &peer.client,
+        &peer.url,
+        peer.cluster.as_str(),
+        &peer.renew,
+        &shared.namespace,
+    )
+    .await;
+    match checked {
         Ok(()) => Admission::Admitted,
         Err(e @ (preflight::Error::Forbidden { .. } | preflight::Error::Unauthorized { .. })) => {
             Admission::Refused(e.to_string())
@@ -288,34 +312,106 @@ async fn known_keys(peer: &Peer, namespace: &str) -> BTreeSet<Key> {
         .collect()
 }
 
+/// Sets `peer`'s state, logging once per change.
 fn set_state(states: &Peers, peer: &ClusterId, state: PeerState) {
     if !states.set(peer.as_str(), state.clone()) {
         return;
     }
     match &state {
-        PeerState::Refused(why) => tracing::error!(%peer, %why, "peer refused; its exports are left out"),
+        PeerState::Refused(why) => tracing::error!(%peer, %why, "peer refused"),
         PeerState::Unreachable(why) => tracing::warn!(%peer, %why, "peer unreachable"),
         PeerState::Synced => tracing::info!(%peer, "peer synced"),
         PeerState::Connecting => {}
     }
 }
 
+/// Changes the view with `f`, and passes on the keys that changed; returns whether any did.
+fn change_view<F>(shared: &Shared<F>, f: impl FnOnce(&mut View) -> BTreeSet<Key>) -> bool
+where
+    F: Fn(BTreeSet<Key>),
+{
+    let keys = f(&mut shared.view.lock().unwrap_or_else(|e| e.into_inner()));
+    let any = !keys.is_empty();
+    if any {
+        (shared.changed)(keys);
+    }
+    any
+}
+
+/// How long a peer has been failing, and whether its records are left out for it.
+#[derive(Default)]
+struct Failing {
+    since: Option<tokio::time::Instant>,
+    excluded: bool,
+}
+
+impl Failing {
+    /// The peer failed a check: it is refused (`refused`) or unreachable, for `why`. Its records
+    /// stay merged through the grace period, and are left out past it.
+    fn failed<F>(&mut self, peer: &ClusterId, shared: &Shared<F>, refused: bool, why: String)
+    where
+        F: Fn(BTreeSet<Key>),
+    {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        let (state, what) = if refused {
+            (PeerState::Refused(why.clone()), "refused")
+        } else {
+            (PeerState::Unreachable(why.clone()), "unreachable")
+        };
+        set_state(&shared.states, peer, state);
+        let down = since.elapsed();
+        if self.excluded || down < shared.grace {
+            return;
+        }
+        self.excluded = true;
+        let reason = format!(
+            "{what} for {}s (grace period {}s): {why}",
+            down.as_secs(),
+            shared.grace.as_secs()
+        );
+        if change_view(shared, |v| v.exclude(peer, reason, BTreeSet::new())) {
+            tracing::warn!(%peer, ?down, %why, "peer {what} past its grace period; its exports are left out");
+        }
+    }
+
+    /// The peer answered: its records are merged again if they had been left out.
+    fn recovered<F>(&mut self, peer: &ClusterId, shared: &Shared<F>)
+    where
+        F: Fn(BTreeSet<Key>),
+    {
+        self.since = None;
+        if std::mem::take(&mut self.excluded) && change_view(shared, |v| v.include(peer)) {
+            tracing::info!(%peer, "peer back; its exports are included again");
+        }
+    }
+}
+
 /// Runs one peer until `shutdown`: checks its identity and rights, follows its records, probes
-/// it, and leaves its records out of every merge while it is refused or has been unreachable for
-/// longer than the grace period (taking them back, unchanged, when it recovers). `synced` is set
-/// once its records have been listed, or once it has been refused (nothing to wait for).
+/// it, and leaves its records out of every merge while it is refused at admission, or has been
+/// refused or unreachable for longer than the grace period since it was last admitted (taking
+/// them back, unchanged, when it recovers). Records the view already holds for it (from the
+/// supervisor this one replaces) get the same grace period. `synced` is set once its records
+/// have been listed, or once it has been refused (nothing to wait for). Once `shutdown` is
+/// cancelled it changes nothing more (a successor may have taken over).
 pub async fn supervise<F>(peer: Peer, shared: Shared<F>, synced: watch::Sender<bool>)
 where
     F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
 {
-    let view = |f: &dyn Fn(&mut View) -> BTreeSet<Key>| {
-        let keys = f(&mut shared.view.lock().unwrap_or_else(|e| e.into_inner()));
-        if !keys.is_empty() {
-            (shared.changed)(keys);
-        }
-    };
+    let shutdown = shared.shutdown.clone();
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => {}
+        _ = run_peer(peer, shared, synced) => {}
+    }
+}
+
+async fn run_peer<F>(peer: Peer, shared: Shared<F>, synced: watch::Sender<bool>)
+where
+    F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
+{
     set_state(&shared.states, &peer.cluster, PeerState::Connecting);
     let mut delay = Duration::from_secs(1);
+    let mut failing = Failing::default();
     // Admission: identity, ClusterSet and rights.
     loop {
         match admit(&peer, &shared).await {
@@ -323,23 +419,31 @@ where
             Admission::Refused(why) => {
                 set_state(&shared.states, &peer.cluster, PeerState::Refused(why.clone()));
                 let known = known_keys(&peer, &shared.namespace).await;
-                view(&|v| v.exclude(&peer.cluster, format!("refused: {why}"), known.clone()));
+                if change_view(&shared, |v| {
+                    v.exclude(&peer.cluster, format!("refused: {why}"), known)
+                }) {
+                    tracing::warn!(peer = %peer.cluster, "its exports are left out while it is refused");
+                }
+                failing.excluded = true;
                 let _ = synced.send(true);
                 // Checked again as often as a followed peer is probed: the refusal may be fixed,
                 // and the services it publishes may change.
                 delay = shared.probe_interval;
             }
             Admission::Unreachable(why) => {
-                set_state(&shared.states, &peer.cluster, PeerState::Unreachable(why));
+                failing.failed(&peer.cluster, &shared, false, why);
                 delay = (delay * 2).min(Duration::from_secs(30));
+                if !failing.excluded {
+                    // Records held from a predecessor must leave when the grace period ends.
+                    delay = delay.min(shared.probe_interval);
+                }
             }
         }
-        tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
+        tokio::time::sleep(delay).await;
     }
-    view(&|v| v.include(&peer.cluster));
+    change_view(&shared, |v| v.include(&peer.cluster));
+    // Followed: the grace period counts from the first failed probe.
+    let mut failing = Failing::default();
 
     // Follow, and probe alongside: the watches alone cannot tell a quiet peer from a dead one.
     let states = shared.states.clone();
@@ -355,13 +459,10 @@ where
         shared.shutdown.clone(),
     );
     let prober = async {
-        let mut unreachable_since: Option<tokio::time::Instant> = None;
-        let mut excluded = false;
         loop {
             tokio::time::sleep(shared.probe_interval).await;
             match probe(&peer, &shared).await {
                 Admission::Admitted => {
-                    unreachable_since = None;
                     if shared
                         .states
                         .get(peer.cluster.as_str())
@@ -370,34 +471,16 @@ where
                         set_state(&shared.states, &peer.cluster, PeerState::Synced);
                     }
                     shared.states.contact(peer.cluster.as_str());
-                    if excluded {
-                        tracing::info!(peer = %peer.cluster, "peer back; its exports are included again");
-                        view(&|v| v.include(&peer.cluster));
-                        excluded = false;
-                    }
+                    failing.recovered(&peer.cluster, &shared);
                 }
-                Admission::Refused(why) | Admission::Unreachable(why) => {
-                    let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
-                    set_state(&shared.states, &peer.cluster, PeerState::Unreachable(why.clone()));
-                    let down = since.elapsed();
-                    if !excluded && down >= shared.grace {
-                        tracing::warn!(peer = %peer.cluster, ?down, "peer unreachable past its grace period; its exports are left out");
-                        let reason = format!(
-                            "unreachable for {}s (grace period {}s): {why}",
-                            down.as_secs(),
-                            shared.grace.as_secs()
-                        );
-                        view(&|v| v.exclude(&peer.cluster, reason.clone(), BTreeSet::new()));
-                        excluded = true;
-                    }
-                }
+                Admission::Refused(why) => failing.failed(&peer.cluster, &shared, true, why),
+                Admission::Unreachable(why) => failing.failed(&peer.cluster, &shared, false, why),
             }
         }
     };
     tokio::select! {
         _ = follower => {}
         _ = prober => {}
-        _ = shared.shutdown.cancelled() => {}
     }
 }
 
@@ -429,11 +512,63 @@ async fn peer_from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result
     let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
     // A fingerprint of what the Secret says, to restart the peer only when it changes.
     let fingerprint = format!("{}\n{yaml}", cluster.as_str());
-    Ok((Peer { cluster, client, url }, fingerprint))
+    let renew = format!(
+        "renew the kubeconfig in Secret {}/{}",
+        secret.metadata.namespace.as_deref().unwrap_or_default(),
+        secret.metadata.name.as_deref().unwrap_or_default()
+    );
+    Ok((
+        Peer {
+            cluster,
+            client,
+            url,
+            renew,
+        },
+        fingerprint,
+    ))
+}
+
+/// A peer started from a Secret.
+struct Running {
+    cluster: ClusterId,
+    fingerprint: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the peer's supervisor and waits until it has.
+    async fn stopped(self) -> ClusterId {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.cluster
+    }
+}
+
+/// Stops the peer of Secret `secret` (deleted, unusable, or naming another peer now), forgets its
+/// state and withdraws its exports at once.
+async fn remove<F>(running: &mut BTreeMap<String, Running>, secret: &str, shared: &Shared<F>)
+where
+    F: Fn(BTreeSet<Key>),
+{
+    let Some(peer) = running.remove(secret) else {
+        return;
+    };
+    let cluster = peer.stopped().await;
+    shared.states.remove(cluster.as_str());
+    change_view(shared, |view| {
+        let mut keys = view.forget(&cluster);
+        keys.extend(view.include(&cluster));
+        keys
+    });
+    tracing::info!(peer = %cluster, %secret, "peer removed");
 }
 
 /// Follows Secrets labelled [`LABEL_PEER`] in `namespace` until `shutdown`: a Secret added
-/// starts its peer, changed restarts it, deleted stops it and withdraws its exports at once.
+/// starts its peer, deleted stops it and withdraws its exports at once, changed restarts it with
+/// the new credentials. A change that keeps the peer's id (renewed credentials) keeps its records
+/// merged meanwhile: the new supervisor takes them over, so a peer whose credentials had expired
+/// comes back without a restart, and a routine renewal changes nothing imported.
 /// Ids already configured with `--peer` (or this cluster's own) are refused with an error.
 /// `listed` is set once the Secrets have been listed and their peers started, with the receivers
 /// that say when each has listed its records.
@@ -450,28 +585,10 @@ pub async fn follow_secrets<F>(
     let mut stream = watcher(api, watcher::Config::default().labels(LABEL_PEER))
         .default_backoff()
         .boxed();
-    // Secret name → (peer id, fingerprint, stop).
-    let mut running: std::collections::BTreeMap<String, (ClusterId, String, CancellationToken)> =
-        Default::default();
+    // By Secret name.
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
     let mut listed = Some(listed);
     let mut initial = Vec::new();
-    let stop = |running: &mut std::collections::BTreeMap<String, (ClusterId, String, CancellationToken)>,
-                secret: &str| {
-        if let Some((cluster, _, token)) = running.remove(secret) {
-            token.cancel();
-            shared.states.remove(cluster.as_str());
-            let keys = {
-                let mut view = shared.view.lock().unwrap_or_else(|e| e.into_inner());
-                let mut keys = view.forget(&cluster);
-                keys.extend(view.include(&cluster));
-                keys
-            };
-            if !keys.is_empty() {
-                (shared.changed)(keys);
-            }
-            tracing::info!(peer = %cluster, %secret, "peer removed");
-        }
-    };
     loop {
         let event = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -493,7 +610,7 @@ pub async fn follow_secrets<F>(
             }
         };
         if let Some(secret) = deleted {
-            stop(&mut running, &secret.metadata.name.unwrap_or_default());
+            remove(&mut running, &secret.metadata.name.unwrap_or_default(), &shared).await;
         }
         let Some(secret) = applied else { continue };
         let secret_name = secret.metadata.name.clone().unwrap_or_default();
@@ -501,31 +618,50 @@ pub async fn follow_secrets<F>(
             Ok(p) => p,
             Err(why) => {
                 tracing::error!(secret = %secret_name, %why, "peer Secret ignored");
-                stop(&mut running, &secret_name);
+                remove(&mut running, &secret_name, &shared).await;
                 continue;
             }
         };
-        if running
-            .get(&secret_name)
-            .is_some_and(|(_, f, _)| *f == fingerprint)
-        {
+        let previous = running.get(&secret_name);
+        if previous.is_some_and(|r| r.fingerprint == fingerprint) {
             continue;
         }
-        stop(&mut running, &secret_name);
-        let taken = reserved.contains(&peer.cluster) || running.values().any(|(c, _, _)| *c == peer.cluster);
+        // The same peer with new credentials: its supervisor is replaced, its records stay.
+        let renewed = previous.is_some_and(|r| r.cluster == peer.cluster);
+        if renewed {
+            if let Some(old) = running.remove(&secret_name) {
+                old.stopped().await;
+            }
+        } else {
+            remove(&mut running, &secret_name, &shared).await;
+        }
+        let taken = reserved.contains(&peer.cluster) || running.values().any(|r| r.cluster == peer.cluster);
         if taken {
             tracing::error!(secret = %secret_name, peer = %peer.cluster, "peer Secret ignored: that id is already a peer (or this cluster)");
             continue;
         }
-        tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer added");
-        let token = shared.shutdown.child_token();
+        if renewed {
+            tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer credentials changed");
+        } else {
+            tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer added");
+        }
+        let stop = shared.shutdown.child_token();
         let (tx, rx) = watch::channel(false);
         if listed.is_some() {
             initial.push((peer.cluster.clone(), rx));
         }
-        running.insert(secret_name, (peer.cluster.clone(), fingerprint, token.clone()));
+        let cluster = peer.cluster.clone();
         let mut own = shared.clone();
-        own.shutdown = token;
-        tokio::spawn(supervise(peer, own, tx));
+        own.shutdown = stop.clone();
+        let task = tokio::spawn(supervise(peer, own, tx));
+        running.insert(
+            secret_name,
+            Running {
+                cluster,
+                fingerprint,
+                stop,
+                task,
+            },
+        );
     }
 }
