@@ -47,15 +47,17 @@ pub struct Connection {
     pub client: Client,
     /// The API server's URL.
     pub url: String,
+    /// What the client was made from, for a second, independent client (leader election).
+    pub config: Config,
 }
 
 fn connection(config: Config, what: &str) -> Result<Connection, Error> {
     let url = config.cluster_url.to_string();
-    let client = Client::try_from(config).map_err(|source| Error::Client {
+    let client = Client::try_from(config.clone()).map_err(|source| Error::Client {
         what: what.to_string(),
         source,
     })?;
-    Ok(Connection { client, url })
+    Ok(Connection { client, url, config })
 }
 
 /// A connection to the cluster `path` describes (its current context).

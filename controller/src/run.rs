@@ -152,7 +152,7 @@ impl RunArgs {
         } = self;
         let conn = kubeconfig::connect(kubeconfig.as_deref()).await?;
         preflight::daemon(&conn, &exchange_namespace).await?;
-        let client = conn.client;
+        let client = conn.client.clone();
         let identity = identity::establish(&client, cluster_id.as_ref(), clusterset.as_deref()).await?;
         tracing::info!(cluster = %identity.cluster, clusterset = %identity.clusterset, "identity established");
         let mut seen = std::collections::BTreeSet::from([identity.cluster.clone()]);
@@ -215,8 +215,10 @@ impl RunArgs {
             addr: admin_listen.to_string(),
             source,
         })?;
-        let election = leader_election
-            .then(|| daemon::leader::Election::new(&exchange_namespace, Duration::from_secs(lease_duration)));
+        let election = leader_election.then(|| daemon::leader::Election {
+            connection: Some(conn.config),
+            ..daemon::leader::Election::new(&exchange_namespace, Duration::from_secs(lease_duration))
+        });
         let config = daemon::Config {
             client,
             identity,

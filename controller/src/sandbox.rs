@@ -135,7 +135,9 @@ pub async fn start_mcsd(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Mcsd> {
     let me = clusters[index];
-    let client = me.service_account_client("mcsd-system", "mcsd").await?;
+    let kubeconfig = me.service_account_kubeconfig("mcsd-system", "mcsd")?;
+    let client = mcsd_sandbox::Cluster::client_from_kubeconfig(&kubeconfig).await?;
+    let election_connection = mcsd_sandbox::Cluster::config_from_kubeconfig(&kubeconfig).await?;
     let identity = crate::identity::establish(&client, None, None).await?;
     let mut peers = Vec::new();
     for (j, other) in clusters.iter().enumerate() {
@@ -157,6 +159,7 @@ pub async fn start_mcsd(
         peer_grace: options.peer_grace,
         election: Some(daemon::leader::Election {
             give_up_on_shutdown: options.give_up_lease,
+            connection: Some(election_connection),
             ..daemon::leader::Election::new(crate::exchange::DEFAULT_NAMESPACE, options.lease_duration)
         }),
     };

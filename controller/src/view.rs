@@ -14,7 +14,10 @@
 //! keys whose view changed, so callers reconcile only those: the work for one changed service
 //! does not grow with the number of services.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use k8s_openapi::api::{core::v1::ConfigMap, discovery::v1::EndpointSlice};
 use mcsd_crds::ClusterId;
@@ -34,8 +37,9 @@ pub struct Published {
     pub record: Option<ExportRecord>,
     /// When the exporting cluster wrote that record (its `mcsd.io/written-at`).
     pub record_written: Option<k8s_openapi::jiff::Timestamp>,
-    /// The cluster's mirrored EndpointSlices, by name.
-    pub slices: BTreeMap<String, EndpointSlice>,
+    /// The cluster's mirrored EndpointSlices, by name (boxed: a B-tree node holds eleven values
+    /// inline, and most services have one slice).
+    pub slices: BTreeMap<String, Arc<EndpointSlice>>,
 }
 
 /// One exchange object, as a peer watch delivers it.
@@ -59,7 +63,8 @@ pub enum Kind {
 /// The index of every cluster's exchange records.
 #[derive(Debug, Default)]
 pub struct View {
-    services: BTreeMap<Key, BTreeMap<ClusterId, Published>>,
+    /// Boxed for the same reason as [`Published::slices`]: most services have one cluster.
+    services: BTreeMap<Key, BTreeMap<ClusterId, Box<Published>>>,
     /// Clusters whose records are kept but not merged (a stale peer), or never read (a refused
     /// peer), with why and the services they publish.
     excluded: BTreeMap<ClusterId, Exclusion>,
@@ -124,7 +129,7 @@ impl View {
                 {
                     return None;
                 }
-                entry.slices.insert(name, slice);
+                entry.slices.insert(name, Arc::new(slice));
                 Some(key)
             }
         }
@@ -267,7 +272,7 @@ impl View {
 
     /// What `cluster` publishes for `key`.
     pub fn published(&self, cluster: &ClusterId, key: &Key) -> Option<&Published> {
-        self.services.get(key)?.get(cluster)
+        self.services.get(key)?.get(cluster).map(|p| &**p)
     }
 
     /// The merged import of `key`, from every cluster that exports it and is not excluded.
@@ -299,7 +304,12 @@ impl View {
             .into_iter()
             .flatten()
             .filter(|(c, p)| !p.slices.is_empty() && !self.excluded.contains_key(*c))
-            .map(|(c, p)| (c.clone(), p.slices.values().cloned().collect()))
+            .map(|(c, p)| {
+                (
+                    c.clone(),
+                    p.slices.values().map(|s| EndpointSlice::clone(s)).collect(),
+                )
+            })
             .collect()
     }
 
@@ -345,7 +355,7 @@ fn same_content(a: &EndpointSlice, b: &EndpointSlice) -> bool {
     a.address_type == b.address_type && a.endpoints == b.endpoints && a.ports == b.ports
 }
 
-fn same_slices(a: &BTreeMap<String, EndpointSlice>, b: &BTreeMap<String, EndpointSlice>) -> bool {
+fn same_slices(a: &BTreeMap<String, Arc<EndpointSlice>>, b: &BTreeMap<String, Arc<EndpointSlice>>) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)

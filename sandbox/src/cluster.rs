@@ -274,13 +274,16 @@ impl Cluster {
 
     /// A kube client for a kubeconfig.
     pub async fn client_from_kubeconfig(yaml: &str) -> Result<kube::Client> {
+        Ok(kube::Client::try_from(Self::config_from_kubeconfig(yaml).await?)?)
+    }
+
+    /// The kube client configuration a kubeconfig describes (its current context).
+    pub async fn config_from_kubeconfig(yaml: &str) -> Result<kube::Config> {
         let kubeconfig =
             kube::config::Kubeconfig::from_yaml(yaml).map_err(|e| Error::Kubeconfig(e.to_string()))?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Kubeconfig(e.to_string()))?;
-        Ok(kube::Client::try_from(config)?)
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))
     }
 
     /// A kube client with the admin's rights, over HTTPS with the cluster's CA.

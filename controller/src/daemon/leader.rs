@@ -39,6 +39,10 @@ pub struct Election {
     /// Give the Lease up on shutdown (always, in production; a test turns it off to look like a
     /// crash).
     pub give_up_on_shutdown: bool,
+    /// The election's own connection to the API server. With one, the election runs on a thread
+    /// and runtime of its own ([`run_isolated`]), so a renewal never waits for a worker thread
+    /// or a connection that the controllers' work keeps busy; `None`: the controllers' client.
+    pub connection: Option<kube::Config>,
 }
 
 impl Election {
@@ -54,6 +58,7 @@ impl Election {
             identity: format!("{host}-{:08x}", rand_u32()),
             duration,
             give_up_on_shutdown: true,
+            connection: None,
         }
     }
 }
@@ -84,6 +89,51 @@ fn seen(lease: &Lease) -> Seen {
             .and_then(|s| s.holder_identity.clone())
             .filter(|h| !h.is_empty()),
         renew: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0.to_string()),
+    }
+}
+
+/// [`run`] on a thread of its own, with a single-threaded runtime and a client made from
+/// `connection`: however busy the controllers keep their runtime and their connections, the
+/// renewals go out on time. Returns when the election has ended.
+pub async fn run_isolated(
+    connection: kube::Config,
+    election: Election,
+    leader: watch::Sender<bool>,
+    writers_done: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("mcsd-lease".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the leader election's runtime: this replica never leads");
+                    return;
+                }
+            };
+            // The client spawns its connection tasks: it is made inside its runtime.
+            runtime.block_on(async move {
+                match Client::try_from(connection) {
+                    Ok(client) => run(client, election, leader, writers_done, shutdown).await,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot make the leader election's client: this replica never leads")
+                    }
+                }
+            });
+            drop(ended_tx);
+        });
+    match thread {
+        Ok(_) => {
+            let _ = ended.await;
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot start the leader election's thread: this replica never leads")
+        }
     }
 }
 

@@ -245,7 +245,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         let (client, shutdown, mut writers_done) = (client.clone(), shutdown.clone(), writers_done.clone());
         tokio::spawn(async move {
             match election {
-                Some(election) => leader::run(client, election, leader_tx, writers_done, shutdown).await,
+                Some(election) => match election.connection.clone() {
+                    Some(connection) => {
+                        leader::run_isolated(connection, election, leader_tx, writers_done, shutdown).await
+                    }
+                    None => leader::run(client, election, leader_tx, writers_done, shutdown).await,
+                },
                 None => {
                     let _ = writers_done.wait_for(|d| *d).await;
                 }
