@@ -118,7 +118,10 @@ impl View {
                 entry.record_written = crate::daemon::apply::written_at(&cm);
                 Some(key)
             }
-            Object::Slice(slice) => {
+            Object::Slice(mut slice) => {
+                // Decoding leaves up to twice the room the endpoints need; the view keeps every
+                // peer's slices for as long as they exist.
+                slice.endpoints.shrink_to_fit();
                 let key = key_of(slice.metadata.labels.as_ref())?;
                 let name = slice.metadata.name.clone()?;
                 let entry = self.entry(&key, cluster);

@@ -404,7 +404,24 @@ impl Sources {
             let cluster = label(slice, names::LABEL_SOURCE_CLUSTER)
                 .cloned()
                 .unwrap_or_default();
-            let facts = slice_facts(slice, &cluster, true);
+            let mut facts = slice_facts(slice, &cluster, true);
+            // mcsd keeps its own slices without their endpoints (see `daemon::slim_slice`):
+            // they are the source slice's, which the view holds.
+            let source = cluster.parse::<ClusterId>().ok().and_then(|id| {
+                let p = published.get(&id)?;
+                p.slices
+                    .values()
+                    .find(|s| {
+                        s.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| crate::import::slice_name(name, &id, n) == facts.name)
+                    })
+                    .cloned()
+            });
+            if let Some(source) = source {
+                facts.endpoints = source.endpoints.iter().map(endpoint_facts).collect();
+            }
             for e in facts.endpoints.iter().filter(|e| !e.ready) {
                 let what = if headless {
                     "left out of DNS answers and of traffic"

@@ -155,9 +155,24 @@ pub(crate) fn slim<K: Resource>(o: &mut K) {
     }
 }
 
+/// [`slim`], for an EndpointSlice kept in the controllers' store. Of the slices mcsd writes
+/// itself (mirrors and imports) only the metadata and ports are kept: the controllers compare the
+/// hash in their annotation, never their endpoints, and `mcsd why` reads those from the View.
+/// Other slices lose the spare capacity decoding left in their endpoint list.
+pub(crate) fn slim_slice(slice: &mut EndpointSlice) {
+    slim(slice);
+    let ours = slice.labels().get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY);
+    if ours {
+        slice.endpoints = Vec::new();
+    } else {
+        slice.endpoints.shrink_to_fit();
+    }
+}
+
 fn store_and_feed<K>(
     api: Api<K>,
     config: watcher::Config,
+    prepare: fn(&mut K),
     on_event: impl Fn(&K) + Send + 'static,
     shutdown: CancellationToken,
 ) -> Store<K>
@@ -166,7 +181,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(slim));
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(prepare));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         loop {
@@ -282,6 +297,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
     let exports = store_and_feed(
         Api::<ServiceExport>::all(client.clone()),
         watcher::Config::default(),
+        slim,
         move |o| q.push(key_of(o)),
         shutdown.clone(),
     );
@@ -289,6 +305,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
     let services = store_and_feed(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
+        slim,
         move |o: &Service| {
             qe.push(key_of(o));
             if let Some(from) = o.labels().get(LABEL_DERIVED_FROM) {
@@ -303,6 +320,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
     let slices = store_and_feed(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default(),
+        slim_slice,
         move |o: &EndpointSlice| {
             let ns = o.namespace().unwrap_or_default();
             let name = o.name_any();
@@ -332,6 +350,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
     let imports = store_and_feed(
         Api::<ServiceImport>::all(client.clone()),
         watcher::Config::default(),
+        slim,
         move |o| qi.push(key_of(o)),
         shutdown.clone(),
     );
@@ -339,6 +358,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
     let namespaces = store_and_feed(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
+        slim,
         move |o: &Namespace| {
             let ns = o.name_any();
             let keys: Vec<Key> = v
@@ -356,6 +376,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
     let own_records = store_and_feed(
         Api::<ConfigMap>::namespaced(client.clone(), &exchange_namespace),
         watcher::Config::default().labels(LABEL_EXCHANGE),
+        slim,
         move |o: &ConfigMap| {
             let labels = o.labels();
             if let (Some(ns), Some(svc)) = (
