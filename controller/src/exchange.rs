@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         core::v1::{ConfigMap, SessionAffinityConfig},
-        discovery::v1::Endpoint,
+        discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
     },
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
     jiff::Timestamp,
@@ -217,10 +217,9 @@ pub fn crossing(endpoints: &[Endpoint]) -> Vec<Endpoint> {
 pub fn mirror_slice(
     namespace: &str,
     name: &str,
-    local: &k8s_openapi::api::discovery::v1::EndpointSlice,
+    local: &EndpointSlice,
     exchange_namespace: &str,
-) -> k8s_openapi::api::discovery::v1::EndpointSlice {
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
+) -> EndpointSlice {
     let mut labels = record_labels(namespace, name);
     labels.insert(
         mcsd_crds::names::LABEL_MANAGED_BY.to_string(),
@@ -239,6 +238,109 @@ pub fn mirror_slice(
         address_type: local.address_type.clone(),
         endpoints: crossing(&local.endpoints),
         ports: local.ports.clone(),
+    }
+}
+
+/// A mirrored EndpointSlice as a peer reads it: only what crosses clusters ([`crossing`]),
+/// decoded straight from the API server's answer. A peer keeps every mirror of every cluster for
+/// as long as it exists, and a k8s-openapi `Endpoint` takes 352 bytes before its strings (most
+/// of it for the target reference and hints that never cross); a [`CrossingEndpoint`] a third.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirroredSlice {
+    /// The mirror's metadata.
+    pub metadata: ObjectMeta,
+    /// `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    /// Its endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<CrossingEndpoint>,
+    /// Its ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<EndpointPort>>,
+}
+
+/// What of an endpoint crosses clusters: addresses, conditions, hostname, node and zone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrossingEndpoint {
+    /// Its addresses.
+    pub addresses: Vec<String>,
+    /// Ready, serving, terminating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<EndpointConditions>,
+    /// Its hostname (headless services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Its zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+impl k8s_openapi::Resource for MirroredSlice {
+    const API_VERSION: &'static str = "discovery.k8s.io/v1";
+    const GROUP: &'static str = "discovery.k8s.io";
+    const KIND: &'static str = "EndpointSlice";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "endpointslices";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for MirroredSlice {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl From<&MirroredSlice> for EndpointSlice {
+    fn from(m: &MirroredSlice) -> Self {
+        EndpointSlice {
+            metadata: m.metadata.clone(),
+            address_type: m.address_type.clone(),
+            endpoints: m
+                .endpoints
+                .iter()
+                .map(|e| Endpoint {
+                    addresses: e.addresses.clone(),
+                    conditions: e.conditions.clone(),
+                    hostname: e.hostname.clone(),
+                    node_name: e.node_name.clone(),
+                    zone: e.zone.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ports: m.ports.clone(),
+        }
+    }
+}
+
+impl From<EndpointSlice> for MirroredSlice {
+    fn from(s: EndpointSlice) -> Self {
+        MirroredSlice {
+            metadata: s.metadata,
+            address_type: s.address_type,
+            endpoints: s
+                .endpoints
+                .into_iter()
+                .map(|e| CrossingEndpoint {
+                    addresses: e.addresses,
+                    conditions: e.conditions,
+                    hostname: e.hostname,
+                    node_name: e.node_name,
+                    zone: e.zone,
+                })
+                .collect(),
+            ports: s.ports,
+        }
     }
 }
 
@@ -321,5 +423,33 @@ mod tests {
         data.insert(RECORD_KEY.into(), bad);
         let err = ExportRecord::from_config_map(&cm).unwrap_err().to_string();
         assert!(err.contains("malformed") && err.contains("lowercase"), "{err}");
+    }
+
+    #[test]
+    fn a_mirror_decodes_from_the_api_servers_json_keeping_what_crosses() {
+        let json = serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "demo.hello-x", "namespace": "mcsd-system", "labels": {"a": "b"}},
+            "addressType": "IPv4",
+            "endpoints": [{
+                "addresses": ["10.0.0.1"],
+                "conditions": {"ready": false, "serving": true},
+                "hostname": "pod-0",
+                "nodeName": "node-1",
+                "zone": "z1",
+                "targetRef": {"kind": "Pod", "name": "pod-0", "namespace": "demo"},
+                "hints": {"forZones": [{"name": "z1"}]}
+            }],
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]
+        });
+        let mirror: MirroredSlice = serde_json::from_value(json.clone()).unwrap();
+        let full: EndpointSlice = serde_json::from_value(json).unwrap();
+        let back = EndpointSlice::from(&mirror);
+        assert_eq!(back.endpoints, crossing(&full.endpoints));
+        assert_eq!(back.ports, full.ports);
+        assert_eq!(back.metadata, full.metadata);
+        assert_eq!(back.endpoints[0].conditions.as_ref().unwrap().ready, Some(false));
+        assert_eq!(MirroredSlice::from(back), mirror);
     }
 }

@@ -23,7 +23,7 @@ use k8s_openapi::api::{core::v1::ConfigMap, discovery::v1::EndpointSlice};
 use mcsd_crds::ClusterId;
 
 use crate::{
-    exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
+    exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, MirroredSlice},
     merge::{Merged, merge},
 };
 
@@ -39,7 +39,7 @@ pub struct Published {
     pub record_written: Option<k8s_openapi::jiff::Timestamp>,
     /// The cluster's mirrored EndpointSlices, by name (boxed: a B-tree node holds eleven values
     /// inline, and most services have one slice).
-    pub slices: BTreeMap<String, Arc<EndpointSlice>>,
+    pub slices: BTreeMap<String, Arc<MirroredSlice>>,
 }
 
 /// One exchange object, as a peer watch delivers it.
@@ -48,7 +48,7 @@ pub enum Object {
     /// An export record.
     Record(ConfigMap),
     /// A mirrored EndpointSlice.
-    Slice(EndpointSlice),
+    Slice(MirroredSlice),
 }
 
 /// The two kinds of exchange object.
@@ -310,7 +310,7 @@ impl View {
             .map(|(c, p)| {
                 (
                     c.clone(),
-                    p.slices.values().map(|s| EndpointSlice::clone(s)).collect(),
+                    p.slices.values().map(|s| EndpointSlice::from(&**s)).collect(),
                 )
             })
             .collect()
@@ -354,11 +354,11 @@ impl View {
 }
 
 /// Two slices with the same endpoints and ports (metadata such as resourceVersion aside).
-fn same_content(a: &EndpointSlice, b: &EndpointSlice) -> bool {
+fn same_content(a: &MirroredSlice, b: &MirroredSlice) -> bool {
     a.address_type == b.address_type && a.endpoints == b.endpoints && a.ports == b.ports
 }
 
-fn same_slices(a: &BTreeMap<String, Arc<EndpointSlice>>, b: &BTreeMap<String, Arc<EndpointSlice>>) -> bool {
+fn same_slices(a: &BTreeMap<String, Arc<MirroredSlice>>, b: &BTreeMap<String, Arc<MirroredSlice>>) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)
@@ -387,7 +387,7 @@ mod tests {
     }
 
     fn slice(ns: &str, name: &str, slice: &str, addr: &str) -> Object {
-        Object::Slice(EndpointSlice {
+        Object::Slice(MirroredSlice::from(EndpointSlice {
             metadata: ObjectMeta {
                 name: Some(slice.into()),
                 labels: Some(crate::exchange::record_labels(ns, name)),
@@ -399,7 +399,7 @@ mod tests {
                 ..Default::default()
             }],
             ports: None,
-        })
+        }))
     }
 
     fn key(ns: &str, name: &str) -> Key {

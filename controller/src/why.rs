@@ -382,7 +382,11 @@ impl Sources {
             }
             out.clusters.push(facts);
             if excluded.contains_key(cluster) {
-                withheld.extend(p.slices.values().map(|s| slice_facts(s, cluster.as_str(), false)));
+                withheld.extend(
+                    p.slices
+                        .values()
+                        .map(|s| slice_facts(&EndpointSlice::from(&**s), cluster.as_str(), false)),
+                );
             }
         }
         if let Some(m) = &merged {
@@ -420,6 +424,7 @@ impl Sources {
                     .cloned()
             });
             if let Some(source) = source {
+                let source = EndpointSlice::from(&*source);
                 facts.endpoints = source.endpoints.iter().map(endpoint_facts).collect();
             }
             for e in facts.endpoints.iter().filter(|e| !e.ready) {

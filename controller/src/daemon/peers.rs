@@ -7,7 +7,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::{core::v1::ConfigMap, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt, watcher},
@@ -121,7 +121,7 @@ pub async fn follow(
         changed.clone(),
         records_done_tx,
     );
-    let slices = follow_kind::<EndpointSlice>(
+    let slices = follow_kind::<crate::exchange::MirroredSlice>(
         cluster.clone(),
         Api::namespaced(client, &namespace),
         Kind::Slice,
