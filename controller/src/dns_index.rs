@@ -122,11 +122,11 @@ pub fn slice_from_resource(es: &EndpointSlice) -> Result<Option<SliceInfo>, Conv
     if es.address_type == "FQDN" {
         return Ok(None);
     }
-    let endpoints = es
+    let mut endpoints = es
         .endpoints
         .iter()
         .map(|e| {
-            let addresses = e
+            let mut addresses = e
                 .addresses
                 .iter()
                 .map(|a| {
@@ -134,6 +134,8 @@ pub fn slice_from_resource(es: &EndpointSlice) -> Result<Option<SliceInfo>, Conv
                         .map_err(|_| ConvertError::InvalidIp(a.clone()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            // The index keeps these for as long as the slice exists: no spare room.
+            addresses.shrink_to_fit();
             let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             Ok(Endpoint {
                 addresses,
@@ -142,6 +144,7 @@ pub fn slice_from_resource(es: &EndpointSlice) -> Result<Option<SliceInfo>, Conv
             })
         })
         .collect::<Result<Vec<_>, ConvertError>>()?;
+    endpoints.shrink_to_fit();
     Ok(Some(SliceInfo {
         service: ServiceRef::new(namespace, service.clone()),
         cluster: cluster.clone(),
@@ -323,14 +326,15 @@ impl DnsIndex {
 
     /// Publishes the union of the endpoints of one group's slices to the zone writer.
     fn regroup(&mut self, service: &ServiceRef, cluster: &str) {
-        let endpoints: Vec<Endpoint> = self
+        let mut endpoints = self
             .groups
             .get(&(service.clone(), cluster.to_string()))
             .into_iter()
             .flatten()
             .filter_map(|name| self.slices.get(&(service.namespace.clone(), name.clone())))
             .flat_map(|s| s.endpoints.iter().cloned())
-            .collect();
+            .collect::<Vec<Endpoint>>();
+        endpoints.shrink_to_fit();
         self.writer.apply_endpoints(service.clone(), cluster, endpoints);
     }
 
