@@ -259,17 +259,21 @@ impl DnsIndex {
         match slice_from_resource(es) {
             Ok(Some(info)) => {
                 let key = (ns, name);
-                if self.slices.get(&key) == Some(&info) {
-                    return;
+                match self.slices.get(&key) {
+                    Some(old) if *old == info => return,
+                    // Another group now: leave the old one first.
+                    Some(old) if (&old.service, &old.cluster) != (&info.service, &info.cluster) => {
+                        self.delete_endpoint_slice(&key.0, &key.1)
+                    }
+                    _ => {}
                 }
-                self.delete_endpoint_slice(&key.0, &key.1);
+                let group = (info.service.clone(), info.cluster.clone());
                 self.groups
-                    .entry((info.service.clone(), info.cluster.clone()))
+                    .entry(group.clone())
                     .or_default()
                     .insert(key.1.clone());
-                let (service, cluster) = (info.service.clone(), info.cluster.clone());
                 self.slices.insert(key, info);
-                self.regroup(&service, &cluster);
+                self.regroup(&group.0, &group.1);
             }
             Ok(None) => self.delete_endpoint_slice(&ns, &name),
             Err(error) => {

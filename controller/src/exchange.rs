@@ -199,17 +199,7 @@ impl ExportRecord {
 /// What of an endpoint crosses from one cluster to another: its addresses, conditions,
 /// hostname, node and zone (a target reference or hints mean nothing in another cluster).
 pub fn crossing(endpoints: &[Endpoint]) -> Vec<Endpoint> {
-    endpoints
-        .iter()
-        .map(|e| Endpoint {
-            addresses: e.addresses.clone(),
-            conditions: e.conditions.clone(),
-            hostname: e.hostname.clone(),
-            node_name: e.node_name.clone(),
-            zone: e.zone.clone(),
-            ..Default::default()
-        })
-        .collect()
+    endpoints.iter().map(|e| CrossingEndpoint::of(e).into()).collect()
 }
 
 /// The exchange mirror of one local EndpointSlice of `namespace/name`: the same endpoints, as
@@ -301,23 +291,38 @@ impl k8s_openapi::Metadata for MirroredSlice {
     }
 }
 
+impl CrossingEndpoint {
+    /// What of `e` crosses clusters.
+    pub fn of(e: &Endpoint) -> Self {
+        CrossingEndpoint {
+            addresses: e.addresses.clone(),
+            conditions: e.conditions.clone(),
+            hostname: e.hostname.clone(),
+            node_name: e.node_name.clone(),
+            zone: e.zone.clone(),
+        }
+    }
+}
+
+impl From<CrossingEndpoint> for Endpoint {
+    fn from(e: CrossingEndpoint) -> Self {
+        Endpoint {
+            addresses: e.addresses,
+            conditions: e.conditions,
+            hostname: e.hostname,
+            node_name: e.node_name,
+            zone: e.zone,
+            ..Default::default()
+        }
+    }
+}
+
 impl From<&MirroredSlice> for EndpointSlice {
     fn from(m: &MirroredSlice) -> Self {
         EndpointSlice {
             metadata: m.metadata.clone(),
             address_type: m.address_type.clone(),
-            endpoints: m
-                .endpoints
-                .iter()
-                .map(|e| Endpoint {
-                    addresses: e.addresses.clone(),
-                    conditions: e.conditions.clone(),
-                    hostname: e.hostname.clone(),
-                    node_name: e.node_name.clone(),
-                    zone: e.zone.clone(),
-                    ..Default::default()
-                })
-                .collect(),
+            endpoints: m.endpoints.iter().cloned().map(Endpoint::from).collect(),
             ports: m.ports.clone(),
         }
     }
@@ -326,19 +331,9 @@ impl From<&MirroredSlice> for EndpointSlice {
 impl From<EndpointSlice> for MirroredSlice {
     fn from(s: EndpointSlice) -> Self {
         MirroredSlice {
+            endpoints: s.endpoints.iter().map(CrossingEndpoint::of).collect(),
             metadata: s.metadata,
             address_type: s.address_type,
-            endpoints: s
-                .endpoints
-                .into_iter()
-                .map(|e| CrossingEndpoint {
-                    addresses: e.addresses,
-                    conditions: e.conditions,
-                    hostname: e.hostname,
-                    node_name: e.node_name,
-                    zone: e.zone,
-                })
-                .collect(),
             ports: s.ports,
         }
     }

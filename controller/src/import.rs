@@ -10,12 +10,12 @@
 //! The import controller applies these with server-side apply under one field manager and
 //! compares them with what the cluster holds first, so nothing is written when nothing changed.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::{
         core::v1::{Service, ServicePort as K8sPort, ServiceSpec},
-        discovery::v1::{EndpointPort, EndpointSlice},
+        discovery::v1::{Endpoint, EndpointPort, EndpointSlice},
     },
     apimachinery::pkg::{
         apis::meta::v1::{ObjectMeta, OwnerReference},
@@ -33,7 +33,7 @@ use mcsd_crds::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::merge::Merged;
+use crate::{exchange::MirroredSlice, merge::Merged};
 
 /// Label on objects mcsd derives for an import (derived Service): the import's name.
 pub const LABEL_DERIVED_FROM: &str = "mcsd.io/derived-from";
@@ -291,7 +291,7 @@ pub fn desired_slices(
     namespace: &str,
     name: &str,
     merged: &Merged,
-    records: &BTreeMap<ClusterId, Vec<EndpointSlice>>,
+    records: &BTreeMap<ClusterId, Vec<Arc<MirroredSlice>>>,
     owner: &OwnerReference,
 ) -> Vec<EndpointSlice> {
     let derived = derived_service_name(namespace, name);
@@ -332,7 +332,7 @@ pub fn desired_slices(
                     ..Default::default()
                 },
                 address_type: source.address_type.clone(),
-                endpoints: crate::exchange::crossing(&source.endpoints),
+                endpoints: source.endpoints.iter().cloned().map(Endpoint::from).collect(),
                 ports: Some(ports),
             });
         }
@@ -382,8 +382,8 @@ mod tests {
         }
     }
 
-    fn record_slice(slice: &str, ports: &[(&str, i32)], addrs: &[&str]) -> EndpointSlice {
-        EndpointSlice {
+    fn record_slice(slice: &str, ports: &[(&str, i32)], addrs: &[&str]) -> Arc<MirroredSlice> {
+        Arc::new(MirroredSlice::from(EndpointSlice {
             metadata: ObjectMeta {
                 name: Some(slice.into()),
                 ..Default::default()
@@ -412,7 +412,7 @@ mod tests {
                     })
                     .collect(),
             ),
-        }
+        }))
     }
 
     #[test]

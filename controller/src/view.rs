@@ -19,7 +19,7 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{core::v1::ConfigMap, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::ConfigMap;
 use mcsd_crds::ClusterId;
 
 use crate::{
@@ -301,18 +301,13 @@ impl View {
     }
 
     /// The mirrored slices for `key` of every cluster that is not excluded.
-    pub fn slices(&self, key: &Key) -> BTreeMap<ClusterId, Vec<EndpointSlice>> {
+    pub fn slices(&self, key: &Key) -> BTreeMap<ClusterId, Vec<Arc<MirroredSlice>>> {
         self.services
             .get(key)
             .into_iter()
             .flatten()
             .filter(|(c, p)| !p.slices.is_empty() && !self.excluded.contains_key(*c))
-            .map(|(c, p)| {
-                (
-                    c.clone(),
-                    p.slices.values().map(|s| EndpointSlice::from(&**s)).collect(),
-                )
-            })
+            .map(|(c, p)| (c.clone(), p.slices.values().cloned().collect()))
             .collect()
     }
 
@@ -369,7 +364,10 @@ fn same_slices(a: &BTreeMap<String, Arc<MirroredSlice>>, b: &BTreeMap<String, Ar
 mod tests {
     use super::*;
     use crate::merge::ExportSpec;
-    use k8s_openapi::{api::discovery::v1::Endpoint, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+    use k8s_openapi::{
+        api::discovery::v1::{Endpoint, EndpointSlice},
+        apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    };
 
     fn id(s: &str) -> ClusterId {
         ClusterId::new(s).unwrap()

@@ -171,7 +171,7 @@ impl Importer {
             .iter()
             .flat_map(|(cluster, sources)| {
                 sources.iter().filter_map(move |s| {
-                    let at = written_at(s)?;
+                    let at = written_at(&**s)?;
                     Some((slice_name(name, cluster, s.metadata.name.as_deref()?), at))
                 })
             })
