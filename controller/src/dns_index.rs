@@ -51,8 +51,8 @@ pub struct SliceInfo {
     pub service: ServiceRef,
     /// The source cluster (`multicluster.kubernetes.io/source-cluster`).
     pub cluster: String,
-    /// Its endpoints (nil `ready` counts as ready).
-    pub endpoints: Vec<Endpoint>,
+    /// Its endpoints (nil `ready` counts as ready), shared with the zone writer.
+    pub endpoints: Arc<[Endpoint]>,
 }
 
 fn meta_name(
@@ -122,7 +122,7 @@ pub fn slice_from_resource(es: &EndpointSlice) -> Result<Option<SliceInfo>, Conv
     if es.address_type == "FQDN" {
         return Ok(None);
     }
-    let mut endpoints = es
+    let endpoints = es
         .endpoints
         .iter()
         .map(|e| {
@@ -143,8 +143,7 @@ pub fn slice_from_resource(es: &EndpointSlice) -> Result<Option<SliceInfo>, Conv
                 ready,
             })
         })
-        .collect::<Result<Vec<_>, ConvertError>>()?;
-    endpoints.shrink_to_fit();
+        .collect::<Result<Arc<[_]>, ConvertError>>()?;
     Ok(Some(SliceInfo {
         service: ServiceRef::new(namespace, service.clone()),
         cluster: cluster.clone(),
@@ -328,18 +327,17 @@ impl DnsIndex {
         }
     }
 
-    /// Publishes the union of the endpoints of one group's slices to the zone writer.
+    /// Hands the zone writer the endpoint sets of one group's slices (shared, not copied).
     fn regroup(&mut self, service: &ServiceRef, cluster: &str) {
-        let mut endpoints = self
+        let sets = self
             .groups
             .get(&(service.clone(), cluster.to_string()))
             .into_iter()
             .flatten()
             .filter_map(|name| self.slices.get(&(service.namespace.clone(), name.clone())))
-            .flat_map(|s| s.endpoints.iter().cloned())
-            .collect::<Vec<Endpoint>>();
-        endpoints.shrink_to_fit();
-        self.writer.apply_endpoints(service.clone(), cluster, endpoints);
+            .map(|s| s.endpoints.clone())
+            .collect::<Vec<Arc<[Endpoint]>>>();
+        self.writer.apply_endpoint_sets(service.clone(), cluster, sets);
     }
 
     /// Adds a Namespace.

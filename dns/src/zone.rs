@@ -332,7 +332,8 @@ pub struct ZoneInput {
 #[derive(Debug, Default)]
 struct ServiceState {
     import: Option<Import>,
-    endpoints: BTreeMap<String, Vec<Endpoint>>,
+    /// Per source cluster, its endpoint sets (one per EndpointSlice, shared with the caller).
+    endpoints: BTreeMap<String, Vec<Arc<[Endpoint]>>>,
     published: Vec<Arc<[u8]>>,
     records: usize,
 }
@@ -480,17 +481,57 @@ impl ZoneWriter {
 
     /// Replaces the endpoints of one source cluster of a service (empty = none from that cluster).
     pub fn apply_endpoints(&mut self, service: ServiceRef, cluster: &str, endpoints: Vec<Endpoint>) {
-        let state = self.services.entry(service.clone()).or_default();
-        let changed = if endpoints.is_empty() {
-            state.endpoints.remove(cluster).is_some()
-        } else if state.endpoints.get(cluster) != Some(&endpoints) {
-            state.endpoints.insert(cluster.to_string(), endpoints);
-            true
+        let sets = if endpoints.is_empty() {
+            Vec::new()
         } else {
-            false
+            vec![Arc::from(endpoints)]
         };
-        if changed {
-            self.dirty_services.insert(service);
+        self.apply_endpoint_sets(service, cluster, sets);
+    }
+
+    /// Replaces the endpoints of one source cluster of a service with the union of these sets
+    /// (one per EndpointSlice). The sets are kept as they are, shared with the caller, so an
+    /// index that already holds them pays no second copy.
+    ///
+    /// Only headless answers are made of endpoints: a change to a ClusterSetIP service's
+    /// endpoints is kept (for the day the import turns headless) but publishes nothing.
+    pub fn apply_endpoint_sets(
+        &mut self,
+        service: ServiceRef,
+        cluster: &str,
+        mut sets: Vec<Arc<[Endpoint]>>,
+    ) {
+        sets.retain(|set| !set.is_empty());
+        let Some(state) = self.services.get_mut(&service) else {
+            if !sets.is_empty() {
+                let state = self.services.entry(service).or_default();
+                state.endpoints.insert(cluster.to_string(), sets);
+            }
+            return;
+        };
+        let changed = match state.endpoints.get(cluster) {
+            None => !sets.is_empty(),
+            Some(old) => !same_sets(old, &sets),
+        };
+        if !changed {
+            return;
+        }
+        if sets.is_empty() {
+            state.endpoints.remove(cluster);
+        } else {
+            state.endpoints.insert(cluster.to_string(), sets);
+        }
+        match state.import.as_ref().map(|i| i.kind) {
+            Some(ImportKind::Headless) => {
+                self.dirty_services.insert(service);
+            }
+            Some(ImportKind::ClusterSetIp) => {}
+            // Nothing of it is published: forget it once nothing is left.
+            None => {
+                if state.endpoints.is_empty() && !self.dirty_services.contains(&service) {
+                    self.services.remove(&service);
+                }
+            }
         }
     }
 
@@ -632,6 +673,17 @@ impl ZoneWriter {
             self.services.remove(service);
         }
     }
+}
+
+/// Whether two lists of endpoint sets hold the same endpoints in the same order (sets shared
+/// with the caller compare by pointer first).
+fn same_sets(a: &[Arc<[Endpoint]>], b: &[Arc<[Endpoint]>]) -> bool {
+    if a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y) {
+        return true;
+    }
+    a.iter()
+        .flat_map(|s| s.iter())
+        .eq(b.iter().flat_map(|s| s.iter()))
 }
 
 fn split_families(ips: &[IpAddr]) -> (Vec<IpAddr>, Vec<IpAddr>) {
@@ -795,7 +847,7 @@ fn push_service_name(
 fn service_nodes(
     origin: &Origin,
     import: &Import,
-    endpoints: &BTreeMap<String, Vec<Endpoint>>,
+    endpoints: &BTreeMap<String, Vec<Arc<[Endpoint]>>>,
 ) -> Result<Vec<(Arc<[u8]>, Node)>> {
     let ttl = origin.ttl;
     let base = format!(
@@ -835,8 +887,8 @@ fn service_nodes(
         }
         ImportKind::Headless => {
             let mut ready = Vec::new();
-            for (cluster, eps) in endpoints {
-                for ep in eps.iter().filter(|e| e.ready) {
+            for (cluster, sets) in endpoints {
+                for ep in sets.iter().flat_map(|set| set.iter()).filter(|e| e.ready) {
                     for ip in &ep.addresses {
                         let host = match ep.hostname.as_deref().filter(|h| !h.is_empty()) {
                             Some(h) => h.to_ascii_lowercase(),

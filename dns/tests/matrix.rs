@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use hickory_proto::{
     op::{Edns, Message, OpCode, Query, ResponseCode},
@@ -787,4 +789,71 @@ fn endpoints_turning_unready_remove_the_headless_service() {
         &ask(&z, &n("web-0.c1.h.ns.svc"), RecordType::A),
         ResponseCode::NXDomain,
     );
+}
+
+#[test]
+fn endpoint_changes_republish_only_the_answers_made_of_endpoints() {
+    let mut w = ZoneWriter::new(config()).unwrap();
+    w.apply_namespace("ns");
+    w.mark_synced();
+    w.apply_import(mk_import(
+        "ns",
+        "vip",
+        ImportKind::ClusterSetIp,
+        &["10.0.0.1"],
+        vec![http()],
+    ));
+    let svc = ServiceRef::new("ns", "vip");
+    let first = w.publish().unwrap();
+    // A ClusterSetIP answer is the VIP: its endpoints moving costs no new zone.
+    w.apply_endpoints(svc.clone(), "c1", vec![mk_endpoint("10.1.0.1", Some("web-0"))]);
+    w.apply_endpoints(svc.clone(), "c2", vec![mk_endpoint("10.2.0.1", None)]);
+    assert!(
+        !w.has_changes(),
+        "a ClusterSetIP service's endpoints are not in its answers"
+    );
+    assert!(w.publish().is_none());
+    assert_eq!(w.publish_now().generation(), first.generation());
+    // ...but they are kept: the import turning headless answers them at once.
+    w.apply_import(mk_import("ns", "vip", ImportKind::Headless, &[], vec![http()]));
+    let z = w.publish().unwrap();
+    assert_answers(
+        &ask(&z, &n("vip.ns.svc"), RecordType::A),
+        &["10.1.0.1", "10.2.0.1"],
+    );
+    assert_answers(&ask(&z, &n("web-0.c1.vip.ns.svc"), RecordType::A), &["10.1.0.1"]);
+    // Headless: an endpoint change is a new zone.
+    w.apply_endpoint_sets(
+        svc.clone(),
+        "c2",
+        vec![
+            Arc::from(vec![mk_endpoint("10.2.0.1", None)]),
+            Arc::from(vec![mk_endpoint("10.2.0.2", None)]),
+        ],
+    );
+    let z = w
+        .publish()
+        .expect("a headless service's endpoints are its answers");
+    assert_answers(
+        &ask(&z, &n("vip.ns.svc"), RecordType::A),
+        &["10.1.0.1", "10.2.0.1", "10.2.0.2"],
+    );
+    // The same endpoints in new sets are no change.
+    w.apply_endpoint_sets(
+        svc.clone(),
+        "c2",
+        vec![Arc::from(vec![
+            mk_endpoint("10.2.0.1", None),
+            mk_endpoint("10.2.0.2", None),
+        ])],
+    );
+    assert!(w.publish().is_none());
+    // Endpoints of a service without an import are forgotten once they are gone.
+    let orphan = ServiceRef::new("ns", "orphan");
+    w.apply_endpoints(orphan.clone(), "c1", vec![mk_endpoint("10.3.0.1", None)]);
+    assert!(w.publish().is_none(), "no import, nothing to answer");
+    assert!(w.services().any(|s| *s == orphan));
+    w.delete_endpoints(&orphan, "c1");
+    assert!(!w.services().any(|s| *s == orphan), "nothing left of it");
+    assert!(w.publish().is_none());
 }
