@@ -5,7 +5,7 @@
 //! equal means the cluster already holds exactly this, so nothing is written — also after a
 //! restart, since the hash lives on the object, not in memory.
 
-use std::fmt::Debug;
+use std::fmt::{Debug, Write as _};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -22,9 +22,14 @@ pub const ANNOTATION_APPLIED: &str = "mcsd.io/applied";
 
 /// The hash of an object's serialised form.
 pub fn hash_of<T: Serialize>(object: &T) -> String {
-    let json = serde_json::to_vec(object).expect("Kubernetes objects serialise");
-    let digest = Sha256::digest(&json);
-    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    // Streamed into the digest: no JSON copy of the object is made.
+    let mut hasher = Sha256::new();
+    serde_json::to_writer(&mut hasher, object).expect("Kubernetes objects serialise");
+    let mut hex = String::with_capacity(24);
+    for b in hasher.finalize().iter().take(12) {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// The annotation saying when mcsd last wrote the object (RFC 3339). Not part of the hash: it
