@@ -1,6 +1,7 @@
 //! A whole simulated cluster: its API server (which can be stopped and started again with the
 //! same store, port and CA), its controllers, its admin and ServiceAccount credentials.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +98,7 @@ pub struct Cluster {
     admin_token: String,
     server: Mutex<Option<Running>>,
     controllers: Running,
+    held: Arc<tokio::sync::watch::Sender<BTreeSet<String>>>,
 }
 
 async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -147,6 +149,7 @@ impl Cluster {
             admin_token,
             server: Mutex::new(None),
             controllers,
+            held: Arc::new(tokio::sync::watch::Sender::new(BTreeSet::new())),
         };
         cluster.serve(listener);
         let ns = cluster.api.resource("", "namespaces").expect("built in");
@@ -165,6 +168,7 @@ impl Cluster {
         let settings = ServerSettings {
             bookmark_interval: self.config.bookmark_interval,
             address: self.addr.to_string(),
+            held: self.held.clone(),
         };
         let task = tokio::spawn(
             serve(
@@ -373,6 +377,23 @@ impl Cluster {
         let listener = bind(self.addr).await?;
         self.serve(listener);
         Ok(())
+    }
+
+    /// Holds every request for `resource` (a plural name, `leases`) unanswered: the API server
+    /// accepts the connection and the request and says nothing, as one whose storage hangs.
+    /// Held requests are carried out, late, when [`Cluster::release_requests`] is called, unless
+    /// their client has closed the connection meanwhile.
+    pub fn hold_requests(&self, resource: &str) {
+        self.held.send_modify(|set| {
+            set.insert(resource.to_string());
+        });
+    }
+
+    /// Answers `resource`'s requests again, the held ones first.
+    pub fn release_requests(&self, resource: &str) {
+        self.held.send_modify(|set| {
+            set.remove(resource);
+        });
     }
 
     /// Stops the API server and the controllers.

@@ -1,7 +1,7 @@
 //! The HTTPS server: TLS, authentication, routing of the Kubernetes REST paths, discovery, and
 //! the watch streams.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -35,6 +35,8 @@ pub struct ServerSettings {
     pub bookmark_interval: Duration,
     /// `serverAddress` in `/api` (`127.0.0.1:PORT`).
     pub address: String,
+    /// Resources (plural names) whose requests are held unanswered, for fault injection.
+    pub held: Arc<watch::Sender<BTreeSet<String>>>,
 }
 
 /// Serves HTTPS on `listener` until `shutdown` is cancelled; then every connection, including
@@ -153,6 +155,12 @@ async fn handle(
     let Some(user) = token.as_deref().and_then(|t| api.authenticate(t)) else {
         return error_response(&ApiError::unauthorized());
     };
+    // A held resource: the request waits, unanswered, until it is released (or until its
+    // connection closes, which drops this future).
+    if let Some(Ok(target)) = parse_path(req.uri().path()) {
+        let mut held = settings.held.subscribe();
+        let _ = held.wait_for(|set| !set.contains(&target.resource)).await;
+    }
     match route(&api, &settings, &shutdown, user, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),

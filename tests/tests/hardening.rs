@@ -1,6 +1,7 @@
-//! Fault injection on a sandbox ClusterSet: the leader killed, mcsd restarted (idle, and under a
-//! load of new exports), the API server restarted with its watch history gone (410). Each asserts
-//! DNS answers throughout and counts (or dates) the writes mcsd makes.
+//! Fault injection on a sandbox ClusterSet: the leader killed, the leader's Lease requests
+//! hanging, mcsd restarted (idle, and under a load of new exports), the API server restarted with
+//! its watch history gone (410). Each asserts DNS answers throughout and counts (or dates) the
+//! writes mcsd makes.
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,83 @@ async fn killing_the_leader_hands_over_within_the_lease_and_dns_answers_througho
     set.apply(0, &cluster_ip_export("ha", "two"));
     resolved(set.members[1].dns, "two.ha.svc.clusterset.local").await;
     assert_eq!(dig(&survivor_dns, name, "A"), Answer::ok(&[&ip]));
+    stop_replica.cancel();
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_requests_hang_stops_writing_before_the_lease_can_pass_and_a_leader_returns() {
+    let lease = Duration::from_secs(3);
+    let options = mcsd::sandbox::Options {
+        lease_duration: lease,
+        ..Default::default()
+    };
+    let set = ClusterSet::with_namespace_and(2, "hang", options.clone()).await;
+    let (replica, stop_replica) = set.start_replica(0, &options).await;
+    replica.wait_ready(WAIT).await.unwrap();
+    let replicas = [
+        (set.members[0].daemon.clone(), set.members[0].dns),
+        (replica.handle.clone(), replica.dns),
+    ];
+    let leaders = || replicas.iter().filter(|(h, _)| *h.leader.borrow()).count();
+    set.apply(0, &cluster_ip_export("hang", "one"));
+    let one = "one.hang.svc.clusterset.local";
+    // Each cluster has its own clusterset IP for it; both replicas of cluster-a answer the same.
+    let ip_b = resolved(set.members[1].dns, one).await;
+    let ip = resolved(replicas[0].1, one).await;
+    assert_eq!(resolved(replicas[1].1, one).await, ip);
+    assert_eq!(leaders(), 1, "exactly one replica of cluster-a leads");
+
+    // cluster-a's API server now takes Lease requests and never answers them.
+    set.members[0].cluster.hold_requests("leases");
+    let held = Instant::now();
+    // The leader cannot renew: it must stop writing before anyone else could take the Lease,
+    // one lease duration after its last renewal.
+    eventually("the leader to step down", WAIT, || async {
+        (leaders() == 0).then_some(())
+    })
+    .await;
+    let stepped_down = held.elapsed();
+    assert!(
+        stepped_down < lease,
+        "stepped down {stepped_down:?} after its renewals began to hang: past the lease duration"
+    );
+    // Nobody leads, so nobody writes: a new export in cluster-a goes nowhere, and DNS answers
+    // what it knew throughout.
+    let writes = |replicas: &[(mcsd::daemon::Handle, std::net::SocketAddr)]| {
+        replicas.iter().map(|(h, _)| h.writes.total()).sum::<u64>()
+    };
+    let before = writes(&replicas);
+    set.apply(0, &cluster_ip_export("hang", "two"));
+    let two = "two.hang.svc.clusterset.local";
+    let quiet = Instant::now();
+    while quiet.elapsed() < lease {
+        for (_, dns) in &replicas {
+            assert_eq!(dig(dns, one, "A"), Answer::ok(&[&ip]), "while the Lease hangs");
+        }
+        assert_eq!(dig(&set.members[1].dns, two, "A").status, "NXDOMAIN");
+        assert_eq!(leaders(), 0, "a replica led while its Lease requests hung");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(writes(&replicas), before, "a replica wrote without the Lease");
+
+    // Answered again (the held requests land late, as they may on a real API server): one
+    // replica leads again, and the export held back reaches cluster-b.
+    set.members[0].cluster.release_requests("leases");
+    let released = Instant::now();
+    let two_ip = resolved(set.members[1].dns, two).await;
+    assert_ne!(two_ip, ip_b);
+    assert!(
+        released.elapsed() < lease * 2 + Duration::from_secs(4),
+        "writing resumed only {:?} after the release",
+        released.elapsed()
+    );
+    let watch = Instant::now();
+    while watch.elapsed() < lease {
+        assert_eq!(leaders(), 1, "exactly one leader after the release");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dig(&replicas[0].1, one, "A"), Answer::ok(&[&ip]));
     stop_replica.cancel();
     set.stop().await;
 }
