@@ -514,6 +514,10 @@ impl ZoneWriter {
             Some(old) => !same_sets(old, &sets),
         };
         if !changed {
+            // Keep the caller's sets all the same, so that no old copy outlives them.
+            if let Some(old) = state.endpoints.get_mut(cluster) {
+                *old = sets;
+            }
             return;
         }
         if sets.is_empty() {

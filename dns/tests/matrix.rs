@@ -838,16 +838,16 @@ fn endpoint_changes_republish_only_the_answers_made_of_endpoints() {
         &ask(&z, &n("vip.ns.svc"), RecordType::A),
         &["10.1.0.1", "10.2.0.1", "10.2.0.2"],
     );
-    // The same endpoints in new sets are no change.
-    w.apply_endpoint_sets(
-        svc.clone(),
-        "c2",
-        vec![Arc::from(vec![
-            mk_endpoint("10.2.0.1", None),
-            mk_endpoint("10.2.0.2", None),
-        ])],
-    );
+    // The same endpoints in new sets are no change, and the writer keeps the new sets (so the
+    // caller's old copies are not kept alive beside them).
+    let same: Arc<[Endpoint]> = Arc::from(vec![mk_endpoint("10.2.0.1", None), mk_endpoint("10.2.0.2", None)]);
+    w.apply_endpoint_sets(svc.clone(), "c2", vec![same.clone()]);
     assert!(w.publish().is_none());
+    assert_eq!(
+        Arc::strong_count(&same),
+        2,
+        "the writer holds the set it was given"
+    );
     // Endpoints of a service without an import are forgotten once they are gone.
     let orphan = ServiceRef::new("ns", "orphan");
     w.apply_endpoints(orphan.clone(), "c1", vec![mk_endpoint("10.3.0.1", None)]);
