@@ -513,17 +513,20 @@ impl ZoneWriter {
             None => !sets.is_empty(),
             Some(old) => !same_sets(old, &sets),
         };
-        if !changed {
-            // Keep the caller's sets all the same, so that no old copy outlives them.
-            if let Some(old) = state.endpoints.get_mut(cluster) {
-                *old = sets;
+        // Stored even when equal: the caller's sets replace the old ones, so that no old copy
+        // outlives them.
+        match state.endpoints.get_mut(cluster) {
+            Some(old) if !sets.is_empty() => *old = sets,
+            Some(_) => {
+                state.endpoints.remove(cluster);
             }
-            return;
+            None if !sets.is_empty() => {
+                state.endpoints.insert(cluster.to_string(), sets);
+            }
+            None => {}
         }
-        if sets.is_empty() {
-            state.endpoints.remove(cluster);
-        } else {
-            state.endpoints.insert(cluster.to_string(), sets);
+        if !changed {
+            return;
         }
         match state.import.as_ref().map(|i| i.kind) {
             Some(ImportKind::Headless) => {

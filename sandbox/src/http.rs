@@ -157,7 +157,8 @@ async fn handle(
     };
     // A held resource: the request waits, unanswered, until it is released (or until its
     // connection closes, which drops this future).
-    if let Some(Ok(target)) = parse_path(req.uri().path()) {
+    let holding = !settings.held.borrow().is_empty();
+    if holding && let Some(Ok(target)) = parse_path(req.uri().path()) {
         let mut held = settings.held.subscribe();
         let _ = held.wait_for(|set| !set.contains(&target.resource)).await;
     }
