@@ -79,7 +79,7 @@ async fn main() {
     set.kubectl(0, &["apply", "-f", path.to_str().unwrap()]);
 
     // 1. ServiceExport → cluster-c's answer.
-    let client_c = set.members[2].cluster.admin_client().await.unwrap();
+    let client_c = set.members[2].client().await;
     let imports_c: Api<ServiceImport> = Api::namespaced(client_c, "bench");
     let mut from_apply = Vec::new();
     let mut from_kubectl = Vec::new();
@@ -125,7 +125,7 @@ async fn main() {
     let path = dir.join("export-db.yaml");
     std::fs::write(&path, export_all).unwrap();
     set.kubectl(0, &["apply", "-f", path.to_str().unwrap()]);
-    let client_a = set.members[0].cluster.admin_client().await.unwrap();
+    let client_a = set.members[0].client().await;
     let pods_a: Api<Pod> = Api::namespaced(client_a, "bench");
     let mut withdrawals = Vec::new();
     for i in 0..SERVICES {

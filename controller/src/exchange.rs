@@ -242,8 +242,9 @@ pub struct MirroredSlice {
     pub metadata: ObjectMeta,
     /// `IPv4`, `IPv6` or `FQDN`.
     pub address_type: String,
-    /// Its endpoints.
-    #[serde(default)]
+    /// Its endpoints. kube-apiserver returns a slice without endpoints as `"endpoints": null`
+    /// (the Go field has no `omitempty`), which reads as none.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub endpoints: Vec<CrossingEndpoint>,
     /// Its ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -268,6 +269,15 @@ pub struct CrossingEndpoint {
     /// Its zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+}
+
+/// A list that may be `null`: read as empty.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl k8s_openapi::Resource for MirroredSlice {
@@ -377,6 +387,27 @@ mod tests {
                 ..Default::default()
             },
         )
+    }
+
+    /// As kube-apiserver serves a slice whose endpoints are all gone.
+    #[test]
+    fn a_mirror_without_endpoints_reads_as_kube_apiserver_writes_it() {
+        for endpoints in [r#""endpoints": null,"#, ""] {
+            let json = format!(
+                r#"{{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {{"name": "demo.hello-abc", "namespace": "mcsd-system"}},
+                    "addressType": "IPv4", {endpoints} "ports": null}}"#
+            );
+            let slice: MirroredSlice = serde_json::from_str(&json).unwrap();
+            assert!(slice.endpoints.is_empty());
+            assert_eq!(slice.ports, None);
+        }
+        // And the built-in slices the DNS index reads.
+        let slice: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_str(
+            r#"{"metadata": {"name": "x"}, "addressType": "IPv4", "endpoints": null, "ports": null}"#,
+        )
+        .unwrap();
+        assert!(slice.endpoints.is_empty());
     }
 
     #[test]

@@ -126,12 +126,13 @@ fn start(tag: &str, yaml: &str) -> Server {
 }
 
 fn tool(bin: &str, server: SocketAddr, args: &[&str]) -> String {
+    mcsd_test_tools::require(&["dig", "kdig"]);
     let out = Command::new(bin)
         .arg(format!("@{}", server.ip()))
         .args(["-p", &server.port().to_string()])
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("{bin} is needed (apt-get install dnsutils knot-dnsutils): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -17,6 +17,7 @@ fn write_kubeconfig(cluster: &Cluster, test: &str) -> std::path::PathBuf {
 }
 
 fn dig_short(server: &str, name: &str, qtype: &str) -> String {
+    mcsd_test_tools::require(&["dig"]);
     let (host, port) = server.rsplit_once(':').unwrap();
     let out = Command::new("dig")
         .args([
@@ -30,7 +31,7 @@ fn dig_short(server: &str, name: &str, qtype: &str) -> String {
             qtype,
         ])
         .output()
-        .expect("dig must be installed (.ci/run installs dnsutils)");
+        .expect("dig runs");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -74,6 +75,7 @@ async fn run_imports_a_local_export_and_answers_it_on_its_dns_listener() {
         r#"{"apiVersion":"multicluster.x-k8s.io/v1beta1","kind":"ServiceExport","metadata":{"name":"db","namespace":"demo"}}"#,
     ];
     let path = kubeconfig.with_extension("objects.json");
+    mcsd_test_tools::require(&["kubectl"]);
     for doc in docs {
         std::fs::write(&path, doc).unwrap();
         let out = Command::new("kubectl")

@@ -64,13 +64,22 @@ pub fn crds() -> Result<Vec<GeneratedCrd>> {
             mcs::v1beta1::ServiceImport::crd(),
         ],
     )?;
-    let property = merge(
+    let mut property = merge(
         "ClusterProperty",
         vec![
             about::v1alpha1::ClusterProperty::crd(),
             about::v1beta1::ClusterProperty::crd(),
         ],
     )?;
+    // `about.k8s.io` is a protected group (KEP-1111): a kube-apiserver refuses a CRD in it
+    // without the approval annotation, which names KEP-2149's API review.
+    property.metadata.annotations = Some(
+        [(
+            names::ANNOTATION_API_APPROVED.to_string(),
+            names::ABOUT_API_APPROVAL.to_string(),
+        )]
+        .into(),
+    );
     // A ServiceExport's spec is optional: `kubectl apply` of a bare ServiceExport must work, and
     // the API server fills in `spec: {}` (structural defaulting, also on read), so every client
     // sees a spec.

@@ -25,6 +25,12 @@ pub const FIELD_MANAGER: &str = "mcsd";
 /// The managed-by value of the built-in EndpointSlice controller (slices we must not claim).
 pub const MANAGED_BY_KUBERNETES: &str = "endpointslice-controller.k8s.io";
 
+/// The annotation a CRD in a protected group (`*.k8s.io`, `*.kubernetes.io`) needs before a
+/// kube-apiserver accepts it (KEP-1111): the URL of the API's approval.
+pub const ANNOTATION_API_APPROVED: &str = "api-approved.kubernetes.io";
+/// The About API's approval (KEP-2149), as upstream's ClusterProperty CRD carries it.
+pub const ABOUT_API_APPROVAL: &str = "https://github.com/kubernetes/enhancements/pull/3084";
+
 /// ClusterProperty holding this cluster's id (KEP-2149).
 pub const PROPERTY_CLUSTER_ID: &str = "cluster.clusterset.k8s.io";
 /// ClusterProperty holding the name of the ClusterSet this cluster is a member of (KEP-2149).

@@ -942,6 +942,25 @@ impl Api {
                 "must be spec.names.plural+\".\"+spec.group",
             ));
         }
+        // KEP-1111: a CRD in a protected group needs the approval annotation.
+        let protected = ["k8s.io", "kubernetes.io"]
+            .iter()
+            .any(|p| info.group == *p || info.group.ends_with(&format!(".{p}")));
+        let approval = obj
+            .pointer("/metadata/annotations/api-approved.kubernetes.io")
+            .and_then(Value::as_str);
+        if protected && approval.is_none_or(str::is_empty) {
+            return Err(ApiError::invalid(
+                "apiextensions.k8s.io",
+                "CustomResourceDefinition",
+                &name,
+                vec![Cause::new(
+                    "metadata.annotations[api-approved.kubernetes.io]",
+                    "FieldValueRequired",
+                    "Required value: protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111",
+                )],
+            ));
+        }
         if let Some(old) = old {
             let old_group = old.pointer("/spec/group");
             if old_group != obj.pointer("/spec/group") {

@@ -404,6 +404,18 @@ pub fn validate_endpoint_slice(old: Option<&Value>, obj: &mut Value) -> ApiResul
         }
     }
     if causes.is_empty() {
+        // As kube-apiserver stores them: `endpoints` and `ports` have no `omitempty`, so an empty
+        // or missing list is served as `null`.
+        if let Some(map) = obj.as_object_mut() {
+            for field in ["endpoints", "ports"] {
+                if map
+                    .get(field)
+                    .is_none_or(|v| v.as_array().is_some_and(Vec::is_empty))
+                {
+                    map.insert(field.to_string(), Value::Null);
+                }
+            }
+        }
         Ok(())
     } else {
         Err(ApiError::invalid(

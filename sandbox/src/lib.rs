@@ -41,3 +41,4 @@ mod tls;
 
 pub use cluster::{Cluster, ClusterConfig};
 pub use error::{ApiError, ApiResult, Cause, Error, Result};
+pub use tls::certificate_authority;

@@ -16,22 +16,26 @@ pub struct Pki {
     pub server: Arc<rustls::ServerConfig>,
 }
 
+/// A new self-signed certificate authority named `common_name`: its certificate, and the issuer
+/// that signs with it.
+pub fn certificate_authority(common_name: &str) -> Result<(rcgen::Certificate, Issuer<'static, KeyPair>)> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert, Issuer::new(params, key)))
+}
+
 impl Pki {
     /// Makes a CA named after the cluster and a serving certificate.
     pub fn new(cluster: &str) -> Result<Self> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("mcsd-sandbox-ca-{cluster}"));
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = KeyPair::generate()?;
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca_params, ca_key);
+        let (ca_cert, issuer) = certificate_authority(&format!("mcsd-sandbox-ca-{cluster}"))?;
 
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
         params

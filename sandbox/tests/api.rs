@@ -229,6 +229,32 @@ async fn crds_become_servable_at_every_served_version_and_go_away_when_deleted()
     assert_eq!(code(imports_v1beta1.list(&ListParams::default()).await), 404);
 }
 
+/// As kube-apiserver (KEP-1111): a CRD in a `*.k8s.io` or `*.kubernetes.io` group is refused
+/// without the `api-approved.kubernetes.io` annotation; the generated ClusterProperty CRD has it.
+#[tokio::test]
+async fn a_crd_in_a_protected_group_needs_the_approval_annotation() {
+    let cluster = cluster_with(|c| c.install_crds = false).await;
+    let client = cluster.admin_client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let property = mcsd_crds::generate::crds()
+        .unwrap()
+        .into_iter()
+        .find(|g| g.crd.spec.group == "about.k8s.io")
+        .unwrap()
+        .crd;
+    let mut unapproved = property.clone();
+    unapproved.metadata.annotations = None;
+    let s = status(crds.create(&PostParams::default(), &unapproved).await);
+    assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+    assert!(
+        s.message
+            .contains("metadata.annotations[api-approved.kubernetes.io]: Required value"),
+        "{}",
+        s.message
+    );
+    crds.create(&PostParams::default(), &property).await.unwrap();
+}
+
 #[tokio::test]
 async fn create_fills_generate_name_uid_timestamp_and_generation() {
     let cluster = cluster().await;

@@ -1,5 +1,5 @@
-//! The real `kubectl` against the sandbox. `kubectl` must be installed (`.ci/run` installs it);
-//! these tests fail, rather than skip, when it is missing.
+//! The real `kubectl` against the sandbox. `cargo test` installs `kubectl` when it may (see
+//! `tests/tools`); these tests fail, rather than skip, when it is missing.
 
 mod common;
 
@@ -29,7 +29,10 @@ impl Kubectl {
 
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
         use tokio::io::AsyncWriteExt;
-        let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| {
+            mcsd_test_tools::require(&["kubectl"]);
+            "kubectl".into()
+        });
         let mut child = tokio::process::Command::new(&kubectl)
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)

@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod real;
+
 use mcsd::{daemon, sandbox::Mcsd};
 use mcsd_sandbox::{Cluster, ClusterConfig};
 use tokio_util::sync::CancellationToken;
@@ -24,12 +26,13 @@ pub fn repo_root() -> PathBuf {
 
 /// Runs the real kubectl against `kubeconfig`; panics with its output if it fails.
 pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    mcsd_test_tools::require(&["kubectl"]);
     let out = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
         .output()
-        .expect("kubectl must be installed (.ci/run installs it)");
+        .expect("kubectl runs");
     assert!(
         out.status.success(),
         "kubectl {} failed: {}{}",
@@ -167,6 +170,7 @@ pub fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
 
 /// Runs the real `dig` against `server` (`HOST:PORT`) with `args`; returns what it prints.
 pub fn dig_raw(server: &std::net::SocketAddr, args: &[&str]) -> String {
+    mcsd_test_tools::require(&["dig"]);
     let out = Command::new("dig")
         .args([
             &format!("@{}", server.ip()),
@@ -177,7 +181,7 @@ pub fn dig_raw(server: &std::net::SocketAddr, args: &[&str]) -> String {
         ])
         .args(args)
         .output()
-        .expect("dig must be installed (.ci/run installs dnsutils)");
+        .expect("dig runs");
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -205,7 +209,15 @@ impl Answer {
 
 /// Asks `server` for `name` `qtype` with the real `dig`.
 pub fn dig(server: &std::net::SocketAddr, name: &str, qtype: &str) -> Answer {
-    let text = dig_raw(server, &["+noall", "+comments", "+answer", name, qtype]);
+    dig_with(server, &[], name, qtype)
+}
+
+/// [`dig`] with more of dig's options (`+tcp`, `+notcp`, `+rec`, …).
+pub fn dig_with(server: &std::net::SocketAddr, options: &[&str], name: &str, qtype: &str) -> Answer {
+    let text = dig_raw(
+        server,
+        &[&["+noall", "+comments", "+answer"], options, &[name, qtype]].concat(),
+    );
     let status = text
         .split("status: ")
         .nth(1)
@@ -225,51 +237,141 @@ pub fn dig(server: &std::net::SocketAddr, name: &str, qtype: &str) -> Answer {
     Answer { status, records }
 }
 
+/// The environment variable that points the end-to-end tests at a running ClusterSet: the
+/// directory `tests/kube/up.sh` (real clusters) wrote its `sandbox.json` into. Unset, every test
+/// starts its own sandbox clusters.
+pub const CLUSTERSET_ENV: &str = "MCSD_E2E_CLUSTERSET";
+
 /// One cluster of a test ClusterSet.
 #[derive(Debug)]
 pub struct Member {
-    /// The simulated cluster.
-    pub cluster: Cluster,
+    /// The cluster's name (`cluster-a`, …).
+    pub name: String,
     /// Its admin kubeconfig (for kubectl, as a user would).
     pub kubeconfig: PathBuf,
-    /// mcsd's handle (write counters, readiness).
-    pub daemon: daemon::Handle,
     /// mcsd's DNS server (UDP and TCP).
     pub dns: std::net::SocketAddr,
     /// mcsd's admin listener (`/metrics`, `/readyz`, `/why`).
     pub admin: std::net::SocketAddr,
-    /// Stops this member's mcsd alone.
-    pub stop_mcsd: CancellationToken,
+    /// On real clusters: the cluster DNS (CoreDNS forwarding `clusterset.local` to mcsd).
+    pub cluster_dns: Option<std::net::SocketAddr>,
+    /// On real clusters: CoreDNS's own `multicluster` option over the same cluster.
+    pub reference_dns: Option<std::net::SocketAddr>,
+    sandbox: Option<SandboxMember>,
 }
 
-/// A ClusterSet of sandbox clusters, each running mcsd, peered with every other.
+/// What only a sandbox member has: the in-process cluster and mcsd, for tests that reach inside.
+#[derive(Debug)]
+struct SandboxMember {
+    cluster: Cluster,
+    daemon: daemon::Handle,
+    stop_mcsd: CancellationToken,
+}
+
+impl Member {
+    fn sandbox(&self) -> &SandboxMember {
+        self.sandbox.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{} is a real cluster: this test reaches into the sandbox, so it must start its clusters with ClusterSet::sandbox*",
+                self.name
+            )
+        })
+    }
+
+    /// The simulated cluster (sandbox only).
+    pub fn cluster(&self) -> &Cluster {
+        &self.sandbox().cluster
+    }
+
+    /// mcsd's handle: write counters, readiness, peers (sandbox only).
+    pub fn daemon(&self) -> &daemon::Handle {
+        &self.sandbox().daemon
+    }
+
+    /// Stops this member's mcsd alone (sandbox only).
+    pub fn stop_mcsd(&self) -> &CancellationToken {
+        &self.sandbox().stop_mcsd
+    }
+
+    /// A kube client with the admin's rights, from the admin kubeconfig (either backend).
+    pub async fn client(&self) -> kube::Client {
+        let yaml = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        Cluster::client_from_kubeconfig(&yaml)
+            .await
+            .unwrap_or_else(|e| panic!("{}'s kubeconfig: {e}", self.name))
+    }
+}
+
+/// Where a ClusterSet's clusters come from.
+#[derive(Debug)]
+enum Backend {
+    /// Started by the test, in this process.
+    Sandbox {
+        shutdown: CancellationToken,
+        options: mcsd::sandbox::Options,
+    },
+    /// A running set of real clusters (`tests/kube/up.sh`), shared by the tests one at a time.
+    Real,
+}
+
+/// A ClusterSet of clusters, each running mcsd, peered with every other: sandbox clusters
+/// started for the test, or, when [`CLUSTERSET_ENV`] names a running set of real clusters,
+/// those.
 #[derive(Debug)]
 pub struct ClusterSet {
     /// The clusters, `cluster-a` first.
     pub members: Vec<Member>,
     dir: PathBuf,
-    shutdown: CancellationToken,
-    options: mcsd::sandbox::Options,
+    backend: Backend,
+}
+
+/// The running real ClusterSet the tests are pointed at, if any.
+pub fn real_clusterset() -> Option<PathBuf> {
+    std::env::var_os(CLUSTERSET_ENV).map(PathBuf::from)
 }
 
 impl ClusterSet {
-    /// Starts `n` clusters, installs the project's manifests (namespace and RBAC) with kubectl,
-    /// and runs mcsd in each as the `mcsd` ServiceAccount, reading its peers as their
-    /// `mcsd-peer` ServiceAccount (exactly the rights the manifests grant), with a DNS server on
-    /// 127.0.0.1.
+    /// `n` clusters with mcsd, each with the project's manifests installed and mcsd running with
+    /// exactly the rights they grant: the real ClusterSet [`CLUSTERSET_ENV`] names (its first `n`
+    /// clusters, cleared of what earlier tests left), or else `n` new sandbox clusters.
     pub async fn start(n: usize) -> Self {
-        Self::start_with(n, mcsd::sandbox::Options::default()).await
+        match real_clusterset() {
+            Some(dir) => Self::attach_real(n, &dir).await,
+            None => Self::sandbox(n).await,
+        }
     }
 
-    /// [`Self::start`] with these options for every mcsd.
-    pub async fn start_with(n: usize, options: mcsd::sandbox::Options) -> Self {
-        Self::start_configs((0..n).map(ClusterConfig::nth).collect(), options).await
+    /// [`Self::start`], then creates namespace `ns` in every cluster with kubectl.
+    pub async fn with_namespace(n: usize, ns: &str) -> Self {
+        let set = Self::start(n).await;
+        set.create_namespace(ns);
+        set
     }
 
-    /// [`Self::start`] with these clusters and options.
-    pub async fn start_configs(configs: Vec<ClusterConfig>, options: mcsd::sandbox::Options) -> Self {
-        let dir = std::env::temp_dir().join(format!("mcsd-e2e-{}-{}", std::process::id(), rand_suffix()));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// `n` new sandbox clusters, whatever [`CLUSTERSET_ENV`] says: for tests that reach into
+    /// the cluster or mcsd (held requests, API server restarts, write counters).
+    pub async fn sandbox(n: usize) -> Self {
+        Self::sandbox_with(n, mcsd::sandbox::Options::default()).await
+    }
+
+    /// [`Self::sandbox`] with these options for every mcsd.
+    pub async fn sandbox_with(n: usize, options: mcsd::sandbox::Options) -> Self {
+        Self::sandbox_configs((0..n).map(ClusterConfig::nth).collect(), options).await
+    }
+
+    /// [`Self::sandbox_with`], then creates namespace `ns` in every cluster with kubectl.
+    pub async fn sandbox_with_namespace(n: usize, ns: &str, options: mcsd::sandbox::Options) -> Self {
+        let set = Self::sandbox_with(n, options).await;
+        set.create_namespace(ns);
+        set
+    }
+
+    /// Sandbox clusters with these configurations, each running mcsd with these options: the
+    /// project's manifests (namespace and RBAC) installed with kubectl, mcsd running as the
+    /// `mcsd` ServiceAccount, reading its peers as their `mcsd-peer` ServiceAccount (exactly the
+    /// rights the manifests grant), with a DNS server on 127.0.0.1.
+    pub async fn sandbox_configs(configs: Vec<ClusterConfig>, options: mcsd::sandbox::Options) -> Self {
+        let dir = scratch_dir();
         let mut clusters = Vec::new();
         for config in configs {
             let cluster = Cluster::start(config).await.expect("sandbox cluster starts");
@@ -286,65 +388,156 @@ impl ClusterSet {
             );
             clusters.push((cluster, kubeconfig));
         }
-        let members = clusters;
         let shutdown = CancellationToken::new();
-        let mut set = Self {
-            members: Vec::new(),
-            dir,
-            shutdown,
-            options,
-        };
         let mut started = Vec::new();
-        for i in 0..members.len() {
-            let all: Vec<&Cluster> = members.iter().map(|(c, _)| c).collect();
-            let stop = set.shutdown.child_token();
-            let mcsd = mcsd::sandbox::start_mcsd(&all, i, &set.options, stop.clone())
+        for i in 0..clusters.len() {
+            let all: Vec<&Cluster> = clusters.iter().map(|(c, _)| c).collect();
+            let stop = shutdown.child_token();
+            let mcsd = mcsd::sandbox::start_mcsd(&all, i, &options, stop.clone())
                 .await
                 .expect("mcsd starts");
             started.push((mcsd, stop));
         }
-        for ((cluster, kubeconfig), (mcsd, stop_mcsd)) in members.into_iter().zip(started) {
+        let mut members = Vec::new();
+        for ((cluster, kubeconfig), (mcsd, stop_mcsd)) in clusters.into_iter().zip(started) {
             mcsd.wait_ready(Duration::from_secs(30))
                 .await
                 .expect("mcsd becomes ready");
-            set.members.push(Member {
-                cluster,
+            members.push(Member {
+                name: cluster.name().to_string(),
                 kubeconfig,
-                daemon: mcsd.handle,
                 dns: mcsd.dns,
                 admin: mcsd.admin,
-                stop_mcsd,
+                cluster_dns: None,
+                reference_dns: None,
+                sandbox: Some(SandboxMember {
+                    cluster,
+                    daemon: mcsd.handle,
+                    stop_mcsd,
+                }),
             });
         }
+        Self {
+            members,
+            dir,
+            backend: Backend::Sandbox { shutdown, options },
+        }
+    }
+
+    /// The first `n` clusters of the real ClusterSet whose `sandbox.json` is in `state`, once
+    /// what earlier tests left is gone: every namespace they made (and with it every export and
+    /// import), every exchange record, and every mcsd ready.
+    async fn attach_real(n: usize, state: &Path) -> Self {
+        let file = state.join("sandbox.json");
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!(
+                "{CLUSTERSET_ENV} names {}, which has no sandbox.json ({e}): start the clusters with tests/kube/up.sh",
+                state.display()
+            )
+        });
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        assert!(
+            entries.len() >= n,
+            "this test needs {n} clusters; {} has {}",
+            file.display(),
+            entries.len()
+        );
+        let addr = |e: &serde_json::Value, key: &str| -> Option<std::net::SocketAddr> {
+            e.get(key)?.as_str()?.parse().ok()
+        };
+        let all: Vec<Member> = entries
+            .iter()
+            .map(|e| Member {
+                name: e["name"].as_str().unwrap().to_string(),
+                kubeconfig: PathBuf::from(e["kubeconfig"].as_str().unwrap()),
+                dns: addr(e, "dns").unwrap(),
+                admin: addr(e, "admin").unwrap(),
+                cluster_dns: addr(e, "cluster_dns"),
+                reference_dns: addr(e, "reference_dns"),
+                sandbox: None,
+            })
+            .collect();
+        let set = Self {
+            members: all,
+            dir: scratch_dir(),
+            backend: Backend::Real,
+        };
+        set.clear_real().await;
+        let mut set = set;
+        set.members.truncate(n);
         set
     }
 
-    /// [`Self::start`], then creates namespace `ns` in every cluster with kubectl.
-    pub async fn with_namespace(n: usize, ns: &str) -> Self {
-        Self::with_namespace_and(n, ns, mcsd::sandbox::Options::default()).await
+    /// Deletes every namespace a test made in every real cluster, and waits until they, every
+    /// ServiceImport and every exchange record are gone and every mcsd is ready.
+    async fn clear_real(&self) {
+        for m in &self.members {
+            delete_test_namespaces(m);
+        }
+        for m in &self.members {
+            eventually(
+                &format!(
+                    "{}: the namespaces, imports and exchange records of earlier tests to be gone",
+                    m.name
+                ),
+                Duration::from_secs(120),
+                || async {
+                    let left = kubectl(&m.kubeconfig, &["get", "namespaces", "-o", "name"]);
+                    let namespaces_gone = !left.lines().any(made_by_a_test);
+                    let imports = kubectl(&m.kubeconfig, &["get", "serviceimports", "-A", "-o", "name"]);
+                    let records = kubectl(
+                        &m.kubeconfig,
+                        &[
+                            "get",
+                            "configmaps,endpointslices",
+                            "-n",
+                            "mcsd-system",
+                            "-l",
+                            "mcsd.io/exchange",
+                            "-o",
+                            "name",
+                        ],
+                    );
+                    (namespaces_gone && imports.trim().is_empty() && records.trim().is_empty()).then_some(())
+                },
+            )
+            .await;
+            eventually(
+                &format!("{}'s mcsd to be ready", m.name),
+                Duration::from_secs(60),
+                || async { real::http_status(m.admin, "/readyz").await.filter(|s| *s == 200) },
+            )
+            .await;
+        }
     }
 
-    /// [`Self::with_namespace`] with these options for every mcsd.
-    pub async fn with_namespace_and(n: usize, ns: &str, options: mcsd::sandbox::Options) -> Self {
-        let set = Self::start_with(n, options).await;
-        for i in 0..n {
-            set.apply(
+    /// Creates namespace `ns` in every cluster with kubectl.
+    pub fn create_namespace(&self, ns: &str) {
+        for i in 0..self.members.len() {
+            self.apply(
                 i,
                 &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
             );
         }
-        set
+    }
+
+    /// Whether the clusters are real ones.
+    pub fn is_real(&self) -> bool {
+        matches!(self.backend, Backend::Real)
     }
 
     /// Starts another mcsd replica in the `i`th cluster (it joins the leader election and serves
-    /// DNS on its own port), with `options`; stopped by the returned token.
+    /// DNS on its own port), with `options`; stopped by the returned token. Sandbox only.
     pub async fn start_replica(
         &self,
         i: usize,
         options: &mcsd::sandbox::Options,
     ) -> (Mcsd, CancellationToken) {
-        let stop = self.shutdown.child_token();
-        let all: Vec<&Cluster> = self.members.iter().map(|m| &m.cluster).collect();
+        let Backend::Sandbox { shutdown, .. } = &self.backend else {
+            panic!("start_replica needs sandbox clusters (ClusterSet::sandbox*)");
+        };
+        let stop = shutdown.child_token();
+        let all: Vec<&Cluster> = self.members.iter().map(|m| m.cluster()).collect();
         let mcsd = mcsd::sandbox::start_mcsd(&all, i, options, stop.clone())
             .await
             .expect("mcsd starts");
@@ -352,20 +545,24 @@ impl ClusterSet {
     }
 
     /// Stops the `i`th member's mcsd and starts a new one in its place (new watches, new DNS
-    /// server on a new port).
+    /// server on a new port). Sandbox only.
     /// Does not wait for the new one to be ready: what it answers meanwhile is for the caller
     /// to check.
     pub async fn restart_mcsd(&mut self, i: usize) -> Mcsd {
-        self.members[i].stop_mcsd.cancel();
+        self.members[i].stop_mcsd().cancel();
         // As a rolling restart does: the old one finishes and gives the Lease up first.
-        self.members[i].daemon.stopped().await;
-        let options = self.options.clone();
+        self.members[i].daemon().stopped().await;
+        let Backend::Sandbox { options, .. } = &self.backend else {
+            unreachable!("members with a daemon are sandbox members")
+        };
+        let options = options.clone();
         let (mcsd, stop) = self.start_replica(i, &options).await;
         let member = &mut self.members[i];
-        member.daemon = mcsd.handle.clone();
+        let sandbox = member.sandbox.as_mut().expect("a sandbox member");
+        sandbox.daemon = mcsd.handle.clone();
+        sandbox.stop_mcsd = stop;
         member.dns = mcsd.dns;
         member.admin = mcsd.admin;
-        member.stop_mcsd = stop;
         mcsd
     }
 
@@ -400,14 +597,58 @@ impl ClusterSet {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Stops every mcsd and cluster.
+    /// Stops every mcsd and cluster (sandbox), or deletes what the test made (real clusters;
+    /// the next test waits until it is gone).
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        for m in self.members {
-            m.cluster.shutdown().await;
+        match self.backend {
+            Backend::Sandbox { shutdown, .. } => {
+                shutdown.cancel();
+                for m in self.members {
+                    if let Some(sandbox) = m.sandbox {
+                        sandbox.cluster.shutdown().await;
+                    }
+                }
+            }
+            Backend::Real => {
+                for m in &self.members {
+                    delete_test_namespaces(m);
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Namespaces a test never makes and never deletes.
+const SYSTEM_NAMESPACES: [&str; 5] = [
+    "default",
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "mcsd-system",
+];
+
+/// Whether `line` of `kubectl get namespaces -o name` is a namespace a test made.
+fn made_by_a_test(line: &str) -> bool {
+    let name = line.trim().trim_start_matches("namespace/");
+    !name.is_empty() && !SYSTEM_NAMESPACES.contains(&name)
+}
+
+/// Deletes, without waiting, every namespace of `m` a test made.
+fn delete_test_namespaces(m: &Member) {
+    let namespaces = kubectl(&m.kubeconfig, &["get", "namespaces", "-o", "name"]);
+    let made: Vec<&str> = namespaces.lines().filter(|l| made_by_a_test(l)).collect();
+    if !made.is_empty() {
+        let mut args = vec!["delete", "--wait=false"];
+        args.extend(made);
+        kubectl(&m.kubeconfig, &args);
+    }
+}
+
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcsd-e2e-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn rand_suffix() -> u128 {

@@ -1,6 +1,7 @@
 //! The ClusterSet flow end to end on a three-cluster sandbox: `kubectl apply` of a ServiceExport
 //! in one cluster gives a ServiceImport, a derived Service and MCS EndpointSlices in every cluster.
 
+use base64::Engine as _;
 use std::time::Duration;
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -52,7 +53,7 @@ fn export(ns: &str) -> String {
 }
 
 async fn import_in(set: &ClusterSet, i: usize, ns: &str) -> Option<ServiceImport> {
-    let client = set.members[i].cluster.admin_client().await.unwrap();
+    let client = set.members[i].client().await;
     Api::<ServiceImport>::namespaced(client, ns)
         .get_opt("hello")
         .await
@@ -75,7 +76,7 @@ async fn an_exported_cluster_ip_service_is_imported_in_every_cluster_and_withdra
         assert_eq!(import.spec.type_, ServiceImportType::ClusterSetIP);
         assert_eq!(import.spec.ports.len(), 2);
         assert_eq!(import.spec.ips.len(), import.spec.ip_families.len());
-        let client = set.members[i].cluster.admin_client().await.unwrap();
+        let client = set.members[i].client().await;
         // The clusterset IP is the derived Service's cluster IP, from this cluster's range.
         let derived = Api::<Service>::namespaced(client.clone(), "demo")
             .get(&names::derived_service_name("demo", "hello"))
@@ -127,7 +128,7 @@ async fn an_exported_cluster_ip_service_is_imported_in_every_cluster_and_withdra
     }
 
     // The export says it is valid, published, and unconflicted.
-    let client = set.members[0].cluster.admin_client().await.unwrap();
+    let client = set.members[0].client().await;
     let conditions = eventually("Valid, Ready and Conflict on the export", WAIT, || {
         let client = client.clone();
         async move {
@@ -265,7 +266,7 @@ async fn an_external_name_export_is_invalid_and_imports_nothing() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: hello, namespace: ext}\nspec: {type: ExternalName, externalName: example.com}\n",
     );
     set.apply(0, &export("ext"));
-    let client = set.members[0].cluster.admin_client().await.unwrap();
+    let client = set.members[0].client().await;
     let valid = eventually("Valid=False on the export", WAIT, || {
         let client = client.clone();
         async move {
@@ -288,7 +289,7 @@ async fn an_external_name_export_is_invalid_and_imports_nothing() {
 }
 
 async fn export_conditions(set: &ClusterSet, i: usize, ns: &str) -> Vec<(String, String, String)> {
-    let client = set.members[i].cluster.admin_client().await.unwrap();
+    let client = set.members[i].client().await;
     Api::<ServiceExport>::namespaced(client, ns)
         .get_opt("hello")
         .await
@@ -437,13 +438,37 @@ async fn a_service_deleted_under_its_export_makes_it_invalid_and_withdraws_the_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peers_credentials_read_the_exchange_namespace_and_nothing_else() {
     let set = exported_from_a_to_b("secret-stuff").await;
-    // What cluster-b's mcsd holds for cluster-a: a kubeconfig for cluster-a's `mcsd-peer`.
-    let peer = set.members[0]
-        .cluster
-        .service_account_kubeconfig("mcsd-system", "mcsd-peer")
-        .unwrap();
+    // What cluster-b's mcsd holds for cluster-a: a kubeconfig for cluster-a's `mcsd-peer`. Real
+    // clusters are peered through cluster-b's peer Secret, as a user peers them; the sandbox
+    // hands mcsd the same identity's credentials directly.
+    let peer = if set.is_real() {
+        let data = set.kubectl(
+            1,
+            &[
+                "get",
+                "secret",
+                "peer-cluster-a",
+                "-n",
+                "mcsd-system",
+                "-o",
+                "jsonpath={.data.kubeconfig}",
+            ],
+        );
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .unwrap(),
+        )
+        .unwrap()
+    } else {
+        set.members[0]
+            .cluster()
+            .service_account_kubeconfig("mcsd-system", "mcsd-peer")
+            .unwrap()
+    };
     let path = std::env::temp_dir().join(format!("mcsd-peer-{}.kubeconfig", std::process::id()));
     std::fs::write(&path, peer).unwrap();
+    mcsd_test_tools::require(&["kubectl"]);
     let can = |args: &[&str]| {
         let out = std::process::Command::new("kubectl")
             .arg("--kubeconfig")
@@ -508,13 +533,17 @@ kind: ServiceExport
 metadata: {name: db, namespace: flaky}
 "#,
     );
-    let ip = |pod: &str| {
-        set.kubectl(
-            0,
-            &["get", "pod", pod, "-n", "flaky", "-o", "jsonpath={.status.podIP}"],
-        )
+    let ip = |pod: &'static str| {
+        let set = &set;
+        eventually("the pod's IP", WAIT, move || async move {
+            let ip = set.kubectl(
+                0,
+                &["get", "pod", pod, "-n", "flaky", "-o", "jsonpath={.status.podIP}"],
+            );
+            (!ip.is_empty()).then_some(ip)
+        })
     };
-    let (ip0, ip1) = (ip("db-0"), ip("db-1"));
+    let (ip0, ip1) = (ip("db-0").await, ip("db-1").await);
     let name = "db.flaky.svc.clusterset.local";
     let dns_c = set.members[2].dns;
     eventually("both pods in cluster-c's answer", WAIT, || async {

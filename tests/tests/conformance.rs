@@ -138,10 +138,7 @@ spec:{host}
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
         K::DynamicType: Default,
     {
-        Api::namespaced(
-            self.set.members[i].cluster.admin_client().await.unwrap(),
-            &self.ns,
-        )
+        Api::namespaced(self.set.members[i].client().await, &self.ns)
     }
 
     async fn import(&self, i: usize) -> Option<ServiceImport> {

@@ -34,11 +34,11 @@ async fn killing_the_leader_hands_over_within_the_lease_and_dns_answers_througho
         give_up_lease: false,
         ..Default::default()
     };
-    let set = ClusterSet::with_namespace_and(2, "ha", options.clone()).await;
+    let set = ClusterSet::sandbox_with_namespace(2, "ha", options.clone()).await;
     // A second replica in cluster-a: two candidates for its Lease.
     let (replica, stop_replica) = set.start_replica(0, &options).await;
     replica.wait_ready(WAIT).await.unwrap();
-    let first_leads = *set.members[0].daemon.leader.borrow();
+    let first_leads = *set.members[0].daemon().leader.borrow();
     assert_ne!(
         first_leads,
         *replica.handle.leader.borrow(),
@@ -50,11 +50,11 @@ async fn killing_the_leader_hands_over_within_the_lease_and_dns_answers_througho
 
     // Kill the leader, as a crash would: it does not give the Lease up.
     let (survivor, survivor_dns) = if first_leads {
-        set.members[0].stop_mcsd.cancel();
+        set.members[0].stop_mcsd().cancel();
         (replica.handle.clone(), replica.dns)
     } else {
         stop_replica.cancel();
-        (set.members[0].daemon.clone(), set.members[0].dns)
+        (set.members[0].daemon().clone(), set.members[0].dns)
     };
     let killed = Instant::now();
     // The survivor answers throughout, and takes over within the lease duration (plus one
@@ -88,11 +88,11 @@ async fn a_leader_whose_lease_requests_hang_stops_writing_before_the_lease_can_p
         lease_duration: lease,
         ..Default::default()
     };
-    let set = ClusterSet::with_namespace_and(2, "hang", options.clone()).await;
+    let set = ClusterSet::sandbox_with_namespace(2, "hang", options.clone()).await;
     let (replica, stop_replica) = set.start_replica(0, &options).await;
     replica.wait_ready(WAIT).await.unwrap();
     let replicas = [
-        (set.members[0].daemon.clone(), set.members[0].dns),
+        (set.members[0].daemon().clone(), set.members[0].dns),
         (replica.handle.clone(), replica.dns),
     ];
     let leaders = || replicas.iter().filter(|(h, _)| *h.leader.borrow()).count();
@@ -105,7 +105,7 @@ async fn a_leader_whose_lease_requests_hang_stops_writing_before_the_lease_can_p
     assert_eq!(leaders(), 1, "exactly one replica of cluster-a leads");
 
     // cluster-a's API server now takes Lease requests and never answers them.
-    set.members[0].cluster.hold_requests("leases");
+    set.members[0].cluster().hold_requests("leases");
     let held = Instant::now();
     // The leader cannot renew: it must stop writing before anyone else could take the Lease,
     // one lease duration after its last renewal.
@@ -139,7 +139,7 @@ async fn a_leader_whose_lease_requests_hang_stops_writing_before_the_lease_can_p
 
     // Answered again (the held requests land late, as they may on a real API server): one
     // replica leads again, and the export held back reaches cluster-b.
-    set.members[0].cluster.release_requests("leases");
+    set.members[0].cluster().release_requests("leases");
     let released = Instant::now();
     let two_ip = resolved(set.members[1].dns, two).await;
     assert_ne!(two_ip, ip_b);
@@ -161,7 +161,7 @@ async fn a_leader_whose_lease_requests_hang_stops_writing_before_the_lease_can_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_mcsd_never_answers_nxdomain_and_rewrites_nothing_that_is_right() {
     const SERVICES: usize = 60;
-    let mut set = ClusterSet::with_namespace(3, "steady").await;
+    let mut set = ClusterSet::sandbox_with_namespace(3, "steady", Default::default()).await;
     let all: String = (0..SERVICES)
         .map(|i| cluster_ip_export("steady", &format!("svc-{i}")))
         .collect();
@@ -171,7 +171,7 @@ async fn a_restarted_mcsd_never_answers_nxdomain_and_rewrites_nothing_that_is_ri
     for i in 0..SERVICES {
         ips.push(resolved(dns_c, &format!("svc-{i}.steady.svc.clusterset.local")).await);
     }
-    settled(&set.members[2].daemon.writes).await;
+    settled(&set.members[2].daemon().writes).await;
 
     let restarted = set.restart_mcsd(2).await;
     // From its first answer on: the right address, or SERVFAIL while it loads; never NXDOMAIN.
@@ -211,7 +211,7 @@ async fn an_api_server_restart_past_its_watch_history_relists_without_a_burst_of
     let mut configs: Vec<_> = (0..2).map(mcsd_sandbox::ClusterConfig::nth).collect();
     // A short watch history: after the churn below, every watch's resourceVersion is too old.
     configs[1].event_log_capacity = 50;
-    let set = ClusterSet::start_configs(configs, Default::default()).await;
+    let set = ClusterSet::sandbox_configs(configs, Default::default()).await;
     for i in 0..2 {
         set.apply(i, "apiVersion: v1\nkind: Namespace\nmetadata: {name: relist}\n");
     }
@@ -224,11 +224,11 @@ async fn an_api_server_restart_past_its_watch_history_relists_without_a_burst_of
     for i in 0..20 {
         ips.push(resolved(dns_b, &format!("svc-{i}.relist.svc.clusterset.local")).await);
     }
-    settled(&set.members[1].daemon.writes).await;
-    let writes_before = set.members[1].daemon.writes.snapshot();
+    settled(&set.members[1].daemon().writes).await;
+    let writes_before = set.members[1].daemon().writes.snapshot();
 
     // Cluster-b's API server goes away; meanwhile 100 unrelated changes roll its history over.
-    let b = &set.members[1].cluster;
+    let b = &set.members[1].cluster();
     b.stop_api_server().await;
     let api = b.api();
     let info = api.resource("", "configmaps").unwrap();
@@ -256,7 +256,7 @@ async fn an_api_server_restart_past_its_watch_history_relists_without_a_burst_of
         );
     }
     // The writes since: only the new service's (import, its status, derived Service, slices).
-    let after = set.members[1].daemon.writes.snapshot();
+    let after = set.members[1].daemon().writes.snapshot();
     let new: u64 = after
         .iter()
         .map(|(k, n)| n - writes_before.get(k).copied().unwrap_or(0))
@@ -280,7 +280,7 @@ async fn an_mcsd_restarted_under_load_denies_nothing_and_rewrites_nothing_that_i
     use mcsd_crds::mcs::v1beta1::{ServiceExport, ServiceImport};
 
     const STABLE: usize = 30;
-    let mut set = ClusterSet::with_namespace(3, "busy").await;
+    let mut set = ClusterSet::sandbox_with_namespace(3, "busy", Default::default()).await;
     let all: String = (0..STABLE)
         .map(|i| cluster_ip_export("busy", &format!("stable-{i}")))
         .collect();
@@ -290,10 +290,10 @@ async fn an_mcsd_restarted_under_load_denies_nothing_and_rewrites_nothing_that_i
     for i in 0..STABLE {
         ips.push(resolved(dns_c, &format!("stable-{i}.busy.svc.clusterset.local")).await);
     }
-    settled(&set.members[2].daemon.writes).await;
+    settled(&set.members[2].daemon().writes).await;
 
     // The load: cluster-a exports a new service every 50 ms until told to stop.
-    let client_a = set.members[0].cluster.admin_client().await.unwrap();
+    let client_a = set.members[0].client().await;
     let stop_churn = tokio_util::sync::CancellationToken::new();
     let churn = {
         let stop = stop_churn.clone();
@@ -323,7 +323,7 @@ async fn an_mcsd_restarted_under_load_denies_nothing_and_rewrites_nothing_that_i
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Restart cluster-c's mcsd in the middle of it. What cluster-c already imported is dated.
-    let client_c = set.members[2].cluster.admin_client().await.unwrap();
+    let client_c = set.members[2].client().await;
     let imports_c: Api<ServiceImport> = Api::namespaced(client_c.clone(), "busy");
     let restart_at = k8s_openapi::jiff::Timestamp::now();
     let restarted = set.restart_mcsd(2).await;

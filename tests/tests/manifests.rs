@@ -11,12 +11,13 @@ use k8s_openapi::api::{
 use serde::Deserialize;
 
 fn rendered() -> Vec<serde_json::Value> {
+    mcsd_test_tools::require(&["kubectl"]);
     let root = mcsd_tests::repo_root();
     let out = Command::new("kubectl")
         .arg("kustomize")
         .arg(root.join("manifests"))
         .output()
-        .expect("kubectl must be installed to render the manifests (.ci/run installs it)");
+        .expect("kubectl runs");
     assert!(
         out.status.success(),
         "kubectl kustomize failed: {}",

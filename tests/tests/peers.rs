@@ -41,7 +41,7 @@ metadata: {{name: hello, namespace: {ns}}}
 }
 
 async fn import_in(set: &ClusterSet, i: usize, ns: &str) -> Option<ServiceImport> {
-    let client = set.members[i].cluster.admin_client().await.unwrap();
+    let client = set.members[i].client().await;
     Api::<ServiceImport>::namespaced(client, ns)
         .get_opt("hello")
         .await
@@ -93,7 +93,7 @@ async fn a_peer_of_another_cluster_set_is_refused_and_its_exports_are_left_out_v
     let mut configs: Vec<ClusterConfig> = (0..3).map(ClusterConfig::nth).collect();
     configs[2].clusterset = "elsewhere".into();
     // A grace period of 20 s probes peers (and re-checks refused ones) every 2 s.
-    let set = ClusterSet::start_configs(configs, mcsd_tests::peer_grace(Duration::from_secs(20))).await;
+    let set = ClusterSet::sandbox_configs(configs, mcsd_tests::peer_grace(Duration::from_secs(20))).await;
     for i in 0..3 {
         set.apply(i, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n");
     }
@@ -118,10 +118,10 @@ async fn a_peer_of_another_cluster_set_is_refused_and_its_exports_are_left_out_v
     .await;
     assert!(!dig(&dns_b, name, "A").records.contains(&ip_c));
     // The metric and the state say so too.
-    let state = set.members[1].daemon.peers.get("cluster-c").unwrap().state;
+    let state = set.members[1].daemon().peers.get("cluster-c").unwrap().state;
     assert!(matches!(state, PeerState::Refused(_)), "{state:?}");
     let mut metrics = String::new();
-    set.members[1].daemon.peers.render(&mut metrics);
+    set.members[1].daemon().peers.render(&mut metrics);
     assert!(
         metrics.contains("mcsd_peer_state{peer=\"cluster-c\",state=\"refused\"} 1"),
         "{metrics}"
@@ -154,7 +154,7 @@ async fn a_peer_of_another_cluster_set_is_refused_and_its_exports_are_left_out_v
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_peer_keeps_its_endpoints_through_a_blip_and_loses_them_past_the_grace_period() {
     let grace = Duration::from_secs(4);
-    let set = ClusterSet::start_with(3, mcsd_tests::peer_grace(grace)).await;
+    let set = ClusterSet::sandbox_with(3, mcsd_tests::peer_grace(grace)).await;
     for i in 0..3 {
         set.apply(i, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n");
     }
@@ -166,8 +166,8 @@ async fn an_unreachable_peer_keeps_its_endpoints_through_a_blip_and_loses_them_p
     answers_with_none_excluded(&set, 2, name, &Answer::ok(&[&ip_a, &ip_b])).await;
 
     // A blip shorter than the grace period withdraws nothing, and writes nothing.
-    let writes_before = set.members[2].daemon.writes.total();
-    set.members[1].cluster.stop_api_server().await;
+    let writes_before = set.members[2].daemon().writes.total();
+    set.members[1].cluster().stop_api_server().await;
     let blip_end = std::time::Instant::now() + grace / 2;
     while std::time::Instant::now() < blip_end {
         assert_eq!(
@@ -177,20 +177,20 @@ async fn an_unreachable_peer_keeps_its_endpoints_through_a_blip_and_loses_them_p
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    set.members[1].cluster.start_api_server().await.unwrap();
+    set.members[1].cluster().start_api_server().await.unwrap();
     eventually("cluster-b to be synced again", WAIT, || async {
-        (set.members[2].daemon.peers.get("cluster-b")?.state == PeerState::Synced).then_some(())
+        (set.members[2].daemon().peers.get("cluster-b")?.state == PeerState::Synced).then_some(())
     })
     .await;
     assert_eq!(dig(&dns_c, name, "A"), Answer::ok(&[&ip_a, &ip_b]));
     assert_eq!(
-        set.members[2].daemon.writes.total(),
+        set.members[2].daemon().writes.total(),
         writes_before,
         "a blip makes no writes"
     );
 
     // Past the grace period, cluster-b's endpoints leave, and the import says why.
-    set.members[1].cluster.stop_api_server().await;
+    set.members[1].cluster().stop_api_server().await;
     eventually("cluster-b's pod to leave cluster-c's answer", WAIT, || async {
         (dig(&dns_c, name, "A") == Answer::ok(&[&ip_a])).then_some(())
     })
@@ -208,7 +208,7 @@ async fn an_unreachable_peer_keeps_its_endpoints_through_a_blip_and_loses_them_p
     .await;
 
     // cluster-b returns: its endpoints come back once, without duplicates.
-    set.members[1].cluster.start_api_server().await.unwrap();
+    set.members[1].cluster().start_api_server().await.unwrap();
     // cluster-b's pod back in cluster-c's answer, and the exclusion cleared.
     answers_with_none_excluded(&set, 2, name, &Answer::ok(&[&ip_a, &ip_b])).await;
     set.stop().await;
@@ -253,7 +253,7 @@ impl Outsider {
         mcsd_tests::kubectl(&kubeconfig, &["apply", "-f", yaml.to_str().unwrap()]);
         let _ = std::fs::remove_file(&yaml);
         let stop = tokio_util::sync::CancellationToken::new();
-        let mut all: Vec<&mcsd_sandbox::Cluster> = set.members.iter().map(|m| &m.cluster).collect();
+        let mut all: Vec<&mcsd_sandbox::Cluster> = set.members.iter().map(|m| m.cluster()).collect();
         all.push(&cluster);
         let mcsd = mcsd::sandbox::start_mcsd(&all, all.len() - 1, &Default::default(), stop.clone())
             .await
@@ -315,7 +315,7 @@ impl Outsider {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_secret_added_changed_and_deleted_takes_effect_without_a_restart() {
     // cluster-a and cluster-b know each other from their flags; cluster-c is nobody's peer yet.
-    let set = ClusterSet::with_namespace(2, "demo").await;
+    let set = ClusterSet::sandbox_with_namespace(2, "demo", Default::default()).await;
     let c = Outsider::start(&set).await;
     let ip_c = c.pod_ip.clone();
     let name = "hello.demo.svc.clusterset.local";
@@ -333,13 +333,13 @@ async fn a_peer_secret_added_changed_and_deleted_takes_effect_without_a_restart(
     })
     .await;
     assert_eq!(
-        set.members[0].daemon.peers.get("cluster-c").map(|s| s.state),
+        set.members[0].daemon().peers.get("cluster-c").map(|s| s.state),
         Some(PeerState::Synced)
     );
     // Changed to a token the API server rejects: the peer is refused, and says why.
     set.apply(0, &c.secret("not-a-token"));
     eventually("cluster-c refused for its credentials", WAIT, || async {
-        match set.members[0].daemon.peers.get("cluster-c")?.state {
+        match set.members[0].daemon().peers.get("cluster-c")?.state {
             PeerState::Refused(why) if why.contains("401") => Some(()),
             _ => None,
         }
@@ -348,7 +348,7 @@ async fn a_peer_secret_added_changed_and_deleted_takes_effect_without_a_restart(
     // Changed back to a good token: followed again.
     set.apply(0, &c.secret(&c.token()));
     eventually("cluster-c synced again", WAIT, || async {
-        (set.members[0].daemon.peers.get("cluster-c")?.state == PeerState::Synced).then_some(())
+        (set.members[0].daemon().peers.get("cluster-c")?.state == PeerState::Synced).then_some(())
     })
     .await;
     assert_eq!(dig(&dns_a, name, "A"), Answer::ok(&[&ip_c]));
@@ -358,7 +358,7 @@ async fn a_peer_secret_added_changed_and_deleted_takes_effect_without_a_restart(
         (dig(&dns_a, name, "A").status == "NXDOMAIN").then_some(())
     })
     .await;
-    assert!(set.members[0].daemon.peers.get("cluster-c").is_none());
+    assert!(set.members[0].daemon().peers.get("cluster-c").is_none());
     c.stop().await;
     set.stop().await;
 }
@@ -367,7 +367,7 @@ async fn a_peer_secret_added_changed_and_deleted_takes_effect_without_a_restart(
 async fn imported_slices(set: &ClusterSet, i: usize, ns: &str) -> BTreeMap<(String, String), usize> {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use mcsd_crds::names::{LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER, MANAGED_BY};
-    let client = set.members[i].cluster.admin_client().await.unwrap();
+    let client = set.members[i].client().await;
     let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SERVICE_NAME}=hello");
     let slices = Api::<EndpointSlice>::namespaced(client, ns)
         .list(&kube::api::ListParams::default().labels(&selector))
@@ -401,7 +401,7 @@ type Snapshot = BTreeMap<(String, &'static str, bool), u64>;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_period_and_renewed_live() {
     let grace = Duration::from_secs(8);
-    let set = ClusterSet::with_namespace_and(1, "demo", mcsd_tests::peer_grace(grace)).await;
+    let set = ClusterSet::sandbox_with_namespace(1, "demo", mcsd_tests::peer_grace(grace)).await;
     set.apply(0, &hello("demo"));
     let ip_a = pod_ip(&set, 0, "demo");
     // cluster-b runs its own mcsd; cluster-a learns it from a peer Secret.
@@ -432,8 +432,8 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
         one_slice_each(&imported_slices(&set, 0, "demo").await),
         BTreeSet::from(["cluster-a".to_string(), "cluster-b".to_string()])
     );
-    mcsd_tests::settled(&a.daemon.writes).await;
-    let quiet = a.daemon.writes.snapshot();
+    mcsd_tests::settled(&a.daemon().writes).await;
+    let quiet = a.daemon().writes.snapshot();
 
     // Renewed, as a routine rotation does, with a token that expires in 10 s.
     let ttl = Duration::from_secs(10);
@@ -483,7 +483,7 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
     );
     assert!(text.contains(&format!("[peer refused: {line}]")), "{text}");
     assert_eq!(
-        writes_since(&quiet, &a.daemon.writes.snapshot()),
+        writes_since(&quiet, &a.daemon().writes.snapshot()),
         Snapshot::new(),
         "neither the rotation nor a refusal within the grace period writes"
     );
@@ -529,8 +529,8 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
 
     // A fresh token in the Secret: cluster-b is back without a restart, once, with one slice per
     // address family and nothing deleted on the way.
-    mcsd_tests::settled(&a.daemon.writes).await;
-    let withdrawn = a.daemon.writes.snapshot();
+    mcsd_tests::settled(&a.daemon().writes).await;
+    let withdrawn = a.daemon().writes.snapshot();
     set.apply(0, &b.secret(&b.token()));
     answers_with_none_excluded(&set, 0, name, &both).await;
     let metrics = eventually("cluster-b synced in /metrics", WAIT, || async {
@@ -541,13 +541,13 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
     })
     .await;
     assert_eq!(problems(&metrics), Vec::<String>::new());
-    mcsd_tests::settled(&a.daemon.writes).await;
+    mcsd_tests::settled(&a.daemon().writes).await;
     let slices = imported_slices(&set, 0, "demo").await;
     assert_eq!(
         one_slice_each(&slices),
         BTreeSet::from(["cluster-a".to_string(), "cluster-b".to_string()])
     );
-    let returned = writes_since(&withdrawn, &a.daemon.writes.snapshot());
+    let returned = writes_since(&withdrawn, &a.daemon().writes.snapshot());
     let slices_of_b = slices.keys().filter(|(c, _)| c == "cluster-b").count() as u64;
     assert_eq!(
         returned,

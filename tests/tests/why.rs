@@ -34,7 +34,7 @@ metadata: {{name: hello, namespace: demo}}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn why_explains_answers_exporters_and_everything_left_out() {
     let grace = Duration::from_secs(3);
-    let set = ClusterSet::with_namespace_and(3, "demo", mcsd_tests::peer_grace(grace)).await;
+    let set = ClusterSet::sandbox_with_namespace(3, "demo", mcsd_tests::peer_grace(grace)).await;
     // cluster-a exports first (it wins the conflict; a tie would go to it too), with one of its
     // two pods unready; cluster-b exports the same port name on another number.
     set.apply(0, &hello(80, &["hello-0", "hello-1"]));
@@ -159,7 +159,7 @@ async fn why_explains_answers_exporters_and_everything_left_out() {
 
     // cluster-b's API server goes away: past the grace period, cluster-b is left out, and why
     // says since when and why.
-    set.members[1].cluster.stop_api_server().await;
+    set.members[1].cluster().stop_api_server().await;
     // The daemon's view excludes cluster-b first; the import's condition follows with the
     // importer's next write: wait for both.
     let text = eventually(

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds the real-Kubernetes tier's programs from the Go module proxy into a cache outside the
+# repository, and prints the directory that holds them (the last line of standard output):
+#   kube     kube-apiserver, kube-controller-manager, kube-scheduler and etcd (controlplane/)
+#   kwok     fake nodes and pods (sigs.k8s.io/kwok), with kwok-stages.yaml
+#   coredns  CoreDNS (github.com/coredns/coredns)
+# Each is keyed by its version, its inputs and the Go version, so a reused machine rebuilds
+# nothing and a changed version rebuilds only that program. Progress goes to standard error.
+# Cache: $MCSD_KUBE_CACHE, default ${XDG_CACHE_HOME:-~/.cache}/mcsd/kube.
+set -euo pipefail
+shopt -s inherit_errexit
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/versions.env"
+
+command -v go >/dev/null 2>&1 || {
+    echo "build.sh: the real-Kubernetes tier needs Go (1.24 or newer) on PATH to build the control plane, kwok and CoreDNS from the Go module proxy" >&2
+    exit 1
+}
+cache=${MCSD_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mcsd/kube}
+gover=$(go env GOVERSION)
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+say() { echo "build.sh: $*" >&2; }
+
+# Runs `go SUBCOMMAND -v ARGS...`, printing a line every 100 packages compiled and every line
+# that is not a package's name (errors) as it comes.
+go_with_progress() {
+    local what=$1 subcommand=$2; shift 2
+    local started=$SECONDS n=0 line
+    go "$subcommand" -v "$@" 2>&1 | while IFS= read -r line; do
+        if [[ $line =~ ^[A-Za-z0-9._~/-]+$ ]]; then
+            n=$((n + 1))
+            ((n % 100)) || say "$what: $n packages compiled ($((SECONDS - started)) s)"
+        else
+            echo "$line" >&2
+        fi
+    done
+    return "${PIPESTATUS[0]}"
+}
+
+# build NAME KEY COMMAND...: runs COMMAND (which writes $out/NAME) unless $cache/NAME-KEY exists.
+build() {
+    local name=$1 key=$2; shift 2
+    local dir="$cache/$name-$key"
+    if [ -x "$dir/$name" ]; then
+        echo "$dir/$name"
+        return
+    fi
+    say "building $name (cold on 2 cores: a few minutes; cached afterwards in $dir)"
+    local started=$SECONDS
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    out="$dir.tmp" "$@"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    say "built $name in $((SECONDS - started)) s"
+    echo "$dir/$name"
+}
+
+sum_of() { cat "$@" | sha256sum | cut -c1-12; }
+
+kube_build() {
+    (cd "$here/controlplane" && go_with_progress kube build -trimpath -o "$out/kube" -ldflags "-s -w \
+        -X k8s.io/component-base/version.gitVersion=v$KUBERNETES_VERSION \
+        -X k8s.io/component-base/version.gitMajor=${KUBERNETES_VERSION%%.*} \
+        -X k8s.io/component-base/version.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)" .)
+}
+go_install() { GOBIN=$out go_with_progress "$1" install -trimpath -ldflags "-s -w" "$2"; }
+# kwok, and the stages it runs (read from its published module; kwok has no built-in ones): nodes
+# turn Ready and keep a Lease, pods bound to them get an address of each family from the node's
+# podCIDRs and turn Ready, deleted pods go away.
+kwok_build() {
+    go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+    local module
+    module=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+    local stage
+    for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+        pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+        echo "---"
+        cat "$module/kustomize/stage/$stage.yaml"
+    done > "$out/kwok-stages.yaml"
+}
+
+kube=$(build kube "v$KUBERNETES_VERSION-$(sum_of "$here/controlplane/go.mod" "$here/controlplane/go.sum" "$here/controlplane/main.go" <(echo "$gover"))" kube_build)
+kwok=$(build kwok "$KWOK_VERSION-$gover" kwok_build)
+coredns=$(build coredns "$COREDNS_VERSION-$gover" go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION")
+
+# One directory of links, so callers find every program in one place.
+bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns"))"
+if [ ! -d "$bin" ]; then
+    mkdir -p "$bin.tmp"
+    ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$coredns" "$bin.tmp/"
+    rm -rf "$bin" && mv "$bin.tmp" "$bin"
+fi
+echo "$bin"

@@ -1,0 +1,54 @@
+// Command kube is the real Kubernetes control plane for mcsd's real-cluster test tier, built
+// from the published Go modules: one multi-call binary, so the three servers and etcd share one
+// link. The first argument names the component; the rest are that component's own flags.
+//
+//	kube etcd --name ... --data-dir ...
+//	kube apiserver --etcd-servers ...
+//	kube controller-manager --kubeconfig ...
+//	kube scheduler --kubeconfig ...
+package main
+
+import (
+	"fmt"
+	"os"
+
+	_ "time/tzdata"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: kube etcd|apiserver|controller-manager|scheduler [flags]")
+		os.Exit(2)
+	}
+	component, rest := os.Args[1], os.Args[2:]
+	switch component {
+	case "etcd":
+		// etcdmain parses its arguments itself, with the program name first.
+		etcdmain.Main(append([]string{"etcd"}, rest...))
+	case "apiserver":
+		cmd := apiserver.NewAPIServerCommand()
+		cmd.SetArgs(rest)
+		os.Exit(cli.Run(cmd))
+	case "controller-manager":
+		cmd := controllermanager.NewControllerManagerCommand()
+		cmd.SetArgs(rest)
+		os.Exit(cli.Run(cmd))
+	case "scheduler":
+		cmd := scheduler.NewSchedulerCommand()
+		cmd.SetArgs(rest)
+		os.Exit(cli.Run(cmd))
+	default:
+		fmt.Fprintf(os.Stderr, "kube: unknown component %q (etcd, apiserver, controller-manager, scheduler)\n", component)
+		os.Exit(2)
+	}
+}

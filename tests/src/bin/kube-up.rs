@@ -1,0 +1,82 @@
+//! `kube-up`: brings up the real-Kubernetes tier (see `mcsd_tests::real`) and keeps it up until
+//! SIGINT or SIGTERM, then stops everything it started and exits 0. Run by `tests/kube/up.sh`,
+//! which builds the programs first.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use mcsd_tests::real::{ClusterSet, Options, Programs};
+
+/// Real clusters on loopback with mcsd and CoreDNS, as `mcsd sandbox` runs sandbox clusters.
+#[derive(Debug, Parser)]
+struct Args {
+    /// How many clusters (1–3).
+    #[arg(long, default_value_t = 3)]
+    clusters: usize,
+    /// Where the kubeconfigs, `sandbox.json`, and each cluster's data and logs go.
+    #[arg(long, default_value = "./kube-state")]
+    dir: PathBuf,
+    /// The directory `tests/kube/build.sh` printed (kube, kwok, coredns).
+    #[arg(long)]
+    bin: PathBuf,
+    /// The mcsd binary to run.
+    #[arg(long)]
+    mcsd: PathBuf,
+    /// mcsd's --peer-grace-period (seconds).
+    #[arg(long, default_value_t = 300)]
+    peer_grace_period: u64,
+    /// mcsd's --lease-duration (seconds).
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let programs = match Programs::in_dir(&args.bin, args.mcsd.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kube-up: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = Options {
+        clusters: args.clusters,
+        dir: args.dir.clone(),
+        repo: mcsd_tests::repo_root(),
+        peer_grace_period: args.peer_grace_period,
+        lease_duration: args.lease_duration,
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    let say = |line: &str| eprintln!("kube-up: {line}");
+    let up = tokio::select! {
+        up = ClusterSet::up(&programs, &options, &say) => up,
+        _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+        _ = term.recv() => return ExitCode::SUCCESS,
+    };
+    let mut set = match up {
+        Ok(set) => set,
+        Err(e) => {
+            eprintln!("kube-up: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("clusterset ready");
+    let mut reported = false;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                if let Err(e) = set.check() && !reported {
+                    eprintln!("kube-up: {e:#}");
+                    reported = true;
+                }
+            }
+        }
+    }
+    set.down().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,773 @@
+//! The real-Kubernetes tier: N real clusters on loopback, each a real control plane (etcd,
+//! kube-apiserver, kube-controller-manager, kube-scheduler, built from the published Go modules
+//! by `tests/kube/build.sh`), kwok for its node and pods, mcsd installed as a user installs it
+//! (`kubectl apply -k manifests/`) and run as a host process with a TokenRequest token of the
+//! `mcsd` ServiceAccount, peers connected through `mcsd.io/peer` Secrets holding `mcsd-peer`
+//! tokens, and two real CoreDNS servers per cluster: the cluster DNS, with the README's
+//! `clusterset.local` forward stub to mcsd, and CoreDNS's own `multicluster` option over the same
+//! cluster, as a reference.
+//!
+//! [`ClusterSet::up`] brings it up and writes `DIR/<name>.kubeconfig`, `DIR/kubeconfig` (every
+//! cluster as a context named after it) and `DIR/sandbox.json`, as `mcsd sandbox` does, with
+//! `cluster_dns` and `reference_dns` added. `tests/kube/up.sh` runs it (binary `kube-up`).
+
+mod pki;
+mod process;
+
+use std::{
+    ffi::OsString,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+pub use process::{Process, free_port};
+use serde_json::json;
+
+/// Where the Go programs are (`tests/kube/build.sh` prints the directory): `kube`, `kwok`,
+/// `coredns`.
+#[derive(Clone, Debug)]
+pub struct Programs {
+    /// The control plane's multi-call binary.
+    pub kube: PathBuf,
+    /// kwok.
+    pub kwok: PathBuf,
+    /// The stages kwok runs.
+    pub kwok_stages: PathBuf,
+    /// CoreDNS.
+    pub coredns: PathBuf,
+    /// mcsd.
+    pub mcsd: PathBuf,
+}
+
+impl Programs {
+    /// The programs in `bin` (build.sh's directory) and `mcsd`.
+    pub fn in_dir(bin: &Path, mcsd: PathBuf) -> anyhow::Result<Self> {
+        let find = |name: &str| -> anyhow::Result<PathBuf> {
+            let path = bin.join(name);
+            anyhow::ensure!(
+                path.exists(),
+                "{} is missing: run tests/kube/build.sh, which builds it",
+                path.display()
+            );
+            Ok(path)
+        };
+        anyhow::ensure!(
+            mcsd.exists(),
+            "{} is missing: cargo build -p mcsd",
+            mcsd.display()
+        );
+        Ok(Self {
+            kube: find("kube")?,
+            kwok: find("kwok")?,
+            kwok_stages: find("kwok-stages.yaml")?,
+            coredns: find("coredns")?,
+            mcsd,
+        })
+    }
+}
+
+/// How the ClusterSet is brought up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How many clusters (1–3).
+    pub clusters: usize,
+    /// Where every file goes (kubeconfigs, `sandbox.json`, each cluster's data and logs).
+    pub dir: PathBuf,
+    /// The repository (for `manifests/`).
+    pub repo: PathBuf,
+    /// mcsd's `--peer-grace-period`, seconds.
+    pub peer_grace_period: u64,
+    /// mcsd's `--lease-duration`, seconds.
+    pub lease_duration: u64,
+}
+
+/// The ClusterSet's name, as every cluster's ClusterProperty `clusterset.k8s.io` says.
+pub const CLUSTERSET: &str = "real";
+
+/// The address ranges of the `index`th cluster: distinct per cluster, dual-stack, the same as the
+/// sandbox's.
+fn ranges(index: usize) -> Ranges {
+    Ranges {
+        services: format!("10.{}.0.0/16,fd00:10:96:{:x}::/112", 96 + index, index + 1),
+        kubernetes_service_ip: format!("10.{}.0.1", 96 + index),
+        pods: [
+            format!("10.{}.0.0/16", 160 + index),
+            format!("fd00:10:244:{:x}::/112", index + 1),
+        ],
+    }
+}
+
+struct Ranges {
+    services: String,
+    kubernetes_service_ip: String,
+    pods: [String; 2],
+}
+
+/// One real cluster and what runs beside it.
+#[derive(Debug)]
+pub struct Cluster {
+    /// `cluster-a`, …
+    pub name: String,
+    /// Its directory (PKI, data, logs, kubeconfigs).
+    pub dir: PathBuf,
+    /// The admin's kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The API server's URL.
+    pub api: String,
+    /// mcsd's DNS server (UDP and TCP).
+    pub dns: SocketAddr,
+    /// mcsd's admin listener.
+    pub admin: SocketAddr,
+    /// The cluster DNS: CoreDNS with the `clusterset.local` forward stub to mcsd.
+    pub cluster_dns: SocketAddr,
+    /// CoreDNS's `multicluster` option over the same cluster.
+    pub reference_dns: SocketAddr,
+    /// The running programs, in start order: etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler, kwok, mcsd, the two CoreDNS.
+    pub processes: Vec<Process>,
+    /// mcsd's command line after the program (to restart it as it was).
+    pub mcsd_args: Vec<OsString>,
+}
+
+impl Cluster {
+    /// The process named `component` (`etcd`, `kube-apiserver`, `mcsd`, …).
+    pub fn process(&mut self, component: &str) -> Option<&mut Process> {
+        let name = format!("{}'s {component}", self.name);
+        self.processes.iter_mut().find(|p| p.name == name)
+    }
+}
+
+/// A running ClusterSet of real clusters.
+#[derive(Debug)]
+pub struct ClusterSet {
+    /// The clusters, `cluster-a` first.
+    pub clusters: Vec<Cluster>,
+    /// Its directory.
+    pub dir: PathBuf,
+}
+
+/// The `index`th cluster's name, as the sandbox names it.
+pub fn cluster_name(index: usize) -> String {
+    format!("cluster-{}", (b'a' + index as u8) as char)
+}
+
+impl ClusterSet {
+    /// Brings up `options.clusters` real clusters with mcsd and CoreDNS, peered with each other,
+    /// and writes the kubeconfigs and `sandbox.json`. Progress lines go to `say`. On failure,
+    /// everything started is stopped and the error names the component and its log.
+    pub async fn up(programs: &Programs, options: &Options, say: &dyn Fn(&str)) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (1..=3).contains(&options.clusters),
+            "--clusters must be 1, 2 or 3"
+        );
+        std::fs::create_dir_all(&options.dir)
+            .with_context(|| format!("creating {}", options.dir.display()))?;
+        let dir = std::fs::canonicalize(&options.dir)?;
+        let mut set = Self {
+            clusters: Vec::new(),
+            dir: dir.clone(),
+        };
+        match set.bring_up(programs, options, say).await {
+            Ok(()) => Ok(set),
+            Err(error) => {
+                set.down().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn bring_up(
+        &mut self,
+        programs: &Programs,
+        options: &Options,
+        say: &dyn Fn(&str),
+    ) -> anyhow::Result<()> {
+        for index in 0..options.clusters {
+            let started = Instant::now();
+            let cluster = start_control_plane(programs, &self.dir, index).await?;
+            say(&format!(
+                "{}: control plane ready at {} ({:.1} s)",
+                cluster.name,
+                cluster.api,
+                started.elapsed().as_secs_f64()
+            ));
+            self.clusters.push(cluster);
+        }
+        for cluster in &self.clusters {
+            install_mcsd(cluster, &options.repo).await?;
+        }
+        say("mcsd installed in every cluster (kubectl apply -k manifests/)");
+        // Every cluster's mcsd-peer credential, stored as a peer Secret in every other cluster.
+        for (i, exporter) in self.clusters.iter().enumerate() {
+            let token = kubectl_out(
+                &exporter.kubeconfig,
+                &[
+                    "create",
+                    "token",
+                    "mcsd-peer",
+                    "-n",
+                    "mcsd-system",
+                    "--duration=48h",
+                ],
+            )?;
+            let kubeconfig = token_kubeconfig(exporter, "mcsd-peer", token.trim())?;
+            for (j, importer) in self.clusters.iter().enumerate() {
+                if i != j {
+                    apply_peer_secret(importer, &exporter.name, &kubeconfig)?;
+                }
+            }
+        }
+        for cluster in &mut self.clusters {
+            start_mcsd(programs, cluster, options).await?;
+            start_coredns(programs, cluster).await?;
+        }
+        for cluster in &self.clusters {
+            wait_mcsd_ready(cluster).await?;
+        }
+        self.write_state()?;
+        say("every cluster's mcsd is ready and peered, CoreDNS serves in front of it");
+        Ok(())
+    }
+
+    /// Writes `DIR/<name>.kubeconfig` (already there), `DIR/kubeconfig` with every cluster as a
+    /// context and `DIR/sandbox.json`.
+    fn write_state(&self) -> anyhow::Result<()> {
+        let entries: Vec<serde_json::Value> = self
+            .clusters
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.name,
+                    "kubeconfig": c.kubeconfig,
+                    "api": c.api,
+                    "dns": c.dns.to_string(),
+                    "admin": c.admin.to_string(),
+                    "cluster_dns": c.cluster_dns.to_string(),
+                    "reference_dns": c.reference_dns.to_string(),
+                })
+            })
+            .collect();
+        std::fs::write(
+            self.dir.join("sandbox.json"),
+            serde_json::to_string_pretty(&entries)? + "\n",
+        )?;
+        let mut merged = serde_yaml::Mapping::new();
+        let mut lists: [Vec<serde_yaml::Value>; 3] = Default::default();
+        for cluster in &self.clusters {
+            let text = std::fs::read_to_string(&cluster.kubeconfig)?;
+            let one: serde_yaml::Value = serde_yaml::from_str(&text)?;
+            for (list, key) in lists.iter_mut().zip(["clusters", "users", "contexts"]) {
+                if let Some(items) = one.get(key).and_then(|v| v.as_sequence()) {
+                    list.extend(items.iter().cloned());
+                }
+            }
+        }
+        merged.insert("apiVersion".into(), "v1".into());
+        merged.insert("kind".into(), "Config".into());
+        for (list, key) in lists.into_iter().zip(["clusters", "users", "contexts"]) {
+            merged.insert(key.into(), serde_yaml::Value::Sequence(list));
+        }
+        merged.insert("current-context".into(), self.clusters[0].name.clone().into());
+        std::fs::write(self.dir.join("kubeconfig"), serde_yaml::to_string(&merged)?)?;
+        Ok(())
+    }
+
+    /// The first component that has exited unexpectedly, as one line.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        for cluster in &mut self.clusters {
+            for process in &mut cluster.processes {
+                process.check_running()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops everything, last started first.
+    pub async fn down(&mut self) {
+        for cluster in self.clusters.iter_mut().rev() {
+            for process in cluster.processes.iter_mut().rev() {
+                process.stop(Duration::from_secs(10)).await;
+            }
+        }
+    }
+}
+
+/// Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok for the
+/// `index`th cluster, creates its node, and waits until pods can run there.
+async fn start_control_plane(programs: &Programs, root: &Path, index: usize) -> anyhow::Result<Cluster> {
+    let name = cluster_name(index);
+    let dir = root.join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let ranges = ranges(index);
+    let pki = pki::Pki::create(&name, &ranges.kubernetes_service_ip, &dir)?;
+    let api_port = free_port()?;
+    let api = format!("https://127.0.0.1:{api_port}");
+    let kubeconfig = root.join(format!("{name}.kubeconfig"));
+    std::fs::write(&kubeconfig, admin_kubeconfig(&name, &api, &pki))?;
+    let mut cluster = Cluster {
+        name: name.clone(),
+        dir: dir.clone(),
+        kubeconfig: kubeconfig.clone(),
+        api: api.clone(),
+        dns: "127.0.0.1:0".parse()?,
+        admin: "127.0.0.1:0".parse()?,
+        cluster_dns: "127.0.0.1:0".parse()?,
+        reference_dns: "127.0.0.1:0".parse()?,
+        processes: Vec::new(),
+        mcsd_args: Vec::new(),
+    };
+    let start =
+        |cluster: &mut Cluster, component: &str, program: &Path, args: Vec<String>| -> anyhow::Result<()> {
+            let process = Process::start(
+                format!("{}'s {component}", cluster.name),
+                program,
+                args.into_iter().map(OsString::from).collect(),
+                cluster.dir.join(format!("{component}.log")),
+            )?;
+            cluster.processes.push(process);
+            Ok(())
+        };
+
+    let etcd_client = free_port()?;
+    let etcd_peer = free_port()?;
+    let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+    let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+    start(
+        &mut cluster,
+        "etcd",
+        &programs.kube,
+        vec![
+            "etcd".into(),
+            "--name=etcd".into(),
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=etcd={peer_url}"),
+            "--listen-metrics-urls=".into(),
+            "--unsafe-no-fsync".into(),
+            "--quota-backend-bytes=4294967296".into(),
+            "--log-level=warn".into(),
+        ],
+    )?;
+
+    let path = |p: &Path| p.display().to_string();
+    start(
+        &mut cluster,
+        "kube-apiserver",
+        &programs.kube,
+        vec![
+            "apiserver".into(),
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", path(&pki.serving_cert)),
+            format!("--tls-private-key-file={}", path(&pki.serving_key)),
+            format!("--client-ca-file={}", path(&pki.ca)),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!(
+                "--service-account-key-file={}",
+                path(&pki.service_account_public_key)
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                path(&pki.service_account_key)
+            ),
+            format!("--service-cluster-ip-range={}", ranges.services),
+            "--authorization-mode=Node,RBAC".into(),
+            "--endpoint-reconciler-type=none".into(),
+            "--allow-privileged=true".into(),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ],
+    )?;
+    wait_api_ready(&mut cluster).await?;
+
+    // The controller manager and the scheduler as the admin (a test control plane); each holds
+    // its Lease in kube-system once it runs.
+    let component_kubeconfig = path(&kubeconfig);
+    start(
+        &mut cluster,
+        "kube-controller-manager",
+        &programs.kube,
+        vec![
+            "controller-manager".into(),
+            format!("--kubeconfig={component_kubeconfig}"),
+            format!("--authentication-kubeconfig={component_kubeconfig}"),
+            format!("--authorization-kubeconfig={component_kubeconfig}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", free_port()?),
+            format!("--root-ca-file={}", path(&pki.ca)),
+            format!(
+                "--service-account-private-key-file={}",
+                path(&pki.service_account_key)
+            ),
+            format!("--service-cluster-ip-range={}", ranges.services),
+            "--use-service-account-credentials=false".into(),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ],
+    )?;
+    start(
+        &mut cluster,
+        "kube-scheduler",
+        &programs.kube,
+        vec![
+            "scheduler".into(),
+            format!("--kubeconfig={component_kubeconfig}"),
+            format!("--authentication-kubeconfig={component_kubeconfig}"),
+            format!("--authorization-kubeconfig={component_kubeconfig}"),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", free_port()?),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ],
+    )?;
+    start(
+        &mut cluster,
+        "kwok",
+        &programs.kwok,
+        vec![
+            format!("--kubeconfig={component_kubeconfig}"),
+            format!("--config={}", path(&programs.kwok_stages)),
+            "--manage-all-nodes=true".into(),
+            "--node-ip=127.0.0.1".into(),
+            "--node-name=localhost".into(),
+            "--server-address=127.0.0.1:0".into(),
+            "--node-lease-duration-seconds=40".into(),
+        ],
+    )?;
+
+    // One node, with this cluster's pod ranges: kwok gives every pod bound to it an address of
+    // each family from them.
+    let node = format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}-node\n  annotations: {{kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: \"0\"}}\n  labels: {{kubernetes.io/hostname: {name}-node, kubernetes.io/os: linux, type: kwok}}\nspec:\n  podCIDR: {}\n  podCIDRs: [{}, {}]\n",
+        ranges.pods[0], ranges.pods[0], ranges.pods[1]
+    );
+    kubectl_apply_text(&kubeconfig, &dir, "node.yaml", &node)?;
+    wait_for(
+        &mut cluster,
+        "its node to turn Ready (kwok)",
+        Duration::from_secs(60),
+        |c| {
+            kubectl_out(
+                &c.kubeconfig,
+                &[
+                    "get",
+                    "node",
+                    &format!("{}-node", c.name),
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            )
+            .is_ok_and(|s| s.trim() == "True")
+        },
+    )
+    .await?;
+    wait_for(
+        &mut cluster,
+        "the controller manager and the scheduler to lead",
+        Duration::from_secs(90),
+        |c| {
+            kubectl_out(
+                &c.kubeconfig,
+                &["get", "lease", "-n", "kube-system", "-o", "name"],
+            )
+            .is_ok_and(|s| {
+                s.lines().any(|l| l.ends_with("/kube-controller-manager"))
+                    && s.lines().any(|l| l.ends_with("/kube-scheduler"))
+            }) && kubectl_out(
+                &c.kubeconfig,
+                &["get", "serviceaccount", "default", "-n", "default", "-o", "name"],
+            )
+            .is_ok()
+        },
+    )
+    .await?;
+    Ok(cluster)
+}
+
+/// Waits for `/readyz` with the admin's kubeconfig.
+async fn wait_api_ready(cluster: &mut Cluster) -> anyhow::Result<()> {
+    wait_for(
+        cluster,
+        "the API server to be ready",
+        Duration::from_secs(90),
+        |c| kubectl_out(&c.kubeconfig, &["get", "--raw", "/readyz"]).is_ok_and(|s| s.trim() == "ok"),
+    )
+    .await
+}
+
+/// Polls `ready` every 250 ms until it holds, failing with the component that has exited (and
+/// its log) or, past `timeout`, with what was awaited and where the logs are.
+async fn wait_for(
+    cluster: &mut Cluster,
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut(&Cluster) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for process in &mut cluster.processes {
+            process.check_running()?;
+        }
+        if ready(cluster) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{}: timed out after {timeout:?} waiting for {what}: see the logs in {}",
+                cluster.name,
+                cluster.dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The admin's kubeconfig: client certificate of `system:masters`, context named after the cluster.
+fn admin_kubeconfig(name: &str, api: &str, pki: &pki::Pki) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {api}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}-admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}-admin\ncurrent-context: {name}\n",
+        ca = b64(&pki.ca_pem),
+        cert = b64(&pki.admin_cert_pem),
+        key = b64(&pki.admin_key_pem),
+    )
+}
+
+/// A kubeconfig for `cluster` authenticating with a ServiceAccount `token` as `user`.
+fn token_kubeconfig(cluster: &Cluster, user: &str, token: &str) -> anyhow::Result<String> {
+    let admin: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig)?)?;
+    let ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
+        .as_str()
+        .context("the admin kubeconfig has the CA")?;
+    let name = &cluster.name;
+    Ok(format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {api}\n    certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {user}\ncurrent-context: {name}\n",
+        api = cluster.api,
+    ))
+}
+
+/// Installs mcsd as the README says (`kubectl apply -k manifests/`), sets the cluster's
+/// ClusterProperties, and scales the Deployment to zero: its pods would be kwok's, running
+/// nothing; mcsd runs as a host process instead, with the same ServiceAccount.
+async fn install_mcsd(cluster: &Cluster, repo: &Path) -> anyhow::Result<()> {
+    let manifests = repo.join("manifests");
+    kubectl_out(
+        &cluster.kubeconfig,
+        &["apply", "-k", &manifests.display().to_string()],
+    )?;
+    kubectl_out(
+        &cluster.kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/serviceexports.multicluster.x-k8s.io",
+            "crd/serviceimports.multicluster.x-k8s.io",
+            "crd/clusterproperties.about.k8s.io",
+        ],
+    )?;
+    kubectl_out(
+        &cluster.kubeconfig,
+        &["scale", "deployment/mcsd", "-n", "mcsd-system", "--replicas=0"],
+    )?;
+    let properties = format!(
+        "apiVersion: about.k8s.io/v1alpha1\nkind: ClusterProperty\nmetadata: {{name: cluster.clusterset.k8s.io}}\nspec: {{value: {}}}\n---\napiVersion: about.k8s.io/v1alpha1\nkind: ClusterProperty\nmetadata: {{name: clusterset.k8s.io}}\nspec: {{value: {CLUSTERSET}}}\n",
+        cluster.name
+    );
+    kubectl_apply_text(
+        &cluster.kubeconfig,
+        &cluster.dir,
+        "clusterproperties.yaml",
+        &properties,
+    )?;
+    Ok(())
+}
+
+/// The peer Secret in `importer` that holds `exporter`'s mcsd-peer kubeconfig.
+fn apply_peer_secret(importer: &Cluster, exporter: &str, kubeconfig: &str) -> anyhow::Result<()> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: peer-{exporter}\n  namespace: mcsd-system\n  labels: {{mcsd.io/peer: \"\"}}\ndata:\n  name: {}\n  kubeconfig: {}\n",
+        b64(exporter),
+        b64(kubeconfig)
+    );
+    kubectl_apply_text(
+        &importer.kubeconfig,
+        &importer.dir,
+        &format!("peer-{exporter}.yaml"),
+        &secret,
+    )
+}
+
+/// Starts mcsd for `cluster` as a host process authenticated with a TokenRequest token of the
+/// `mcsd` ServiceAccount, so it has exactly the manifests' rights.
+async fn start_mcsd(programs: &Programs, cluster: &mut Cluster, options: &Options) -> anyhow::Result<()> {
+    let token = kubectl_out(
+        &cluster.kubeconfig,
+        &["create", "token", "mcsd", "-n", "mcsd-system", "--duration=48h"],
+    )?;
+    let kubeconfig = cluster.dir.join("mcsd.kubeconfig");
+    std::fs::write(&kubeconfig, token_kubeconfig(cluster, "mcsd", token.trim())?)?;
+    cluster.dns = format!("127.0.0.1:{}", free_port()?).parse()?;
+    cluster.admin = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let args: Vec<OsString> = vec![
+        "run".into(),
+        format!("--kubeconfig={}", kubeconfig.display()).into(),
+        format!("--dns-listen={}", cluster.dns).into(),
+        format!("--admin-listen={}", cluster.admin).into(),
+        format!("--peer-grace-period={}", options.peer_grace_period).into(),
+        format!("--lease-duration={}", options.lease_duration).into(),
+    ];
+    cluster.mcsd_args = args.clone();
+    let process = Process::start(
+        format!("{}'s mcsd", cluster.name),
+        &programs.mcsd,
+        args,
+        cluster.dir.join("mcsd.log"),
+    )?;
+    cluster.processes.push(process);
+    Ok(())
+}
+
+/// Waits for mcsd's `/readyz`.
+async fn wait_mcsd_ready(cluster: &Cluster) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if http_status(cluster.admin, "/readyz").await == Some(200) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{}'s mcsd did not turn ready within 90 s: see {}",
+                cluster.name,
+                cluster.dir.join("mcsd.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The status code of `GET path` on `addr`, if it answers.
+pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: mcsd\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut head))
+        .await
+        .ok()?
+        .ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Starts the cluster's two CoreDNS servers: the cluster DNS (the README's forward stub for
+/// `clusterset.local` to mcsd, the `kubernetes` plugin for `cluster.local`) and the reference
+/// (`kubernetes … { multicluster clusterset.local }`), and waits until both answer.
+async fn start_coredns(programs: &Programs, cluster: &mut Cluster) -> anyhow::Result<()> {
+    cluster.cluster_dns = format!("127.0.0.1:{}", free_port()?).parse()?;
+    cluster.reference_dns = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let name = &cluster.name;
+    let forwarding = format!(
+        "# The cluster DNS of {name}, with the clusterset.local stub of manifests/coredns-stub.md.\n\
+         .:{port} {{\n    bind 127.0.0.1\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        kubeconfig {kubeconfig} {name}\n        fallthrough in-addr.arpa ip6.arpa\n    }}\n}}\n\
+         clusterset.local:{port} {{\n    bind 127.0.0.1\n    errors\n    forward . {mcsd}\n}}\n",
+        port = cluster.cluster_dns.port(),
+        mcsd = cluster.dns,
+    );
+    let reference = format!(
+        "# CoreDNS's own MCS support over {name}: the reference mcsd's answers are compared with.\n\
+         .:{port} {{\n    bind 127.0.0.1\n    errors\n    kubernetes cluster.local clusterset.local {{\n        kubeconfig {kubeconfig} {name}\n        multicluster clusterset.local\n    }}\n}}\n",
+        port = cluster.reference_dns.port(),
+    );
+    for (component, corefile, addr) in [
+        ("coredns", forwarding, cluster.cluster_dns),
+        ("coredns-reference", reference, cluster.reference_dns),
+    ] {
+        let path = cluster.dir.join(format!("{component}.Corefile"));
+        std::fs::write(&path, corefile)?;
+        let process = Process::start(
+            format!("{}'s {component}", cluster.name),
+            &programs.coredns,
+            vec!["-conf".into(), path.into_os_string()],
+            cluster.dir.join(format!("{component}.log")),
+        )?;
+        cluster.processes.push(process);
+        wait_for(
+            cluster,
+            &format!("{component} to answer on {addr}"),
+            Duration::from_secs(60),
+            |_| answers_soa(addr),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether a DNS server at `addr` answers `cluster.local SOA` with NOERROR.
+fn answers_soa(addr: SocketAddr) -> bool {
+    use hickory_proto::{
+        op::{Message, Query, ResponseCode},
+        rr::{Name, RecordType},
+    };
+    let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let _ = socket.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut query = Message::query();
+    query.metadata.id = 4242;
+    query.add_query(Query::query(
+        Name::from_ascii("cluster.local.").unwrap(),
+        RecordType::SOA,
+    ));
+    let Ok(bytes) = query.to_vec() else { return false };
+    if socket.send_to(&bytes, addr).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 2048];
+    let Ok((n, _)) = socket.recv_from(&mut buf) else {
+        return false;
+    };
+    Message::from_vec(&buf[..n]).is_ok_and(|m| m.metadata.response_code == ResponseCode::NoError)
+}
+
+/// Runs kubectl with `kubeconfig`; its standard output, or an error with its standard error.
+pub fn kubectl_out(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .context("running kubectl")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `kubectl apply -f` of `text`, kept as `dir/file` for whoever reads the logs.
+fn kubectl_apply_text(kubeconfig: &Path, dir: &Path, file: &str, text: &str) -> anyhow::Result<()> {
+    let path = dir.join(file);
+    std::fs::write(&path, text)?;
+    kubectl_out(kubeconfig, &["apply", "-f", &path.display().to_string()])?;
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The processes of the real tier: each started with its output in a log file, named for the
+//! one line that reports it, and stopped with SIGTERM (then SIGKILL) when the tier stops.
+
+use std::{
+    ffi::OsString,
+    fmt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio::process::{Child, Command};
+
+/// One running program of the tier.
+#[derive(Debug)]
+pub struct Process {
+    /// What it is, e.g. `cluster-a's kube-apiserver`.
+    pub name: String,
+    /// Its standard output and error.
+    pub log: PathBuf,
+    program: PathBuf,
+    args: Vec<OsString>,
+    child: Child,
+}
+
+impl Process {
+    /// Starts `program args…`, its output appended to `log`.
+    pub fn start(
+        name: impl Into<String>,
+        program: &Path,
+        args: Vec<OsString>,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let name = name.into();
+        let child = spawn(program, &args, &log).with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            name,
+            log,
+            program: program.to_path_buf(),
+            args,
+            child,
+        })
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Fails with the line that names it and its log if it has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => anyhow::bail!("{} exited ({status}): see {}", self.name, self.log.display()),
+        }
+    }
+
+    /// Sends `signal` (a name `kill` knows: STOP, CONT, KILL, TERM).
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid()
+            .with_context(|| format!("{} is not running", self.name))?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} {} ({}) failed", pid, self.name);
+        Ok(())
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL after `grace`. Resumes it first if it was frozen.
+    pub async fn stop(&mut self, grace: Duration) {
+        if self.pid().is_none() {
+            return;
+        }
+        let _ = self.signal("CONT");
+        let _ = self.signal("TERM");
+        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+
+    /// Stops it and starts it again with the same command line and log.
+    pub async fn restart(&mut self, grace: Duration) -> anyhow::Result<()> {
+        self.stop(grace).await;
+        self.child = spawn(&self.program, &self.args, &self.log)
+            .with_context(|| format!("restarting {}", self.name))?;
+        Ok(())
+    }
+}
+
+impl fmt::Display for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (log {})", self.name, self.log.display())
+    }
+}
+
+fn spawn(program: &Path, args: &[OsString], log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let err = out.try_clone()?;
+    Ok(Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// A free TCP port on 127.0.0.1 (also free for UDP: DNS servers take both).
+pub fn free_port() -> anyhow::Result<u16> {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+}
