@@ -168,6 +168,33 @@ pub fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
     body.to_string()
 }
 
+/// Every sample of the metric `name` in a Prometheus text exposition, as (labels, value); labels
+/// as written between the braces.
+pub fn metric_values(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            Some((labels.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of label `key` in a series' labels (`a="x",b="y"`).
+pub fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels.split("\",").find_map(|pair| {
+        let (k, v) = pair.split_once("=\"")?;
+        (k.trim_start_matches(',') == key).then(|| v.trim_end_matches('"'))
+    })
+}
+
 /// Runs the real `dig` against `server` (`HOST:PORT`) with `args`; returns what it prints.
 pub fn dig_raw(server: &std::net::SocketAddr, args: &[&str]) -> String {
     mcsd_test_tools::require(&["dig"]);
@@ -257,6 +284,8 @@ pub struct Member {
     pub cluster_dns: Option<std::net::SocketAddr>,
     /// On real clusters: CoreDNS's own `multicluster` option over the same cluster.
     pub reference_dns: Option<std::net::SocketAddr>,
+    /// On real clusters: the directory with each component's log and `.pid` file.
+    pub real_dir: Option<PathBuf>,
     sandbox: Option<SandboxMember>,
 }
 
@@ -291,6 +320,46 @@ impl Member {
     /// Stops this member's mcsd alone (sandbox only).
     pub fn stop_mcsd(&self) -> &CancellationToken {
         &self.sandbox().stop_mcsd
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, …) to one of a real cluster's components
+    /// (`kube-apiserver`, `mcsd`, `etcd`, …); one that exits is started again by `tests/kube/up.sh`,
+    /// with the same command line (the same addresses).
+    pub fn signal(&self, component: &str, signal: &str) {
+        let dir = self
+            .real_dir
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: signals are for real clusters' components", self.name));
+        let pid_file = dir.join(format!("{component}.pid"));
+        let pid =
+            std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.trim())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "kill -{signal} {} ({}'s {component})",
+            pid.trim(),
+            self.name
+        );
+    }
+
+    /// mcsd's successful writes so far, by (kind, operation), read from its `/metrics` as an
+    /// operator would (`mcsd_writes_total{outcome="success"}`).
+    pub fn writes(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        metric_values(&admin_get(self.admin, "/metrics"), "mcsd_writes_total")
+            .into_iter()
+            .filter(|(labels, _)| label(labels, "outcome") == Some("success"))
+            .map(|(labels, value)| {
+                let key = (
+                    label(&labels, "kind").unwrap_or_default().to_string(),
+                    label(&labels, "operation").unwrap_or_default().to_string(),
+                );
+                (key, value as u64)
+            })
+            .collect()
     }
 
     /// A kube client with the admin's rights, from the admin kubeconfig (either backend).
@@ -410,6 +479,7 @@ impl ClusterSet {
                 admin: mcsd.admin,
                 cluster_dns: None,
                 reference_dns: None,
+                real_dir: None,
                 sandbox: Some(SandboxMember {
                     cluster,
                     daemon: mcsd.handle,
@@ -454,6 +524,7 @@ impl ClusterSet {
                 admin: addr(e, "admin").unwrap(),
                 cluster_dns: addr(e, "cluster_dns"),
                 reference_dns: addr(e, "reference_dns"),
+                real_dir: Some(state.join(e["name"].as_str().unwrap())),
                 sandbox: None,
             })
             .collect();
@@ -503,9 +574,18 @@ impl ClusterSet {
             )
             .await;
             eventually(
-                &format!("{}'s mcsd to be ready", m.name),
+                &format!("{}'s mcsd to be ready and synced with every peer", m.name),
                 Duration::from_secs(60),
-                || async { real::http_status(m.admin, "/readyz").await.filter(|s| *s == 200) },
+                || async {
+                    real::http_status(m.admin, "/readyz")
+                        .await
+                        .filter(|s| *s == 200)?;
+                    let states = metric_values(&admin_get(m.admin, "/metrics"), "mcsd_peer_state");
+                    let unsynced = states
+                        .iter()
+                        .any(|(labels, v)| *v == 1.0 && label(labels, "state") != Some("synced"));
+                    (!unsynced).then_some(())
+                },
             )
             .await;
         }

@@ -289,3 +289,281 @@ fn comparable(mut answer: Answer) -> Answer {
     }
     answer
 }
+
+/// A ClusterSetIP Service `name` with one pod, exported, as YAML for `kubectl apply`.
+fn exported(ns: &str, name: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}\nspec: {{containers: [{{name: c, image: nginx}}]}}\n\
+         ---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+    )
+}
+
+/// Waits until `server` answers `name` with one address; returns it.
+async fn resolved(server: SocketAddr, name: &str) -> String {
+    eventually(&format!("{name} to resolve"), WAIT, || async {
+        let a = dig(&server, name, "A");
+        (a.status == "NOERROR" && a.records.len() == 1).then(|| a.records[0].clone())
+    })
+    .await
+}
+
+/// The MCS EndpointSlices for `service` in cluster `i` hold a ready endpoint: every write for
+/// that import is done.
+async fn imported_with_endpoints(set: &ClusterSet, i: usize, ns: &str, service: &str) {
+    eventually(
+        &format!("{service}'s MCS slices with endpoints in cluster {i}"),
+        WAIT,
+        || async {
+            let out = set.kubectl(
+                i,
+                &[
+                    "get",
+                    "endpointslices",
+                    "-n",
+                    ns,
+                    "-l",
+                    &format!("multicluster.kubernetes.io/service-name={service}"),
+                    "-o",
+                    "jsonpath={.items[*].endpoints[*].addresses[0]}",
+                ],
+            );
+            (!out.trim().is_empty()).then_some(())
+        },
+    )
+    .await;
+}
+
+/// What mcsd wrote between two readings of its write counters.
+fn writes_since(
+    before: &std::collections::BTreeMap<(String, String), u64>,
+    after: &std::collections::BTreeMap<(String, String), u64>,
+) -> std::collections::BTreeMap<(String, String), u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+/// kube-apiserver frozen (SIGSTOP: every request hangs) and then killed (SIGKILL; restarted with
+/// its data): the importing cluster's mcsd keeps answering from memory throughout, catches up when
+/// its API server returns, and a peer's restart costs no rewrite of what is already right. (A real
+/// kube-apiserver restarted over the same etcd lets watches resume from their resourceVersion:
+/// no re-list. The re-list after a 410 is the sandbox's `hardening.rs` test.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (kube-apiserver signalled): tests/kube/test.sh runs it"]
+async fn frozen_and_killed_api_servers_leave_dns_answering_and_mcsd_catches_up() {
+    let ns = "apiserver-faults";
+    let set = real(3, ns).await;
+    set.apply(0, &exported(ns, "one"));
+    let one = format!("one.{ns}.svc.clusterset.local");
+    let dns_b = set.members[1].dns;
+    let ip = resolved(dns_b, &one).await;
+    imported_with_endpoints(&set, 1, ns, "one").await;
+
+    // cluster-b's own API server hangs: its mcsd's watches stall; DNS answers from memory.
+    set.members[1].signal("kube-apiserver", "STOP");
+    set.apply(0, &exported(ns, "two"));
+    for _ in 0..20 {
+        assert_eq!(
+            dig(&dns_b, &one, "A"),
+            Answer::ok(&[&ip]),
+            "while cluster-b's API server hangs"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    set.members[1].signal("kube-apiserver", "CONT");
+    // It catches up: what was exported meanwhile arrives.
+    resolved(dns_b, &format!("two.{ns}.svc.clusterset.local")).await;
+    imported_with_endpoints(&set, 1, ns, "two").await;
+
+    // cluster-a's API server is killed and comes back with its data (etcd kept it): its peers
+    // keep its services (a blip is far inside the grace period) and resume following it.
+    let before = set.members[1].writes();
+    set.members[0].signal("kube-apiserver", "KILL");
+    assert_eq!(
+        dig(&dns_b, &one, "A"),
+        Answer::ok(&[&ip]),
+        "right after cluster-a's API server died"
+    );
+    // A new export after the restart reaches cluster-b (cluster-b follows cluster-a again), and is
+    // all cluster-b wrote meanwhile: resuming cost no rewrite.
+    let before_c = set.members[2].writes();
+    set.apply(0, &exported(ns, "three"));
+    resolved(dns_b, &format!("three.{ns}.svc.clusterset.local")).await;
+    imported_with_endpoints(&set, 1, ns, "three").await;
+    imported_with_endpoints(&set, 2, ns, "three").await;
+    assert_eq!(
+        writes_since(&before, &set.members[1].writes()),
+        writes_since(&before_c, &set.members[2].writes()),
+        "cluster-b wrote more than cluster-c, which only imported `three`: the re-list rewrote something"
+    );
+    set.stop().await;
+}
+
+/// mcsd killed (SIGKILL, no goodbye: its Lease is left to expire) and started again on the same
+/// addresses: from its first answer it never says NXDOMAIN for a name it has not loaded yet, and
+/// once it leads it writes nothing for the imports that are already right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (mcsd killed): tests/kube/test.sh runs it"]
+async fn a_killed_mcsd_never_answers_nxdomain_and_rewrites_nothing_that_is_right() {
+    const SERVICES: usize = 20;
+    let ns = "mcsd-restart";
+    let set = real(3, ns).await;
+    let all: String = (0..SERVICES).map(|i| exported(ns, &format!("svc-{i}"))).collect();
+    set.apply(0, &all);
+    let dns_b = set.members[1].dns;
+    let mut ips = Vec::new();
+    for i in 0..SERVICES {
+        ips.push(resolved(dns_b, &format!("svc-{i}.{ns}.svc.clusterset.local")).await);
+        imported_with_endpoints(&set, 1, ns, &format!("svc-{i}")).await;
+    }
+    set.members[1].signal("mcsd", "KILL");
+    // From its first answer on: the right address, or SERVFAIL while it loads; never NXDOMAIN.
+    let probe = format!("svc-7.{ns}.svc.clusterset.local");
+    let mut seen = std::collections::BTreeSet::new();
+    eventually("the restarted mcsd to answer", WAIT, || {
+        let a = dig(&dns_b, &probe, "A");
+        assert_ne!(
+            a.status, "NXDOMAIN",
+            "a restarted mcsd must not deny a name it has not loaded"
+        );
+        seen.insert(a.status.clone());
+        async move { (a.status == "NOERROR").then_some(a) }
+    })
+    .await;
+    for (i, ip) in ips.iter().enumerate() {
+        let name = format!("svc-{i}.{ns}.svc.clusterset.local");
+        assert_eq!(dig(&dns_b, &name, "A"), Answer::ok(&[ip]), "{name}");
+    }
+    // Once it leads (the killed one's Lease has to expire first), one new export: the restarted
+    // mcsd writes for it exactly what cluster-c's writes, and nothing for the other twenty.
+    let before_c = set.members[2].writes();
+    set.apply(0, &exported(ns, "marker"));
+    resolved(dns_b, &format!("marker.{ns}.svc.clusterset.local")).await;
+    imported_with_endpoints(&set, 1, ns, "marker").await;
+    imported_with_endpoints(&set, 2, ns, "marker").await;
+    assert_eq!(
+        set.members[1].writes(),
+        writes_since(&before_c, &set.members[2].writes()),
+        "the restarted mcsd rewrote imports that were right (it answered {seen:?} while loading)"
+    );
+    set.stop().await;
+}
+
+/// A peer's ServiceAccount deleted in the exporting cluster revokes the token the importing
+/// cluster holds: the importer names the problem in one line (metrics, `mcsd why`) and keeps the
+/// endpoints (inside the grace period); a renewed token in the peer Secret takes over live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (ServiceAccount token revoked): tests/kube/test.sh runs it"]
+async fn a_revoked_peer_token_is_named_in_one_line_and_a_renewed_one_takes_over() {
+    let ns = "revoked";
+    let set = real(3, ns).await;
+    set.apply(0, &exported(ns, "one"));
+    let one = format!("one.{ns}.svc.clusterset.local");
+    let dns_b = set.members[1].dns;
+    let ip = resolved(dns_b, &one).await;
+    set.kubectl(0, &["delete", "serviceaccount", "mcsd-peer", "-n", "mcsd-system"]);
+    let problem = eventually(
+        "cluster-b to name the revoked credential",
+        Duration::from_secs(90),
+        || async {
+            mcsd_tests::admin_get(set.members[1].admin, "/metrics")
+                .lines()
+                .find(|l| {
+                    l.starts_with("mcsd_peer_problem_info{")
+                        && l.contains("peer=\"cluster-a\"")
+                        && l.contains("401")
+                })
+                .map(str::to_string)
+        },
+    )
+    .await;
+    assert!(
+        problem.contains("peer-cluster-a"),
+        "the line names the Secret to renew: {problem}"
+    );
+    assert_eq!(
+        dig(&dns_b, &one, "A"),
+        Answer::ok(&[&ip]),
+        "kept through the grace period"
+    );
+    let why = set.why(1, &one, &[]);
+    assert!(why.contains("401"), "{why}");
+
+    // Renewed as a user renews it: the identity again, a new token, the peer Secret updated in
+    // every cluster that held the revoked one (cluster-c's too).
+    let rbac = mcsd_tests::repo_root().join("manifests/rbac.yaml");
+    set.kubectl(0, &["apply", "-f", rbac.to_str().unwrap()]);
+    let token = set.kubectl(
+        0,
+        &[
+            "create",
+            "token",
+            "mcsd-peer",
+            "-n",
+            "mcsd-system",
+            "--duration=48h",
+        ],
+    );
+    for importer in 1..set.members.len() {
+        renew_peer_token(&set, importer, "cluster-a", token.trim());
+    }
+    for importer in &set.members[1..] {
+        eventually("the problem to clear", Duration::from_secs(60), || async {
+            let metrics = mcsd_tests::admin_get(importer.admin, "/metrics");
+            let cleared = !metrics
+                .lines()
+                .any(|l| l.starts_with("mcsd_peer_problem_info{") && l.contains("peer=\"cluster-a\""));
+            cleared.then_some(())
+        })
+        .await;
+    }
+    set.apply(0, &exported(ns, "two"));
+    resolved(dns_b, &format!("two.{ns}.svc.clusterset.local")).await;
+    set.stop().await;
+}
+
+/// Replaces the token in cluster `importer`'s peer Secret for `peer` with `token`, as a user
+/// renews an expired or revoked credential.
+fn renew_peer_token(set: &ClusterSet, importer: usize, peer: &str, token: &str) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secret = format!("peer-{peer}");
+    let old = set.kubectl(
+        importer,
+        &[
+            "get",
+            "secret",
+            &secret,
+            "-n",
+            "mcsd-system",
+            "-o",
+            "jsonpath={.data.kubeconfig}",
+        ],
+    );
+    let old = String::from_utf8(b64.decode(old.trim()).unwrap()).unwrap();
+    let renewed: Vec<String> = old
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("token: ") {
+            Some(_) => format!("{}token: {token}", &l[..l.len() - l.trim_start().len()]),
+            None => l.to_string(),
+        })
+        .collect();
+    set.kubectl(
+        importer,
+        &[
+            "patch",
+            "secret",
+            &secret,
+            "-n",
+            "mcsd-system",
+            "-p",
+            &format!(
+                r#"{{"data":{{"kubeconfig":"{}"}}}}"#,
+                b64.encode(renewed.join("\n"))
+            ),
+        ],
+    );
+}

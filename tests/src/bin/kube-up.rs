@@ -1,6 +1,9 @@
 //! `kube-up`: brings up the real-Kubernetes tier (see `mcsd_tests::real`) and keeps it up until
-//! SIGINT or SIGTERM, then stops everything it started and exits 0. Run by `tests/kube/up.sh`,
-//! which builds the programs first.
+//! SIGINT or SIGTERM, then stops everything it started and exits 0. A component that exits
+//! meanwhile (a test kills kube-apiserver or mcsd, or it crashes) is started again with the same
+//! command line, as a kubelet restarts a static pod, and said in one line. Every component's
+//! process id is in `DIR/<cluster>/<component>.pid`. Run by `tests/kube/up.sh`, which builds the
+//! programs first.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -64,15 +67,13 @@ async fn main() -> ExitCode {
         }
     };
     println!("clusterset ready");
-    let mut reported = false;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                if let Err(e) = set.check() && !reported {
-                    eprintln!("kube-up: {e:#}");
-                    reported = true;
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                for line in set.supervise().await {
+                    eprintln!("kube-up: {line}");
                 }
             }
         }

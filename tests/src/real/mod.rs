@@ -275,14 +275,27 @@ impl ClusterSet {
         Ok(())
     }
 
-    /// The first component that has exited unexpectedly, as one line.
-    pub fn check(&mut self) -> anyhow::Result<()> {
+    /// Starts again, as a kubelet restarts a crashed static pod, every component that has
+    /// exited (killed by a test, or crashed); returns one line per restart.
+    pub async fn supervise(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
         for cluster in &mut self.clusters {
             for process in &mut cluster.processes {
-                process.check_running()?;
+                let Ok(Some(status)) = process.exited() else {
+                    continue;
+                };
+                let outcome = match process.restart(Duration::from_secs(1)).await {
+                    Ok(()) => "restarted it".to_string(),
+                    Err(e) => format!("could not restart it: {e:#}"),
+                };
+                lines.push(format!(
+                    "{} exited ({status}); {outcome} (log {})",
+                    process.name,
+                    process.log.display()
+                ));
             }
         }
-        Ok(())
+        lines
     }
 
     /// Stops everything, last started first.

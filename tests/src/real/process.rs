@@ -34,13 +34,27 @@ impl Process {
     ) -> anyhow::Result<Self> {
         let name = name.into();
         let child = spawn(program, &args, &log).with_context(|| format!("starting {name}"))?;
-        Ok(Self {
+        let process = Self {
             name,
             log,
             program: program.to_path_buf(),
             args,
             child,
-        })
+        };
+        process.write_pid()?;
+        Ok(process)
+    }
+
+    /// Where its process id is kept while it runs, for tests that signal it: beside its log,
+    /// `<component>.pid`.
+    pub fn pid_file(&self) -> PathBuf {
+        self.log.with_extension("pid")
+    }
+
+    fn write_pid(&self) -> anyhow::Result<()> {
+        let pid = self.pid().context("started without a process id")?;
+        std::fs::write(self.pid_file(), format!("{pid}\n"))?;
+        Ok(())
     }
 
     /// Its process id, while it runs.
@@ -50,10 +64,15 @@ impl Process {
 
     /// Fails with the line that names it and its log if it has exited.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
-        match self.child.try_wait()? {
+        match self.exited()? {
             None => Ok(()),
             Some(status) => anyhow::bail!("{} exited ({status}): see {}", self.name, self.log.display()),
         }
+    }
+
+    /// How it ended, if it has.
+    pub fn exited(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     /// Sends `signal` (a name `kill` knows: STOP, CONT, KILL, TERM).
@@ -81,12 +100,12 @@ impl Process {
         }
     }
 
-    /// Stops it and starts it again with the same command line and log.
+    /// Stops it (if it still runs) and starts it again with the same command line and log.
     pub async fn restart(&mut self, grace: Duration) -> anyhow::Result<()> {
         self.stop(grace).await;
         self.child = spawn(&self.program, &self.args, &self.log)
             .with_context(|| format!("restarting {}", self.name))?;
-        Ok(())
+        self.write_pid()
     }
 }
 
