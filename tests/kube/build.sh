@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real-Kubernetes tier's programs from the Go module proxy into a cache outside the
 # repository, and prints the directory that holds them (the last line of standard output):
-#   kube     kube-apiserver, kube-controller-manager, kube-scheduler and etcd (controlplane/)
+#   kube     kube-apiserver, kube-controller-manager, kube-scheduler and etcd (controlplane/);
+#            linked as kubectl, it is kubectl of the same release
 #   kwok     fake nodes and pods (sigs.k8s.io/kwok), with kwok-stages.yaml
 #   coredns  CoreDNS (github.com/coredns/coredns)
 # Each is keyed by its version, its inputs and the Go version, so a reused machine rebuilds
@@ -88,6 +89,7 @@ bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns"))"
 if [ ! -d "$bin" ]; then
     mkdir -p "$bin.tmp"
     ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$coredns" "$bin.tmp/"
+    ln -sf "$kube" "$bin.tmp/kubectl"
     rm -rf "$bin" && mv "$bin.tmp" "$bin"
 fi
 echo "$bin"

@@ -20,6 +20,10 @@ done
 mkdir -p "$dir"
 echo "test.sh: clusters, logs and reports in $dir"
 
+# The Go programs, and kubectl of the control plane's release first on PATH for the tests too.
+bin=$("$repo/tests/kube/build.sh" | tail -n 1)
+export PATH="$bin:$PATH"
+
 # Build the tests first, so the clusters are not kept waiting on a compile.
 (cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests --test clusterset --test conformance --test kube)
 

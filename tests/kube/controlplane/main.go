@@ -6,11 +6,15 @@
 //	kube apiserver --etcd-servers ...
 //	kube controller-manager --kubeconfig ...
 //	kube scheduler --kubeconfig ...
+//
+// Called as `kubectl` (a link named so), it is kubectl of the same release, so the tier's own
+// kubectl calls (`kubectl create token`, …) never depend on the machine's kubectl version.
 package main
 
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	_ "time/tzdata"
 
@@ -23,9 +27,19 @@ import (
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
 	"go.etcd.io/etcd/server/v3/etcdmain"
+
+	// kubectl's client auth plugins.
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
+	"k8s.io/component-base/logs"
+	kubectl "k8s.io/kubectl/pkg/cmd"
+	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "kubectl" {
+		runKubectl()
+		return
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: kube etcd|apiserver|controller-manager|scheduler [flags]")
 		os.Exit(2)
@@ -50,5 +64,14 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "kube: unknown component %q (etcd, apiserver, controller-manager, scheduler)\n", component)
 		os.Exit(2)
+	}
+}
+
+// runKubectl is kubectl's own main: it reads os.Args itself (plugins, verbosity).
+func runKubectl() {
+	logs.GlogSetter(kubectl.GetLogVerbosity(os.Args)) // nolint:errcheck
+	command := kubectl.NewDefaultKubectlCommand()
+	if err := cli.RunNoErrOutput(command); err != nil {
+		kubectlutil.CheckErr(err)
 	}
 }
