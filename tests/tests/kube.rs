@@ -382,11 +382,19 @@ async fn frozen_and_killed_api_servers_leave_dns_answering_and_mcsd_catches_up()
     // keep its services (a blip is far inside the grace period) and resume following it.
     let before = set.members[1].writes();
     set.members[0].signal("kube-apiserver", "KILL");
-    assert_eq!(
-        dig(&dns_b, &one, "A"),
-        Answer::ok(&[&ip]),
-        "right after cluster-a's API server died"
-    );
+    // Until it serves again (tests/kube/up.sh restarts it), cluster-b answers from memory.
+    let kubeconfig_a = set.members[0].kubeconfig.clone();
+    eventually("cluster-a's API server to serve again", WAIT, || {
+        assert_eq!(
+            dig(&dns_b, &one, "A"),
+            Answer::ok(&[&ip]),
+            "while cluster-a's API server is down"
+        );
+        let ready = mcsd_tests::real::kubectl_out(&kubeconfig_a, &["get", "--raw", "/readyz"])
+            .is_ok_and(|s| s.trim() == "ok");
+        async move { ready.then_some(()) }
+    })
+    .await;
     // A new export after the restart reaches cluster-b (cluster-b follows cluster-a again), and is
     // all cluster-b wrote meanwhile: resuming cost no rewrite.
     let before_c = set.members[2].writes();
