@@ -536,8 +536,6 @@ async fn a_revoked_peer_token_is_named_in_one_line_and_a_renewed_one_takes_over(
 /// Replaces the token in cluster `importer`'s peer Secret for `peer` with `token`, as a user
 /// renews an expired or revoked credential.
 fn renew_peer_token(set: &ClusterSet, importer: usize, peer: &str, token: &str) {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
     let secret = format!("peer-{peer}");
     let old = set.kubectl(
         importer,
@@ -551,7 +549,7 @@ fn renew_peer_token(set: &ClusterSet, importer: usize, peer: &str, token: &str) 
             "jsonpath={.data.kubeconfig}",
         ],
     );
-    let old = String::from_utf8(b64.decode(old.trim()).unwrap()).unwrap();
+    let old = base64_decode(old.trim());
     let renewed: Vec<String> = old
         .lines()
         .map(|l| match l.trim_start().strip_prefix("token: ") {
@@ -570,8 +568,220 @@ fn renew_peer_token(set: &ClusterSet, importer: usize, peer: &str, token: &str) 
             "-p",
             &format!(
                 r#"{{"data":{{"kubeconfig":"{}"}}}}"#,
-                b64.encode(renewed.join("\n"))
+                base64_encode(&renewed.join("\n"))
             ),
         ],
     );
+}
+
+/// The Lease `mcsd` holder in cluster `i` (empty when none).
+fn lease_holder(set: &ClusterSet, i: usize) -> String {
+    set.kubectl(
+        i,
+        &[
+            "get",
+            "lease",
+            "mcsd",
+            "-n",
+            "mcsd-system",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    )
+}
+
+/// A second mcsd replica of cluster `i`, as the Deployment's second pod: the same flags as the
+/// tier's own (`DIR/<cluster>/mcsd.args`), its own DNS and admin ports. Killed when dropped.
+struct Replica {
+    child: std::process::Child,
+    dns: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Replica {
+    fn start(set: &ClusterSet, i: usize, pod: &str) -> Self {
+        let member = &set.members[i];
+        let dir = member.real_dir.as_ref().unwrap();
+        let args = std::fs::read_to_string(dir.join("mcsd.args")).unwrap();
+        let dns: SocketAddr = format!("127.0.0.1:{}", mcsd_tests::real::free_port().unwrap())
+            .parse()
+            .unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", mcsd_tests::real::free_port().unwrap())
+            .parse()
+            .unwrap();
+        let args: Vec<String> = args
+            .lines()
+            .map(|a| {
+                if a.starts_with("--dns-listen=") {
+                    format!("--dns-listen={dns}")
+                } else if a.starts_with("--admin-listen=") {
+                    format!("--admin-listen={admin}")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let log = std::fs::File::create(dir.join(format!("{pod}.log"))).unwrap();
+        let child = std::process::Command::new(mcsd_tests::mcsd_binary())
+            .args(&args)
+            .env("MCSD_POD_NAME", pod)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self { child, dns, admin }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two replicas in cluster-a, as the Deployment runs them: one leads (Lease `mcsd`). The leader
+/// killed without giving the Lease up, the other takes over within the lease duration (15 s),
+/// both answer DNS throughout, and exports keep flowing to cluster-b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (a second mcsd replica, one killed): tests/kube/test.sh runs it"]
+async fn killing_the_leader_hands_over_within_the_lease_and_dns_answers_throughout() {
+    let ns = "ha";
+    let set = real(2, ns).await;
+    let replica = Replica::start(&set, 0, "mcsd-1");
+    eventually("the second replica to be ready", WAIT, || async {
+        mcsd_tests::real::http_status(replica.admin, "/readyz")
+            .await
+            .filter(|s| *s == 200)
+    })
+    .await;
+    set.apply(0, &exported(ns, "one"));
+    let one = format!("one.{ns}.svc.clusterset.local");
+    let ip_a = resolved(set.members[0].dns, &one).await;
+    resolved(set.members[1].dns, &one).await;
+    let leader = lease_holder(&set, 0);
+    assert!(leader.starts_with("mcsd-0-"), "the first replica leads: {leader}");
+
+    let killed = std::time::Instant::now();
+    set.members[0].signal("mcsd", "KILL");
+    // The survivor answers throughout; a new holder takes the Lease once it expires.
+    let new_leader = eventually("another replica to lead", Duration::from_secs(30), || {
+        assert_eq!(
+            dig(&replica.dns, &one, "A"),
+            Answer::ok(&[&ip_a]),
+            "the survivor's answer"
+        );
+        let holder = lease_holder(&set, 0);
+        let taken = !holder.is_empty() && holder != leader;
+        async move { taken.then_some(holder) }
+    })
+    .await;
+    let handover = killed.elapsed();
+    assert!(
+        handover <= Duration::from_secs(15 + 3),
+        "{new_leader} took {handover:?} to lead (lease 15 s)"
+    );
+    // The new leader writes: a new export reaches cluster-b.
+    set.apply(0, &exported(ns, "two"));
+    resolved(set.members[1].dns, &format!("two.{ns}.svc.clusterset.local")).await;
+    drop(replica);
+    // With the second replica gone, the first (restarted by the tier) leads again.
+    eventually(
+        "cluster-a's own replica to lead again",
+        Duration::from_secs(30),
+        || async { lease_holder(&set, 0).starts_with("mcsd-0-").then_some(()) },
+    )
+    .await;
+    set.stop().await;
+}
+
+/// Peers come and go with their Secrets, on real clusters as the README says: cluster-a's
+/// `peer-cluster-c` Secret deleted, cluster-c's exports leave cluster-a at once (no grace period
+/// for a peer removed on purpose); applied again, they return; changed to a token the API server
+/// rejects, the peer is refused with a line that says 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (peer Secrets of the real tier): tests/kube/test.sh runs it"]
+async fn a_peer_secret_deleted_added_and_changed_takes_effect_without_a_restart() {
+    let ns = "secrets";
+    let set = real(3, ns).await;
+    set.apply(2, &exported(ns, "from-c"));
+    let name = format!("from-c.{ns}.svc.clusterset.local");
+    let dns_a = set.members[0].dns;
+    resolved(dns_a, &name).await;
+    let saved = set.kubectl(
+        0,
+        &[
+            "get",
+            "secret",
+            "peer-cluster-c",
+            "-n",
+            "mcsd-system",
+            "-o",
+            "yaml",
+        ],
+    );
+    let saved: serde_json::Value = {
+        let mut v: serde_json::Value = yaml_to_json(&saved);
+        let meta = v["metadata"].as_object_mut().unwrap();
+        for field in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+            "annotations",
+        ] {
+            meta.remove(field);
+        }
+        v
+    };
+
+    set.kubectl(0, &["delete", "secret", "peer-cluster-c", "-n", "mcsd-system"]);
+    eventually("cluster-c's export to leave cluster-a", WAIT, || async {
+        (dig(&dns_a, &name, "A").status == "NXDOMAIN").then_some(())
+    })
+    .await;
+
+    // It returns (with a new clusterset IP: the import, and with it its derived Service, was
+    // deleted when the peer went).
+    set.apply(0, &saved.to_string());
+    resolved(dns_a, &name).await;
+
+    let mut broken = saved.clone();
+    let kubeconfig = base64_decode(broken["data"]["kubeconfig"].as_str().unwrap());
+    let token_line = kubeconfig
+        .lines()
+        .find(|l| l.trim_start().starts_with("token: "))
+        .unwrap();
+    let bad = kubeconfig.replace(token_line, "    token: not-a-token");
+    broken["data"]["kubeconfig"] = base64_encode(&bad).into();
+    set.apply(0, &broken.to_string());
+    eventually("cluster-c refused for its credentials", WAIT, || async {
+        mcsd_tests::admin_get(set.members[0].admin, "/metrics")
+            .lines()
+            .any(|l| {
+                l.starts_with("mcsd_peer_problem_info{")
+                    && l.contains("peer=\"cluster-c\"")
+                    && l.contains("401")
+            })
+            .then_some(())
+    })
+    .await;
+    set.apply(0, &saved.to_string());
+    resolved(dns_a, &name).await;
+    set.stop().await;
+}
+
+fn yaml_to_json(text: &str) -> serde_json::Value {
+    let yaml: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    serde_json::to_value(yaml).unwrap()
+}
+
+fn base64_decode(text: &str) -> String {
+    use base64::Engine as _;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap()).unwrap()
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }

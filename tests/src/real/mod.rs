@@ -641,10 +641,15 @@ async fn start_mcsd(programs: &Programs, cluster: &mut Cluster, options: &Option
         format!("--lease-duration={}", options.lease_duration).into(),
     ];
     cluster.mcsd_args = args.clone();
-    let process = Process::start(
+    // Every flag on a line of its own, for tests that start another replica like this one.
+    let lines: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    std::fs::write(cluster.dir.join("mcsd.args"), lines.join("\n") + "\n")?;
+    // As the Deployment names its replicas: the Lease holder's identity starts with the pod name.
+    let process = Process::start_with_env(
         format!("{}'s mcsd", cluster.name),
         &programs.mcsd,
         args,
+        vec![("MCSD_POD_NAME".into(), "mcsd-0".into())],
         cluster.dir.join("mcsd.log"),
     )?;
     cluster.processes.push(process);

@@ -21,6 +21,7 @@ pub struct Process {
     pub log: PathBuf,
     program: PathBuf,
     args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
     child: Child,
 }
 
@@ -32,13 +33,25 @@ impl Process {
         args: Vec<OsString>,
         log: PathBuf,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(name, program, args, Vec::new(), log)
+    }
+
+    /// [`Self::start`] with these environment variables added.
+    pub fn start_with_env(
+        name: impl Into<String>,
+        program: &Path,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         let name = name.into();
-        let child = spawn(program, &args, &log).with_context(|| format!("starting {name}"))?;
+        let child = spawn(program, &args, &env, &log).with_context(|| format!("starting {name}"))?;
         let process = Self {
             name,
             log,
             program: program.to_path_buf(),
             args,
+            env,
             child,
         };
         process.write_pid()?;
@@ -103,7 +116,7 @@ impl Process {
     /// Stops it (if it still runs) and starts it again with the same command line and log.
     pub async fn restart(&mut self, grace: Duration) -> anyhow::Result<()> {
         self.stop(grace).await;
-        self.child = spawn(&self.program, &self.args, &self.log)
+        self.child = spawn(&self.program, &self.args, &self.env, &self.log)
             .with_context(|| format!("restarting {}", self.name))?;
         self.write_pid()
     }
@@ -115,7 +128,12 @@ impl fmt::Display for Process {
     }
 }
 
-fn spawn(program: &Path, args: &[OsString], log: &Path) -> anyhow::Result<Child> {
+fn spawn(
+    program: &Path,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+    log: &Path,
+) -> anyhow::Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -124,6 +142,7 @@ fn spawn(program: &Path, args: &[OsString], log: &Path) -> anyhow::Result<Child>
     let err = out.try_clone()?;
     Ok(Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
