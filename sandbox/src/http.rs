@@ -245,6 +245,15 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
         .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
 }
 
+/// An object in a request body: protobuf (kubectl's typed generators), JSON or YAML.
+fn parse_body(bytes: &[u8], content_type: &str) -> ApiResult<Value> {
+    if content_type.starts_with(crate::proto::MEDIA_TYPE) {
+        crate::proto::decode(bytes)
+    } else {
+        parse_json(bytes)
+    }
+}
+
 fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
     serde_json::from_slice(bytes).or_else(|_| {
         serde_yaml::from_slice::<Value>(bytes)
@@ -376,13 +385,6 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
-    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the mcsd sandbox speaks JSON and YAML only, not protobuf (kubectl's `create <kind>` generators send protobuf: use `kubectl apply -f` or `kubectl create -f`)",
-        ));
-    }
     let version = target.version.clone();
     let as_table = accept.contains("as=Table");
     let respond = |status: StatusCode, obj: Arc<Value>| -> Response<Body> {
@@ -408,7 +410,7 @@ async fn route(
         "list" => list(api, &info, &version, &ns, &query, as_table),
         "watch" => watch(api, &info, &version, &ns, &query, settings, shutdown),
         "create" if !name.is_empty() && info.kind == "ServiceAccount" && subresource == "token" => {
-            let mut tr = parse_json(&read_body(req).await?)?;
+            let mut tr = parse_body(&read_body(req).await?, &content_type)?;
             let ttl = token_request_lifetime(&tr, &name)?;
             let (token, expires) = api.issue_service_account_token(&ns, &name, Some(ttl))?;
             tr["apiVersion"] = json!("authentication.k8s.io/v1");
@@ -420,14 +422,14 @@ async fn route(
         }
         "create" if !name.is_empty() => Err(ApiError::method_not_allowed("POST")),
         "create" => {
-            let body = parse_json(&read_body(req).await?)?;
+            let body = parse_body(&read_body(req).await?, &content_type)?;
             Ok(respond(
                 StatusCode::CREATED,
                 api.create(&info, &version, &ns, body, &ctx)?,
             ))
         }
         "update" => {
-            let body = parse_json(&read_body(req).await?)?;
+            let body = parse_body(&read_body(req).await?, &content_type)?;
             if info.kind == "Namespace" && subresource == "finalize" {
                 let mut current = (*api.get(&info, &ns, &name)?).clone();
                 current["spec"]["finalizers"] =
@@ -474,12 +476,12 @@ async fn route(
         }
         "delete" => {
             let body = read_body(req).await?;
-            let opts = delete_options(&body, &query)?;
+            let opts = delete_options(&body, &content_type, &query)?;
             Ok(respond(StatusCode::OK, api.delete(&info, &ns, &name, &opts)?))
         }
         "deletecollection" => {
             let body = read_body(req).await?;
-            let opts = delete_options(&body, &query)?;
+            let opts = delete_options(&body, &content_type, &query)?;
             let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
             let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), &info.kind)?;
             let (items, _) = api.list(&info, (!ns.is_empty()).then_some(ns.as_str()));
@@ -504,11 +506,11 @@ async fn route(
     }
 }
 
-fn delete_options(body: &[u8], query: &Query) -> ApiResult<DeleteOptions> {
+fn delete_options(body: &[u8], content_type: &str, query: &Query) -> ApiResult<DeleteOptions> {
     let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
-        parse_json(body)?
+        parse_body(body, content_type)?
     };
     let policy = v
         .get("propagationPolicy")

@@ -33,6 +33,7 @@ mod ipam;
 pub mod kinds;
 pub mod meta;
 mod patch;
+pub mod proto;
 pub mod schema;
 pub mod select;
 pub mod store;

@@ -986,3 +986,39 @@ async fn restarted_api_server_comes_back_on_the_same_port_with_the_same_data() {
     let cms: Api<ConfigMap> = Api::namespaced(fresh, "default");
     assert!(cms.get("kept").await.is_ok());
 }
+
+/// A protobuf body that is not one gets kube-apiserver's 400 with what is wrong, and the server
+/// keeps serving.
+#[tokio::test]
+async fn a_malformed_protobuf_body_gets_a_bad_request_and_the_server_keeps_serving() {
+    let cluster = cluster().await;
+    let client = cluster.admin_client().await.unwrap();
+    let post = |body: Vec<u8>| {
+        http::Request::post("/api/v1/namespaces")
+            .header("content-type", "application/vnd.kubernetes.protobuf")
+            .body(body)
+            .unwrap()
+    };
+    // An envelope naming a kind nobody registered: typeMeta {apiVersion: "v1", kind: "Nope"}.
+    let mut unknown_kind = b"k8s\0".to_vec();
+    unknown_kind.extend([
+        0x0a, 0x0a, 0x0a, 0x02, b'v', b'1', 0x12, 0x04, b'N', b'o', b'p', b'e',
+    ]);
+    for (body, says) in [
+        (b"{\"kind\": \"Namespace\"}".to_vec(), "prefix"),
+        (b"k8s\0\xff\xff\xff".to_vec(), "could not be decoded"),
+        (unknown_kind, "no kind \"Nope\" is registered for version \"v1\""),
+    ] {
+        let s = status(client.request_text(post(body)).await);
+        assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"), "{}", s.message);
+        assert!(s.message.contains(says), "{}", s.message);
+    }
+    let namespaces: Api<Namespace> = Api::all(client);
+    namespaces
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "still-serving"}})),
+        )
+        .await
+        .unwrap();
+}

@@ -45,13 +45,11 @@ async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_clust
     let (sandbox, manifest) = start(3);
     let members = manifest.as_array().unwrap();
     let kubeconfig = |i: usize| PathBuf::from(members[i]["kubeconfig"].as_str().unwrap());
-    // The README's commands: the namespace everywhere, the example in cluster-a.
+    // The README's commands: the namespace everywhere (`kubectl create namespace`, a protobuf
+    // body), the example in cluster-a.
     let examples = repo_root().join("docs/examples");
     for i in 0..3 {
-        kubectl(
-            &kubeconfig(i),
-            &["apply", "-f", examples.join("namespace.yaml").to_str().unwrap()],
-        );
+        kubectl(&kubeconfig(i), &["create", "namespace", "demo"]);
     }
     kubectl(
         &kubeconfig(0),
