@@ -651,16 +651,8 @@ impl Api {
                     (doc, false)
                 }
                 PatchType::Json => {
-                    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
                     let mut doc = (*served).clone();
-                    json_patch::patch(&mut doc, &ops).map_err(|e| {
-                        ApiError::new(
-                            422,
-                            "Invalid",
-                            format!("the JSON patch could not be applied: {e}"),
-                        )
-                    })?;
+                    json_patch_onto(&mut doc, patch)?;
                     (doc, false)
                 }
                 PatchType::Strategic => {
@@ -865,6 +857,9 @@ impl Api {
             ("", "Service") => crate::behaviour::admit_service(self, old, obj, allocated),
             ("", "Pod") => crate::behaviour::admit_pod(self, old, obj, allocated),
             ("discovery.k8s.io", "EndpointSlice") => crate::behaviour::validate_endpoint_slice(old, obj),
+            ("apps", kind @ ("Deployment" | "ReplicaSet" | "StatefulSet")) | ("batch", kind @ "Job") => {
+                crate::behaviour::admit_workload(kind, old, obj)
+            }
             ("apiextensions.k8s.io", "CustomResourceDefinition") => self.admit_crd(old, obj),
             _ => Ok(()),
         }
@@ -1073,4 +1068,18 @@ pub fn obj(pairs: &[(&str, Value)]) -> Value {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect::<Map<_, _>>(),
     )
+}
+
+/// Applies an RFC 6902 JSON patch to `doc`: 400 for a patch that does not parse, 422 for one
+/// that does not apply.
+pub(crate) fn json_patch_onto(doc: &mut Value, patch: &Value) -> ApiResult<()> {
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+    json_patch::patch(doc, &ops).map_err(|e| {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("the JSON patch could not be applied: {e}"),
+        )
+    })
 }

@@ -192,6 +192,19 @@ impl Api {
         if user.groups.iter().any(|g| g == "system:masters") {
             return Ok(());
         }
+        // Every authenticated user may ask what it may do and who it is (the default
+        // `system:basic-user` ClusterRole, bound to `system:authenticated`).
+        if a.verb == "create"
+            && matches!(
+                (a.group, a.resource),
+                (
+                    "authorization.k8s.io",
+                    "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+                ) | ("authentication.k8s.io", "selfsubjectreviews")
+            )
+        {
+            return Ok(());
+        }
         let rules_of = |kind: &str, ns: &str, name: &str| -> Vec<Value> {
             let gr = GroupResource::new(
                 "rbac.authorization.k8s.io",
@@ -271,5 +284,170 @@ impl Api {
             user.name, a.verb, a.group
         ))
         .with_details(a.group, a.resource, a.name))
+    }
+}
+
+impl Api {
+    /// The user a request acts as: `user` itself, or who it impersonates (`Impersonate-User`,
+    /// `Impersonate-Group`, as `kubectl --as`, `--as-group` send them), if `user` may
+    /// (`impersonate` on `users`, `serviceaccounts` or `groups`, through RBAC).
+    pub fn impersonate(
+        &self,
+        user: UserInfo,
+        as_user: Option<&str>,
+        as_groups: &[String],
+    ) -> ApiResult<UserInfo> {
+        let Some(name) = as_user else {
+            if as_groups.is_empty() {
+                return Ok(user);
+            }
+            return Err(crate::error::ApiError::internal(format!(
+                "requested {as_groups:?} without impersonating a user"
+            )));
+        };
+        let check = |resource: &str, namespace: &str, object: &str| {
+            self.authorize(
+                &user,
+                &Attributes {
+                    verb: "impersonate",
+                    group: "",
+                    resource,
+                    subresource: "",
+                    namespace,
+                    name: object,
+                },
+            )
+        };
+        let mut groups: Vec<String> = as_groups.to_vec();
+        if let Some(rest) = name.strip_prefix("system:serviceaccount:")
+            && let Some((ns, sa)) = rest.split_once(':')
+        {
+            check("serviceaccounts", ns, sa)?;
+            if groups.is_empty() {
+                groups = UserInfo::service_account(ns, sa).groups;
+            }
+        } else {
+            check("users", "", name)?;
+        }
+        for group in as_groups {
+            check("groups", "", group)?;
+        }
+        if name != "system:anonymous" && !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".into());
+        }
+        Ok(UserInfo {
+            name: name.to_string(),
+            groups,
+        })
+    }
+
+    /// Answers a review (SelfSubjectAccessReview, SubjectAccessReview, SelfSubjectReview) that
+    /// `user` created: the review with its `status` filled in.
+    pub fn review(&self, kind: &str, user: &UserInfo, mut review: Value) -> ApiResult<Value> {
+        use serde_json::json;
+        if kind == "SelfSubjectReview" {
+            review["status"] = json!({"userInfo": {"username": user.name, "groups": user.groups}});
+            return Ok(review);
+        }
+        let subject = if kind == "SubjectAccessReview" {
+            let s = |k: &str| {
+                review
+                    .pointer(&format!("/spec/{k}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let groups = strs(review.pointer("/spec/groups"))
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            UserInfo {
+                name: s("user"),
+                groups,
+            }
+        } else {
+            user.clone()
+        };
+        let allowed = if let Some(attrs) = review.pointer("/spec/resourceAttributes") {
+            let s = |k: &str| attrs.get(k).and_then(Value::as_str).unwrap_or("");
+            let a = Attributes {
+                verb: s("verb"),
+                group: s("group"),
+                resource: s("resource"),
+                subresource: s("subresource"),
+                namespace: s("namespace"),
+                name: s("name"),
+            };
+            if a.verb == "*" || a.resource == "*" {
+                subject.groups.iter().any(|g| g == "system:masters")
+            } else {
+                self.authorize(&subject, &a).is_ok()
+            }
+        } else if let Some(attrs) = review.pointer("/spec/nonResourceAttributes") {
+            let path = attrs.get("path").and_then(Value::as_str).unwrap_or("");
+            let verb = attrs.get("verb").and_then(Value::as_str).unwrap_or("");
+            self.allows_non_resource(&subject, verb, path)
+        } else {
+            return Err(crate::error::ApiError::invalid(
+                "authorization.k8s.io",
+                kind,
+                "",
+                vec![crate::error::Cause::required("spec.resourceAttributes")],
+            ));
+        };
+        review["status"] = json!({"allowed": allowed});
+        Ok(review)
+    }
+
+    /// Whether `user` may `verb` the non-resource URL `path` (discovery, `/version`, `/healthz`…
+    /// for every authenticated user; otherwise a `nonResourceURLs` rule of a ClusterRole).
+    fn allows_non_resource(&self, user: &UserInfo, verb: &str, path: &str) -> bool {
+        if user.groups.iter().any(|g| g == "system:masters") {
+            return true;
+        }
+        let public = [
+            "/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi",
+        ];
+        if verb == "get"
+            && public
+                .iter()
+                .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        {
+            return true;
+        }
+        let (bindings, _) = self.store.list(
+            &GroupResource::new("rbac.authorization.k8s.io", "clusterrolebindings"),
+            None,
+        );
+        bindings.iter().any(|b| {
+            let bound = b
+                .get("subjects")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|s| subject_matches(s, user, ""));
+            let role = b.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or("");
+            bound
+                && self
+                    .store
+                    .get(&crate::store::ObjectKey {
+                        gr: GroupResource::new("rbac.authorization.k8s.io", "clusterroles"),
+                        namespace: String::new(),
+                        name: role.to_string(),
+                    })
+                    .and_then(|r| r.get("rules").and_then(Value::as_array).cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|rule| {
+                        let verbs = strs(rule.get("verbs"));
+                        let urls = strs(rule.get("nonResourceURLs"));
+                        verbs.iter().any(|v| *v == "*" || *v == verb)
+                            && urls.iter().any(|u| {
+                                *u == "*"
+                                    || *u == path
+                                    || u.strip_suffix('*').is_some_and(|p| path.starts_with(p))
+                            })
+                    })
+        })
     }
 }

@@ -426,3 +426,113 @@ pub fn validate_endpoint_slice(old: Option<&Value>, obj: &mut Value) -> ApiResul
         ))
     }
 }
+
+/// Deployments, ReplicaSets, StatefulSets and Jobs: kube-apiserver's defaults (replicas, update
+/// strategies, history limits; a Job's generated selector) and the validation kubectl users meet
+/// first (a selector that matches the template's labels, at least one container).
+pub fn admit_workload(kind: &str, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
+    let group = if kind == "Job" { "batch" } else { "apps" };
+    let invalid =
+        |causes: Vec<Cause>, obj: &Value| ApiError::invalid(group, kind, meta::meta_str(obj, "name"), causes);
+    if !obj.get("spec").is_some_and(Value::is_object) {
+        return Err(invalid(vec![Cause::required("spec")], obj));
+    }
+    if obj
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        return Err(invalid(
+            vec![Cause::required("spec.template.spec.containers")],
+            obj,
+        ));
+    }
+    match kind {
+        "Deployment" => fill(
+            &mut obj["spec"],
+            &json!({
+                "replicas": 1, "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+            }),
+        ),
+        "ReplicaSet" => fill(&mut obj["spec"], &json!({"replicas": 1})),
+        "StatefulSet" => fill(
+            &mut obj["spec"],
+            &json!({
+                "replicas": 1, "revisionHistoryLimit": 10, "podManagementPolicy": "OrderedReady",
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+                "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+            }),
+        ),
+        "Job" => {
+            fill(
+                &mut obj["spec"],
+                &json!({"completions": 1, "parallelism": 1, "backoffLimit": 6, "completionMode": "NonIndexed", "suspend": false}),
+            );
+            // Unless told otherwise, a Job selects its pods by its own uid, as the API server
+            // generates it (on create; the uid is already set by then).
+            if old.is_none() && obj.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true) {
+                let uid = meta::meta_str(obj, "uid").to_string();
+                let name = meta::meta_str(obj, "name").to_string();
+                obj["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+                fill(
+                    &mut obj["spec"]["template"]["metadata"],
+                    &json!({"labels": {
+                        "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+                        "batch.kubernetes.io/job-name": name, "job-name": name,
+                    }}),
+                );
+            }
+        }
+        _ => {}
+    }
+    // The selector must select the template's pods.
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .cloned();
+    let template_labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap_or(json!({}));
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        return Err(invalid(vec![Cause::required("spec.selector")], obj));
+    };
+    let pod = json!({"metadata": {"labels": template_labels}});
+    if !crate::select::map_selector_matches(&selector, &pod) {
+        return Err(invalid(
+            vec![Cause::invalid(
+                "spec.template.metadata.labels",
+                &pod["metadata"]["labels"],
+                "`selector` does not match template `labels`",
+            )],
+            obj,
+        ));
+    }
+    if let Some(old) = old
+        && old.pointer("/spec/selector") != obj.pointer("/spec/selector")
+        && kind != "Job"
+    {
+        return Err(invalid(
+            vec![Cause::invalid(
+                "spec.selector",
+                &obj["spec"]["selector"],
+                "field is immutable",
+            )],
+            obj,
+        ));
+    }
+    Ok(())
+}
+
+/// Fills what `target` lacks from `defaults`, recursively through objects (a missing or `null`
+/// field takes the default whole; an object present, even empty, is filled in field by field).
+fn fill(target: &mut Value, defaults: &Value) {
+    if target.is_null() {
+        *target = defaults.clone();
+    } else if let (Some(t), Some(d)) = (target.as_object_mut(), defaults.as_object()) {
+        for (k, v) in d {
+            fill(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}

@@ -19,6 +19,7 @@ use crate::kinds::ResourceInfo;
 use crate::meta;
 use crate::select::map_selector_matches;
 use crate::store::{Event, EventType, GroupResource, ObjectKey};
+use crate::workloads;
 
 /// `endpointslice.kubernetes.io/managed-by` of the slices this controller owns.
 pub const ENDPOINTSLICE_MANAGER: &str = "endpointslice-controller.k8s.io";
@@ -58,7 +59,7 @@ fn info(api: &Api, gr: &GroupResource) -> Option<Arc<ResourceInfo>> {
     api.resource(&gr.group, &gr.resource)
 }
 
-fn core(api: &Api, resource: &str) -> Arc<ResourceInfo> {
+pub(crate) fn core(api: &Api, resource: &str) -> Arc<ResourceInfo> {
     api.resource("", resource).expect("core resources are built in")
 }
 
@@ -79,7 +80,7 @@ fn gc_update(api: &Api, info: &ResourceInfo, key: &ObjectKey, new: Value, what: 
     );
 }
 
-fn log_err(what: &str, r: ApiResult<impl Sized>) {
+pub(crate) fn log_err(what: &str, r: ApiResult<impl Sized>) {
     if let Err(error) = r
         && error.code != 404
         && error.code != 409
@@ -136,6 +137,31 @@ fn handle(api: &Api, ev: &Event) {
             _ => {}
         }
     }
+    if ev.kind != EventType::Deleted || gr.resource == "pods" {
+        match (gr.group.as_str(), gr.resource.as_str()) {
+            ("apps", "deployments") => workloads::reconcile_deployment(api, &ev.key.namespace, &ev.key.name),
+            ("apps", "replicasets") => workloads::reconcile_replica_set(api, &ev.key.namespace, &ev.key.name),
+            ("apps", "statefulsets") => {
+                workloads::reconcile_stateful_set(api, &ev.key.namespace, &ev.key.name)
+            }
+            ("batch", "jobs") => workloads::reconcile_job(api, &ev.key.namespace, &ev.key.name),
+            ("", "pods") => {
+                if ev.kind == EventType::Added {
+                    let node = obj
+                        .pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let message = format!(
+                        "Successfully assigned {}/{} to {node}",
+                        ev.key.namespace, ev.key.name
+                    );
+                    crate::events::record(api, obj, "Normal", "Scheduled", &message);
+                }
+                workloads::pod_changed(api, obj);
+            }
+            _ => {}
+        }
+    }
     if gr.group == "discovery.k8s.io"
         && gr.resource == "endpointslices"
         && let Some(svc) = obj
@@ -162,6 +188,27 @@ fn resync(api: &Api) {
     let (services, _) = api.list(&core(api, "services"), None);
     for svc in &services {
         reconcile_service(api, meta::meta_str(svc, "namespace"), meta::meta_str(svc, "name"));
+    }
+    for (group, resource, reconcile) in [
+        (
+            "apps",
+            "deployments",
+            workloads::reconcile_deployment as fn(&Api, &str, &str),
+        ),
+        ("apps", "replicasets", workloads::reconcile_replica_set),
+        ("apps", "statefulsets", workloads::reconcile_stateful_set),
+        ("batch", "jobs", workloads::reconcile_job),
+    ] {
+        let Some(info) = api.resource(group, resource) else {
+            continue;
+        };
+        for obj in api.list(&info, None).0 {
+            reconcile(
+                api,
+                meta::meta_str(&obj, "namespace"),
+                meta::meta_str(&obj, "name"),
+            );
+        }
     }
     for info in api.registry().all() {
         let (items, _) = api.list(info, None);

@@ -155,6 +155,20 @@ async fn handle(
     let Some(user) = token.as_deref().and_then(|t| api.authenticate(t)) else {
         return error_response(&ApiError::unauthorized());
     };
+    // `kubectl --as`, `--as-group`: act as another user, if allowed to.
+    let header_values = |name: &str| -> Vec<String> {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let as_user = header_values("Impersonate-User").into_iter().next();
+    let user = match api.impersonate(user, as_user.as_deref(), &header_values("Impersonate-Group")) {
+        Ok(user) => user,
+        Err(e) => return error_response(&e),
+    };
     // A held resource: the request waits, unanswered, until it is released (or until its
     // connection closes, which drops this future).
     let holding = !settings.held.borrow().is_empty();
@@ -402,6 +416,17 @@ async fn route(
             )
         }
     };
+    if info.is_review() {
+        if verb != "create" {
+            return Err(ApiError::method_not_allowed(method.as_str()));
+        }
+        let review = parse_body(&read_body(req).await?, &content_type)?;
+        let answered = api.review(&info.kind, &ctx.user, review)?;
+        return Ok(json_response(StatusCode::CREATED, &answered));
+    }
+    if subresource == "scale" {
+        return scale(api, &info, &ns, &name, verb, &content_type, req, &ctx).await;
+    }
     match verb {
         "get" if subresource.is_empty() || subresource == "status" => {
             Ok(respond(StatusCode::OK, api.get(&info, &ns, &name)?))
@@ -506,6 +531,83 @@ async fn route(
     }
 }
 
+/// The `scale` subresource of a workload (`autoscaling/v1` Scale): what `kubectl scale` reads and
+/// writes. Writing it sets the workload's `spec.replicas`.
+#[allow(clippy::too_many_arguments)]
+async fn scale(
+    api: &Api,
+    info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    verb: &str,
+    content_type: &str,
+    req: Request<Incoming>,
+    ctx: &Ctx,
+) -> ApiResult<Response<Body>> {
+    let current = api.get(info, ns, name)?;
+    let scale_of = |obj: &Value| -> Value {
+        let selector = obj
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let md = &obj["metadata"];
+        json!({
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": md["name"], "namespace": md["namespace"], "uid": md["uid"],
+                         "resourceVersion": md["resourceVersion"], "creationTimestamp": md["creationTimestamp"]},
+            "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+            "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+        })
+    };
+    let wanted = match verb {
+        "get" => return Ok(json_response(StatusCode::OK, &scale_of(&current))),
+        "update" => parse_body(&read_body(req).await?, content_type)?,
+        "patch" => {
+            let patch = parse_json(&read_body(req).await?)?;
+            let mut doc = scale_of(&current);
+            match content_type.split(';').next().unwrap_or("").trim() {
+                "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                    json_patch::merge(&mut doc, &patch)
+                }
+                "application/json-patch+json" => crate::api::json_patch_onto(&mut doc, &patch)?,
+                other => return Err(ApiError::unsupported_media_type(other)),
+            }
+            doc
+        }
+        _ => return Err(ApiError::method_not_allowed(verb)),
+    };
+    let replicas = wanted
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![Cause::invalid(
+                    "spec.replicas",
+                    &wanted["spec"]["replicas"],
+                    "must be greater than or equal to 0",
+                )],
+            )
+        })?;
+    let mut new = (*current).clone();
+    new["spec"]["replicas"] = json!(replicas);
+    let rv = meta::meta_str(&wanted, "resourceVersion");
+    if !rv.is_empty() {
+        new["metadata"]["resourceVersion"] = json!(rv);
+    }
+    let updated = api.update(info, &info.storage_version, ns, name, new, None, ctx)?;
+    Ok(json_response(StatusCode::OK, &scale_of(&updated)))
+}
+
 fn delete_options(body: &[u8], content_type: &str, query: &Query) -> ApiResult<DeleteOptions> {
     let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
@@ -588,7 +690,11 @@ fn resource_list(api: &Api, group: &str, version: &str) -> ApiResult<Value> {
             resources.push(json!({"name": format!("{}/status", info.resource), "singularName": "", "namespaced": info.namespaced, "kind": info.kind, "verbs": ["get", "patch", "update"]}));
         }
         for sub in &info.other_subresources {
-            resources.push(json!({"name": format!("{}/{sub}", info.resource), "singularName": "", "namespaced": info.namespaced, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+            let (group, kind, verbs) = match *sub {
+                "scale" => ("autoscaling", "Scale", json!(["get", "patch", "update"])),
+                _ => ("authentication.k8s.io", "TokenRequest", json!(["create"])),
+            };
+            resources.push(json!({"name": format!("{}/{sub}", info.resource), "singularName": "", "namespaced": info.namespaced, "group": group, "version": "v1", "kind": kind, "verbs": verbs}));
         }
     }
     let gv = if group.is_empty() {

@@ -61,8 +61,17 @@ impl ResourceInfo {
         self.versions.iter().any(|v| v == version)
     }
 
+    /// Whether this is a review: a resource that is only ever created, answered and never stored
+    /// (SelfSubjectAccessReview, SubjectAccessReview, SelfSubjectReview).
+    pub fn is_review(&self) -> bool {
+        self.builtin && self.kind.ends_with("Review")
+    }
+
     /// The verbs discovery lists.
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.is_review() {
+            return vec!["create"];
+        }
         vec![
             "create",
             "delete",
@@ -118,7 +127,47 @@ pub fn builtins() -> Vec<ResourceInfo> {
         &[],
     );
     sa.other_subresources.push("token");
+    let scalable = |resource: &str, singular: &str, kind: &str, short: &[&str]| {
+        let mut info = builtin("apps", resource, singular, kind, true, short, true, &["all"]);
+        info.other_subresources.push("scale");
+        info
+    };
     vec![
+        scalable("deployments", "deployment", "Deployment", &["deploy"]),
+        scalable("replicasets", "replicaset", "ReplicaSet", &["rs"]),
+        scalable("statefulsets", "statefulset", "StatefulSet", &["sts"]),
+        builtin("batch", "jobs", "job", "Job", true, &[], true, &["all"]),
+        builtin("", "events", "event", "Event", true, &["ev"], false, &[]),
+        builtin(
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews",
+            "selfsubjectaccessreview",
+            "SelfSubjectAccessReview",
+            false,
+            &[],
+            false,
+            &[],
+        ),
+        builtin(
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            "subjectaccessreview",
+            "SubjectAccessReview",
+            false,
+            &[],
+            false,
+            &[],
+        ),
+        builtin(
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            "SelfSubjectReview",
+            false,
+            &[],
+            false,
+            &[],
+        ),
         builtin(
             "",
             "namespaces",

@@ -27,6 +27,7 @@ mod behaviour;
 mod cluster;
 pub mod controllers;
 mod error;
+pub mod events;
 pub mod fields;
 mod http;
 mod ipam;
@@ -39,6 +40,7 @@ pub mod select;
 pub mod store;
 mod table;
 mod tls;
+pub mod workloads;
 
 pub use cluster::{Cluster, ClusterConfig};
 pub use error::{ApiError, ApiResult, Cause, Error, Result};

@@ -6,8 +6,8 @@
 //! names the kind and whose `raw` is the object's own protobuf encoding. The object is decoded
 //! with [`prost_reflect`] against the descriptors of the published Kubernetes `.proto` files
 //! (`sandbox/proto/kubernetes.pb`, made by `sandbox/proto/generate.sh`), then written as the JSON
-//! kube-apiserver would have taken: field names as in the API, 64-bit integers as numbers, and
-//! apimachinery's hand-written types (`Time`, `MicroTime`, `Duration`, `IntOrString`,
+//! kube-apiserver would have taken: field names as in the API, 64-bit integers as numbers, empty
+//! strings left out, and apimachinery's hand-written types (`Time`, `MicroTime`, `Duration`, `IntOrString`,
 //! `Quantity`, `RawExtension`, `FieldsV1`) in their JSON forms.
 
 use std::sync::LazyLock;
@@ -111,6 +111,11 @@ fn to_json(message: &DynamicMessage) -> Value {
         _ => {
             let mut object = Map::new();
             for (field, value) in message.fields() {
+                // Go writes every non-pointer string, empty or not; its JSON leaves the empty ones
+                // out (`omitempty`), and so do we, so that "" never stands for "unset".
+                if matches!(value, Field::String(s) if s.is_empty()) {
+                    continue;
+                }
                 object.insert(field.json_name().to_string(), field_json(value));
             }
             Value::Object(object)

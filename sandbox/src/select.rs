@@ -138,6 +138,20 @@ impl FieldSelector {
                             | "spec.schedulerName"
                     ) | ("Secret", "type")
                         | ("Namespace", "status.phase")
+                        | (
+                            "Event",
+                            "involvedObject.kind"
+                                | "involvedObject.namespace"
+                                | "involvedObject.name"
+                                | "involvedObject.uid"
+                                | "involvedObject.apiVersion"
+                                | "involvedObject.resourceVersion"
+                                | "involvedObject.fieldPath"
+                                | "reason"
+                                | "reportingComponent"
+                                | "source"
+                                | "type"
+                        )
                 );
             if !supported {
                 return Err(ApiError::bad_request(format!(

@@ -1,6 +1,8 @@
 //! `meta.k8s.io/v1` Table answers for `kubectl get`: the name, a CRD's
 //! `additionalPrinterColumns` (a JSONPath subset: `.a.b`, `[n]`, `[?(@.k=="v")]`), and the age.
-//! Built-in kinds get Name and Age only (kubectl prints them as a real cluster's short form).
+//! The built-in kinds a newcomer lists most get kube-apiserver's own default columns (pods,
+//! deployments, replica sets, stateful sets, jobs, services, namespaces, endpoint slices,
+//! events); the others Name and Age.
 
 use std::sync::Arc;
 
@@ -50,9 +52,199 @@ fn age(ts: &str) -> String {
     }
 }
 
+/// One column of a built-in kind's table: its name, priority (1: only with `-o wide`) and cell.
+type Column = (&'static str, u8, fn(&Value) -> Value);
+
+fn int_at(obj: &Value, path: &str) -> i64 {
+    obj.pointer(path).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn str_at<'a>(obj: &'a Value, path: &str) -> &'a str {
+    obj.pointer(path).and_then(Value::as_str).unwrap_or("")
+}
+
+fn name_cell(obj: &Value) -> Value {
+    json!(crate::meta::meta_str(obj, "name"))
+}
+
+fn age_cell(obj: &Value) -> Value {
+    json!(age(crate::meta::meta_str(obj, "creationTimestamp")))
+}
+
+/// kube-apiserver's default columns of the built-in kinds the sandbox shows most.
+fn builtin_columns(kind: &str) -> Option<Vec<Column>> {
+    Some(match kind {
+        "Pod" => vec![
+            ("Name", 0, name_cell),
+            ("Ready", 0, |o| {
+                let total = o
+                    .pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                let ready = o
+                    .pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+                json!(format!("{}/{total}", if ready { total } else { 0 }))
+            }),
+            ("Status", 0, |o| {
+                json!(if crate::meta::is_deleting(o) {
+                    "Terminating"
+                } else {
+                    str_at(o, "/status/phase")
+                })
+            }),
+            ("Restarts", 0, |_| json!(0)),
+            ("Age", 0, age_cell),
+            ("IP", 1, |o| json!(str_at(o, "/status/podIP"))),
+            ("Node", 1, |o| json!(str_at(o, "/spec/nodeName"))),
+        ],
+        "Deployment" => vec![
+            ("Name", 0, name_cell),
+            ("Ready", 0, |o| {
+                json!(format!(
+                    "{}/{}",
+                    int_at(o, "/status/readyReplicas"),
+                    int_at(o, "/spec/replicas")
+                ))
+            }),
+            ("Up-to-date", 0, |o| json!(int_at(o, "/status/updatedReplicas"))),
+            ("Available", 0, |o| json!(int_at(o, "/status/availableReplicas"))),
+            ("Age", 0, age_cell),
+        ],
+        "ReplicaSet" => vec![
+            ("Name", 0, name_cell),
+            ("Desired", 0, |o| json!(int_at(o, "/spec/replicas"))),
+            ("Current", 0, |o| json!(int_at(o, "/status/replicas"))),
+            ("Ready", 0, |o| json!(int_at(o, "/status/readyReplicas"))),
+            ("Age", 0, age_cell),
+        ],
+        "StatefulSet" => vec![
+            ("Name", 0, name_cell),
+            ("Ready", 0, |o| {
+                json!(format!(
+                    "{}/{}",
+                    int_at(o, "/status/readyReplicas"),
+                    int_at(o, "/spec/replicas")
+                ))
+            }),
+            ("Age", 0, age_cell),
+        ],
+        "Job" => vec![
+            ("Name", 0, name_cell),
+            ("Status", 0, |o| {
+                json!(if o.pointer("/status/completionTime").is_some() {
+                    "Complete"
+                } else {
+                    "Running"
+                })
+            }),
+            ("Completions", 0, |o| {
+                let want = o
+                    .pointer("/spec/completions")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                json!(format!("{}/{want}", int_at(o, "/status/succeeded")))
+            }),
+            ("Age", 0, age_cell),
+        ],
+        "Service" => vec![
+            ("Name", 0, name_cell),
+            ("Type", 0, |o| json!(str_at(o, "/spec/type"))),
+            ("Cluster-IP", 0, |o| json!(str_at(o, "/spec/clusterIP"))),
+            ("External-IP", 0, |_| json!("<none>")),
+            ("Port(s)", 0, |o| {
+                let ports: Vec<String> = o
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                    .collect();
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                })
+            }),
+            ("Age", 0, age_cell),
+        ],
+        "Namespace" => vec![
+            ("Name", 0, name_cell),
+            ("Status", 0, |o| json!(str_at(o, "/status/phase"))),
+            ("Age", 0, age_cell),
+        ],
+        "EndpointSlice" => vec![
+            ("Name", 0, name_cell),
+            ("AddressType", 0, |o| json!(str_at(o, "/addressType"))),
+            ("Ports", 0, |o| {
+                let ports: Vec<String> = o
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p["port"].to_string())
+                    .collect();
+                json!(if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                })
+            }),
+            ("Endpoints", 0, |o| {
+                let addrs: Vec<&str> = o
+                    .get("endpoints")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                    .filter_map(Value::as_str)
+                    .collect();
+                json!(if addrs.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    addrs.join(",")
+                })
+            }),
+            ("Age", 0, age_cell),
+        ],
+        "Event" => vec![
+            ("Last Seen", 0, |o| json!(age(str_at(o, "/lastTimestamp")))),
+            ("Type", 0, |o| json!(str_at(o, "/type"))),
+            ("Reason", 0, |o| json!(str_at(o, "/reason"))),
+            ("Object", 0, |o| {
+                let kind = str_at(o, "/involvedObject/kind").to_lowercase();
+                json!(format!("{kind}/{}", str_at(o, "/involvedObject/name")))
+            }),
+            ("Message", 0, |o| json!(str_at(o, "/message"))),
+            ("Name", 1, name_cell),
+        ],
+        _ => return None,
+    })
+}
+
 /// A Table of `items` (already at `version`), with a list's `metadata` (resourceVersion,
 /// continue).
 pub fn table(info: &ResourceInfo, version: &str, items: &[Arc<Value>], metadata: Value) -> Value {
+    if info.builtin
+        && let Some(columns) = builtin_columns(&info.kind)
+    {
+        let defs: Vec<Value> = columns
+            .iter()
+            .map(|(name, priority, _)| {
+                let format = if *name == "Name" { "name" } else { "" };
+                json!({"name": name, "type": "string", "format": format, "description": name, "priority": priority})
+            })
+            .collect();
+        let rows: Vec<Value> = items
+            .iter()
+            .map(|item| {
+                let cells: Vec<Value> = columns.iter().map(|(_, _, cell)| cell(item)).collect();
+                json!({"cells": cells, "object": **item})
+            })
+            .collect();
+        return json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": defs, "rows": rows});
+    }
     let cols = info.printer_columns.get(version).cloned().unwrap_or_default();
     let mut defs = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}),

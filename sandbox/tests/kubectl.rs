@@ -418,3 +418,273 @@ async fn kubectl_typed_generators_send_protobuf_and_create_what_they_say() {
         "{denied}"
     );
 }
+
+/// Deployments, ReplicaSets, StatefulSets and Jobs behave as kubectl expects of a cluster:
+/// rollout status, scale, a template change rolling the pods, events, `get all`, cascading delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_deployments_stateful_sets_and_jobs_as_a_cluster_does() {
+    let cluster = cluster().await;
+    let k = Kubectl::new(&cluster, "workloads");
+    k.ok(&["create", "namespace", "apps"], None).await;
+    in_apps(
+        &k,
+        &["create", "deployment", "web", "--image=nginx", "--replicas=2"],
+    )
+    .await;
+    in_apps(&k, &["rollout", "status", "deployment/web", "--timeout=10s"]).await;
+    assert_eq!(app_pods(&k, "app=web").await.len(), 2);
+    in_apps(&k, &["scale", "deployment/web", "--replicas=3"]).await;
+    in_apps(&k, &["rollout", "status", "deployment/web", "--timeout=10s"]).await;
+    assert_eq!(app_pods(&k, "app=web").await.len(), 3);
+    let ready = in_apps(
+        &k,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.status.readyReplicas}/{.status.updatedReplicas}",
+        ],
+    )
+    .await;
+    assert_eq!(ready, "3/3");
+    // A template change: a new ReplicaSet takes over, the old one is scaled to zero.
+    let first = app_pods(&k, "app=web").await;
+    in_apps(&k, &["set", "image", "deployment/web", "nginx=nginx:1.27"]).await;
+    in_apps(&k, &["rollout", "status", "deployment/web", "--timeout=10s"]).await;
+    let second = app_pods(&k, "app=web").await;
+    assert_eq!(second.len(), 3);
+    assert!(second.iter().all(|p| !first.contains(p)), "{first:?} {second:?}");
+    let sets = in_apps(
+        &k,
+        &[
+            "get",
+            "rs",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.replicas} {end}",
+        ],
+    )
+    .await;
+    let mut sets: Vec<&str> = sets.split_whitespace().collect();
+    sets.sort();
+    assert_eq!(sets, ["0", "3"]);
+    let image = in_apps(
+        &k,
+        &[
+            "get",
+            "pod",
+            &second[0],
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ],
+    )
+    .await;
+    assert_eq!(image, "nginx:1.27");
+    // What happened is in the events, and `describe` shows them.
+    let events = in_apps(
+        &k,
+        &[
+            "get",
+            "events",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}:{.involvedObject.kind};{end}",
+        ],
+    )
+    .await;
+    for want in [
+        "ScalingReplicaSet:Deployment",
+        "SuccessfulCreate:ReplicaSet",
+        "SuccessfulDelete:ReplicaSet",
+        "Scheduled:Pod",
+    ] {
+        assert!(events.contains(want), "{want} in {events}");
+    }
+    let describe = in_apps(&k, &["describe", "deployment", "web"]).await;
+    assert!(describe.contains("Scaled up replica set"), "{describe}");
+
+    // A StatefulSet: ordinal names, hostname and subdomain for per-pod DNS names.
+    k.ok(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db, namespace: apps}\nspec:\n  serviceName: db\n  replicas: 2\n  selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: postgres}]}\n",
+        ),
+    )
+    .await;
+    in_apps(&k, &["rollout", "status", "statefulset/db", "--timeout=10s"]).await;
+    let mut db = app_pods(&k, "app=db").await;
+    db.sort();
+    assert_eq!(db, ["db-0", "db-1"]);
+    assert_eq!(
+        in_apps(
+            &k,
+            &[
+                "get",
+                "pod",
+                "db-1",
+                "-o",
+                "jsonpath={.spec.hostname}.{.spec.subdomain}"
+            ]
+        )
+        .await,
+        "db-1.db"
+    );
+    in_apps(&k, &["scale", "statefulset/db", "--replicas=1"]).await;
+    assert_eq!(app_pods(&k, "app=db").await, ["db-0"]);
+
+    // A Job: its pod runs (at once, in the sandbox) and the Job completes.
+    in_apps(&k, &["create", "job", "once", "--image=busybox"]).await;
+    in_apps(
+        &k,
+        &["wait", "--for=condition=complete", "job/once", "--timeout=10s"],
+    )
+    .await;
+
+    // Listed with `get all` and in discovery.
+    let all = in_apps(&k, &["get", "all", "-o", "name"]).await;
+    for want in [
+        "deployment.apps/web",
+        "statefulset.apps/db",
+        "job.batch/once",
+        "replicaset.apps/web-",
+    ] {
+        assert!(all.contains(want), "{want} in {all}");
+    }
+    let resources = k
+        .ok(&["api-resources", "--api-group=apps", "-o", "name"], None)
+        .await;
+    assert!(
+        resources.contains("deployments.apps") && resources.contains("statefulsets.apps"),
+        "{resources}"
+    );
+
+    // A selector that does not select the template is refused, as kube-apiserver refuses it.
+    let (ok, _, err) = k
+        .run(
+            &["apply", "-f", "-"],
+            Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad, namespace: apps}\nspec:\n  selector: {matchLabels: {app: one}}\n  template:\n    metadata: {labels: {app: two}}\n    spec: {containers: [{name: c, image: nginx}]}\n"),
+        )
+        .await;
+    assert!(
+        !ok && err.contains("`selector` does not match template `labels`"),
+        "{err}"
+    );
+
+    // Deleting the Deployment takes its ReplicaSets and pods with it.
+    in_apps(&k, &["delete", "deployment", "web"]).await;
+    eventually("the Deployment's pods to go", || async {
+        let left = in_apps(&k, &["get", "rs,pods", "-l", "app=web", "-o", "name"]).await;
+        left.trim().is_empty().then_some(())
+    })
+    .await;
+}
+
+/// `kubectl auth can-i` (SelfSubjectAccessReview) and `--as` (impersonation) answer through the
+/// sandbox's RBAC, and `kubectl auth whoami` says who the caller is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_can_i_and_as_follow_rbac() {
+    let cluster = cluster().await;
+    let k = Kubectl::new(&cluster, "auth");
+    for args in [
+        &["create", "namespace", "team"][..],
+        &["-n", "team", "create", "serviceaccount", "bot"],
+        &[
+            "-n",
+            "team",
+            "create",
+            "role",
+            "reader",
+            "--verb=get,list,watch",
+            "--resource=configmaps",
+        ],
+        &[
+            "-n",
+            "team",
+            "create",
+            "rolebinding",
+            "bot-reads",
+            "--role=reader",
+            "--serviceaccount=team:bot",
+        ],
+    ] {
+        k.ok(args, None).await;
+    }
+    let bot = "--as=system:serviceaccount:team:bot";
+    let can = |args: &'static [&'static str]| {
+        let k = &k;
+        async move {
+            k.run(&[&["auth", "can-i"], args, &[bot]].concat(), None)
+                .await
+                .1
+                .trim()
+                .to_string()
+        }
+    };
+    assert_eq!(can(&["list", "configmaps", "-n", "team"]).await, "yes");
+    assert_eq!(can(&["get", "configmaps/settings", "-n", "team"]).await, "yes");
+    assert_eq!(can(&["delete", "configmaps", "-n", "team"]).await, "no");
+    assert_eq!(can(&["list", "configmaps", "-n", "default"]).await, "no");
+    assert_eq!(can(&["get", "/healthz"]).await, "yes");
+    // Acting as the ServiceAccount: its own rights, not the admin's.
+    let (ok, _, err) = k.run(&["-n", "team", "get", "secrets", bot], None).await;
+    assert!(
+        !ok && err.contains("User \"system:serviceaccount:team:bot\" cannot list resource \"secrets\""),
+        "{err}"
+    );
+    let who = k
+        .ok(
+            &[
+                "auth",
+                "whoami",
+                bot,
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(who, "system:serviceaccount:team:bot");
+    // The ServiceAccount may not impersonate anyone.
+    let token = k.ok(&["-n", "team", "create", "token", "bot"], None).await;
+    let (ok, _, err) = k
+        .run(
+            &[
+                "-n",
+                "team",
+                "get",
+                "configmaps",
+                "--token",
+                token.trim(),
+                "--as=someone",
+            ],
+            None,
+        )
+        .await;
+    assert!(
+        !ok && err.contains("cannot impersonate resource \"users\""),
+        "{err}"
+    );
+}
+
+/// kubectl in namespace `apps`.
+async fn in_apps(k: &Kubectl, args: &[&str]) -> String {
+    k.ok(&[&["-n", "apps"], args].concat(), None).await
+}
+
+/// The names of the pods `selector` selects in namespace `apps`.
+async fn app_pods(k: &Kubectl, selector: &str) -> Vec<String> {
+    in_apps(
+        k,
+        &[
+            "get",
+            "pods",
+            "-l",
+            selector,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    )
+    .await
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}

@@ -25,7 +25,7 @@ bin=$("$repo/tests/kube/build.sh" | tail -n 1)
 export PATH="$bin:$PATH"
 
 # Build the tests first, so the clusters are not kept waiting on a compile.
-(cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests --test clusterset --test conformance --test kube)
+(cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests --test clusterset --test conformance --test walkthrough --test kube)
 
 "$repo/tests/kube/up.sh" --clusters 3 --dir "$dir" > "$dir/up.out" 2> "$dir/up.log" &
 up=$!
@@ -51,6 +51,6 @@ echo "test.sh: clusterset ready after $((SECONDS - started)) s"
 
 cd "$repo"
 MCSD_E2E_CLUSTERSET=$dir cargo test --locked -p mcsd-tests \
-    --test clusterset --test conformance --test kube -- --include-ignored --test-threads=1 "$@"
+    --test clusterset --test conformance --test walkthrough --test kube -- --include-ignored --test-threads=1 "$@"
 
 "$repo/tests/kube/conformance/run.sh" "$dir"

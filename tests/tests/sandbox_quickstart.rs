@@ -1,5 +1,6 @@
-//! The README's first run, as a newcomer does it: `mcsd sandbox --clusters 3`, a Service and its
-//! ServiceExport applied with kubectl in cluster-a, and `dig` against cluster-c's DNS server.
+//! The README's first run, as a newcomer does it: `mcsd sandbox --clusters 3`, a Deployment made
+//! with `kubectl create deployment` and its Service and ServiceExport applied in cluster-a, and
+//! `dig` against cluster-c's DNS server.
 
 use std::{
     path::PathBuf,
@@ -51,10 +52,29 @@ async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_clust
     for i in 0..3 {
         kubectl(&kubeconfig(i), &["create", "namespace", "demo"]);
     }
-    kubectl(
-        &kubeconfig(0),
+    for args in [
+        &[
+            "-n",
+            "demo",
+            "create",
+            "deployment",
+            "hello",
+            "--image=nginx",
+            "--replicas=2",
+            "--port=8080",
+        ][..],
+        &["-n", "demo", "rollout", "status", "deployment/hello"],
         &["apply", "-f", examples.join("hello.yaml").to_str().unwrap()],
-    );
+        &[
+            "-n",
+            "demo",
+            "wait",
+            "--for=condition=Ready",
+            "serviceexport/hello",
+        ],
+    ] {
+        kubectl(&kubeconfig(0), args);
+    }
 
     let dns_c: std::net::SocketAddr = members[2]["dns"].as_str().unwrap().parse().unwrap();
     let ip = eventually(
