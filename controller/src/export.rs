@@ -15,7 +15,7 @@ use crate::merge::ExportSpec;
 /// Why a ServiceExport exports nothing: the `Valid=False` condition's reason and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
-    /// `NoService` or `InvalidServiceType`.
+    /// `NoService`, `InvalidServiceType` or `NamespaceDenied`.
     pub reason: &'static str,
     /// What a user should know, in one sentence.
     pub message: String,

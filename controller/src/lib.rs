@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dns_index;
 pub mod exchange;
 pub mod export;
+pub mod guard;
 pub mod identity;
 pub mod import;
 pub mod kubeconfig;

@@ -33,6 +33,34 @@ impl std::str::FromStr for PeerArg {
     }
 }
 
+/// A peer's address ranges as given on the command line: `NAME=CIDR[,CIDR…]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerRanges {
+    /// The peer's cluster id.
+    pub cluster: ClusterId,
+    /// The only ranges its endpoint addresses may be in.
+    pub ranges: Vec<ipnet::IpNet>,
+}
+
+impl std::str::FromStr for PeerRanges {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((name, ranges)) = s.split_once('=') else {
+            return Err(format!("{s:?} is not NAME=CIDR[,CIDR...]"));
+        };
+        let cluster = ClusterId::new(name).map_err(|e| e.to_string())?;
+        let ranges = ranges
+            .split(',')
+            .map(|r| {
+                r.trim()
+                    .parse::<ipnet::IpNet>()
+                    .map_err(|e| format!("{r:?} is not a CIDR range: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { cluster, ranges })
+    }
+}
+
 /// `mcsd run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -86,6 +114,30 @@ pub struct RunArgs {
     /// Address of the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
     #[arg(long = "admin-listen", value_name = "ADDR", default_value = "0.0.0.0:8080")]
     pub admin_listen: std::net::SocketAddr,
+    /// A namespace that may export and be imported even though denied (a name, or a prefix
+    /// ending in `*`; repeat). Every `kube-*` namespace and the exchange namespace are denied
+    /// unless named here.
+    #[arg(long = "allow-namespace", value_name = "NAMESPACE")]
+    pub allow_namespaces: Vec<String>,
+    /// A namespace that may neither export nor be imported, besides `kube-*` and the exchange
+    /// namespace (a name, or a prefix ending in `*`; repeat). Its ServiceExports get
+    /// `Valid=False/NamespaceDenied`; peers' records for it are ignored and counted.
+    #[arg(long = "deny-namespace", value_name = "NAMESPACE")]
+    pub deny_namespaces: Vec<String>,
+    /// Only accept endpoint addresses of a peer inside these ranges, as `NAME=CIDR[,CIDR…]`
+    /// (repeat per peer; a peer Secret's `ranges` key does the same).
+    #[arg(long = "peer-ranges", value_name = "NAME=CIDRS")]
+    pub peer_ranges: Vec<PeerRanges>,
+    /// The most services one peer may export into this cluster; its others are refused.
+    #[arg(long, value_name = "N", default_value_t = crate::guard::Limits::default().records)]
+    pub max_peer_records: usize,
+    /// The most endpoints one peer may publish for one service; a slice past it is refused.
+    #[arg(long, value_name = "N", default_value_t = crate::guard::Limits::default().endpoints_per_service)]
+    pub max_peer_endpoints_per_service: usize,
+    /// The most bytes of one peer record (an export record's JSON, or a slice's addresses and
+    /// names); a larger one is refused.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::guard::Limits::default().bytes_per_record)]
+    pub max_peer_record_bytes: usize,
 }
 
 /// What a started daemon serves.
@@ -149,6 +201,12 @@ impl RunArgs {
             zone,
             ttl,
             admin_listen,
+            allow_namespaces,
+            deny_namespaces,
+            peer_ranges,
+            max_peer_records,
+            max_peer_endpoints_per_service,
+            max_peer_record_bytes,
         } = self;
         let conn = kubeconfig::connect(kubeconfig.as_deref()).await?;
         preflight::daemon(&conn, &exchange_namespace).await?;
@@ -219,6 +277,18 @@ impl RunArgs {
             connection: Some(conn.config),
             ..daemon::leader::Election::new(&exchange_namespace, Duration::from_secs(lease_duration))
         });
+        let guard = crate::guard::Guard {
+            namespaces: crate::guard::NamespacePolicy::new(
+                &exchange_namespace,
+                allow_namespaces,
+                deny_namespaces,
+            ),
+            limits: crate::guard::Limits {
+                records: max_peer_records,
+                endpoints_per_service: max_peer_endpoints_per_service,
+                bytes_per_record: max_peer_record_bytes,
+            },
+        };
         let config = daemon::Config {
             client,
             identity,
@@ -227,6 +297,8 @@ impl RunArgs {
             peer_sync_timeout: Duration::from_secs(peer_sync_timeout),
             peer_grace: Duration::from_secs(peer_grace_period),
             election,
+            guard,
+            peer_ranges: peer_ranges.into_iter().map(|p| (p.cluster, p.ranges)).collect(),
         };
         let daemon = daemon::start(config, shutdown.clone()).await;
         tokio::spawn(mcsd_dns::serve_admin_with(

@@ -81,6 +81,10 @@ pub struct Options {
     pub lease_duration: Duration,
     /// Give the Lease up when stopped (false makes a stop look like a crash).
     pub give_up_lease: bool,
+    /// What one peer may publish.
+    pub limits: crate::guard::Limits,
+    /// Per peer: the only ranges its endpoint addresses may be in (`--peer-ranges`).
+    pub peer_ranges: std::collections::BTreeMap<mcsd_crds::ClusterId, Vec<ipnet::IpNet>>,
 }
 
 impl Default for Options {
@@ -89,6 +93,8 @@ impl Default for Options {
             peer_grace: Duration::from_secs(300),
             lease_duration: Duration::from_secs(15),
             give_up_lease: true,
+            limits: crate::guard::Limits::default(),
+            peer_ranges: Default::default(),
         }
     }
 }
@@ -162,6 +168,15 @@ pub async fn start_mcsd(
             connection: Some(election_connection),
             ..daemon::leader::Election::new(crate::exchange::DEFAULT_NAMESPACE, options.lease_duration)
         }),
+        guard: crate::guard::Guard {
+            namespaces: crate::guard::NamespacePolicy::new(
+                crate::exchange::DEFAULT_NAMESPACE,
+                vec![],
+                vec![],
+            ),
+            limits: options.limits,
+        },
+        peer_ranges: options.peer_ranges.clone(),
     };
     let handle = daemon::start(config, shutdown.clone()).await;
     let zone_config = mcsd_dns::ZoneConfig {

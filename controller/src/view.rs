@@ -24,6 +24,7 @@ use mcsd_crds::ClusterId;
 
 use crate::{
     exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, MirroredSlice},
+    guard::{self, Guard, Refusal},
     merge::{Merged, merge},
 };
 
@@ -52,7 +53,7 @@ pub enum Object {
 }
 
 /// The two kinds of exchange object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     /// Export records (ConfigMaps).
     Record,
@@ -68,6 +69,25 @@ pub struct View {
     /// Clusters whose records are kept but not merged (a stale peer), or never read (a refused
     /// peer), with why and the services they publish.
     excluded: BTreeMap<ClusterId, Exclusion>,
+    /// What peers' records may bring (`None`: everything, as in unit tests of the merge).
+    guard: Option<Arc<Guard>>,
+    /// This cluster: its own records are not guarded (its admin wrote its Services).
+    local: Option<ClusterId>,
+    /// Per peer: the only ranges its endpoint addresses may be in.
+    ranges: BTreeMap<ClusterId, Vec<ipnet::IpNet>>,
+    /// What the guard refused, per cluster and object: the lines `mcsd why` shows.
+    refused: BTreeMap<ClusterId, BTreeMap<(Kind, String), Refused>>,
+    /// Refusals so far, per peer and reason (`mcsd_peer_records_refused_total`).
+    refusals: BTreeMap<(ClusterId, Refusal), u64>,
+    /// Export records held per cluster (for the records limit).
+    record_counts: BTreeMap<ClusterId, usize>,
+}
+
+/// What the guard refused of one object, for the service it concerns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Refused {
+    key: Key,
+    lines: Vec<String>,
 }
 
 /// Why a cluster's records are left out, and which services they concern.
@@ -87,12 +107,106 @@ fn key_of(labels: Option<&BTreeMap<String, String>>) -> Option<Key> {
 }
 
 impl View {
+    /// A view that holds the records of `local` as they are and every peer's through `guard`.
+    pub fn guarded(local: ClusterId, guard: Guard) -> Self {
+        Self {
+            guard: Some(Arc::new(guard)),
+            local: Some(local),
+            ..Self::default()
+        }
+    }
+
+    /// An empty view with the same guard, local cluster and ranges.
+    fn same_policy(&self) -> Self {
+        Self {
+            guard: self.guard.clone(),
+            local: self.local.clone(),
+            ranges: self.ranges.clone(),
+            ..Self::default()
+        }
+    }
+
+    /// Declares the only ranges `peer`'s endpoint addresses may be in (empty: any allowed
+    /// address). Takes effect for the records it publishes from now on.
+    pub fn set_ranges(&mut self, peer: &ClusterId, ranges: Vec<ipnet::IpNet>) {
+        if ranges.is_empty() {
+            self.ranges.remove(peer);
+        } else {
+            self.ranges.insert(peer.clone(), ranges);
+        }
+    }
+
+    /// The guard for what `cluster` publishes (none for this cluster itself).
+    fn guard_for(&self, cluster: &ClusterId) -> Option<Arc<Guard>> {
+        (self.local.as_ref() != Some(cluster))
+            .then(|| self.guard.clone())
+            .flatten()
+    }
+
+    /// Notes that the guard refused (part of) `object` of `cluster` for `key`, for each reason
+    /// and line given; logs when what is refused of the object changes.
+    fn refuse(
+        &mut self,
+        cluster: &ClusterId,
+        object: (Kind, String),
+        key: &Key,
+        refusals: Vec<(Refusal, String)>,
+    ) {
+        for (reason, _) in &refusals {
+            *self.refusals.entry((cluster.clone(), *reason)).or_default() += 1;
+        }
+        let lines: Vec<String> = refusals.into_iter().map(|(_, l)| l).collect();
+        let refused = Refused {
+            key: key.clone(),
+            lines,
+        };
+        let by_object = self.refused.entry(cluster.clone()).or_default();
+        if by_object.get(&object) != Some(&refused) {
+            for line in &refused.lines {
+                tracing::warn!(peer = %cluster, "refused: {line}");
+            }
+            by_object.insert(object, refused);
+        }
+    }
+
+    /// Forgets what was refused of `object` of `cluster` (taken whole, or deleted).
+    fn accept(&mut self, cluster: &ClusterId, object: &(Kind, String)) {
+        if let Some(by_object) = self.refused.get_mut(cluster) {
+            by_object.remove(object);
+        }
+    }
+
+    /// What the guard left out of `key`, one line each (for `mcsd why`).
+    pub fn refused_lines(&self, key: &Key) -> Vec<String> {
+        self.refused
+            .values()
+            .flat_map(|by_object| by_object.values())
+            .filter(|r| &r.key == key)
+            .flat_map(|r| r.lines.iter().cloned())
+            .collect()
+    }
+
+    /// Refusals so far, per peer and reason.
+    pub fn refusal_counts(&self) -> &BTreeMap<(ClusterId, Refusal), u64> {
+        &self.refusals
+    }
+
     /// Adds or replaces one object published by `cluster`. Returns the key it changed, if any.
-    /// A record that cannot be read is dropped (with a warning) as if it were absent.
+    /// A record that cannot be read is dropped (with a warning) as if it were absent. A peer's
+    /// object is first put through the guard: what it refuses is left out and reported.
     pub fn apply(&mut self, cluster: &ClusterId, object: Object) -> Option<Key> {
+        let guard = self.guard_for(cluster);
         match object {
             Object::Record(cm) => {
                 let key = key_of(cm.metadata.labels.as_ref())?;
+                let id = (Kind::Record, cm.metadata.name.clone().unwrap_or_default());
+                if let Some(g) = &guard
+                    && let Some(refusal) = self.check_record(g, cluster, &key, &cm)
+                {
+                    self.refuse(cluster, id, &key, vec![refusal]);
+                    return self.remove_record(cluster, &key);
+                }
+                self.accept(cluster, &id);
                 let record = match ExportRecord::from_config_map(&cm) {
                     Ok(r)
                         if r.cluster == *cluster
@@ -114,16 +228,34 @@ impl View {
                 if entry.record.as_ref() == Some(&record) {
                     return None;
                 }
+                if entry.record.is_none() {
+                    *self.record_counts.entry(cluster.clone()).or_default() += 1;
+                }
+                let entry = self.entry(&key, cluster);
                 entry.record = Some(record);
                 entry.record_written = crate::daemon::apply::written_at(&cm);
                 Some(key)
             }
             Object::Slice(mut slice) => {
+                let key = key_of(slice.metadata.labels.as_ref())?;
+                let name = slice.metadata.name.clone()?;
+                let id = (Kind::Slice, name.clone());
+                if let Some(g) = &guard {
+                    match self.check_slice(g, cluster, &key, &mut slice) {
+                        Err(refusal) => {
+                            self.refuse(cluster, id, &key, vec![refusal]);
+                            let entry = self.services.get_mut(&key)?.get_mut(cluster)?;
+                            entry.slices.remove(&name)?;
+                            self.prune(&key, cluster);
+                            return Some(key);
+                        }
+                        Ok(dropped) if !dropped.is_empty() => self.refuse(cluster, id, &key, dropped),
+                        Ok(_) => self.accept(cluster, &id),
+                    }
+                }
                 // Decoding leaves up to twice the room the endpoints need; the view keeps every
                 // peer's slices for as long as they exist.
                 slice.endpoints.shrink_to_fit();
-                let key = key_of(slice.metadata.labels.as_ref())?;
-                let name = slice.metadata.name.clone()?;
                 let entry = self.entry(&key, cluster);
                 if entry
                     .slices
@@ -141,10 +273,17 @@ impl View {
     /// Removes one object published by `cluster`. Returns the key it changed, if any.
     pub fn delete(&mut self, cluster: &ClusterId, object: &Object) -> Option<Key> {
         match object {
-            Object::Record(cm) => self.remove_record(cluster, &key_of(cm.metadata.labels.as_ref())?),
+            Object::Record(cm) => {
+                self.accept(
+                    cluster,
+                    &(Kind::Record, cm.metadata.name.clone().unwrap_or_default()),
+                );
+                self.remove_record(cluster, &key_of(cm.metadata.labels.as_ref())?)
+            }
             Object::Slice(slice) => {
                 let key = key_of(slice.metadata.labels.as_ref())?;
                 let name = slice.metadata.name.as_ref()?;
+                self.accept(cluster, &(Kind::Slice, name.clone()));
                 let entry = self.services.get_mut(&key)?.get_mut(cluster)?;
                 entry.slices.remove(name)?;
                 self.prune(&key, cluster);
@@ -155,10 +294,24 @@ impl View {
 
     /// Replaces every object of `kind` that `cluster` publishes with `objects` (a re-list of that
     /// kind). Returns every key whose view changed; keys that did not change are not returned.
-    pub fn reset(&mut self, cluster: &ClusterId, kind: Kind, objects: Vec<Object>) -> BTreeSet<Key> {
-        let mut fresh = View::default();
+    pub fn reset(&mut self, cluster: &ClusterId, kind: Kind, mut objects: Vec<Object>) -> BTreeSet<Key> {
+        let mut fresh = self.same_policy();
+        // In name order, so that a peer past its limits is cut at the same place every time.
+        objects.sort_by_cached_key(|o| match o {
+            Object::Record(cm) => cm.metadata.name.clone(),
+            Object::Slice(s) => s.metadata.name.clone(),
+        });
         for object in objects {
             fresh.apply(cluster, object);
+        }
+        // What the guard refused of this kind is what it refused in this list.
+        let by_object = self.refused.entry(cluster.clone()).or_default();
+        by_object.retain(|(k, _), _| *k != kind);
+        if let Some(fresh_refused) = fresh.refused.remove(cluster) {
+            by_object.extend(fresh_refused);
+        }
+        for (reason, n) in std::mem::take(&mut fresh.refusals) {
+            *self.refusals.entry(reason).or_default() += n;
         }
         // Keep what this re-list does not cover: the other kind's objects.
         for (key, by_cluster) in &self.services {
@@ -211,6 +364,12 @@ impl View {
             }
             changed.insert(key);
         }
+        let held = self
+            .services
+            .values()
+            .filter(|m| m.get(cluster).is_some_and(|p| p.record.is_some()))
+            .count();
+        self.record_counts.insert(cluster.clone(), held);
         changed
     }
 
@@ -317,6 +476,182 @@ impl View {
     }
 
     /// What `cluster` publishes for `key`, created empty when missing.
+    /// Why the guard refuses a peer's export record, if it does: with the line that says so.
+    fn check_record(
+        &self,
+        g: &Guard,
+        cluster: &ClusterId,
+        key: &Key,
+        cm: &ConfigMap,
+    ) -> Option<(Refusal, String)> {
+        let service = format!("{}/{}", key.0, key.1);
+        if !g.namespaces.permits(&key.0) {
+            let why = g.namespaces.why_denied(&key.0);
+            return Some((
+                Refusal::Namespace,
+                format!("{cluster}'s export of {service} is ignored: {why}"),
+            ));
+        }
+        let size: usize = cm.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
+        if size > g.limits.bytes_per_record {
+            return Some((
+                Refusal::TooLarge,
+                format!(
+                    "{cluster}'s export of {service} is ignored: its record has {size} bytes, more than \
+                     the {} a record may have",
+                    g.limits.bytes_per_record
+                ),
+            ));
+        }
+        if let Ok(record) = ExportRecord::from_config_map(cm)
+            && let Some(bad) = record
+                .ports
+                .iter()
+                .filter_map(|p| p.name.as_deref())
+                .find(|n| !guard::is_dns_label(n))
+        {
+            return Some((
+                Refusal::PortName,
+                format!(
+                    "{cluster}'s export of {service} is ignored: its port name {bad:?} is not a DNS label"
+                ),
+            ));
+        }
+        let holds = self
+            .services
+            .get(key)
+            .and_then(|m| m.get(cluster))
+            .is_some_and(|p| p.record.is_some());
+        let count = self.record_counts.get(cluster).copied().unwrap_or(0);
+        if !holds && count >= g.limits.records {
+            return Some((
+                Refusal::TooManyRecords,
+                format!(
+                    "{cluster}'s export of {service} is ignored: the peer already has {count} exports, \
+                     the most a peer may have"
+                ),
+            ));
+        }
+        None
+    }
+
+    /// Puts a peer's slice through the guard: `Err` refuses it whole (a namespace, a name, a size
+    /// or a limit); `Ok` gives what was dropped of it (addresses), which it no longer holds.
+    fn check_slice(
+        &self,
+        g: &Guard,
+        cluster: &ClusterId,
+        key: &Key,
+        slice: &mut MirroredSlice,
+    ) -> Result<Vec<(Refusal, String)>, (Refusal, String)> {
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let ignored = |why: String| {
+            format!(
+                "{cluster}'s EndpointSlice {name} of {}/{} is ignored: {why}",
+                key.0, key.1
+            )
+        };
+        if !g.namespaces.permits(&key.0) {
+            return Err((Refusal::Namespace, ignored(g.namespaces.why_denied(&key.0))));
+        }
+        if let Some(bad) = slice
+            .endpoints
+            .iter()
+            .filter_map(|e| e.hostname.as_deref())
+            .find(|h| !guard::is_dns_label(h))
+        {
+            return Err((
+                Refusal::Hostname,
+                ignored(format!("the endpoint hostname {bad:?} is not a DNS label")),
+            ));
+        }
+        if let Some(bad) = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.name.as_deref())
+            .find(|n| !n.is_empty() && !guard::is_dns_label(n))
+        {
+            return Err((
+                Refusal::PortName,
+                ignored(format!("its port name {bad:?} is not a DNS label")),
+            ));
+        }
+        let size: usize = slice
+            .endpoints
+            .iter()
+            .map(|e| {
+                e.addresses.iter().map(String::len).sum::<usize>()
+                    + [&e.hostname, &e.node_name, &e.zone]
+                        .iter()
+                        .filter_map(|s| s.as_deref())
+                        .map(str::len)
+                        .sum::<usize>()
+            })
+            .sum();
+        if size > g.limits.bytes_per_record {
+            return Err((
+                Refusal::TooLarge,
+                ignored(format!(
+                    "it has {size} bytes of addresses and names, more than the {} a record may have",
+                    g.limits.bytes_per_record
+                )),
+            ));
+        }
+        let mut dropped = Vec::new();
+        let ranges = self.ranges.get(cluster);
+        for endpoint in &mut slice.endpoints {
+            endpoint.addresses.retain(|address| {
+                let verdict = g
+                    .address(&slice.address_type, address)
+                    .and_then(|()| match ranges {
+                        Some(r)
+                            if !address
+                                .parse::<std::net::IpAddr>()
+                                .is_ok_and(|ip| r.iter().any(|n| n.contains(&ip))) =>
+                        {
+                            Err(Refusal::OutsideRanges)
+                        }
+                        _ => Ok(()),
+                    });
+                match verdict {
+                    Ok(()) => true,
+                    Err(why) => {
+                        dropped.push((
+                            why,
+                            format!("{cluster}'s endpoint {address} {}", guard::describe(why)),
+                        ));
+                        false
+                    }
+                }
+            });
+        }
+        slice.endpoints.retain(|e| !e.addresses.is_empty());
+        let others: usize = self
+            .services
+            .get(key)
+            .and_then(|m| m.get(cluster))
+            .map(|p| {
+                p.slices
+                    .iter()
+                    .filter(|(n, _)| **n != name)
+                    .map(|(_, s)| s.endpoints.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        let total = others + slice.endpoints.len();
+        if total > g.limits.endpoints_per_service {
+            return Err((
+                Refusal::TooManyEndpoints,
+                ignored(format!(
+                    "with it the peer would publish {total} endpoints of the service, more than the {} a peer may",
+                    g.limits.endpoints_per_service
+                )),
+            ));
+        }
+        Ok(dropped)
+    }
+
     fn entry(&mut self, key: &Key, cluster: &ClusterId) -> &mut Published {
         self.services
             .entry(key.clone())
@@ -329,6 +664,9 @@ impl View {
         let entry = self.services.get_mut(key)?.get_mut(cluster)?;
         entry.record.take()?;
         entry.record_written = None;
+        if let Some(n) = self.record_counts.get_mut(cluster) {
+            *n = n.saturating_sub(1);
+        }
         self.prune(key, cluster);
         Some(key.clone())
     }
@@ -574,5 +912,83 @@ mod tests {
         assert_eq!(changed, BTreeSet::from([key.clone()]));
         assert_eq!(view.merged(&key).unwrap().clusters, [id("cluster-a")]);
         assert_eq!(view.excluded(&key)[0].0, id("cluster-x"));
+    }
+
+    fn guarded(records: usize) -> View {
+        View::guarded(
+            id("cluster-a"),
+            Guard {
+                namespaces: crate::guard::NamespacePolicy::new("mcsd-system", vec![], vec![]),
+                limits: crate::guard::Limits {
+                    records,
+                    ..Default::default()
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn a_peer_past_its_record_limit_keeps_the_first_by_name_and_the_rest_is_reported() {
+        let mut view = guarded(2);
+        let records: Vec<Object> = ["c", "a", "b"]
+            .iter()
+            .map(|n| record("cluster-b", "demo", n, 0))
+            .collect();
+        let changed = view.reset(&id("cluster-b"), Kind::Record, records.clone());
+        assert_eq!(changed, [key("demo", "a"), key("demo", "b")].into());
+        assert_eq!(
+            view.refusal_counts()[&(id("cluster-b"), Refusal::TooManyRecords)],
+            1
+        );
+        assert!(view.refused_lines(&key("demo", "c"))[0].contains("already has 2 exports"));
+        // The same list again changes nothing, and one record gone lets the next one in.
+        assert!(view.reset(&id("cluster-b"), Kind::Record, records).is_empty());
+        view.delete(&id("cluster-b"), &record("cluster-b", "demo", "a", 0));
+        assert_eq!(
+            view.apply(&id("cluster-b"), record("cluster-b", "demo", "c", 0)),
+            Some(key("demo", "c"))
+        );
+        assert!(view.refused_lines(&key("demo", "c")).is_empty());
+        // The local cluster is not held to it, nor to the namespace policy.
+        for n in ["x", "y", "z"] {
+            assert!(
+                view.apply(&id("cluster-a"), record("cluster-a", "demo", n, 0))
+                    .is_some()
+            );
+        }
+        assert!(
+            view.apply(&id("cluster-a"), record("cluster-a", "kube-system", "dns", 0))
+                .is_some()
+        );
+        assert!(
+            view.apply(&id("cluster-b"), record("cluster-b", "kube-system", "dns", 0))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_peers_bad_addresses_are_dropped_and_the_good_ones_kept() {
+        let mut view = guarded(10);
+        view.apply(&id("cluster-b"), record("cluster-b", "demo", "db", 0));
+        view.apply(&id("cluster-b"), slice("demo", "db", "db-1", "169.254.169.254"));
+        assert!(
+            view.slices(&key("demo", "db"))
+                .values()
+                .flatten()
+                .all(|s| s.endpoints.is_empty())
+        );
+        assert_eq!(
+            view.refused_lines(&key("demo", "db")),
+            ["cluster-b's endpoint 169.254.169.254 is link-local"]
+        );
+        view.apply(&id("cluster-b"), slice("demo", "db", "db-1", "10.2.0.5"));
+        let held: Vec<String> = view
+            .slices(&key("demo", "db"))
+            .values()
+            .flatten()
+            .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.clone()))
+            .collect();
+        assert_eq!(held, ["10.2.0.5"]);
+        assert!(view.refused_lines(&key("demo", "db")).is_empty());
     }
 }

@@ -389,6 +389,12 @@ impl Sources {
                 );
             }
         }
+        out.left_out.extend(
+            self.view
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .refused_lines(key),
+        );
         if let Some(m) = &merged {
             out.conflicts = m
                 .conflicts

@@ -67,6 +67,9 @@ pub mod conditions {
         pub const NO_SERVICE: &str = "NoService";
         /// `Valid=False`: the Service's type cannot be exported (ExternalName).
         pub const INVALID_SERVICE_TYPE: &str = "InvalidServiceType";
+        /// `Valid=False`: mcsd's namespace policy denies the namespace (`kube-*` and mcsd's own
+        /// by default).
+        pub const NAMESPACE_DENIED: &str = "NamespaceDenied";
     }
 
     /// Reasons of `Ready`.

@@ -396,11 +396,18 @@ pub fn validate_endpoint_slice(old: Option<&Value>, obj: &mut Value) -> ApiResul
         .flatten()
         .enumerate()
     {
-        if e.get("addresses")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty)
-        {
+        let addresses = e.get("addresses").and_then(Value::as_array);
+        if addresses.is_none_or(Vec::is_empty) {
             causes.push(Cause::required(format!("endpoints[{i}].addresses")));
+        }
+        for (j, address) in addresses.into_iter().flatten().enumerate() {
+            let field = format!("endpoints[{i}].addresses[{j}]");
+            if let Some(why) = at
+                .as_str()
+                .and_then(|t| special_address(t, address.as_str().unwrap_or("")))
+            {
+                causes.push(Cause::invalid(field, address, why));
+            }
         }
     }
     if causes.is_empty() {
@@ -534,5 +541,47 @@ fn fill(target: &mut Value, defaults: &Value) {
         for (k, v) in d {
             fill(t.entry(k.clone()).or_insert(Value::Null), v);
         }
+    }
+}
+
+/// What kube-apiserver says of an endpoint address of a slice of `address_type` it refuses: not
+/// an address of that family, or one no endpoint may have (unspecified, loopback, link-local,
+/// link-local multicast).
+fn special_address(address_type: &str, address: &str) -> Option<&'static str> {
+    use std::net::IpAddr;
+    let ip = match (address_type, address.parse::<IpAddr>()) {
+        ("IPv4", Ok(ip @ IpAddr::V4(_))) | ("IPv6", Ok(ip @ IpAddr::V6(_))) => ip,
+        ("IPv4", _) => return Some("must be a valid IPv4 address"),
+        ("IPv6", _) => return Some("must be a valid IPv6 address"),
+        _ => return None,
+    };
+    let (unspecified, loopback, link_local, link_local_multicast) = match ip {
+        IpAddr::V4(v4) => (
+            v4.is_unspecified(),
+            v4.is_loopback(),
+            v4.is_link_local(),
+            v4.octets()[..3] == [224, 0, 0],
+        ),
+        IpAddr::V6(v6) => (
+            v6.is_unspecified(),
+            v6.is_loopback(),
+            v6.is_unicast_link_local(),
+            v6.segments()[0] & 0xff0f == 0xff02,
+        ),
+    };
+    if unspecified {
+        Some(if ip.is_ipv4() {
+            "may not be unspecified (0.0.0.0)"
+        } else {
+            "may not be unspecified (::)"
+        })
+    } else if loopback {
+        Some("may not be in the loopback range (127.0.0.0/8, ::1/128)")
+    } else if link_local {
+        Some("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+    } else if link_local_multicast {
+        Some("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
+    } else {
+        None
     }
 }

@@ -719,7 +719,7 @@ fn delete_test_namespaces(m: &Member) {
     let namespaces = kubectl(&m.kubeconfig, &["get", "namespaces", "-o", "name"]);
     let made: Vec<&str> = namespaces.lines().filter(|l| made_by_a_test(l)).collect();
     if !made.is_empty() {
-        let mut args = vec!["delete", "--wait=false"];
+        let mut args = vec!["delete", "--wait=false", "--ignore-not-found"];
         args.extend(made);
         kubectl(&m.kubeconfig, &args);
     }

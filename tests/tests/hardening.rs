@@ -403,3 +403,61 @@ async fn an_mcsd_restarted_under_load_denies_nothing_and_rewrites_nothing_that_i
     }
     set.stop().await;
 }
+
+/// Two replicas mid-way through a rolling change of `--lease-duration`: the one with the shorter
+/// duration waits for the holder's own (written in the Lease), not its own, so it never takes
+/// over a Lease that is still being renewed, and the two never lead at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_different_lease_durations_never_lead_at_once() {
+    let long = mcsd::sandbox::Options {
+        lease_duration: Duration::from_secs(9),
+        give_up_lease: false,
+        ..Default::default()
+    };
+    let set = ClusterSet::sandbox_with_namespace(1, "lease", long).await;
+    let first = set.members[0].daemon().clone();
+    eventually("the first replica to lead", WAIT, || async {
+        (*first.leader.borrow()).then_some(())
+    })
+    .await;
+    // A replica whose own lease is shorter than the holder's renewal interval (at most 2 s).
+    let short = mcsd::sandbox::Options {
+        lease_duration: Duration::from_secs(1),
+        give_up_lease: false,
+        ..Default::default()
+    };
+    let (second, stop_second) = set.start_replica(0, &short).await;
+    second.wait_ready(WAIT).await.unwrap();
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(set.members[0].client().await, "mcsd-system");
+    let renewed = || async {
+        leases
+            .get("mcsd")
+            .await
+            .ok()
+            .and_then(|l| l.spec?.renew_time)
+            .map(|t| t.0.to_string())
+    };
+    // Four renewals by the holder (eight seconds or so): the second replica never leads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut renewals: Vec<String> = Vec::new();
+    while renewals.len() <= 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the first replica did not renew four times"
+        );
+        assert!(*first.leader.borrow(), "the holder lost its Lease");
+        assert!(
+            !*second.handle.leader.borrow(),
+            "the second replica took a Lease being renewed"
+        );
+        if let Some(at) = renewed().await
+            && renewals.last() != Some(&at)
+        {
+            renewals.push(at);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_second.cancel();
+    set.stop().await;
+}

@@ -54,6 +54,8 @@ pub struct Exporter {
     pub view: Arc<Mutex<View>>,
     /// Write counters.
     pub writes: Writes,
+    /// Which namespaces may export.
+    pub namespaces: crate::guard::NamespacePolicy,
 }
 
 impl Exporter {
@@ -62,7 +64,16 @@ impl Exporter {
         let (ns, name) = key;
         let export = self.exports.get(&ObjectRef::new(name).within(ns));
         let service = self.services.get(&ObjectRef::new(name).within(ns));
-        let evaluation = export.as_deref().map(|e| evaluate(e, service.as_deref()));
+        let evaluation = export.as_deref().map(|e| {
+            if self.namespaces.permits(ns) {
+                evaluate(e, service.as_deref())
+            } else {
+                Err(crate::export::Invalid {
+                    reason: mcsd_crds::names::conditions::valid::NAMESPACE_DENIED,
+                    message: self.namespaces.why_denied(ns),
+                })
+            }
+        });
         let record_name = ExportRecord::object_name(ns, name);
         let records: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.exchange_namespace);
         let mirrors: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.exchange_namespace);

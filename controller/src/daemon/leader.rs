@@ -80,6 +80,8 @@ fn rand_u32() -> u32 {
 struct Seen {
     holder: Option<String>,
     renew: Option<String>,
+    /// The holder's own lease duration, as it wrote it.
+    duration: Option<i32>,
 }
 
 fn seen(lease: &Lease) -> Seen {
@@ -89,6 +91,7 @@ fn seen(lease: &Lease) -> Seen {
             .and_then(|s| s.holder_identity.clone())
             .filter(|h| !h.is_empty()),
         renew: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0.to_string()),
+        duration: spec.and_then(|s| s.lease_duration_seconds),
     }
 }
 
@@ -248,7 +251,10 @@ async fn try_acquire_or_renew(
             }
         };
         let free = current.holder.is_none();
-        if !free && now.duration_since(unchanged_since) < election.duration {
+        // The holder renews within its own duration, which may be longer than ours (replicas
+        // mid-way through a rolling change of --lease-duration): wait for the longer of the two.
+        let holders = Duration::from_secs(current.duration.unwrap_or(0).max(0) as u64);
+        if !free && now.duration_since(unchanged_since) < election.duration.max(holders) {
             return Ok(false);
         }
     }

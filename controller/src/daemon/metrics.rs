@@ -441,6 +441,28 @@ impl Flow {
     }
 }
 
+/// `mcsd_peer_records_refused_total{peer,reason}`: what the guard refused of each peer's records
+/// (`crate::guard`). No service names: cardinality is peers × reasons.
+pub fn render_refusals(view: &crate::view::View, out: &mut String) {
+    use std::fmt::Write;
+    let counts = view.refusal_counts();
+    if counts.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP mcsd_peer_records_refused_total Exchange records (or their addresses) of a peer the guard refused, by reason."
+    );
+    let _ = writeln!(out, "# TYPE mcsd_peer_records_refused_total counter");
+    for ((peer, reason), n) in counts {
+        let _ = writeln!(
+            out,
+            "mcsd_peer_records_refused_total{{peer=\"{peer}\",reason=\"{}\"}} {n}",
+            reason.label()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

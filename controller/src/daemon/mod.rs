@@ -23,7 +23,7 @@ pub mod peers;
 mod queue;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -91,6 +91,10 @@ pub struct Config {
     pub peer_grace: Duration,
     /// Leader election among this cluster's replicas; `None`: this replica always writes.
     pub election: Option<leader::Election>,
+    /// What peers' records may bring, and which local namespaces may export.
+    pub guard: crate::guard::Guard,
+    /// Per peer given on the command line: the only ranges its endpoint addresses may be in.
+    pub peer_ranges: BTreeMap<ClusterId, Vec<ipnet::IpNet>>,
 }
 
 /// What a running daemon exposes.
@@ -126,6 +130,7 @@ impl Handle {
     pub fn admin_extras(&self) -> mcsd_dns::AdminExtras {
         let (writes, peers, ready) = (self.writes.clone(), self.peers.clone(), self.ready.clone());
         let (why, flow) = (self.why.clone(), self.flow.clone());
+        let view = self.why.view.clone();
         mcsd_dns::AdminExtras {
             why: Some(Arc::new(move |name: &str, zone: &mcsd_dns::Zone| {
                 serde_json::to_string(&why.explain(name, zone)).unwrap_or_default()
@@ -134,6 +139,7 @@ impl Handle {
                 writes.render(out);
                 peers.render(out);
                 flow.render(out);
+                metrics::render_refusals(&view.lock().unwrap_or_else(|e| e.into_inner()), out);
             })),
             not_ready: Some(Arc::new(move || {
                 (!*ready.borrow()).then(|| "controllers not started: watches still listing".to_string())
@@ -252,6 +258,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         peer_sync_timeout,
         peer_grace,
         election,
+        guard,
+        peer_ranges,
     } = config;
     let (leader_tx, mut is_leader) = watch::channel(election.is_none());
     let (writers_done_tx, writers_done) = watch::channel(false);
@@ -287,7 +295,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         });
     }
     let flow = metrics::Flow::default();
-    let view = Arc::new(Mutex::new(View::default()));
+    let namespace_policy = guard.namespaces.clone();
+    let mut guarded = View::guarded(identity.cluster.clone(), guard);
+    for (peer, ranges) in peer_ranges {
+        guarded.set_ranges(&peer, ranges);
+    }
+    let view = Arc::new(Mutex::new(guarded));
     let (export_queue, mut export_worker) = queue::queue();
     let (import_queue, mut import_worker) = queue::queue();
     let (ready_tx, ready) = watch::channel(false);
@@ -456,6 +469,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         own_records: own_records.clone(),
         view: view.clone(),
         writes: writes.clone(),
+        namespaces: namespace_policy,
     };
     let importer = Importer {
         client,

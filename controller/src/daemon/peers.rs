@@ -490,9 +490,14 @@ pub const LABEL_PEER: &str = "mcsd.io/peer";
 pub const SECRET_KEY_NAME: &str = "name";
 /// The Secret key holding the peer's kubeconfig.
 pub const SECRET_KEY_KUBECONFIG: &str = "kubeconfig";
+/// The optional Secret key holding the only address ranges the peer's endpoints may be in
+/// (`10.2.0.0/16,fd00:2::/64`).
+pub const SECRET_KEY_RANGES: &str = "ranges";
 
 /// A peer as a Secret describes it.
-async fn peer_from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(Peer, String), String> {
+async fn peer_from_secret(
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> Result<(Peer, Vec<ipnet::IpNet>, String), String> {
     let data = secret.data.clone().unwrap_or_default();
     let text = |key: &str| {
         data.get(key)
@@ -510,8 +515,18 @@ async fn peer_from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result
             .map_err(|e| format!("key {SECRET_KEY_KUBECONFIG:?} is not usable: {e}"))?;
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
+    let ranges_text = text(SECRET_KEY_RANGES).unwrap_or_default();
+    let ranges = ranges_text
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse::<ipnet::IpNet>()
+                .map_err(|e| format!("key {SECRET_KEY_RANGES:?}: {r:?} is not a CIDR range: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     // A fingerprint of what the Secret says, to restart the peer only when it changes.
-    let fingerprint = format!("{}\n{yaml}", cluster.as_str());
+    let fingerprint = format!("{}\n{ranges_text}\n{yaml}", cluster.as_str());
     let renew = format!(
         "renew the kubeconfig in Secret {}/{}",
         secret.metadata.namespace.as_deref().unwrap_or_default(),
@@ -524,6 +539,7 @@ async fn peer_from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result
             url,
             renew,
         },
+        ranges,
         fingerprint,
     ))
 }
@@ -557,6 +573,7 @@ where
     let cluster = peer.stopped().await;
     shared.states.remove(cluster.as_str());
     change_view(shared, |view| {
+        view.set_ranges(&cluster, Vec::new());
         let mut keys = view.forget(&cluster);
         keys.extend(view.include(&cluster));
         keys
@@ -614,7 +631,7 @@ pub async fn follow_secrets<F>(
         }
         let Some(secret) = applied else { continue };
         let secret_name = secret.metadata.name.clone().unwrap_or_default();
-        let (peer, fingerprint) = match peer_from_secret(&secret).await {
+        let (peer, ranges, fingerprint) = match peer_from_secret(&secret).await {
             Ok(p) => p,
             Err(why) => {
                 tracing::error!(secret = %secret_name, %why, "peer Secret ignored");
@@ -645,6 +662,11 @@ pub async fn follow_secrets<F>(
         } else {
             tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer added");
         }
+        // The ranges apply to what the new supervisor lists.
+        change_view(&shared, |view| {
+            view.set_ranges(&peer.cluster, ranges);
+            BTreeSet::new()
+        });
         let stop = shared.shutdown.child_token();
         let (tx, rx) = watch::channel(false);
         if listed.is_some() {

@@ -150,13 +150,25 @@ fn spawn(
         .spawn()?)
 }
 
-/// A free TCP port on 127.0.0.1 (also free for UDP: DNS servers take both).
+/// A free port on 127.0.0.1, for TCP and UDP (DNS servers take both), below Linux's ephemeral
+/// range (32768–60999): a port there can be taken, between this check and the server's bind, by
+/// any outgoing connection on the machine (kubectl's, mcsd's watches); below it only by another
+/// listener.
 pub fn free_port() -> anyhow::Result<u16> {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = tcp.local_addr()?.port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Start at a spot that differs between processes, then walk the range.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    let seed = std::process::id();
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(7, Ordering::Relaxed);
+        let port = LOW + (seed.wrapping_add(step) % u32::from(SPAN)) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
             return Ok(port);
         }
     }
+    anyhow::bail!("no free port on 127.0.0.1 between {LOW} and {}", LOW + SPAN)
 }
