@@ -4,7 +4,8 @@ FROM rust:1.95-alpine AS build
 RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p mcsd \
+# Without the default `sandbox` feature: the production binary carries no sandbox API server.
+RUN cargo build --release --locked -p mcsd --no-default-features \
     && strip target/release/mcsd
 
 FROM scratch

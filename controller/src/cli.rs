@@ -40,6 +40,7 @@ enum Command {
     /// Run a whole ClusterSet on this machine: N simulated clusters (`cluster-a`, `cluster-b`, …)
     /// on 127.0.0.1, each with its own API server, CA and admin kubeconfig, until SIGINT/SIGTERM.
     /// Prints `sandbox ready` when every cluster is up.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
     /// Serve `clusterset.local` alone, without the controllers: from a cluster's ServiceImports,
     /// MCS EndpointSlices and Namespaces (`--kubeconfig`; for a cluster whose imports another MCS
@@ -88,6 +89,7 @@ enum Output {
 }
 
 /// `mcsd sandbox`.
+#[cfg(feature = "sandbox")]
 #[derive(Debug, clap::Args)]
 struct SandboxArgs {
     /// How many clusters to run (1 to 26).
@@ -186,6 +188,7 @@ impl Cli {
         let result = match self.command {
             Command::Crds(args) => args.run(),
             Command::Run(args) => run_daemon(args),
+            #[cfg(feature = "sandbox")]
             Command::Sandbox(args) => args.run(),
             Command::Dns(args) => args.run(),
             Command::Why(args) => args.run(),
@@ -225,6 +228,7 @@ impl CrdsArgs {
     }
 }
 
+#[cfg(feature = "sandbox")]
 impl SandboxArgs {
     fn run(self) -> anyhow::Result<()> {
         let Self { clusters, dir } = self;
@@ -244,7 +248,7 @@ impl WhyArgs {
             output,
         } = self;
         let admin = match (sandbox, cluster) {
-            (Some(dir), Some(cluster)) => crate::sandbox::admin_of(&dir, &cluster)?,
+            (Some(dir), Some(cluster)) => crate::why::admin_of(&dir, &cluster)?,
             _ => admin,
         };
         let runtime = tokio::runtime::Builder::new_current_thread()

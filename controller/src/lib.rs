@@ -17,6 +17,7 @@ pub mod merge;
 pub mod objects;
 pub mod preflight;
 pub mod run;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod view;
 pub mod why;

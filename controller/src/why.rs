@@ -792,6 +792,38 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// The admin listener of `cluster`'s mcsd, from `DIR/sandbox.json` (as `mcsd sandbox` and
+/// `tests/kube/up.sh` write it).
+pub fn admin_of(dir: &std::path::Path, cluster: &str) -> anyhow::Result<SocketAddr> {
+    use anyhow::Context as _;
+    let path = dir.join("sandbox.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is `mcsd sandbox --dir {}` or `tests/kube/up.sh --dir {}` running?)",
+            path.display(),
+            dir.display(),
+            dir.display()
+        )
+    })?;
+    let members: Vec<serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
+    let names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
+    let member = members
+        .iter()
+        .find(|m| m["name"].as_str() == Some(cluster))
+        .with_context(|| {
+            format!(
+                "no cluster {cluster} in {} (it has {})",
+                path.display(),
+                names.join(", ")
+            )
+        })?;
+    member["admin"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| format!("{} names no admin address for {cluster}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
