@@ -1,6 +1,6 @@
 //! The command line: one subcommand per job. Each subcommand's `run` is where its wiring lives.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -280,17 +280,15 @@ impl DnsArgs {
             max_udp_payload,
         } = self;
         init_tracing();
-        let nameserver_addrs = listen
-            .iter()
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified())
-            .collect();
-        let config = mcsd_dns::ZoneConfig {
-            origin: zone.clone(),
+        let options = crate::process::DnsOptions {
+            listen,
+            zone: zone.clone(),
             ttl,
-            nameserver_addrs,
+            workers,
+            tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
             max_udp_payload,
         };
+        let config = options.zone_config();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -317,55 +315,31 @@ impl DnsArgs {
                         .context("zone configuration")?
                 }
             };
-            let mut udp = Vec::new();
-            let mut tcp = Vec::new();
-            let mut bound = Vec::new();
-            for addr in &listen {
-                let (u, t) =
-                    crate::daemon::dns::bind_pair(*addr).with_context(|| format!("listening on {addr}"))?;
-                bound.push(u.local_addr()?);
-                udp.push(u);
-                tcp.push(tokio::net::TcpListener::from_std(t)?);
-            }
-            let admin_listener = tokio::net::TcpListener::bind(admin)
-                .await
-                .with_context(|| format!("admin listener on {admin}"))?;
-            let admin_addr = admin_listener.local_addr()?;
-            let udp_workers = usize::from(workers);
-            let metrics = Arc::new(mcsd_dns::Metrics::new(udp.len() * udp_workers + 1));
-            let options = mcsd_dns::ServeOptions {
-                udp_workers,
-                tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
-                ..Default::default()
-            };
-            let admin_task = tokio::spawn(mcsd_dns::serve_admin(
-                admin_listener,
+            let serving = crate::process::Dns::start(
                 shared.clone(),
-                metrics.clone(),
+                &options,
+                admin,
+                mcsd_dns::AdminExtras::default(),
                 shutdown.clone(),
-            ));
-            let server = tokio::spawn(mcsd_dns::serve(
-                shared.clone(),
-                metrics,
-                udp,
-                tcp,
-                options,
-                shutdown.clone(),
-            ));
+            )
+            .await?;
             let signal = shutdown_signal();
             let z = shared.load();
             info!(zone = %z.origin(), records = z.record_count(), serial = z.serial(), "zone loaded");
-            let dns_list = bound.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+            let dns_list = serving
+                .addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
             #[allow(clippy::print_stdout)]
             {
-                println!("mcsd dns: serving {zone} dns={dns_list} admin={admin_addr}");
+                println!("mcsd dns: serving {zone} dns={dns_list} admin={}", serving.admin);
             }
             signal.await;
             info!("shutting down");
             shutdown.cancel();
-            server.await.context("DNS server task")??;
-            let _ = admin_task.await;
-            Ok(())
+            serving.stopped().await
         })
     }
 }
@@ -381,7 +355,7 @@ fn run_daemon(args: crate::run::RunArgs) -> anyhow::Result<()> {
         let running = args.run(shutdown.clone()).await?;
         let signal = shutdown_signal();
         let dns = running
-            .dns
+            .dns_addrs
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()
@@ -392,14 +366,17 @@ fn run_daemon(args: crate::run::RunArgs) -> anyhow::Result<()> {
         }
         signal.await;
         // Readiness turns false at once; the writers finish their batch and the Lease is given
-        // up, so a successor takes over without waiting for it to expire.
-        info!("shutting down");
+        // up, so a successor takes over without waiting for it to expire; then the DNS server
+        // and the admin listener stop. A second signal does not wait.
+        info!("shutting down (a second signal stops at once)");
         shutdown.cancel();
-        if tokio::time::timeout(Duration::from_secs(30), running.daemon.stopped())
-            .await
-            .is_err()
-        {
-            tracing::warn!("in-flight work did not finish within 30 s; exiting anyway");
+        let second = shutdown_signal();
+        tokio::select! {
+            stopped = tokio::time::timeout(Duration::from_secs(30), running.stopped()) => match stopped {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!("in-flight work did not finish within 30 s; exiting anyway"),
+            },
+            _ = second => tracing::warn!("second signal: exiting without waiting"),
         }
         Ok(())
     })

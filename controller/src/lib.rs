@@ -16,6 +16,7 @@ pub mod kubeconfig;
 pub mod merge;
 pub mod objects;
 pub mod preflight;
+pub mod process;
 pub mod run;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -111,6 +111,15 @@ pub struct RunArgs {
     /// TTL in seconds of the data records (0–3600); also the SOA minimum.
     #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
     pub ttl: u32,
+    /// UDP worker threads per DNS listen address.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub workers: u16,
+    /// Close a DNS TCP connection after this many seconds without a query.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tcp_idle_timeout: u64,
+    /// The EDNS(0) UDP payload size advertised, and the largest UDP reply sent (512–4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..=4096))]
+    pub max_udp_payload: u16,
     /// Address of the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
     #[arg(long = "admin-listen", value_name = "ADDR", default_value = "0.0.0.0:8080")]
     pub admin_listen: std::net::SocketAddr,
@@ -140,17 +149,6 @@ pub struct RunArgs {
     pub max_peer_record_bytes: usize,
 }
 
-/// What a started daemon serves.
-#[derive(Debug)]
-pub struct Running {
-    /// The controllers.
-    pub daemon: daemon::Handle,
-    /// The DNS addresses bound (UDP and TCP on each).
-    pub dns: Vec<std::net::SocketAddr>,
-    /// The admin address bound.
-    pub admin: std::net::SocketAddr,
-}
-
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -166,27 +164,14 @@ pub enum Error {
     /// The peers are misconfigured.
     #[error("{0}")]
     Peers(String),
-    /// The DNS zone configuration is invalid.
-    #[error("zone {zone:?}: {source}")]
-    Zone {
-        /// The zone.
-        zone: String,
-        /// Why.
-        source: crate::dns_index::ConvertError,
-    },
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The DNS server or the admin listener could not start.
+    #[error(transparent)]
+    Serve(#[from] crate::process::Error),
 }
 
 impl RunArgs {
-    /// Starts the controllers and runs until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<Running, Error> {
+    /// Starts the controllers, the DNS server and the admin listener, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<crate::process::Mcsd, Error> {
         let Self {
             kubeconfig,
             cluster_id,
@@ -200,6 +185,9 @@ impl RunArgs {
             dns_listen,
             zone,
             ttl,
+            workers,
+            tcp_idle_timeout,
+            max_udp_payload,
             admin_listen,
             allow_namespaces,
             deny_namespaces,
@@ -240,39 +228,6 @@ impl RunArgs {
                 cluster: peer.cluster,
             });
         }
-        let zone_config = mcsd_dns::ZoneConfig {
-            origin: zone.clone(),
-            ttl,
-            nameserver_addrs: dns_listen
-                .iter()
-                .map(|a| a.ip())
-                .filter(|ip| !ip.is_unspecified())
-                .collect(),
-            max_udp_payload: 1232,
-        };
-        let shared = daemon::dns::feed(client.clone(), zone_config, shutdown.clone()).map_err(|source| {
-            Error::Zone {
-                zone: zone.clone(),
-                source,
-            }
-        })?;
-        let (dns, metrics) =
-            daemon::dns::serve(shared.clone(), &dns_listen, shutdown.clone()).map_err(|source| {
-                Error::Listen {
-                    addr: format!("{dns_listen:?}"),
-                    source,
-                }
-            })?;
-        let admin_listener = tokio::net::TcpListener::bind(admin_listen)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: admin_listen.to_string(),
-                source,
-            })?;
-        let admin = admin_listener.local_addr().map_err(|source| Error::Listen {
-            addr: admin_listen.to_string(),
-            source,
-        })?;
         let election = leader_election.then(|| daemon::leader::Election {
             connection: Some(conn.config),
             ..daemon::leader::Election::new(&exchange_namespace, Duration::from_secs(lease_duration))
@@ -300,15 +255,20 @@ impl RunArgs {
             guard,
             peer_ranges: peer_ranges.into_iter().map(|p| (p.cluster, p.ranges)).collect(),
         };
-        let daemon = daemon::start(config, shutdown.clone()).await;
-        tokio::spawn(mcsd_dns::serve_admin_with(
-            admin_listener,
-            shared,
-            metrics,
-            daemon.admin_extras(),
-            shutdown,
-        ));
-        Ok(Running { daemon, dns, admin })
+        let dns = crate::process::DnsOptions {
+            listen: dns_listen,
+            zone,
+            ttl,
+            workers,
+            tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
+            max_udp_payload,
+        };
+        let config = crate::process::Config {
+            daemon: config,
+            dns,
+            admin: admin_listen,
+        };
+        Ok(crate::process::Mcsd::start(config, shutdown).await?)
     }
 }
 

@@ -99,37 +99,8 @@ impl Default for Options {
     }
 }
 
-/// One running mcsd of the sandbox.
-#[derive(Clone, Debug)]
-pub struct Mcsd {
-    /// The controllers.
-    pub handle: daemon::Handle,
-    /// The DNS server's address (UDP and TCP).
-    pub dns: SocketAddr,
-    /// Its admin listener (`/metrics`, `/readyz`, `/why`).
-    pub admin: SocketAddr,
-    /// The zone it answers from.
-    pub zone: mcsd_dns::SharedZone,
-}
-
-impl Mcsd {
-    /// Waits until the controllers have listed everything and started, and the zone is synced.
-    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let mut ready = self.handle.ready.clone();
-        tokio::time::timeout(timeout, ready.wait_for(|r| *r))
-            .await
-            .with_context(|| format!("mcsd did not become ready within {timeout:?}"))??;
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.zone.load().synced() {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "the DNS zone did not sync within {timeout:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-}
+/// One running mcsd of the sandbox: the same as every running mcsd.
+pub use crate::process::Mcsd;
 
 /// Starts mcsd for `clusters[index]` until `shutdown`: the controllers, as the `mcsd`
 /// ServiceAccount, peered with every other cluster through its `mcsd-peer` ServiceAccount, and a
@@ -178,30 +149,15 @@ pub async fn start_mcsd(
         },
         peer_ranges: options.peer_ranges.clone(),
     };
-    let handle = daemon::start(config, shutdown.clone()).await;
-    let zone_config = mcsd_dns::ZoneConfig {
-        origin: mcsd_crds::names::DEFAULT_ZONE.to_string(),
-        ttl: 5,
-        nameserver_addrs: vec!["127.0.0.1".parse()?],
-        max_udp_payload: 1232,
+    let config = crate::process::Config {
+        daemon: config,
+        dns: crate::process::DnsOptions {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ..Default::default()
+        },
+        admin: SocketAddr::from(([127, 0, 0, 1], 0)),
     };
-    let zone = daemon::dns::feed(client, zone_config, shutdown.clone())?;
-    let (bound, metrics) = daemon::dns::serve(zone.clone(), &["127.0.0.1:0".parse()?], shutdown.clone())?;
-    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let admin = admin_listener.local_addr()?;
-    tokio::spawn(mcsd_dns::serve_admin_with(
-        admin_listener,
-        zone.clone(),
-        metrics,
-        handle.admin_extras(),
-        shutdown,
-    ));
-    Ok(Mcsd {
-        handle,
-        dns: bound[0],
-        admin,
-        zone,
-    })
+    Ok(Mcsd::start(config, shutdown).await?)
 }
 
 /// Applies every document of a multi-document manifest (the kinds of `manifests/namespace.yaml`

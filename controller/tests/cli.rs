@@ -139,3 +139,45 @@ fn json_logs_are_one_object_per_line() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `mcsd run` serves DNS as `mcsd dns` does: every DNS flag of `mcsd dns` is a flag of `mcsd run`
+/// (`--listen` is `--dns-listen` there, `--admin` is `--admin-listen`).
+#[test]
+fn run_has_every_dns_flag_of_dns() {
+    let flags = |command: &str| -> Vec<String> {
+        let out = mcsd(&[command, "--help"]);
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+            .map(|f| f.trim_end_matches(',').split('=').next().unwrap().to_string())
+            .collect()
+    };
+    let run = flags("run");
+    let dns = flags("dns");
+    for known in [
+        "--workers",
+        "--tcp-idle-timeout",
+        "--max-udp-payload",
+        "--ttl",
+        "--zone",
+    ] {
+        assert!(
+            dns.iter().any(|f| f == known),
+            "{known} not found in mcsd dns --help: {dns:?}"
+        );
+    }
+    for flag in dns {
+        let as_in_run = match flag.as_str() {
+            "--listen" => "--dns-listen",
+            "--admin" => "--admin-listen",
+            "--objects" | "--kubeconfig" | "--help" => continue,
+            other => other,
+        };
+        assert!(
+            run.iter().any(|f| f == as_in_run),
+            "mcsd run lacks {as_in_run} (mcsd dns {flag})"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! this, leader or not. The zone counts as synced once each of the three kinds has been listed;
 //! until then would-be negative answers are SERVFAIL.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::net::SocketAddr;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::{core::v1::Namespace, discovery::v1::EndpointSlice};
@@ -12,7 +12,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use mcsd_crds::{mcs::v1beta1::ServiceImport, names};
-use mcsd_dns::{Metrics, ServeOptions, SharedZone, ZoneConfig};
+use mcsd_dns::{SharedZone, ZoneConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::dns_index::DnsIndex;
@@ -137,35 +137,4 @@ pub fn bind_pair(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, std:
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
-}
-
-/// Serves `zone` over UDP and TCP on every address in `listen` until `shutdown`; returns the
-/// addresses bound (port 0 resolved).
-pub fn serve(
-    zone: SharedZone,
-    listen: &[SocketAddr],
-    shutdown: CancellationToken,
-) -> std::io::Result<(Vec<SocketAddr>, Arc<Metrics>)> {
-    let mut udp = Vec::new();
-    let mut tcp = Vec::new();
-    let mut bound = Vec::new();
-    for addr in listen {
-        let (u, t) = bind_pair(*addr)?;
-        bound.push(u.local_addr()?);
-        udp.push(u);
-        tcp.push(tokio::net::TcpListener::from_std(t)?);
-    }
-    let metrics = Arc::new(Metrics::new(udp.len() + 1));
-    let options = ServeOptions {
-        udp_workers: 1,
-        tcp_idle_timeout: Duration::from_secs(30),
-        ..Default::default()
-    };
-    let m = metrics.clone();
-    tokio::spawn(async move {
-        if let Err(error) = mcsd_dns::serve(zone, m, udp, tcp, options, shutdown).await {
-            tracing::error!(%error, "DNS server stopped");
-        }
-    });
-    Ok((bound, metrics))
 }
