@@ -30,14 +30,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::merge::{Export, ExportSpec};
 
-/// Label on every exchange record; its value is the format version.
-pub const LABEL_EXCHANGE: &str = "mcsd.io/exchange";
+pub use mcsd_crds::names::mcsd::{
+    EXCHANGE as LABEL_EXCHANGE, SERVICE_NAME as LABEL_SERVICE_NAME,
+    SERVICE_NAMESPACE as LABEL_SERVICE_NAMESPACE, WRITTEN_AT as ANNOTATION_WRITTEN_AT,
+};
 /// The format version this build writes.
 pub const FORMAT_VERSION: &str = "v1";
-/// Label: the namespace of the exported Service.
-pub const LABEL_SERVICE_NAMESPACE: &str = "mcsd.io/service-namespace";
-/// Label: the name of the exported Service.
-pub const LABEL_SERVICE_NAME: &str = "mcsd.io/service-name";
 /// The ConfigMap key holding the [`ExportRecord`].
 pub const RECORD_KEY: &str = "export.json";
 /// The default exchange namespace.
@@ -362,6 +360,18 @@ pub fn record_labels(namespace: &str, name: &str) -> BTreeMap<String, String> {
         (LABEL_SERVICE_NAME.to_string(), name.to_string()),
     ]
     .into()
+}
+
+/// When the exporting (or importing) mcsd wrote `object`, from its [`ANNOTATION_WRITTEN_AT`]:
+/// part of the exchange format, read by every peer for the propagation histogram.
+pub fn written_at<K: kube::Resource>(object: &K) -> Option<k8s_openapi::jiff::Timestamp> {
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_WRITTEN_AT)?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -35,8 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{exchange::MirroredSlice, merge::Merged};
 
-/// Label on objects mcsd derives for an import (derived Service): the import's name.
-pub const LABEL_DERIVED_FROM: &str = "mcsd.io/derived-from";
+pub use mcsd_crds::names::mcsd::DERIVED_FROM as LABEL_DERIVED_FROM;
 
 /// ServiceImport condition (mcsd's own): True when some cluster's export is left out of the
 /// import (a refused peer, or a peer stale past its grace period); the message names each.

@@ -233,7 +233,7 @@ impl View {
                 }
                 let entry = self.entry(&key, cluster);
                 entry.record = Some(record);
-                entry.record_written = crate::daemon::apply::written_at(&cm);
+                entry.record_written = crate::exchange::written_at(&cm);
                 Some(key)
             }
             Object::Slice(mut slice) => {

@@ -156,3 +156,23 @@ mod tests {
         assert_eq!(derived_service_name("testns", "svc1"), "derived-kpvi9gcsdk");
     }
 }
+
+/// mcsd's own labels and annotations: every `mcsd.io/*` name is defined here, once.
+pub mod mcsd {
+    /// Label on every exchange record; its value is the exchange format version.
+    pub const EXCHANGE: &str = "mcsd.io/exchange";
+    /// Exchange record label: the namespace of the exported Service.
+    pub const SERVICE_NAMESPACE: &str = "mcsd.io/service-namespace";
+    /// Exchange record label: the name of the exported Service.
+    pub const SERVICE_NAME: &str = "mcsd.io/service-name";
+    /// Label that marks a Secret in mcsd's namespace as a peer's credentials.
+    pub const PEER: &str = "mcsd.io/peer";
+    /// Label on objects mcsd derives for an import (the derived Service): the import's name.
+    pub const DERIVED_FROM: &str = "mcsd.io/derived-from";
+    /// Annotation holding the hash of what mcsd applied to an object.
+    pub const APPLIED: &str = "mcsd.io/applied";
+    /// Annotation saying when mcsd last wrote an object (RFC 3339). Not part of the applied hash:
+    /// it changes only when the object does. A peer's copy of it dates the change for the
+    /// propagation histogram.
+    pub const WRITTEN_AT: &str = "mcsd.io/written-at";
+}

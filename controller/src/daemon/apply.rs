@@ -5,7 +5,11 @@
 //! equal means the cluster already holds exactly this, so nothing is written — also after a
 //! restart, since the hash lives on the object, not in memory.
 
-use std::fmt::{Debug, Write as _};
+use std::{
+    collections::BTreeMap,
+    fmt::{Debug, Write as _},
+    sync::{Arc, Mutex},
+};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -15,10 +19,10 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
-use super::metrics::{Flow, Writes};
+use super::metrics::Flow;
 
-/// The annotation holding the hash of what mcsd applied.
-pub const ANNOTATION_APPLIED: &str = "mcsd.io/applied";
+pub use crate::exchange::{ANNOTATION_WRITTEN_AT, written_at};
+pub use mcsd_crds::names::mcsd::APPLIED as ANNOTATION_APPLIED;
 
 /// The hash of an object's serialised form.
 pub fn hash_of<T: Serialize>(object: &T) -> String {
@@ -30,22 +34,6 @@ pub fn hash_of<T: Serialize>(object: &T) -> String {
         let _ = write!(hex, "{b:02x}");
     }
     hex
-}
-
-/// The annotation saying when mcsd last wrote the object (RFC 3339). Not part of the hash: it
-/// changes only when the object does. A peer's copy of it dates the change for the propagation
-/// histogram.
-pub const ANNOTATION_WRITTEN_AT: &str = "mcsd.io/written-at";
-
-/// When mcsd wrote `object`, if it says.
-pub fn written_at<K: Resource>(object: &K) -> Option<Timestamp> {
-    object
-        .meta()
-        .annotations
-        .as_ref()?
-        .get(ANNOTATION_WRITTEN_AT)?
-        .parse()
-        .ok()
 }
 
 /// Applies `desired` unless `observed` already carries its hash. Returns the object the server
@@ -166,4 +154,196 @@ where
     };
     writes.record(K::kind(&Default::default()).as_ref(), "delete", ok);
     result.map(|_| ())
+}
+/// (kind, operation, succeeded).
+type WriteKey = (String, &'static str, bool);
+
+/// Writes mcsd made to the API server, by (kind, operation, succeeded); and what was applied
+/// recently, so that a reconcile running before the watch has delivered our own last write does
+/// not write the same thing again.
+#[derive(Clone, Debug, Default)]
+pub struct Writes {
+    counts: Arc<Mutex<BTreeMap<WriteKey, u64>>>,
+    recent: Arc<Mutex<RecentWrites>>,
+}
+
+/// Recent applies by object, pruned at most once per [`RECENT_FOR`] so that a lookup stays
+/// O(1) while thousands of services converge.
+#[derive(Debug)]
+struct RecentWrites {
+    by_object: std::collections::HashMap<String, Recent>,
+    pruned: std::time::Instant,
+}
+
+impl Default for RecentWrites {
+    fn default() -> Self {
+        Self {
+            by_object: Default::default(),
+            pruned: std::time::Instant::now(),
+        }
+    }
+}
+
+impl RecentWrites {
+    /// The entry for `object_key`, if it is still recent.
+    fn get(&self, object_key: &str) -> Option<&Recent> {
+        self.by_object
+            .get(object_key)
+            .filter(|r| r.at.elapsed() < RECENT_FOR)
+    }
+}
+
+/// One recent apply: its hash, the object the server returned (as JSON text, several times
+/// smaller than a parsed value: a first convergence holds thousands), and when.
+#[derive(Clone, Debug)]
+struct Recent {
+    hash: String,
+    object: Box<str>,
+    at: std::time::Instant,
+}
+
+/// How long a recent apply stands in for a watch that has not delivered it yet.
+const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Writes {
+    /// The object applied with `hash` to `object_key` less than [`RECENT_FOR`] ago, if any.
+    pub fn recent(&self, object_key: &str, hash: &str) -> Option<Box<str>> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .get(object_key)
+            .filter(|r| r.hash == hash)
+            .map(|r| r.object.clone())
+    }
+
+    /// The object last applied to `object_key` less than [`RECENT_FOR`] ago, whatever its hash.
+    pub fn latest(&self, object_key: &str) -> Option<Box<str>> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.get(object_key).map(|r| r.object.clone())
+    }
+
+    /// Remembers that `object` was applied to `object_key` with `hash`.
+    pub fn remember(&self, object_key: String, hash: String, object: Box<str>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.pruned.elapsed() >= RECENT_FOR {
+            recent.by_object.retain(|_, r| r.at.elapsed() < RECENT_FOR);
+            recent.pruned = std::time::Instant::now();
+        }
+        recent.by_object.insert(
+            object_key,
+            Recent {
+                hash,
+                object,
+                at: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Drops the applies older than [`RECENT_FOR`]. `remember` does this as writes go on; after
+    /// the last write only this does, so call it periodically, or a burst of writes (a first
+    /// convergence) would be held until the next write.
+    pub fn prune(&self) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.by_object.retain(|_, r| r.at.elapsed() < RECENT_FOR);
+        recent.by_object.shrink_to_fit();
+        recent.pruned = std::time::Instant::now();
+    }
+
+    /// How many recent applies are held.
+    pub fn recent_len(&self) -> usize {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_object
+            .len()
+    }
+
+    /// Forgets what was applied to `object_key` (it was deleted).
+    pub fn forget(&self, object_key: &str) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_object
+            .remove(object_key);
+    }
+
+    /// Counts one write.
+    pub fn record(&self, kind: &str, operation: &'static str, ok: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((kind.to_string(), operation, ok)).or_default() += 1;
+    }
+
+    /// All writes so far.
+    pub fn total(&self) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+
+    /// The counts, for `/metrics`.
+    pub fn snapshot(&self) -> BTreeMap<WriteKey, u64> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Prometheus text of the counts.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP mcsd_writes_total Writes to the API server, by kind, operation and outcome."
+        );
+        let _ = writeln!(out, "# TYPE mcsd_writes_total counter");
+        for ((kind, op, ok), n) in self.snapshot() {
+            let outcome = if ok { "success" } else { "error" };
+            let _ = writeln!(
+                out,
+                "mcsd_writes_total{{kind=\"{kind}\",operation=\"{op}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_applies_are_dropped_once_old_even_without_further_writes() {
+        let writes = Writes::default();
+        writes.remember("ConfigMap/ns/a".into(), "h".into(), "{}".into());
+        writes.prune();
+        assert_eq!(writes.recent_len(), 1, "still recent");
+        writes
+            .recent
+            .lock()
+            .unwrap()
+            .by_object
+            .values_mut()
+            .for_each(|r| r.at -= RECENT_FOR);
+        writes.prune();
+        assert_eq!(writes.recent_len(), 0);
+        assert_eq!(writes.latest("ConfigMap/ns/a"), None);
+    }
+
+    #[test]
+    fn writes_render_by_kind_operation_and_outcome() {
+        let writes = Writes::default();
+        writes.record("ServiceImport", "apply", true);
+        writes.record("ServiceImport", "apply", true);
+        writes.record("EndpointSlice", "delete", false);
+        let mut text = String::new();
+        writes.render(&mut text);
+        assert!(
+            text.contains(
+                "mcsd_writes_total{kind=\"ServiceImport\",operation=\"apply\",outcome=\"success\"} 2"
+            )
+        );
+        assert!(
+            text.contains(
+                "mcsd_writes_total{kind=\"EndpointSlice\",operation=\"delete\",outcome=\"error\"} 1"
+            )
+        );
+        assert_eq!(writes.total(), 3);
+    }
 }

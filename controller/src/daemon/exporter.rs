@@ -18,9 +18,8 @@ use kube::{
 use mcsd_crds::{ClusterId, mcs::v1beta1::ServiceExport, names};
 
 use super::{
-    apply::{apply_if_changed, delete},
+    apply::{Writes, apply_if_changed, delete},
     index::SliceIndex,
-    metrics::Writes,
 };
 use crate::{
     exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, mirror_slice},

@@ -21,9 +21,11 @@ use mcsd_crds::{
 };
 
 use super::{
-    apply::{ANNOTATION_APPLIED, apply_if_changed, apply_traced, delete, freshest, remember, written_at},
+    apply::{
+        ANNOTATION_APPLIED, Writes, apply_if_changed, apply_traced, delete, freshest, remember, written_at,
+    },
     index::SliceIndex,
-    metrics::{Flow, Writes},
+    metrics::Flow,
 };
 use crate::{
     import::{

@@ -49,7 +49,7 @@ use mcsd_crds::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use self::metrics::Writes;
+pub use self::apply::Writes;
 use self::{exporter::Exporter, importer::Importer};
 use crate::{
     exchange::LABEL_EXCHANGE,

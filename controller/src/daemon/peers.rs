@@ -484,8 +484,7 @@ where
     }
 }
 
-/// The label that marks a Secret in mcsd's namespace as a peer's credentials.
-pub const LABEL_PEER: &str = "mcsd.io/peer";
+pub use mcsd_crds::names::mcsd::PEER as LABEL_PEER;
 /// The Secret key holding the peer's cluster id.
 pub const SECRET_KEY_NAME: &str = "name";
 /// The Secret key holding the peer's kubeconfig.
