@@ -28,8 +28,8 @@ use crate::{
     merge::{Merged, merge},
 };
 
-/// A service, by namespace and name.
-pub type Key = (String, String);
+/// A service, by namespace and name: the one service key of mcsd, the DNS side's included.
+pub use mcsd_dns::ServiceRef as Key;
 
 /// What one cluster publishes about one service.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -100,7 +100,7 @@ struct Exclusion {
 
 fn key_of(labels: Option<&BTreeMap<String, String>>) -> Option<Key> {
     let labels = labels?;
-    Some((
+    Some(Key::new(
         labels.get(LABEL_SERVICE_NAMESPACE)?.clone(),
         labels.get(LABEL_SERVICE_NAME)?.clone(),
     ))
@@ -211,12 +211,12 @@ impl View {
                     Ok(r)
                         if r.cluster == *cluster
                             && (r.namespace.as_str(), r.name.as_str())
-                                == (key.0.as_str(), key.1.as_str()) =>
+                                == (key.namespace.as_str(), key.name.as_str()) =>
                     {
                         r
                     }
                     Ok(r) => {
-                        tracing::warn!(%cluster, claimed = %r.cluster, namespace = %key.0, name = %key.1, "exchange record names another cluster or service; ignored");
+                        tracing::warn!(%cluster, claimed = %r.cluster, namespace = %key.namespace, name = %key.name, "exchange record names another cluster or service; ignored");
                         return self.remove_record(cluster, &key);
                     }
                     Err(error) => {
@@ -484,9 +484,9 @@ impl View {
         key: &Key,
         cm: &ConfigMap,
     ) -> Option<(Refusal, String)> {
-        let service = format!("{}/{}", key.0, key.1);
-        if !g.namespaces.permits(&key.0) {
-            let why = g.namespaces.why_denied(&key.0);
+        let service = format!("{}/{}", key.namespace, key.name);
+        if !g.namespaces.permits(&key.namespace) {
+            let why = g.namespaces.why_denied(&key.namespace);
             return Some((
                 Refusal::Namespace,
                 format!("{cluster}'s export of {service} is ignored: {why}"),
@@ -548,11 +548,14 @@ impl View {
         let ignored = |why: String| {
             format!(
                 "{cluster}'s EndpointSlice {name} of {}/{} is ignored: {why}",
-                key.0, key.1
+                key.namespace, key.name
             )
         };
-        if !g.namespaces.permits(&key.0) {
-            return Err((Refusal::Namespace, ignored(g.namespaces.why_denied(&key.0))));
+        if !g.namespaces.permits(&key.namespace) {
+            return Err((
+                Refusal::Namespace,
+                ignored(g.namespaces.why_denied(&key.namespace)),
+            ));
         }
         if let Some(bad) = slice
             .endpoints
@@ -739,7 +742,7 @@ mod tests {
     }
 
     fn key(ns: &str, name: &str) -> Key {
-        (ns.into(), name.into())
+        Key::new(ns, name)
     }
 
     #[test]
@@ -877,7 +880,7 @@ mod tests {
         let mut view = View::default();
         view.apply(&id("cluster-a"), record("cluster-a", "ns", "svc", 0));
         view.apply(&id("cluster-b"), record("cluster-b", "ns", "svc", 1));
-        let key = ("ns".to_string(), "svc".to_string());
+        let key = Key::new("ns", "svc");
         let before = view.merged(&key).unwrap();
         assert_eq!(before.clusters.len(), 2);
 
@@ -903,7 +906,7 @@ mod tests {
     fn a_refused_cluster_is_reported_on_the_services_it_is_known_to_publish() {
         let mut view = View::default();
         view.apply(&id("cluster-a"), record("cluster-a", "ns", "svc", 0));
-        let key = ("ns".to_string(), "svc".to_string());
+        let key = Key::new("ns", "svc");
         let changed = view.exclude(
             &id("cluster-x"),
             "member of another ClusterSet".into(),

@@ -204,7 +204,7 @@ pub fn parse(name: &str, origin: &str) -> (Form, Option<Key>) {
         return (Form::OutsideZone, None);
     };
     let labels: Vec<&str> = relative.split('.').collect();
-    let key = |i: usize| (labels[i + 1].to_string(), labels[i].to_string());
+    let key = |i: usize| Key::new(labels[i + 1], labels[i]);
     match labels.as_slice() {
         [_, _, "svc"] => (Form::Service, Some(key(0))),
         [port, protocol, _, _, "svc"] if port.starts_with('_') && protocol.starts_with('_') => (
@@ -269,7 +269,7 @@ impl Sources {
             leader: *self.leader.borrow(),
             ready: *self.ready.borrow(),
             form,
-            service: key.clone(),
+            service: key.as_ref().map(|k| (k.namespace.clone(), k.name.clone())),
             answers,
             namespace_exists: false,
             local_service: false,
@@ -287,7 +287,7 @@ impl Sources {
     }
 
     fn explain_service(&self, key: &Key, out: &mut Explanation) {
-        let (ns, name) = key;
+        let Key { namespace: ns, name } = key;
         out.namespace_exists = self
             .namespaces
             .get(&ObjectRef::new(ns))
@@ -830,7 +830,7 @@ mod tests {
 
     #[test]
     fn names_are_split_into_form_and_service() {
-        let svc = |ns: &str, n: &str| Some((ns.to_string(), n.to_string()));
+        let svc = |ns: &str, n: &str| Some(Key::new(ns, n));
         let origin = "clusterset.local";
         assert_eq!(
             parse("hello.demo.svc.clusterset.local.", origin),

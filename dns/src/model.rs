@@ -81,6 +81,12 @@ pub struct ServiceRef {
     pub name: String,
 }
 
+impl std::fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 impl ServiceRef {
     /// A reference to `namespace/name`.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {

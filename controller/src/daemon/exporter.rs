@@ -60,7 +60,7 @@ pub struct Exporter {
 impl Exporter {
     /// Brings the exchange records and the export's conditions of `key` up to date.
     pub async fn reconcile(&self, key: &Key) -> kube::Result<()> {
-        let (ns, name) = key;
+        let Key { namespace: ns, name } = key;
         let export = self.exports.get(&ObjectRef::new(name).within(ns));
         let service = self.services.get(&ObjectRef::new(name).within(ns));
         let evaluation = export.as_deref().map(|e| {

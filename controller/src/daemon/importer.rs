@@ -62,7 +62,7 @@ pub struct Importer {
 impl Importer {
     /// Brings the import of `key` in this cluster up to date.
     pub async fn reconcile(&self, key: &Key) -> kube::Result<()> {
-        let (ns, name) = key;
+        let Key { namespace: ns, name } = key;
         let namespace_exists = self
             .namespaces
             .get(&ObjectRef::new(ns))

@@ -101,7 +101,7 @@ mod tests {
     }
 
     fn key(ns: &str, name: &str) -> Key {
-        (ns.into(), name.into())
+        Key::new(ns, name)
     }
 
     fn labelled(service: &'static str) -> impl Fn(&EndpointSlice) -> bool {

@@ -365,7 +365,7 @@ mod tests {
         flow.propagated("EndpointSlice", 0.2);
         flow.propagated("EndpointSlice", -1.0); // a clock behind ours
         flow.propagated("EndpointSlice", 1000.0);
-        let key = |n: &str| ("demo".to_string(), n.to_string());
+        let key = |n: &str| crate::view::Key::new("demo", n);
         flow.set_conflicts(&key("a"), vec!["PortConflict"]);
         flow.set_conflicts(&key("b"), vec!["PortConflict", "TypeConflict"]);
         flow.set_conflicts(&key("c"), vec!["TypeConflict"]);

@@ -211,7 +211,7 @@ where
 }
 
 fn key_of<K: ResourceExt>(o: &K) -> Key {
-    (o.namespace().unwrap_or_default(), o.name_any())
+    Key::new(o.namespace().unwrap_or_default(), o.name_any())
 }
 
 /// Reconciles the worker's batches until `shutdown` (a batch in progress is finished first).
@@ -239,7 +239,7 @@ where
                     let delay = Duration::from_millis(500)
                         .saturating_mul(1 << (*n - 1).min(6))
                         .min(Duration::from_secs(30));
-                    tracing::warn!(namespace = %key.0, name = %key.1, %error, retry_in = ?delay, "reconcile failed");
+                    tracing::warn!(namespace = %key.namespace, name = %key.name, %error, retry_in = ?delay, "reconcile failed");
                     worker.queue().retry(key, delay);
                 }
             }
@@ -322,7 +322,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         move |o: &Service| {
             qe.push(key_of(o));
             if let Some(from) = o.labels().get(LABEL_DERIVED_FROM) {
-                qi.push((o.namespace().unwrap_or_default(), from.clone()));
+                qi.push(Key::new(o.namespace().unwrap_or_default(), from.clone()));
             }
         },
         shutdown.clone(),
@@ -340,19 +340,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
             let labels = o.labels();
             if labels.get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY) {
                 if let Some(svc) = labels.get(names::LABEL_SERVICE_NAME) {
-                    let key = (ns.clone(), svc.clone());
+                    let key = Key::new(ns.clone(), svc.clone());
                     idx.imported.note(key.clone(), ns, name);
                     qi.push(key);
                 } else if let (Some(sns), Some(svc)) = (
                     labels.get(crate::exchange::LABEL_SERVICE_NAMESPACE),
                     labels.get(crate::exchange::LABEL_SERVICE_NAME),
                 ) {
-                    let key = (sns.clone(), svc.clone());
+                    let key = Key::new(sns.clone(), svc.clone());
                     idx.mirrors.note(key.clone(), ns, name);
                     qe.push(key);
                 }
             } else if let Some(svc) = labels.get(names::LABEL_KUBERNETES_SERVICE_NAME) {
-                let key = (ns.clone(), svc.clone());
+                let key = Key::new(ns.clone(), svc.clone());
                 idx.local.note(key.clone(), ns, name);
                 qe.push(key);
             }
@@ -378,7 +378,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .keys()
-                .filter(|(n, _)| *n == ns)
+                .filter(|k| k.namespace == ns)
                 .cloned()
                 .collect();
             qi.extend(keys);
@@ -396,7 +396,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
                 labels.get(crate::exchange::LABEL_SERVICE_NAMESPACE),
                 labels.get(crate::exchange::LABEL_SERVICE_NAME),
             ) {
-                qe.push((ns.clone(), svc.clone()));
+                qe.push(Key::new(ns.clone(), svc.clone()));
             }
         },
         shutdown.clone(),

@@ -304,7 +304,7 @@ async fn known_keys(peer: &Peer, namespace: &str) -> BTreeSet<Key> {
         .into_iter()
         .filter_map(|cm| {
             let labels = cm.metadata.labels?;
-            Some((
+            Some(Key::new(
                 labels.get(LABEL_SERVICE_NAMESPACE)?.clone(),
                 labels.get(LABEL_SERVICE_NAME)?.clone(),
             ))
