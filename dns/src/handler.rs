@@ -16,7 +16,7 @@ use hickory_proto::{
     rr::{DNSClass, Name, RData, Record, RecordType},
 };
 
-use crate::zone::{Answer, Zone};
+use crate::zone::{Answer, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Zone};
 
 /// How the query arrived; UDP replies are limited to the client's EDNS size (or 512).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,9 +290,9 @@ fn push_soa(out: &mut Vec<u8>, zone: &Zone, apex_offset: usize) {
     out.extend_from_slice(b"\x0ahostmaster");
     out.extend_from_slice(&ptr);
     out.extend_from_slice(&zone.soa.serial.to_be_bytes());
-    out.extend_from_slice(&7200u32.to_be_bytes());
-    out.extend_from_slice(&1800u32.to_be_bytes());
-    out.extend_from_slice(&86400u32.to_be_bytes());
+    for timer in [SOA_REFRESH, SOA_RETRY, SOA_EXPIRE] {
+        out.extend_from_slice(&timer.to_be_bytes());
+    }
     out.extend_from_slice(&zone.soa.minimum.to_be_bytes());
 }
 
@@ -453,9 +453,9 @@ fn resolve(zone: &Zone, q: &Query, msg: &mut Message) -> ResponseCode {
                 .prepend_label("hostmaster")
                 .unwrap_or_else(|_| origin.name.clone()),
             zone.soa.serial,
-            7200,
-            1800,
-            86400,
+            SOA_REFRESH,
+            SOA_RETRY,
+            SOA_EXPIRE,
             zone.soa.minimum,
         )),
     );

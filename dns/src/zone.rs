@@ -38,10 +38,12 @@ const SHARD_SEED: u64 = 0x6d63_7364_2d64_6e73;
 pub const DNS_SCHEMA_VERSION: &str = "1.1.0";
 /// TTL of the `dns-version` TXT record.
 pub const DNS_VERSION_TTL: u32 = 28800;
-/// SOA refresh, retry and expire (CoreDNS values).
-const SOA_REFRESH: i32 = 7200;
-const SOA_RETRY: i32 = 1800;
-const SOA_EXPIRE: i32 = 86400;
+/// SOA refresh (CoreDNS's value), used by every SOA mcsd writes.
+pub(crate) const SOA_REFRESH: i32 = 7200;
+/// SOA retry (CoreDNS's value).
+pub(crate) const SOA_RETRY: i32 = 1800;
+/// SOA expire (CoreDNS's value).
+pub(crate) const SOA_EXPIRE: i32 = 86400;
 
 /// What the zone is called and how it answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
