@@ -14,6 +14,7 @@ use kube::{
 use mcsd_crds::{mcs::v1beta1::ServiceImport, names};
 use mcsd_dns::{SharedZone, ZoneConfig};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::dns_index::DnsIndex;
 
@@ -47,76 +48,80 @@ pub fn feed(
         .default_backoff()
         .map(|e| e.map(Change::Namespace));
     let mut changes = stream::select(stream::select(imports, slices), namespaces).boxed();
-    tokio::spawn(async move {
-        // A re-list is applied as it arrives (only Namespace names are held until it ends), and
-        // the zone is published once it is complete, not once per listed object.
-        let mut namespaces: Vec<String> = Vec::new();
-        let mut listed = [false; 3];
-        loop {
-            let change = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                c = changes.next() => c,
-            };
-            let Some(change) = change else { return };
-            let mut listing = false;
-            match change {
-                Ok(Change::Import(event)) => match event {
-                    watcher::Event::Init => index.begin_service_import_relist(),
-                    watcher::Event::InitApply(o) => {
-                        index.apply_service_import(&o);
-                        listing = true;
+    let span = tracing::info_span!("dns_feed");
+    tokio::spawn(
+        async move {
+            // A re-list is applied as it arrives (only Namespace names are held until it ends), and
+            // the zone is published once it is complete, not once per listed object.
+            let mut namespaces: Vec<String> = Vec::new();
+            let mut listed = [false; 3];
+            loop {
+                let change = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    c = changes.next() => c,
+                };
+                let Some(change) = change else { return };
+                let mut listing = false;
+                match change {
+                    Ok(Change::Import(event)) => match event {
+                        watcher::Event::Init => index.begin_service_import_relist(),
+                        watcher::Event::InitApply(o) => {
+                            index.apply_service_import(&o);
+                            listing = true;
+                        }
+                        watcher::Event::InitDone => {
+                            index.end_service_import_relist();
+                            listed[0] = true;
+                        }
+                        watcher::Event::Apply(o) => index.apply_service_import(&o),
+                        watcher::Event::Delete(o) => {
+                            index.delete_service_import(&o.namespace().unwrap_or_default(), &o.name_any())
+                        }
+                    },
+                    Ok(Change::Slice(event)) => match event {
+                        watcher::Event::Init => index.begin_endpoint_slice_relist(),
+                        watcher::Event::InitApply(o) => {
+                            index.apply_endpoint_slice(&o);
+                            listing = true;
+                        }
+                        watcher::Event::InitDone => {
+                            index.end_endpoint_slice_relist();
+                            listed[1] = true;
+                        }
+                        watcher::Event::Apply(o) => index.apply_endpoint_slice(&o),
+                        watcher::Event::Delete(o) => {
+                            index.delete_endpoint_slice(&o.namespace().unwrap_or_default(), &o.name_any())
+                        }
+                    },
+                    Ok(Change::Namespace(event)) => match event {
+                        watcher::Event::Init => namespaces.clear(),
+                        watcher::Event::InitApply(o) => {
+                            namespaces.push(o.name_any());
+                            listing = true;
+                        }
+                        watcher::Event::InitDone => {
+                            index.reset_namespace_names(std::mem::take(&mut namespaces));
+                            listed[2] = true;
+                        }
+                        watcher::Event::Apply(o) => index.apply_namespace(&o),
+                        watcher::Event::Delete(o) => index.delete_namespace(&o.name_any()),
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "DNS watch failed; retrying");
+                        continue;
                     }
-                    watcher::Event::InitDone => {
-                        index.end_service_import_relist();
-                        listed[0] = true;
-                    }
-                    watcher::Event::Apply(o) => index.apply_service_import(&o),
-                    watcher::Event::Delete(o) => {
-                        index.delete_service_import(&o.namespace().unwrap_or_default(), &o.name_any())
-                    }
-                },
-                Ok(Change::Slice(event)) => match event {
-                    watcher::Event::Init => index.begin_endpoint_slice_relist(),
-                    watcher::Event::InitApply(o) => {
-                        index.apply_endpoint_slice(&o);
-                        listing = true;
-                    }
-                    watcher::Event::InitDone => {
-                        index.end_endpoint_slice_relist();
-                        listed[1] = true;
-                    }
-                    watcher::Event::Apply(o) => index.apply_endpoint_slice(&o),
-                    watcher::Event::Delete(o) => {
-                        index.delete_endpoint_slice(&o.namespace().unwrap_or_default(), &o.name_any())
-                    }
-                },
-                Ok(Change::Namespace(event)) => match event {
-                    watcher::Event::Init => namespaces.clear(),
-                    watcher::Event::InitApply(o) => {
-                        namespaces.push(o.name_any());
-                        listing = true;
-                    }
-                    watcher::Event::InitDone => {
-                        index.reset_namespace_names(std::mem::take(&mut namespaces));
-                        listed[2] = true;
-                    }
-                    watcher::Event::Apply(o) => index.apply_namespace(&o),
-                    watcher::Event::Delete(o) => index.delete_namespace(&o.name_any()),
-                },
-                Err(error) => {
-                    tracing::warn!(%error, "DNS watch failed; retrying");
+                }
+                if listing {
                     continue;
                 }
+                if listed.iter().all(|l| *l) {
+                    index.mark_synced();
+                }
+                index.publish();
             }
-            if listing {
-                continue;
-            }
-            if listed.iter().all(|l| *l) {
-                index.mark_synced();
-            }
-            index.publish();
         }
-    });
+        .instrument(span),
+    );
     Ok(zone)
 }
 

@@ -120,14 +120,18 @@ pub async fn run_isolated(
                 }
             };
             // The client spawns its connection tasks: it is made inside its runtime.
-            runtime.block_on(async move {
-                match Client::try_from(connection) {
-                    Ok(client) => run(client, election, leader, writers_done, shutdown).await,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot make the leader election's client: this replica never leads")
+            let span = tracing::info_span!("leader", lease = %election.name, identity = %election.identity);
+            runtime.block_on(tracing::Instrument::instrument(
+                async move {
+                    match Client::try_from(connection) {
+                        Ok(client) => run(client, election, leader, writers_done, shutdown).await,
+                        Err(error) => {
+                            tracing::error!(%error, "cannot make the leader election's client: this replica never leads")
+                        }
                     }
-                }
-            });
+                },
+                span,
+            ));
             drop(ended_tx);
         });
     match thread {
@@ -183,9 +187,9 @@ pub async fn run(
         }
         if leader.send_if_modified(|l| std::mem::replace(l, is_leader) != is_leader) {
             if is_leader {
-                tracing::info!(identity = %election.identity, "became the leader: writing");
+                tracing::info!("became the leader: writing");
             } else {
-                tracing::warn!(identity = %election.identity, "lost the leadership: writing stops");
+                tracing::warn!("lost the leadership: writing stops");
             }
         }
         // A leader whose renewal failed retries soon, like a candidate: it has a third of the
@@ -288,6 +292,6 @@ async fn release(api: &Api<Lease>, election: &Election) {
     if let Err(error) = api.replace(&election.name, &PostParams::default(), &lease).await {
         tracing::warn!(%error, "giving the Lease up failed; a successor waits for it to expire");
     } else {
-        tracing::info!(identity = %election.identity, "gave the leadership up");
+        tracing::info!("gave the leadership up");
     }
 }

@@ -48,6 +48,7 @@ use mcsd_crds::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use self::apply::Writes;
 use self::{exporter::Exporter, importer::Importer};
@@ -188,6 +189,7 @@ where
 {
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(prepare));
+    let span = tracing::info_span!("watch", kind = %K::kind(&Default::default()));
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         loop {
@@ -206,7 +208,7 @@ where
                 }
             }
         }
-    });
+    }.instrument(span));
     store
 }
 
@@ -272,7 +274,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
                     Some(connection) => {
                         leader::run_isolated(connection, election, leader_tx, writers_done, shutdown).await
                     }
-                    None => leader::run(client, election, leader_tx, writers_done, shutdown).await,
+                    None => {
+                        let span = tracing::info_span!("leader", lease = %election.name, identity = %election.identity);
+                        leader::run(client, election, leader_tx, writers_done, shutdown)
+                            .instrument(span)
+                            .await
+                    }
                 },
                 None => {
                     let _ = writers_done.wait_for(|d| *d).await;
@@ -412,16 +419,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
     };
     let peer_states = metrics::Peers::default();
     let (own_tx, mut own_synced) = watch::channel(false);
-    tokio::spawn(peers::follow(
-        identity.cluster.clone(),
-        client.clone(),
-        exchange_namespace.clone(),
-        view.clone(),
-        changed.clone(),
-        own_tx,
-        |_| {},
-        shutdown.clone(),
-    ));
+    tokio::spawn(
+        peers::follow(
+            identity.cluster.clone(),
+            client.clone(),
+            exchange_namespace.clone(),
+            view.clone(),
+            changed.clone(),
+            own_tx,
+            |_| {},
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("own_records", cluster = %identity.cluster)),
+    );
     let shared = peers::Shared {
         namespace: exchange_namespace.clone(),
         clusterset: identity.clusterset.clone(),
@@ -447,15 +457,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         }
         let (tx, rx) = watch::channel(false);
         peer_synced.push((peer.cluster.clone(), rx));
-        tokio::spawn(peers::supervise(peer, shared.clone(), tx));
+        let span = tracing::info_span!("peer", peer = %peer.cluster);
+        tokio::spawn(peers::supervise(peer, shared.clone(), tx).instrument(span));
     }
     let (secrets_tx, secrets_listed) = tokio::sync::oneshot::channel();
-    tokio::spawn(peers::follow_secrets(
-        client.clone(),
-        shared.clone(),
-        known,
-        secrets_tx,
-    ));
+    tokio::spawn(
+        peers::follow_secrets(client.clone(), shared.clone(), known, secrets_tx)
+            .instrument(tracing::info_span!("peer_secrets")),
+    );
 
     let exporter = Exporter {
         cluster: identity.cluster.clone(),
@@ -566,9 +575,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
             }
         }
     };
-    tokio::spawn(async move {
-        writers.await;
-        let _ = writers_done_tx.send(true);
-    });
+    tokio::spawn(
+        async move {
+            writers.await;
+            let _ = writers_done_tx.send(true);
+        }
+        .instrument(tracing::info_span!("writers")),
+    );
     handle
 }

@@ -19,6 +19,7 @@ use mcsd_crds::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{
     Peer,
@@ -163,7 +164,7 @@ async fn follow_kind<K>(
     let mut failing = false;
     while let Some(event) = stream.next().await {
         if event.is_ok() && std::mem::take(&mut failing) {
-            tracing::info!(%cluster, kind = ?kind, "watching exchange records again");
+            tracing::info!(kind = ?kind, "watching exchange records again");
         }
         let keys = match event {
             Ok(watcher::Event::Init) => {
@@ -197,9 +198,9 @@ async fn follow_kind<K>(
                 .collect(),
             Err(error) => {
                 if std::mem::replace(&mut failing, true) {
-                    tracing::debug!(%cluster, kind = ?kind, %error, "watching exchange records failed again");
+                    tracing::debug!(kind = ?kind, %error, "watching exchange records failed again");
                 } else {
-                    tracing::warn!(%cluster, kind = ?kind, %error, "watching exchange records failed; retrying with backoff");
+                    tracing::warn!(kind = ?kind, %error, "watching exchange records failed; retrying with backoff");
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
@@ -318,9 +319,9 @@ fn set_state(states: &Peers, peer: &ClusterId, state: PeerState) {
         return;
     }
     match &state {
-        PeerState::Refused(why) => tracing::error!(%peer, %why, "peer refused"),
-        PeerState::Unreachable(why) => tracing::warn!(%peer, %why, "peer unreachable"),
-        PeerState::Synced => tracing::info!(%peer, "peer synced"),
+        PeerState::Refused(why) => tracing::error!(%why, "peer refused"),
+        PeerState::Unreachable(why) => tracing::warn!(%why, "peer unreachable"),
+        PeerState::Synced => tracing::info!("peer synced"),
         PeerState::Connecting => {}
     }
 }
@@ -370,7 +371,7 @@ impl Failing {
             shared.grace.as_secs()
         );
         if change_view(shared, |v| v.exclude(peer, reason, BTreeSet::new())) {
-            tracing::warn!(%peer, ?down, %why, "peer {what} past its grace period; its exports are left out");
+            tracing::warn!(?down, %why, "peer {what} past its grace period; its exports are left out");
         }
     }
 
@@ -381,7 +382,7 @@ impl Failing {
     {
         self.since = None;
         if std::mem::take(&mut self.excluded) && change_view(shared, |v| v.include(peer)) {
-            tracing::info!(%peer, "peer back; its exports are included again");
+            tracing::info!("peer back; its exports are included again");
         }
     }
 }
@@ -422,7 +423,7 @@ where
                 if change_view(&shared, |v| {
                     v.exclude(&peer.cluster, format!("refused: {why}"), known)
                 }) {
-                    tracing::warn!(peer = %peer.cluster, "its exports are left out while it is refused");
+                    tracing::warn!("its exports are left out while it is refused");
                 }
                 failing.excluded = true;
                 let _ = synced.send(true);
@@ -674,7 +675,8 @@ pub async fn follow_secrets<F>(
         let cluster = peer.cluster.clone();
         let mut own = shared.clone();
         own.shutdown = stop.clone();
-        let task = tokio::spawn(supervise(peer, own, tx));
+        let span = tracing::info_span!("peer", peer = %peer.cluster);
+        let task = tokio::spawn(supervise(peer, own, tx).instrument(span));
         running.insert(
             secret_name,
             Running {
