@@ -165,6 +165,7 @@ pub struct DnsIndex {
     /// While a re-list is in progress: what it has delivered so far.
     relisting_imports: Option<BTreeSet<ServiceRef>>,
     relisting_slices: Option<BTreeSet<(String, String)>>,
+    relisting_namespaces: Option<BTreeSet<String>>,
     publishes: u64,
 }
 
@@ -181,6 +182,7 @@ impl DnsIndex {
             groups: BTreeMap::new(),
             relisting_imports: None,
             relisting_slices: None,
+            relisting_namespaces: None,
             publishes: 1,
         })
     }
@@ -343,8 +345,25 @@ impl DnsIndex {
     /// Adds a Namespace.
     pub fn apply_namespace(&mut self, ns: &Namespace) {
         match ns.metadata.name.as_deref() {
-            Some(name) if !name.is_empty() => self.writer.apply_namespace(name),
+            Some(name) if !name.is_empty() => {
+                if let Some(seen) = &mut self.relisting_namespaces {
+                    seen.insert(name.to_string());
+                }
+                self.writer.apply_namespace(name)
+            }
             _ => warn!("Namespace without a name skipped"),
+        }
+    }
+
+    /// Starts a re-list of Namespaces (see [`Self::begin_service_import_relist`]).
+    pub fn begin_namespace_relist(&mut self) {
+        self.relisting_namespaces = Some(BTreeSet::new());
+    }
+
+    /// Ends a re-list: every Namespace it did not deliver is removed.
+    pub fn end_namespace_relist(&mut self) {
+        if let Some(seen) = self.relisting_namespaces.take() {
+            self.reset_namespace_names(seen);
         }
     }
 

@@ -5,24 +5,15 @@
 
 use std::net::SocketAddr;
 
-use futures::{StreamExt, stream};
 use k8s_openapi::api::{core::v1::Namespace, discovery::v1::EndpointSlice};
-use kube::{
-    Api, Client, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Client, ResourceExt, runtime::watcher};
 use mcsd_crds::{mcs::v1beta1::ServiceImport, names};
 use mcsd_dns::{SharedZone, ZoneConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use super::driver::{Index, Step, Watch};
 use crate::dns_index::DnsIndex;
-
-enum Change {
-    Import(watcher::Event<ServiceImport>),
-    Slice(watcher::Event<EndpointSlice>),
-    Namespace(watcher::Event<Namespace>),
-}
 
 /// Feeds a DNS index from `client`'s watches until `shutdown`; returns the zone it publishes.
 pub fn feed(
@@ -32,89 +23,33 @@ pub fn feed(
 ) -> Result<SharedZone, crate::dns_index::ConvertError> {
     let mut index = DnsIndex::new(config)?;
     let zone = index.zone();
-    let imports = watcher(
+    let mut imports = Watch::new(
         Api::<ServiceImport>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .default_backoff()
-    .map(|e| e.map(Change::Import));
-    let slices = watcher(
+        |_| {},
+    );
+    let mut slices = Watch::new(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(names::LABEL_SERVICE_NAME),
-    )
-    .default_backoff()
-    .map(|e| e.map(Change::Slice));
-    let namespaces = watcher(Api::<Namespace>::all(client), watcher::Config::default())
-        .default_backoff()
-        .map(|e| e.map(Change::Namespace));
-    let mut changes = stream::select(stream::select(imports, slices), namespaces).boxed();
+        |_| {},
+    );
+    let mut namespaces = Watch::new(Api::<Namespace>::all(client), watcher::Config::default(), |_| {});
     let span = tracing::info_span!("dns_feed");
     tokio::spawn(
         async move {
-            // A re-list is applied as it arrives (only Namespace names are held until it ends), and
-            // the zone is published once it is complete, not once per listed object.
-            let mut namespaces: Vec<String> = Vec::new();
-            let mut listed = [false; 3];
+            // A re-list is applied as it arrives, and the zone is published once it is complete,
+            // not once per listed object.
             loop {
-                let change = tokio::select! {
+                let step = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    c = changes.next() => c,
+                    e = imports.next() => match e { Some(e) => imports.feed(&mut index, e), None => return },
+                    e = slices.next() => match e { Some(e) => slices.feed(&mut index, e), None => return },
+                    e = namespaces.next() => match e { Some(e) => namespaces.feed(&mut index, e), None => return },
                 };
-                let Some(change) = change else { return };
-                let mut listing = false;
-                match change {
-                    Ok(Change::Import(event)) => match event {
-                        watcher::Event::Init => index.begin_service_import_relist(),
-                        watcher::Event::InitApply(o) => {
-                            index.apply_service_import(&o);
-                            listing = true;
-                        }
-                        watcher::Event::InitDone => {
-                            index.end_service_import_relist();
-                            listed[0] = true;
-                        }
-                        watcher::Event::Apply(o) => index.apply_service_import(&o),
-                        watcher::Event::Delete(o) => {
-                            index.delete_service_import(&o.namespace().unwrap_or_default(), &o.name_any())
-                        }
-                    },
-                    Ok(Change::Slice(event)) => match event {
-                        watcher::Event::Init => index.begin_endpoint_slice_relist(),
-                        watcher::Event::InitApply(o) => {
-                            index.apply_endpoint_slice(&o);
-                            listing = true;
-                        }
-                        watcher::Event::InitDone => {
-                            index.end_endpoint_slice_relist();
-                            listed[1] = true;
-                        }
-                        watcher::Event::Apply(o) => index.apply_endpoint_slice(&o),
-                        watcher::Event::Delete(o) => {
-                            index.delete_endpoint_slice(&o.namespace().unwrap_or_default(), &o.name_any())
-                        }
-                    },
-                    Ok(Change::Namespace(event)) => match event {
-                        watcher::Event::Init => namespaces.clear(),
-                        watcher::Event::InitApply(o) => {
-                            namespaces.push(o.name_any());
-                            listing = true;
-                        }
-                        watcher::Event::InitDone => {
-                            index.reset_namespace_names(std::mem::take(&mut namespaces));
-                            listed[2] = true;
-                        }
-                        watcher::Event::Apply(o) => index.apply_namespace(&o),
-                        watcher::Event::Delete(o) => index.delete_namespace(&o.name_any()),
-                    },
-                    Err(error) => {
-                        tracing::warn!(%error, "DNS watch failed; retrying");
-                        continue;
-                    }
-                }
-                if listing {
+                if step == Step::Listing {
                     continue;
                 }
-                if listed.iter().all(|l| *l) {
+                if imports.is_listed() && slices.is_listed() && namespaces.is_listed() {
                     index.mark_synced();
                 }
                 index.publish();
@@ -123,6 +58,60 @@ pub fn feed(
         .instrument(span),
     );
     Ok(zone)
+}
+
+impl Index<ServiceImport> for DnsIndex {
+    fn begin_relist(&mut self) {
+        self.begin_service_import_relist();
+    }
+    fn relisted(&mut self, object: ServiceImport) {
+        self.apply_service_import(&object);
+    }
+    fn end_relist(&mut self) {
+        self.end_service_import_relist();
+    }
+    fn apply(&mut self, object: ServiceImport) {
+        self.apply_service_import(&object);
+    }
+    fn delete(&mut self, object: ServiceImport) {
+        self.delete_service_import(&object.namespace().unwrap_or_default(), &object.name_any());
+    }
+}
+
+impl Index<EndpointSlice> for DnsIndex {
+    fn begin_relist(&mut self) {
+        self.begin_endpoint_slice_relist();
+    }
+    fn relisted(&mut self, object: EndpointSlice) {
+        self.apply_endpoint_slice(&object);
+    }
+    fn end_relist(&mut self) {
+        self.end_endpoint_slice_relist();
+    }
+    fn apply(&mut self, object: EndpointSlice) {
+        self.apply_endpoint_slice(&object);
+    }
+    fn delete(&mut self, object: EndpointSlice) {
+        self.delete_endpoint_slice(&object.namespace().unwrap_or_default(), &object.name_any());
+    }
+}
+
+impl Index<Namespace> for DnsIndex {
+    fn begin_relist(&mut self) {
+        self.begin_namespace_relist();
+    }
+    fn relisted(&mut self, object: Namespace) {
+        self.apply_namespace(&object);
+    }
+    fn end_relist(&mut self) {
+        self.end_namespace_relist();
+    }
+    fn apply(&mut self, object: Namespace) {
+        self.apply_namespace(&object);
+    }
+    fn delete(&mut self, object: Namespace) {
+        self.delete_namespace(&object.name_any());
+    }
 }
 
 /// Binds UDP and TCP on the same address; port 0 picks one port free for both.

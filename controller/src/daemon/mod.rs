@@ -14,6 +14,7 @@
 
 pub(crate) mod apply;
 pub mod dns;
+mod driver;
 mod exporter;
 mod importer;
 pub mod index;
@@ -28,7 +29,6 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Namespace, Service},
     discovery::v1::EndpointSlice,
@@ -36,7 +36,6 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
-        WatchStreamExt,
         reflector::{self, Store},
         watcher,
     },
@@ -176,6 +175,54 @@ pub(crate) fn slim_slice(slice: &mut EndpointSlice) {
     }
 }
 
+/// A reflector's store fed by the watch driver: each event is applied to the store first, then
+/// `on_event` sees the object (so whatever it queues reads the store with the event in it).
+struct Feed<K, F>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    writer: reflector::store::Writer<K>,
+    on_event: F,
+}
+
+impl<K, F> Feed<K, F>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    F: Fn(&K),
+{
+    fn store(&mut self, event: watcher::Event<K>) {
+        self.writer.apply_watcher_event(&event);
+        if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &event {
+            (self.on_event)(o);
+        }
+    }
+}
+
+impl<K, F> driver::Index<K> for Feed<K, F>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    F: Fn(&K),
+{
+    fn begin_relist(&mut self) {
+        self.store(watcher::Event::Init);
+    }
+    fn relisted(&mut self, object: K) {
+        self.store(watcher::Event::InitApply(object));
+    }
+    fn end_relist(&mut self) {
+        self.store(watcher::Event::InitDone);
+    }
+    fn apply(&mut self, object: K) {
+        self.store(watcher::Event::Apply(object));
+    }
+    fn delete(&mut self, object: K) {
+        self.store(watcher::Event::Delete(object));
+    }
+}
+
 fn store_and_feed<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -188,27 +235,13 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff().modify(prepare));
     let span = tracing::info_span!("watch", kind = %K::kind(&Default::default()));
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                e = stream.next() => e,
-            };
-            match event {
-                None => return,
-                Some(Ok(
-                    watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o),
-                )) => on_event(&o),
-                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
-                Some(Err(error)) => {
-                    tracing::warn!(kind = %K::kind(&Default::default()), %error, "watch failed; retrying");
-                }
-            }
-        }
-    }.instrument(span));
+    let feed = Feed { writer, on_event };
+    tokio::spawn(
+        driver::Watch::new(api, config, prepare)
+            .run(feed, shutdown)
+            .instrument(span),
+    );
     store
 }
 

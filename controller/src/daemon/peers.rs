@@ -6,12 +6,8 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
 use mcsd_crds::{
     ClusterId,
     about::v1beta1::ClusterProperty,
@@ -22,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{
-    Peer,
+    Peer, driver,
     metrics::{PeerState, Peers},
 };
 use crate::{
@@ -111,25 +107,24 @@ pub async fn follow(
     on_state: impl Fn(PeerState),
     shutdown: CancellationToken,
 ) {
-    let (records_done_tx, mut records_done) = watch::channel(false);
-    let (slices_done_tx, mut slices_done) = watch::channel(false);
-    let records = follow_kind::<ConfigMap>(
-        cluster.clone(),
+    let records = driver::Watch::<ConfigMap>::new(
         Api::namespaced(client.clone(), &namespace),
-        Kind::Record,
-        Object::Record,
-        view.clone(),
-        changed.clone(),
-        records_done_tx,
+        watcher::Config::default().labels(LABEL_EXCHANGE),
+        super::slim,
     );
-    let slices = follow_kind::<crate::exchange::MirroredSlice>(
-        cluster.clone(),
+    let slices = driver::Watch::<crate::exchange::MirroredSlice>::new(
         Api::namespaced(client, &namespace),
-        Kind::Slice,
-        Object::Slice,
-        view,
-        changed,
-        slices_done_tx,
+        watcher::Config::default().labels(LABEL_EXCHANGE),
+        super::slim,
+    );
+    let (mut records_done, mut slices_done) = (records.listed(), slices.listed());
+    let records = records.run(
+        Follower::new(&cluster, Kind::Record, Object::Record, &view, &changed),
+        shutdown.clone(),
+    );
+    let slices = slices.run(
+        Follower::new(&cluster, Kind::Slice, Object::Slice, &view, &changed),
+        shutdown.clone(),
     );
     let sync = async {
         let _ = records_done.wait_for(|d| *d).await;
@@ -146,69 +141,62 @@ pub async fn follow(
     }
 }
 
-async fn follow_kind<K>(
+/// One kind of one cluster's exchange records, fed into the View: a re-list replaces that
+/// cluster's objects of the kind at once, when it is complete.
+struct Follower<K, F> {
     cluster: ClusterId,
-    api: Api<K>,
     kind: Kind,
     wrap: fn(K) -> Object,
     view: Arc<Mutex<View>>,
-    changed: impl Fn(BTreeSet<Key>),
-    done: watch::Sender<bool>,
-) where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let config = watcher::Config::default().labels(LABEL_EXCHANGE);
-    let mut stream = watcher(api, config).default_backoff().modify(super::slim).boxed();
-    let mut buffer: Option<Vec<Object>> = None;
-    // Whether the last event was an error: a failing watch logs once, not at every retry.
-    let mut failing = false;
-    while let Some(event) = stream.next().await {
-        if event.is_ok() && std::mem::take(&mut failing) {
-            tracing::info!(kind = ?kind, "watching exchange records again");
+    /// Called with the keys whose view changed.
+    changed: F,
+    relisting: Vec<Object>,
+}
+
+impl<K, F: Fn(BTreeSet<Key>) + Clone> Follower<K, F> {
+    fn new(
+        cluster: &ClusterId,
+        kind: Kind,
+        wrap: fn(K) -> Object,
+        view: &Arc<Mutex<View>>,
+        changed: &F,
+    ) -> Self {
+        Self {
+            cluster: cluster.clone(),
+            kind,
+            wrap,
+            view: view.clone(),
+            changed: changed.clone(),
+            relisting: Vec::new(),
         }
-        let keys = match event {
-            Ok(watcher::Event::Init) => {
-                buffer = Some(Vec::new());
-                continue;
-            }
-            Ok(watcher::Event::InitApply(object)) => {
-                buffer.get_or_insert_with(Vec::new).push(wrap(object));
-                continue;
-            }
-            Ok(watcher::Event::InitDone) => {
-                let objects = buffer.take().unwrap_or_default();
-                let keys = view
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .reset(&cluster, kind, objects);
-                let _ = done.send(true);
-                keys
-            }
-            Ok(watcher::Event::Apply(object)) => view
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .apply(&cluster, wrap(object))
-                .into_iter()
-                .collect(),
-            Ok(watcher::Event::Delete(object)) => view
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .delete(&cluster, &wrap(object))
-                .into_iter()
-                .collect(),
-            Err(error) => {
-                if std::mem::replace(&mut failing, true) {
-                    tracing::debug!(kind = ?kind, %error, "watching exchange records failed again");
-                } else {
-                    tracing::warn!(kind = ?kind, %error, "watching exchange records failed; retrying with backoff");
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
+    }
+
+    fn change(&self, f: impl FnOnce(&mut View) -> BTreeSet<Key>) {
+        let keys = f(&mut self.view.lock().unwrap_or_else(|e| e.into_inner()));
         if !keys.is_empty() {
-            changed(keys);
+            (self.changed)(keys);
         }
+    }
+}
+
+impl<K, F: Fn(BTreeSet<Key>) + Clone> driver::Index<K> for Follower<K, F> {
+    fn begin_relist(&mut self) {
+        self.relisting.clear();
+    }
+    fn relisted(&mut self, object: K) {
+        self.relisting.push((self.wrap)(object));
+    }
+    fn end_relist(&mut self) {
+        let objects = std::mem::take(&mut self.relisting);
+        self.change(|view| view.reset(&self.cluster, self.kind, objects));
+    }
+    fn apply(&mut self, object: K) {
+        let object = (self.wrap)(object);
+        self.change(|view| view.apply(&self.cluster, object).into_iter().collect());
+    }
+    fn delete(&mut self, object: K) {
+        let object = (self.wrap)(object);
+        self.change(|view| view.delete(&self.cluster, &object).into_iter().collect());
     }
 }
 
@@ -599,9 +587,7 @@ pub async fn follow_secrets<F>(
 {
     use k8s_openapi::api::core::v1::Secret;
     let api: Api<Secret> = Api::namespaced(client, &shared.namespace);
-    let mut stream = watcher(api, watcher::Config::default().labels(LABEL_PEER))
-        .default_backoff()
-        .boxed();
+    let mut secrets = driver::Watch::new(api, watcher::Config::default().labels(LABEL_PEER), |_| {});
     // By Secret name.
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     let mut listed = Some(listed);
@@ -609,20 +595,16 @@ pub async fn follow_secrets<F>(
     loop {
         let event = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
-            e = stream.next() => match e { Some(e) => e, None => return },
+            e = secrets.next() => match e { Some(e) => e, None => return },
         };
         let (applied, deleted) = match event {
-            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (Some(s), None),
-            Ok(watcher::Event::Delete(s)) => (None, Some(s)),
-            Ok(watcher::Event::Init) => (None, None),
-            Ok(watcher::Event::InitDone) => {
+            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => (Some(s), None),
+            watcher::Event::Delete(s) => (None, Some(s)),
+            watcher::Event::Init => (None, None),
+            watcher::Event::InitDone => {
                 if let Some(tx) = listed.take() {
                     let _ = tx.send(std::mem::take(&mut initial));
                 }
-                (None, None)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "watching peer Secrets failed; retrying");
                 (None, None)
             }
         };

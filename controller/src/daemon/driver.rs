@@ -1,0 +1,211 @@
+//! The one watch → index driver. Every watch the daemon keeps (the local stores, the View's
+//! followers of exchange records, the DNS index, the peer Secrets) runs through [`Watch`]: it
+//! turns kube's watcher events into apply / delete / re-list calls on an [`Index`], logs a
+//! failing watch once (and once more when it recovers, not at every retry), and says when the
+//! first complete list has been applied.
+
+use futures::{StreamExt, stream::BoxStream};
+use kube::{
+    Api, Resource,
+    runtime::{WatchStreamExt, watcher},
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// What a watch feeds: an in-memory index of one kind of object.
+pub(crate) trait Index<K> {
+    /// A re-list begins: the objects that follow, through [`Index::relisted`], are everything
+    /// there is. Nothing is removed yet.
+    fn begin_relist(&mut self);
+    /// One object of a re-list.
+    fn relisted(&mut self, object: K);
+    /// The re-list is complete: whatever it did not deliver is gone.
+    fn end_relist(&mut self);
+    /// An object was added or changed.
+    fn apply(&mut self, object: K);
+    /// An object was deleted.
+    fn delete(&mut self, object: K);
+}
+
+/// What applying one event did to an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Part of a re-list in progress: the index is not complete yet.
+    Listing,
+    /// The index changed and is complete (an apply, a delete or the end of a re-list).
+    Changed,
+}
+
+/// Applies one watcher event to `index`.
+fn apply<K>(index: &mut impl Index<K>, event: watcher::Event<K>) -> Step {
+    match event {
+        watcher::Event::Init => {
+            index.begin_relist();
+            Step::Listing
+        }
+        watcher::Event::InitApply(o) => {
+            index.relisted(o);
+            Step::Listing
+        }
+        watcher::Event::InitDone => {
+            index.end_relist();
+            Step::Changed
+        }
+        watcher::Event::Apply(o) => {
+            index.apply(o);
+            Step::Changed
+        }
+        watcher::Event::Delete(o) => {
+            index.delete(o);
+            Step::Changed
+        }
+    }
+}
+
+/// A watch of one kind, with backoff, failures logged once, and a "listed" signal.
+pub(crate) struct Watch<K> {
+    stream: BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
+    kind: String,
+    failing: bool,
+    listed: watch::Sender<bool>,
+}
+
+impl<K> std::fmt::Debug for Watch<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("kind", &self.kind)
+            .field("failing", &self.failing)
+            .field("listed", &*self.listed.borrow())
+            .finish()
+    }
+}
+
+impl<K> Watch<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    /// Watches `api` with `config`; `prepare` trims each object before anything holds it.
+    pub(crate) fn new(api: Api<K>, config: watcher::Config, prepare: fn(&mut K)) -> Self {
+        Self {
+            stream: watcher(api, config).default_backoff().modify(prepare).boxed(),
+            kind: K::kind(&Default::default()).into_owned(),
+            failing: false,
+            listed: watch::channel(false).0,
+        }
+    }
+}
+
+impl<K> Watch<K> {
+    /// Becomes true once the first complete list has been delivered.
+    pub(crate) fn listed(&self) -> watch::Receiver<bool> {
+        self.listed.subscribe()
+    }
+
+    /// Whether the first complete list has been delivered.
+    pub(crate) fn is_listed(&self) -> bool {
+        *self.listed.borrow()
+    }
+
+    /// The next event; `None` once the watch has ended. Failures are retried with backoff and
+    /// logged: the first of a run as a warning, the rest at debug, the recovery once.
+    pub(crate) async fn next(&mut self) -> Option<watcher::Event<K>> {
+        loop {
+            match self.stream.next().await? {
+                Ok(event) => {
+                    if std::mem::take(&mut self.failing) {
+                        tracing::info!(kind = %self.kind, "watching again");
+                    }
+                    return Some(event);
+                }
+                Err(error) => {
+                    if std::mem::replace(&mut self.failing, true) {
+                        tracing::debug!(kind = %self.kind, %error, "watch failed again");
+                    } else {
+                        tracing::warn!(kind = %self.kind, %error, "watch failed; retrying with backoff");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies `event` (from [`Watch::next`]) to `index`; once the first complete list is in it,
+    /// [`Watch::listed`] becomes true.
+    pub(crate) fn feed<I: Index<K>>(&self, index: &mut I, event: watcher::Event<K>) -> Step {
+        let relisted = matches!(event, watcher::Event::InitDone);
+        let step = apply(index, event);
+        if relisted {
+            self.listed.send_replace(true);
+        }
+        step
+    }
+
+    /// Feeds `index` until the watch ends or `shutdown`.
+    pub(crate) async fn run(mut self, mut index: impl Index<K>, shutdown: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = self.next() => match e { Some(e) => e, None => return },
+            };
+            self.feed(&mut index, event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the calls it gets.
+    #[derive(Default)]
+    struct Calls(Vec<String>);
+
+    impl Index<&'static str> for Calls {
+        fn begin_relist(&mut self) {
+            self.0.push("begin".into());
+        }
+        fn relisted(&mut self, object: &'static str) {
+            self.0.push(format!("relisted {object}"));
+        }
+        fn end_relist(&mut self) {
+            self.0.push("end".into());
+        }
+        fn apply(&mut self, object: &'static str) {
+            self.0.push(format!("apply {object}"));
+        }
+        fn delete(&mut self, object: &'static str) {
+            self.0.push(format!("delete {object}"));
+        }
+    }
+
+    #[test]
+    fn a_relist_is_listing_until_it_ends_and_each_change_is_complete() {
+        let mut calls = Calls::default();
+        let steps: Vec<Step> = [
+            watcher::Event::Init,
+            watcher::Event::InitApply("a"),
+            watcher::Event::InitApply("b"),
+            watcher::Event::InitDone,
+            watcher::Event::Apply("c"),
+            watcher::Event::Delete("a"),
+        ]
+        .into_iter()
+        .map(|e| apply(&mut calls, e))
+        .collect();
+        assert_eq!(
+            steps,
+            [
+                Step::Listing,
+                Step::Listing,
+                Step::Listing,
+                Step::Changed,
+                Step::Changed,
+                Step::Changed
+            ]
+        );
+        assert_eq!(
+            calls.0,
+            ["begin", "relisted a", "relisted b", "end", "apply c", "delete a"]
+        );
+    }
+}
