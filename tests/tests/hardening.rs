@@ -196,8 +196,13 @@ async fn a_restarted_mcsd_never_answers_nxdomain_and_rewrites_nothing_that_is_ri
         let name = format!("svc-{i}.steady.svc.clusterset.local");
         assert_eq!(dig(&restarted.dns, &name, "A"), Answer::ok(&[ip]), "{name}");
     }
-    // Zero writes: everything the old mcsd wrote is already right.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Zero writes: everything the old mcsd wrote is already right. Once its first full pass has
+    // been worked through, whatever it did not write it never will without a new event.
+    let mut converged = restarted.handle.converged.clone();
+    tokio::time::timeout(WAIT, converged.wait_for(|c| *c))
+        .await
+        .expect("the restarted mcsd's first pass never converged")
+        .unwrap();
     assert_eq!(
         restarted.handle.writes.snapshot(),
         Default::default(),

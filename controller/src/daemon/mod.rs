@@ -112,6 +112,10 @@ pub struct Handle {
     pub flow: metrics::Flow,
     /// True while this replica holds the Lease (always, without leader election).
     pub leader: watch::Receiver<bool>,
+    /// True once the first full pass of the writers (as leader) has been worked through: every
+    /// service known at start reconciled, nothing left queued or waiting to be retried. What
+    /// that pass did not write is not going to be written without a new event.
+    pub converged: watch::Receiver<bool>,
     /// What `mcsd why` reads.
     pub why: crate::why::Sources,
     stopped: watch::Receiver<bool>,
@@ -251,13 +255,21 @@ fn key_of<K: ResourceExt>(o: &K) -> Key {
 
 /// Reconciles the worker's batches until `shutdown` (a batch in progress is finished first).
 /// A key that fails is retried after 0.5 s, doubling up to 30 s while it keeps failing.
-async fn work<F, Fut>(worker: &mut queue::Worker, shutdown: &CancellationToken, reconcile: F)
-where
+/// `drained` is set whenever nothing is waiting (nothing queued, nothing to retry).
+async fn work<F, Fut>(
+    worker: &mut queue::Worker,
+    shutdown: &CancellationToken,
+    drained: &watch::Sender<bool>,
+    reconcile: F,
+) where
     F: Fn(Key) -> Fut,
     Fut: std::future::Future<Output = kube::Result<()>>,
 {
     let mut failures: std::collections::HashMap<Key, u32> = std::collections::HashMap::new();
     loop {
+        if worker.is_drained() {
+            drained.send_replace(true);
+        }
         let batch = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
@@ -344,6 +356,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
     let (export_queue, mut export_worker) = queue::queue();
     let (import_queue, mut import_worker) = queue::queue();
     let (ready_tx, ready) = watch::channel(false);
+    let (converged_tx, converged) = watch::channel(false);
 
     // Local watches. Each event marks the services it concerns.
     let q = export_queue.clone();
@@ -545,6 +558,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         imports: imports.clone(),
         peers: peer_states,
         leader: is_leader.clone(),
+        converged,
         stopped,
     };
     let writers = async move {
@@ -575,6 +589,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
             tracing::warn!(timeout = ?peer_sync_timeout, "not every peer listed its records in time; starting anyway");
         }
         let _ = ready_tx.send(true);
+        let (exports_drained, imports_drained) = (watch::channel(false).0, watch::channel(false).0);
+        {
+            let (mut e, mut i) = (exports_drained.subscribe(), imports_drained.subscribe());
+            tokio::spawn(async move {
+                if e.wait_for(|d| *d).await.is_ok() && i.wait_for(|d| *d).await.is_ok() {
+                    converged_tx.send_replace(true);
+                }
+            });
+        }
         // Write only while leading. Each time leadership is (re)gained: a full pass over
         // everything known (which writes nothing that is already right), then the queues.
         loop {
@@ -592,11 +615,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
             export_queue.extend(everything.iter().cloned());
             import_queue.extend(everything);
             import_queue.extend(importer.imports.state().iter().map(|i| key_of(i.as_ref())));
-            let export_loop = work(&mut export_worker, &shutdown, |key| {
+            let export_loop = work(&mut export_worker, &shutdown, &exports_drained, |key| {
                 let exporter = &exporter;
                 async move { exporter.reconcile(&key).await }
             });
-            let import_loop = work(&mut import_worker, &shutdown, |key| {
+            let import_loop = work(&mut import_worker, &shutdown, &imports_drained, |key| {
                 let importer = &importer;
                 async move { importer.reconcile(&key).await }
             });

@@ -1,6 +1,13 @@
 //! A de-duplicating work queue of service keys with retry after failures.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 
@@ -10,6 +17,8 @@ use crate::view::Key;
 #[derive(Clone, Debug)]
 pub struct Queue {
     tx: mpsc::UnboundedSender<Key>,
+    /// Keys waiting out a retry delay: they are still work to do.
+    retrying: Arc<AtomicUsize>,
 }
 
 /// The receiving side, owned by one worker.
@@ -22,7 +31,10 @@ pub struct Worker {
 /// A new queue and its worker.
 pub fn queue() -> (Queue, Worker) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let queue = Queue { tx };
+    let queue = Queue {
+        tx,
+        retrying: Arc::default(),
+    };
     (queue.clone(), Worker { rx, queue })
 }
 
@@ -42,9 +54,11 @@ impl Queue {
     /// Marks `key` dirty again after `delay` (a failed reconcile).
     pub fn retry(&self, key: Key, delay: Duration) {
         let q = self.clone();
+        q.retrying.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             q.push(key);
+            q.retrying.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
@@ -58,6 +72,11 @@ impl Worker {
             batch.insert(key);
         }
         Some(batch)
+    }
+
+    /// Whether no key is waiting: none queued, none waiting out a retry.
+    pub fn is_drained(&self) -> bool {
+        self.rx.is_empty() && self.queue.retrying.load(Ordering::SeqCst) == 0
     }
 
     /// A sender for this worker's own queue (for retries).
