@@ -93,7 +93,7 @@ where
     if let Some((flow, origin)) = origin {
         flow.propagated(&kind, now.duration_since(origin).as_secs_f64());
     }
-    super::slim(&mut written);
+    super::local::slim(&mut written);
     if let Ok(json) = serde_json::to_string(&written) {
         writes.remember(object_key, hash, json.into());
     }
@@ -133,7 +133,7 @@ where
         written.meta().namespace.as_deref().unwrap_or_default(),
         &written.name_any(),
     );
-    super::slim(&mut written);
+    super::local::slim(&mut written);
     if let Ok(json) = serde_json::to_string(&written) {
         writes.remember(key, hash, json.into());
     }

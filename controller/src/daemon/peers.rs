@@ -110,12 +110,12 @@ pub async fn follow(
     let records = driver::Watch::<ConfigMap>::new(
         Api::namespaced(client.clone(), &namespace),
         watcher::Config::default().labels(LABEL_EXCHANGE),
-        super::slim,
+        super::local::slim,
     );
     let slices = driver::Watch::<crate::exchange::MirroredSlice>::new(
         Api::namespaced(client, &namespace),
         watcher::Config::default().labels(LABEL_EXCHANGE),
-        super::slim,
+        super::local::slim,
     );
     let (mut records_done, mut slices_done) = (records.listed(), slices.listed());
     let records = records.run(
