@@ -1,18 +1,18 @@
 //! The API operations (create, update, patch, delete, get, list), independent of HTTP: the
 //! server's handlers and the built-in controllers both go through them, so every write gets the
-//! same defaulting, validation, admission, field ownership and events.
+//! same defaulting, validation, admission, field ownership and events. Admission (defaulting,
+//! validation, addresses) is in `admission.rs`; these are the verbs around it.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use serde_json::{Map, Value, json};
 
+use crate::admission::Admission;
 use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::fields::{self, Scope};
-use crate::ipam::Ipam;
 use crate::kinds::{self, Registry, ResourceInfo};
 use crate::meta;
 use crate::schema::{self, ListType};
@@ -93,10 +93,8 @@ pub struct Behaviour {
 pub struct Api {
     pub(crate) store: Store,
     registry: RwLock<Registry>,
-    pub(crate) behaviour: Behaviour,
     pub(crate) tokens: RwLock<HashMap<String, crate::auth::Token>>,
-    service_ips: Mutex<Ipam>,
-    pod_ips: Mutex<Ipam>,
+    admission: Admission,
 }
 
 const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
@@ -140,10 +138,8 @@ impl Api {
         Self {
             store: Store::new(log_capacity),
             registry: RwLock::new(Registry::with_builtins()),
-            behaviour,
             tokens: RwLock::new(HashMap::new()),
-            service_ips: Mutex::new(Ipam::new(service_ranges)),
-            pod_ips: Mutex::new(Ipam::new(pod_ranges)),
+            admission: Admission::new(behaviour, service_ranges, pod_ranges),
         }
     }
 
@@ -347,9 +343,9 @@ impl Api {
             m.remove("status");
         }
         let mut allocated = Vec::new();
-        let result = self.admit(info, None, &mut obj, &mut allocated);
+        let result = self.admission.admit(info, None, &mut obj, &mut allocated);
         if let Err(e) = result {
-            self.release(&allocated);
+            self.admission.release(&allocated);
             return Err(e);
         }
         if fields_done {
@@ -369,7 +365,7 @@ impl Api {
             );
         }
         if ctx.dry_run {
-            self.release(&allocated);
+            self.admission.release(&allocated);
             return Ok(Arc::new(obj));
         }
         let key = Self::key(info, ns, &name);
@@ -379,7 +375,7 @@ impl Api {
                 Ok(stored)
             }
             Err(e) => {
-                self.release(&allocated);
+                self.admission.release(&allocated);
                 Err(map_store(e, info, &name))
             }
         }
@@ -530,8 +526,11 @@ impl Api {
             }
         }
         let mut allocated = Vec::new();
-        if let Err(e) = self.admit(info, Some(current), &mut new, &mut allocated) {
-            self.release(&allocated);
+        if let Err(e) = self
+            .admission
+            .admit(info, Some(current), &mut new, &mut allocated)
+        {
+            self.admission.release(&allocated);
             return Err(e);
         }
         if strip_for_generation(&new) != strip_for_generation(current) {
@@ -559,7 +558,7 @@ impl Api {
             return Ok(current.clone());
         }
         if ctx.dry_run {
-            self.release(&allocated);
+            self.admission.release(&allocated);
             return Ok(Arc::new(new));
         }
         let key = Self::key(info, &ns, &name);
@@ -574,12 +573,12 @@ impl Api {
         }
         match self.store.update(key, expected, new) {
             Ok(stored) => {
-                self.release_replaced(info, current, &stored);
+                self.admission.release_replaced(info, current, &stored);
                 self.after_write(info, &stored);
                 Ok(stored)
             }
             Err(e) => {
-                self.release(&allocated);
+                self.admission.release(&allocated);
                 Err(map_store(e, info, &name))
             }
         }
@@ -818,189 +817,6 @@ impl Api {
 
     /// Kind-specific defaulting, validation and allocation. Addresses taken are pushed to
     /// `allocated` so a failed write can return them.
-    fn admit(
-        &self,
-        info: &ResourceInfo,
-        old: Option<&Value>,
-        obj: &mut Value,
-        allocated: &mut Vec<(bool, IpAddr)>,
-    ) -> ApiResult<()> {
-        if !info.builtin {
-            if let Some(schema) = info.schemas.get(&info.storage_version) {
-                schema::default_and_prune(schema, obj);
-                let causes = schema::validate(schema, obj);
-                if !causes.is_empty() {
-                    return Err(ApiError::invalid(
-                        &info.group,
-                        &info.kind,
-                        meta::meta_str(obj, "name"),
-                        causes,
-                    ));
-                }
-            }
-            return Ok(());
-        }
-        match (info.group.as_str(), info.kind.as_str()) {
-            ("", "Namespace") => {
-                let name = meta::meta_str(obj, "name").to_string();
-                let md = meta::metadata_mut(obj);
-                let labels = md.entry("labels").or_insert_with(|| json!({}));
-                if labels.is_object() {
-                    labels["kubernetes.io/metadata.name"] = json!(name);
-                }
-                if old.is_none() {
-                    obj["spec"] = json!({"finalizers": ["kubernetes"]});
-                    obj["status"] = json!({"phase": "Active"});
-                }
-                Ok(())
-            }
-            ("", "Service") => crate::behaviour::admit_service(self, old, obj, allocated),
-            ("", "Pod") => crate::behaviour::admit_pod(self, old, obj, allocated),
-            ("discovery.k8s.io", "EndpointSlice") => crate::behaviour::validate_endpoint_slice(old, obj),
-            ("apps", kind @ ("Deployment" | "ReplicaSet" | "StatefulSet")) | ("batch", kind @ "Job") => {
-                crate::behaviour::admit_workload(kind, old, obj)
-            }
-            ("apiextensions.k8s.io", "CustomResourceDefinition") => self.admit_crd(old, obj),
-            _ => Ok(()),
-        }
-    }
-
-    pub(crate) fn allocate_service_ip(&self, v4: bool) -> Option<IpAddr> {
-        self.service_ips.lock().allocate(v4)
-    }
-
-    pub(crate) fn reserve_service_ip(&self, ip: IpAddr) -> Result<(), &'static str> {
-        self.service_ips.lock().reserve(ip)
-    }
-
-    pub(crate) fn service_family_available(&self, v4: bool) -> bool {
-        self.service_ips.lock().has_family(v4)
-    }
-
-    pub(crate) fn allocate_pod_ip(&self, v4: bool) -> Option<IpAddr> {
-        self.pod_ips.lock().allocate(v4)
-    }
-
-    pub(crate) fn pod_family_available(&self, v4: bool) -> bool {
-        self.pod_ips.lock().has_family(v4)
-    }
-
-    fn release(&self, allocated: &[(bool, IpAddr)]) {
-        for (service, ip) in allocated {
-            if *service {
-                self.service_ips.lock().release(*ip);
-            } else {
-                self.pod_ips.lock().release(*ip);
-            }
-        }
-    }
-
-    fn ips_of(info: &ResourceInfo, obj: &Value) -> Vec<(bool, IpAddr)> {
-        let (ptr, service) = match (info.group.as_str(), info.kind.as_str()) {
-            ("", "Service") => ("/spec/clusterIPs", true),
-            ("", "Pod") => ("/status/podIPs", false),
-            _ => return Vec::new(),
-        };
-        obj.pointer(ptr)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().or_else(|| v.get("ip").and_then(Value::as_str)))
-            .filter_map(|s| s.parse().ok())
-            .map(|ip| (service, ip))
-            .collect()
-    }
-
-    fn release_replaced(&self, info: &ResourceInfo, old: &Value, new: &Value) {
-        let now = Self::ips_of(info, new);
-        let gone: Vec<_> = Self::ips_of(info, old)
-            .into_iter()
-            .filter(|x| !now.contains(x))
-            .collect();
-        self.release(&gone);
-    }
-
-    fn admit_crd(&self, old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {
-        let name = meta::meta_str(obj, "name").to_string();
-        let invalid = |field: &str, why: &str| {
-            ApiError::invalid(
-                "apiextensions.k8s.io",
-                "CustomResourceDefinition",
-                &name,
-                vec![Cause::invalid(field, &json!(name), why)],
-            )
-        };
-        let info = kinds::from_crd(obj).map_err(|why| invalid("spec", &why))?;
-        if name != format!("{}.{}", info.resource, info.group) {
-            return Err(invalid(
-                "metadata.name",
-                "must be spec.names.plural+\".\"+spec.group",
-            ));
-        }
-        // KEP-1111: a CRD in a protected group needs the approval annotation.
-        let protected = ["k8s.io", "kubernetes.io"]
-            .iter()
-            .any(|p| info.group == *p || info.group.ends_with(&format!(".{p}")));
-        let approval = obj
-            .pointer("/metadata/annotations/api-approved.kubernetes.io")
-            .and_then(Value::as_str);
-        if protected && approval.is_none_or(str::is_empty) {
-            return Err(ApiError::invalid(
-                "apiextensions.k8s.io",
-                "CustomResourceDefinition",
-                &name,
-                vec![Cause::new(
-                    "metadata.annotations[api-approved.kubernetes.io]",
-                    "FieldValueRequired",
-                    "Required value: protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111",
-                )],
-            ));
-        }
-        if let Some(old) = old {
-            let old_group = old.pointer("/spec/group");
-            if old_group != obj.pointer("/spec/group") {
-                return Err(invalid("spec.group", "field is immutable"));
-            }
-        }
-        let names = obj.pointer("/spec/names").cloned().unwrap_or(json!({}));
-        let mut accepted = names.clone();
-        if accepted.get("singular").is_none() {
-            accepted["singular"] = json!(info.singular);
-        }
-        if accepted.get("listKind").is_none() {
-            accepted["listKind"] = json!(format!("{}List", info.kind));
-        }
-        obj["spec"]["names"] = accepted.clone();
-        let now = meta::now();
-        let since = |t: &str| {
-            old.and_then(|o| o.pointer("/status/conditions"))
-                .and_then(Value::as_array)
-                .and_then(|cs| {
-                    cs.iter()
-                        .find(|c| c.get("type").and_then(Value::as_str) == Some(t))
-                })
-                .and_then(|c| c.get("lastTransitionTime").cloned())
-                .unwrap_or_else(|| json!(now))
-        };
-        let mut stored: Vec<String> = old
-            .and_then(|o| o.pointer("/status/storedVersions"))
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        if !stored.contains(&info.storage_version) {
-            stored.push(info.storage_version.clone());
-        }
-        obj["status"] = json!({
-            "acceptedNames": accepted,
-            "conditions": [
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": since("NamesAccepted")},
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": since("Established")},
-            ],
-            "storedVersions": stored,
-        });
-        Ok(())
-    }
-
     fn after_write(&self, info: &ResourceInfo, obj: &Value) {
         if info.group == "apiextensions.k8s.io"
             && info.kind == "CustomResourceDefinition"
@@ -1011,7 +827,7 @@ impl Api {
     }
 
     fn after_delete(&self, info: &ResourceInfo, last: &Value) {
-        self.release(&Self::ips_of(info, last));
+        self.admission.release_held(info, last);
         if info.group == "apiextensions.k8s.io"
             && info.kind == "CustomResourceDefinition"
             && let Ok(crd) = kinds::from_crd(last)

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use crate::api::Api;
 use crate::error::{ApiError, ApiResult, Cause};
+use crate::ipam::Addresses;
 use crate::meta;
 
 /// A Service's cluster IP may not change once set.
@@ -33,7 +33,7 @@ fn family_of(s: &str) -> Option<bool> {
 /// Service defaulting, validation and clusterIP allocation (create), and the immutability of
 /// allocated addresses (update).
 pub fn admit_service(
-    api: &Api,
+    addresses: &Addresses,
     old: Option<&Value>,
     obj: &mut Value,
     allocated: &mut Vec<(bool, IpAddr)>,
@@ -173,11 +173,11 @@ pub fn admit_service(
         families = requested_ips.iter().filter_map(|ip| family_of(ip)).collect();
     }
     if families.is_empty() {
-        families.push(api.service_family_available(true));
+        families.push(addresses.service_family_available(true));
     }
     if policy != "SingleStack" && families.len() == 1 {
         let other = !families[0];
-        if api.service_family_available(other) {
+        if addresses.service_family_available(other) {
             families.push(other);
         } else if policy == "RequireDualStack" {
             return Err(invalid(
@@ -195,7 +195,7 @@ pub fn admit_service(
         families.truncate(1);
     }
     for (i, f) in families.iter().enumerate() {
-        if !api.service_family_available(*f) {
+        if !addresses.service_family_available(*f) {
             let name = if *f { "IPv4" } else { "IPv6" };
             return Err(invalid(
                 "Service",
@@ -246,7 +246,7 @@ pub fn admit_service(
                         )],
                     ));
                 }
-                api.reserve_service_ip(ip).map_err(|why| {
+                addresses.reserve_service_ip(ip).map_err(|why| {
                     invalid(
                         "Service",
                         obj,
@@ -255,7 +255,7 @@ pub fn admit_service(
                 })?;
                 ip
             }
-            None => api
+            None => addresses
                 .allocate_service_ip(*fam)
                 .ok_or_else(|| ApiError::internal("failed to allocate a serviceIP: range is full"))?,
         };
@@ -274,7 +274,8 @@ pub fn admit_service(
 /// Later status writes (the `status` subresource) are kept as written: that is how tests flip
 /// readiness.
 pub fn admit_pod(
-    api: &Api,
+    cluster: &str,
+    addresses: &Addresses,
     old: Option<&Value>,
     obj: &mut Value,
     allocated: &mut Vec<(bool, IpAddr)>,
@@ -289,7 +290,7 @@ pub fn admit_pod(
     if old.is_some() {
         return Ok(());
     }
-    let node = format!("{}-node", api.behaviour.cluster);
+    let node = format!("{cluster}-node");
     let spec = obj["spec"].as_object_mut().expect("checked above");
     spec.entry("restartPolicy").or_insert(json!("Always"));
     spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
@@ -310,8 +311,8 @@ pub fn admit_pod(
     }
     let mut ips = Vec::new();
     for v4 in [true, false] {
-        if api.pod_family_available(v4) {
-            let ip = api
+        if addresses.pod_family_available(v4) {
+            let ip = addresses
                 .allocate_pod_ip(v4)
                 .ok_or_else(|| ApiError::internal("the pod address range is full"))?;
             allocated.push((false, ip));

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use parking_lot::Mutex;
 
 /// An allocator over a set of ranges (at most one per address family in practice).
 #[derive(Debug, Clone)]
@@ -86,5 +87,52 @@ impl Ipam {
     /// Returns an address.
     pub fn release(&mut self, ip: IpAddr) {
         self.used.remove(&ip);
+    }
+}
+
+/// A cluster's two allocators: Service cluster IPs and Pod IPs.
+#[derive(Debug)]
+pub(crate) struct Addresses {
+    service: Mutex<Ipam>,
+    pod: Mutex<Ipam>,
+}
+
+impl Addresses {
+    pub(crate) fn new(service_ranges: Vec<IpNet>, pod_ranges: Vec<IpNet>) -> Self {
+        Self {
+            service: Mutex::new(Ipam::new(service_ranges)),
+            pod: Mutex::new(Ipam::new(pod_ranges)),
+        }
+    }
+
+    pub(crate) fn allocate_service_ip(&self, v4: bool) -> Option<IpAddr> {
+        self.service.lock().allocate(v4)
+    }
+
+    pub(crate) fn reserve_service_ip(&self, ip: IpAddr) -> Result<(), &'static str> {
+        self.service.lock().reserve(ip)
+    }
+
+    pub(crate) fn service_family_available(&self, v4: bool) -> bool {
+        self.service.lock().has_family(v4)
+    }
+
+    pub(crate) fn allocate_pod_ip(&self, v4: bool) -> Option<IpAddr> {
+        self.pod.lock().allocate(v4)
+    }
+
+    pub(crate) fn pod_family_available(&self, v4: bool) -> bool {
+        self.pod.lock().has_family(v4)
+    }
+
+    /// Gives back addresses: `(true, ip)` a Service's, `(false, ip)` a Pod's.
+    pub(crate) fn release(&self, addresses: &[(bool, IpAddr)]) {
+        for (service, ip) in addresses {
+            if *service {
+                self.service.lock().release(*ip);
+            } else {
+                self.pod.lock().release(*ip);
+            }
+        }
     }
 }

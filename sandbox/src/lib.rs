@@ -21,6 +21,7 @@
 //!
 //! Where it differs from a real API server is listed in `sandbox/README.md`.
 
+mod admission;
 pub mod api;
 pub mod auth;
 mod behaviour;
