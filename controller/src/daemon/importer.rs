@@ -1,13 +1,17 @@
 //! The import controller: the ClusterSet view → ServiceImports, derived Services and MCS
 //! EndpointSlices in this cluster, written only when something changed.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use k8s_openapi::{
     api::{
         core::v1::{Namespace, Service},
         discovery::v1::EndpointSlice,
     },
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
     jiff::Timestamp,
 };
 use kube::{
@@ -16,6 +20,7 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 use mcsd_crds::{
+    ClusterId,
     mcs::{ServiceImportType, v1beta1::ServiceImport},
     names::{self, derived_service_name},
 };
@@ -28,10 +33,12 @@ use super::{
     metrics::Flow,
 };
 use crate::{
+    exchange::MirroredSlice,
     import::{
         DerivedState, desired_derived_service, desired_import, desired_slices, import_status, owner,
         slice_name,
     },
+    merge::Merged,
     view::{Key, View},
 };
 
@@ -59,9 +66,67 @@ pub struct Importer {
     pub flow: Flow,
 }
 
+/// One service as the importer finds it: the ClusterSet's view of it and what this cluster holds.
+struct Observed {
+    merged: Option<Merged>,
+    records: BTreeMap<ClusterId, Vec<Arc<MirroredSlice>>>,
+    excluded: Vec<(ClusterId, String)>,
+    /// When the exporting cluster wrote what changed, for the propagation histogram.
+    record_written: Option<Timestamp>,
+    import: Option<ServiceImport>,
+    service: Option<Service>,
+    slices: Vec<Arc<EndpointSlice>>,
+}
+
+/// The local APIs the importer writes one service's objects through.
+struct Apis {
+    imports: Api<ServiceImport>,
+    services: Api<Service>,
+    slices: Api<EndpointSlice>,
+}
+
 impl Importer {
-    /// Brings the import of `key` in this cluster up to date.
+    /// Brings the import of `key` in this cluster up to date: the ServiceImport, its derived
+    /// Service, its EndpointSlices and its status, or, when nothing is exported under this name
+    /// (or the namespace is gone), the withdrawal of what mcsd made.
     pub async fn reconcile(&self, key: &Key) -> kube::Result<()> {
+        let Key { namespace: ns, name } = key;
+        let apis = Apis {
+            imports: Api::namespaced(self.client.clone(), ns),
+            services: Api::namespaced(self.client.clone(), ns),
+            slices: Api::namespaced(self.client.clone(), ns),
+        };
+        let mut observed = self.observe(key);
+        let Some(merged) = observed.merged.take() else {
+            return self.withdraw(key, &apis, &observed).await;
+        };
+        let derived = observed.service.as_ref().map(DerivedState::of);
+        let desired = desired_import(ns, name, &merged, derived.as_ref());
+        let origin = observed.record_written.map(|t| (&self.flow, t));
+        let written = apply_traced(
+            &apis.imports,
+            observed.import.as_ref(),
+            desired,
+            &self.writes,
+            origin,
+        )
+        .await?;
+        let import = match written {
+            Some(written) => written,
+            None => observed.import.clone().expect("unchanged means observed"),
+        };
+        let Some(uid) = import.uid() else { return Ok(()) };
+        let owner = owner(name, &uid);
+        let import = self
+            .write_derived_service(key, &apis, &merged, &observed, derived, import, &owner)
+            .await?;
+        self.write_slices(key, &apis, &merged, &observed, &owner).await?;
+        self.write_status(key, &apis, &merged, &observed, &import).await
+    }
+
+    /// What the view says of `key` and what this cluster holds for it (the freshest of the
+    /// store and our own recent writes). `merged` is `None` where the namespace does not exist.
+    fn observe(&self, key: &Key) -> Observed {
         let Key { namespace: ns, name } = key;
         let namespace_exists = self
             .namespaces
@@ -76,100 +141,123 @@ impl Importer {
                 view.record_written(key),
             )
         };
+        let merged = merged.filter(|_| namespace_exists);
         self.flow.set_conflicts(
             key,
             merged
                 .iter()
-                .filter(|_| namespace_exists)
                 .flat_map(|m| m.conflicts.iter().map(|c| c.reason))
                 .collect(),
         );
-        let imports: Api<ServiceImport> = Api::namespaced(self.client.clone(), ns);
-        let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
-        let observed_import = self.imports.get(&ObjectRef::new(name).within(ns));
-        let observed_import = freshest(&self.writes, ns, name, observed_import.as_deref());
+        let import = self.imports.get(&ObjectRef::new(name).within(ns));
+        let import = freshest(&self.writes, ns, name, import.as_deref());
         let derived_name = derived_service_name(ns, name);
-        let observed_service = self.services.get(&ObjectRef::new(&derived_name).within(ns));
-        let observed_service = freshest(&self.writes, ns, &derived_name, observed_service.as_deref());
-        let observed_slices = self.imported_slices.get(&self.slices, key, |s| {
+        let service = self.services.get(&ObjectRef::new(&derived_name).within(ns));
+        let service = freshest(&self.writes, ns, &derived_name, service.as_deref());
+        let slices = self.imported_slices.get(&self.slices, key, |s| {
             s.namespace().as_deref() == Some(ns.as_str())
                 && s.labels().get(names::LABEL_SERVICE_NAME) == Some(name)
                 && s.labels().get(names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY)
         });
+        Observed {
+            merged,
+            records,
+            excluded,
+            record_written,
+            import,
+            service,
+            slices,
+        }
+    }
 
-        let merged = match merged {
-            Some(m) if namespace_exists => m,
-            _ => {
-                // Nothing is exported under this name (or the namespace is gone): withdraw what we made.
-                if observed_import
-                    .as_ref()
-                    .is_some_and(|i| i.annotations().contains_key(ANNOTATION_APPLIED))
-                {
-                    delete(&imports, name, &self.writes).await?;
-                }
-                if observed_service
-                    .as_ref()
-                    .is_some_and(|s| s.annotations().contains_key(ANNOTATION_APPLIED))
-                {
-                    delete(&services, &derived_name, &self.writes).await?;
-                }
-                for slice in &observed_slices {
-                    delete(&slices, &slice.name_any(), &self.writes).await?;
-                }
-                return Ok(());
-            }
+    /// Nothing is exported under this name (or the namespace is gone): deletes what we made.
+    async fn withdraw(&self, key: &Key, apis: &Apis, observed: &Observed) -> kube::Result<()> {
+        let made_by_us = |annotations: &std::collections::BTreeMap<String, String>| {
+            annotations.contains_key(ANNOTATION_APPLIED)
         };
+        if observed
+            .import
+            .as_ref()
+            .is_some_and(|i| made_by_us(i.annotations()))
+        {
+            delete(&apis.imports, &key.name, &self.writes).await?;
+        }
+        if observed
+            .service
+            .as_ref()
+            .is_some_and(|s| made_by_us(s.annotations()))
+        {
+            let derived_name = derived_service_name(&key.namespace, &key.name);
+            delete(&apis.services, &derived_name, &self.writes).await?;
+        }
+        for slice in &observed.slices {
+            delete(&apis.slices, &slice.name_any(), &self.writes).await?;
+        }
+        Ok(())
+    }
 
-        let derived = observed_service.as_ref().map(DerivedState::of);
-        let desired = desired_import(ns, name, &merged, derived.as_ref());
-        let origin = record_written.map(|t| (&self.flow, t));
-        let import =
-            match apply_traced(&imports, observed_import.as_ref(), desired, &self.writes, origin).await? {
-                Some(written) => written,
-                None => observed_import.clone().expect("unchanged means observed"),
-            };
-        let Some(uid) = import.uid() else { return Ok(()) };
-        let owner = owner(name, &uid);
-
-        // The derived Service; headlessness cannot change in place.
-        let desired_service = desired_derived_service(ns, name, &merged, owner.clone());
+    /// The derived Service (headlessness cannot change in place: it is replaced); once it has its
+    /// cluster IPs, the import carries them. Returns the import as it is now.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_derived_service(
+        &self,
+        key: &Key,
+        apis: &Apis,
+        merged: &Merged,
+        observed: &Observed,
+        derived: Option<DerivedState>,
+        mut import: ServiceImport,
+        owner: &OwnerReference,
+    ) -> kube::Result<ServiceImport> {
+        let Key { namespace: ns, name } = key;
+        let derived_name = derived_service_name(ns, name);
+        let desired_service = desired_derived_service(ns, name, merged, owner.clone());
         let want_headless = merged.spec.type_ == ServiceImportType::Headless;
-        let mut observed_service = observed_service.clone();
+        let mut observed_service = observed.service.clone();
         if let Some(s) = &observed_service {
             let is_headless = s.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None");
             if is_headless != want_headless {
-                delete(&services, &derived_name, &self.writes).await?;
+                delete(&apis.services, &derived_name, &self.writes).await?;
                 observed_service = None;
             }
         }
         let service = apply_if_changed(
-            &services,
+            &apis.services,
             observed_service.as_ref(),
             desired_service,
             &self.writes,
         )
         .await?
         .or(observed_service);
-        // Once the derived Service has its cluster IPs, the import carries them.
-        let mut import = import;
         if let Some(service) = &service {
             let state = DerivedState::of(service);
             if derived.as_ref() != Some(&state) {
-                let desired = desired_import(ns, name, &merged, Some(&state));
+                let desired = desired_import(ns, name, merged, Some(&state));
                 if let Some(written) =
-                    apply_if_changed(&imports, Some(&import), desired, &self.writes).await?
+                    apply_if_changed(&apis.imports, Some(&import), desired, &self.writes).await?
                 {
                     import = written;
                 }
             }
         }
+        Ok(import)
+    }
 
-        // MCS EndpointSlices, one per source slice of each contributing cluster.
-        let wanted = desired_slices(ns, name, &merged, &records, &owner);
+    /// The MCS EndpointSlices: one per source slice of each contributing cluster; the rest go.
+    async fn write_slices(
+        &self,
+        key: &Key,
+        apis: &Apis,
+        merged: &Merged,
+        observed: &Observed,
+        owner: &OwnerReference,
+    ) -> kube::Result<()> {
+        let Key { namespace: ns, name } = key;
+        let wanted = desired_slices(ns, name, merged, &observed.records, owner);
         let wanted_names: Vec<String> = wanted.iter().map(|s| s.name_any()).collect();
         // When each source slice was written in its cluster, by the name of its import slice.
-        let source_written: std::collections::HashMap<String, Timestamp> = records
+        let source_written: std::collections::HashMap<String, Timestamp> = observed
+            .records
             .iter()
             .flat_map(|(cluster, sources)| {
                 sources.iter().filter_map(move |s| {
@@ -179,18 +267,36 @@ impl Importer {
             })
             .collect();
         for slice in wanted {
-            let observed = observed_slices.iter().find(|o| o.name_any() == slice.name_any());
+            let current = observed.slices.iter().find(|o| o.name_any() == slice.name_any());
             let origin = source_written.get(&slice.name_any()).map(|t| (&self.flow, *t));
-            apply_traced(&slices, observed.map(|o| o.as_ref()), slice, &self.writes, origin).await?;
+            apply_traced(
+                &apis.slices,
+                current.map(|o| o.as_ref()),
+                slice,
+                &self.writes,
+                origin,
+            )
+            .await?;
         }
-        for stale in observed_slices
+        for stale in observed
+            .slices
             .iter()
             .filter(|o| !wanted_names.contains(&o.name_any()))
         {
-            delete(&slices, &stale.name_any(), &self.writes).await?;
+            delete(&apis.slices, &stale.name_any(), &self.writes).await?;
         }
+        Ok(())
+    }
 
-        // Status: clusters, Ready, endpointSliceObjects.
+    /// The import's status: clusters, Ready, endpointSliceObjects; written only when it changed.
+    async fn write_status(
+        &self,
+        key: &Key,
+        apis: &Apis,
+        merged: &Merged,
+        observed: &Observed,
+        import: &ServiceImport,
+    ) -> kube::Result<()> {
         let ready = if merged.spec.type_ == ServiceImportType::ClusterSetIP && import.spec.ips.is_empty() {
             Err((
                 names::conditions::ready::PENDING,
@@ -200,9 +306,9 @@ impl Importer {
             Ok(())
         };
         let status = import_status(
-            &merged,
+            merged,
             ready,
-            &excluded,
+            &observed.excluded,
             import.status.as_ref(),
             Timestamp::now(),
         );
@@ -214,9 +320,10 @@ impl Importer {
             "kind": "ServiceImport",
             "status": status,
         });
-        let result = imports
+        let result = apis
+            .imports
             .patch_status(
-                name,
+                &key.name,
                 &PatchParams::apply(names::FIELD_MANAGER).force(),
                 &Patch::Apply(&body),
             )
