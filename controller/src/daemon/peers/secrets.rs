@@ -1,0 +1,214 @@
+//! Peers given as Secrets in the exchange namespace: each Secret's peer gets a supervisor,
+//! replaced when its credentials change and stopped when the Secret goes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube::{Api, Client, runtime::watcher};
+use mcsd_crds::ClusterId;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::{Shared, change_view, supervise};
+use crate::{
+    daemon::{Peer, driver},
+    view::Key,
+};
+
+pub use mcsd_crds::names::mcsd::PEER as LABEL_PEER;
+/// The Secret key holding the peer's cluster id.
+pub const SECRET_KEY_NAME: &str = "name";
+/// The Secret key holding the peer's kubeconfig.
+pub const SECRET_KEY_KUBECONFIG: &str = "kubeconfig";
+/// The optional Secret key holding the only address ranges the peer's endpoints may be in
+/// (`10.2.0.0/16,fd00:2::/64`).
+pub const SECRET_KEY_RANGES: &str = "ranges";
+
+/// A peer as a Secret describes it.
+async fn peer_from_secret(
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> Result<(Peer, Vec<ipnet::IpNet>, String), String> {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or_else(|| format!("has no key {key:?}"))
+    };
+    let name = text(SECRET_KEY_NAME)?;
+    let cluster = ClusterId::new(name.trim()).map_err(|e| format!("key {SECRET_KEY_NAME:?}: {e}"))?;
+    let yaml = text(SECRET_KEY_KUBECONFIG)?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)
+        .map_err(|e| format!("key {SECRET_KEY_KUBECONFIG:?} is not a kubeconfig: {e}"))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("key {SECRET_KEY_KUBECONFIG:?} is not usable: {e}"))?;
+    let url = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
+    let ranges_text = text(SECRET_KEY_RANGES).unwrap_or_default();
+    let ranges = ranges_text
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            r.parse::<ipnet::IpNet>()
+                .map_err(|e| format!("key {SECRET_KEY_RANGES:?}: {r:?} is not a CIDR range: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // A fingerprint of what the Secret says, to restart the peer only when it changes.
+    let fingerprint = format!("{}\n{ranges_text}\n{yaml}", cluster.as_str());
+    let renew = format!(
+        "renew the kubeconfig in Secret {}/{}",
+        secret.metadata.namespace.as_deref().unwrap_or_default(),
+        secret.metadata.name.as_deref().unwrap_or_default()
+    );
+    Ok((
+        Peer {
+            cluster,
+            client,
+            url,
+            renew,
+        },
+        ranges,
+        fingerprint,
+    ))
+}
+
+/// A peer started from a Secret.
+struct Running {
+    cluster: ClusterId,
+    fingerprint: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the peer's supervisor and waits until it has.
+    async fn stopped(self) -> ClusterId {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.cluster
+    }
+}
+
+/// Stops the peer of Secret `secret` (deleted, unusable, or naming another peer now), forgets its
+/// state and withdraws its exports at once.
+async fn remove<F>(running: &mut BTreeMap<String, Running>, secret: &str, shared: &Shared<F>)
+where
+    F: Fn(BTreeSet<Key>),
+{
+    let Some(peer) = running.remove(secret) else {
+        return;
+    };
+    let cluster = peer.stopped().await;
+    shared.states.remove(cluster.as_str());
+    change_view(shared, |view| {
+        view.set_ranges(&cluster, Vec::new());
+        let mut keys = view.forget(&cluster);
+        keys.extend(view.include(&cluster));
+        keys
+    });
+    tracing::info!(peer = %cluster, %secret, "peer removed");
+}
+
+/// Follows Secrets labelled [`LABEL_PEER`] in `namespace` until `shutdown`: a Secret added
+/// starts its peer, deleted stops it and withdraws its exports at once, changed restarts it with
+/// the new credentials. A change that keeps the peer's id (renewed credentials) keeps its records
+/// merged meanwhile: the new supervisor takes them over, so a peer whose credentials had expired
+/// comes back without a restart, and a routine renewal changes nothing imported.
+/// Ids already configured with `--peer` (or this cluster's own) are refused with an error.
+/// `listed` is set once the Secrets have been listed and their peers started, with the receivers
+/// that say when each has listed its records.
+pub async fn follow_secrets<F>(
+    client: Client,
+    shared: Shared<F>,
+    reserved: BTreeSet<ClusterId>,
+    listed: tokio::sync::oneshot::Sender<Vec<(ClusterId, watch::Receiver<bool>)>>,
+) where
+    F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
+{
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(client, &shared.namespace);
+    let mut secrets = driver::Watch::new(api, watcher::Config::default().labels(LABEL_PEER), |_| {});
+    // By Secret name.
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut listed = Some(listed);
+    let mut initial = Vec::new();
+    loop {
+        let event = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            e = secrets.next() => match e { Some(e) => e, None => return },
+        };
+        let (applied, deleted) = match event {
+            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => (Some(s), None),
+            watcher::Event::Delete(s) => (None, Some(s)),
+            watcher::Event::Init => (None, None),
+            watcher::Event::InitDone => {
+                if let Some(tx) = listed.take() {
+                    let _ = tx.send(std::mem::take(&mut initial));
+                }
+                (None, None)
+            }
+        };
+        if let Some(secret) = deleted {
+            remove(&mut running, &secret.metadata.name.unwrap_or_default(), &shared).await;
+        }
+        let Some(secret) = applied else { continue };
+        let secret_name = secret.metadata.name.clone().unwrap_or_default();
+        let (peer, ranges, fingerprint) = match peer_from_secret(&secret).await {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::error!(secret = %secret_name, %why, "peer Secret ignored");
+                remove(&mut running, &secret_name, &shared).await;
+                continue;
+            }
+        };
+        let previous = running.get(&secret_name);
+        if previous.is_some_and(|r| r.fingerprint == fingerprint) {
+            continue;
+        }
+        // The same peer with new credentials: its supervisor is replaced, its records stay.
+        let renewed = previous.is_some_and(|r| r.cluster == peer.cluster);
+        if renewed {
+            if let Some(old) = running.remove(&secret_name) {
+                old.stopped().await;
+            }
+        } else {
+            remove(&mut running, &secret_name, &shared).await;
+        }
+        let taken = reserved.contains(&peer.cluster) || running.values().any(|r| r.cluster == peer.cluster);
+        if taken {
+            tracing::error!(secret = %secret_name, peer = %peer.cluster, "peer Secret ignored: that id is already a peer (or this cluster)");
+            continue;
+        }
+        if renewed {
+            tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer credentials changed");
+        } else {
+            tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer added");
+        }
+        // The ranges apply to what the new supervisor lists.
+        change_view(&shared, |view| {
+            view.set_ranges(&peer.cluster, ranges);
+            BTreeSet::new()
+        });
+        let stop = shared.shutdown.child_token();
+        let (tx, rx) = watch::channel(false);
+        if listed.is_some() {
+            initial.push((peer.cluster.clone(), rx));
+        }
+        let cluster = peer.cluster.clone();
+        let mut own = shared.clone();
+        own.shutdown = stop.clone();
+        let span = tracing::info_span!("peer", peer = %peer.cluster);
+        let task = tokio::spawn(supervise(peer, own, tx).instrument(span));
+        running.insert(
+            secret_name,
+            Running {
+                cluster,
+                fingerprint,
+                stop,
+                task,
+            },
+        );
+    }
+}
