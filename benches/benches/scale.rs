@@ -47,7 +47,7 @@ use mcsd::sandbox::Member;
 use mcsd_crds::{ClusterId, mcs::v1beta1::ServiceExport};
 use mcsd_sandbox::{Cluster, store::ObjectKey};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CLUSTERS: usize = 3;
 const ENDPOINTS: usize = 10;
@@ -251,25 +251,15 @@ fn sandbox_cpu_s() -> f64 {
     total
 }
 
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: mcsd\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    Some((code, body))
-}
-
 /// `mcsd_writes_total` by `kind/operation/outcome`.
 async fn writes(admin: SocketAddr) -> BTreeMap<String, u64> {
-    let Some((200, body)) = http_get(admin, "/metrics").await else {
-        panic!("{admin}/metrics did not answer");
-    };
-    body.lines()
+    let reply = mcsd::admin_client::get(admin, "/metrics", mcsd::admin_client::TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("{admin}/metrics: {e}"));
+    assert_eq!(reply.status, 200, "{admin}/metrics: {reply:?}");
+    reply
+        .body
+        .lines()
         .filter_map(|l| l.strip_prefix("mcsd_writes_total{"))
         .filter_map(|l| {
             let (labels, value) = l.split_once('}')?;
@@ -455,7 +445,8 @@ async fn readyz(admins: Vec<(SocketAddr, String)>, since: Instant, timeout: Dura
     let waits = admins.into_iter().map(|(admin, identity)| async move {
         let deadline = since + timeout;
         loop {
-            if let Some((200, _)) = http_get(admin, "/readyz").await {
+            let reply = mcsd::admin_client::get(admin, "/readyz", mcsd::admin_client::TIMEOUT).await;
+            if reply.is_ok_and(|r| r.status == 200) {
                 return since.elapsed().as_secs_f64();
             }
             assert!(

@@ -3,6 +3,7 @@
 //! This crate is the Kubernetes-aware part of mcsd and its one binary, `mcsd`. The API types live
 //! in `mcsd-crds`; the DNS server, which knows nothing of Kubernetes, in `mcsd-dns`.
 
+pub mod admin_client;
 pub mod cli;
 pub mod conditions;
 pub mod daemon;

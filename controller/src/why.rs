@@ -12,7 +12,7 @@
 //! not say: which peers are excluded and why, what a refused peer publishes, and what its own DNS
 //! server answers at this moment (asked of the very zone it serves, through the same handler).
 
-use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr, sync::Arc};
 
 use hickory_proto::{
     op::{Message, Query, ResponseCode},
@@ -752,31 +752,16 @@ fn or_none(items: &[String]) -> String {
 /// Asks the mcsd whose admin listener is at `admin` to explain `name`.
 pub async fn fetch(admin: SocketAddr, name: &str) -> anyhow::Result<Explanation> {
     use anyhow::Context as _;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(admin).await?;
-        let request = format!(
-            "GET /why?name={} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n",
-            percent_encode(name)
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        std::io::Result::Ok(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| anyhow::anyhow!("mcsd at {admin} did not answer within 10 s"))?
-        .with_context(|| format!("cannot reach mcsd's admin listener at {admin}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.lines().next().unwrap_or_default();
+    let path = format!("/why?name={}", percent_encode(name));
+    let reply = crate::admin_client::get(admin, &path, crate::admin_client::TIMEOUT).await?;
     anyhow::ensure!(
-        status.contains(" 200 "),
-        "mcsd at {admin} answered {status:?}: {} (is it an mcsd run or mcsd sandbox admin listener?)",
-        body.trim()
+        reply.status == 200,
+        "mcsd at {admin} answered {}: {} (is it an mcsd run or mcsd sandbox admin listener?)",
+        reply.status,
+        reply.body.trim()
     );
-    serde_json::from_str(body).with_context(|| format!("mcsd at {admin} sent an unreadable explanation"))
+    serde_json::from_str(&reply.body)
+        .with_context(|| format!("mcsd at {admin} sent an unreadable explanation"))
 }
 
 /// `%`-encodes everything but unreserved characters.

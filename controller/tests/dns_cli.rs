@@ -324,13 +324,14 @@ fn malformed_packets_get_formerr_or_silence_and_the_server_keeps_answering() {
     let _ = n;
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut s = String::new();
-    c.read_to_string(&mut s).unwrap();
-    s
+fn http_get(addr: SocketAddr, path: &str) -> mcsd::admin_client::Reply {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(mcsd::admin_client::get(addr, path, Duration::from_secs(5)))
+        .unwrap()
 }
 
 #[test]
@@ -338,12 +339,15 @@ fn admin_listener_serves_metrics_liveness_and_readiness() {
     let s = start("admin", &objects());
     dig(s.dns4, &["+short", "hello.demo.svc.clusterset.local", "A"]);
     dig(s.dns4, &["nope.demo.svc.clusterset.local", "A"]);
-    assert!(http_get(s.admin, "/livez").starts_with("HTTP/1.1 200"));
+    assert_eq!(http_get(s.admin, "/livez").status, 200);
+    assert_eq!(http_get(s.admin, "/readyz").status, 200, "objects file = synced");
+    let metrics = http_get(s.admin, "/metrics");
+    assert_eq!(metrics.status, 200);
     assert!(
-        http_get(s.admin, "/readyz").starts_with("HTTP/1.1 200"),
-        "objects file = synced"
+        metrics.content_type.starts_with("text/plain; version=0.0.4"),
+        "the Prometheus text format: {metrics:?}"
     );
-    let m = http_get(s.admin, "/metrics");
+    let m = metrics.body;
     assert!(
         m.contains("mcsd_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\"} 1"),
         "{m}"
@@ -360,7 +364,7 @@ fn admin_listener_serves_metrics_liveness_and_readiness() {
     ] {
         assert!(m.contains(name), "{name} in {m}");
     }
-    assert!(http_get(s.admin, "/nope").starts_with("HTTP/1.1 404"));
+    assert_eq!(http_get(s.admin, "/nope").status, 404);
 }
 
 #[test]

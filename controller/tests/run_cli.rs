@@ -107,8 +107,8 @@ async fn run_imports_a_local_export_and_answers_it_on_its_dns_listener() {
     );
     // The admin listener: ready, and the daemon's own metrics beside the DNS server's.
     let admin: std::net::SocketAddr = line.split("admin=").nth(1).unwrap().trim().parse().unwrap();
-    assert!(http_get(admin, "/readyz").starts_with("HTTP/1.1 200"));
-    let metrics = http_get(admin, "/metrics");
+    assert_eq!(http_get(admin, "/readyz").await.status, 200);
+    let metrics = http_get(admin, "/metrics").await.body;
     assert!(
         metrics.contains("mcsd_writes_total{kind=\"ServiceImport\",operation=\"apply\",outcome=\"success\"}"),
         "{metrics}"
@@ -151,13 +151,10 @@ async fn run_imports_a_local_export_and_answers_it_on_its_dns_listener() {
     cluster.shutdown().await;
 }
 
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: mcsd\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> mcsd::admin_client::Reply {
+    mcsd::admin_client::get(addr, path, mcsd::admin_client::TIMEOUT)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,23 @@
 //! Query counters and latency histograms: per-worker atomics (no locks, no shared cache line on
-//! the query path), summed when scraped, rendered in the Prometheus text format.
+//! the query path), summed when scraped by a `prometheus-client` collector, which also reads the
+//! served zone's generation, size, serial and sync state.
 
 use std::{
-    fmt::Write as _,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::{Duration, UNIX_EPOCH},
 };
 
-use crate::{handler::Outcome, zone::Zone};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::{Registry, Unit},
+};
+
+use crate::{handler::Outcome, handler::SharedZone};
 
 const QTYPES: [(&str, u16); 7] = [
     ("A", 1),
@@ -103,82 +113,123 @@ impl Metrics {
     /// Total replies with this rcode (all qtypes), for tests and readiness.
     pub fn replies(&self, rcode: u16) -> u64 {
         let r = RCODES.iter().position(|&(_, c)| c == rcode).unwrap_or(NR - 1);
-        self.slots
-            .iter()
-            .map(|s| s.queries.iter().map(|row| row[r].load(Relaxed)).sum::<u64>())
-            .sum()
+        (0..NQ).map(|q| self.sum(|s| &s.queries[q][r])).sum()
     }
 
-    /// The Prometheus text exposition of these metrics and of the current zone.
-    pub fn render(&self, zone: &Zone) -> String {
-        let mut out = String::with_capacity(4096);
-        let sum = |f: &dyn Fn(&Slot) -> u64| self.slots.iter().map(f).sum::<u64>();
-        out.push_str(
-            "# HELP mcsd_dns_queries_total DNS queries answered, by query type and response code.\n",
-        );
-        out.push_str("# TYPE mcsd_dns_queries_total counter\n");
+    /// Registers these counters and the served zone's gauges in `registry` (the admin listener
+    /// puts them under `mcsd_dns_`). They are read when scraped: the query path is unchanged.
+    pub fn register(self: &Arc<Self>, registry: &mut Registry, zone: SharedZone) {
+        registry.register_collector(Box::new(Scrape {
+            metrics: self.clone(),
+            zone,
+        }));
+    }
+
+    /// The sum over the workers' slots of one counter.
+    fn sum(&self, counter: impl Fn(&Slot) -> &AtomicU64) -> u64 {
+        self.slots.iter().map(|s| counter(s).load(Relaxed)).sum()
+    }
+}
+
+/// What a scrape reads: the workers' counters, summed, and the zone served now.
+#[derive(Debug)]
+struct Scrape {
+    metrics: Arc<Metrics>,
+    zone: SharedZone,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let m = &self.metrics;
+        let mut queries = encoder.encode_descriptor(
+            "queries",
+            "DNS queries answered, by query type and response code.",
+            None,
+            MetricType::Counter,
+        )?;
         for qi in 0..NQ {
             for ri in 0..NR {
-                let n = sum(&|s| s.queries[qi][ri].load(Relaxed));
+                let n = m.sum(|s| &s.queries[qi][ri]);
                 if n == 0 {
                     continue;
                 }
-                let qt = QTYPES.get(qi).map_or("other", |q| q.0);
-                let rc = RCODES.get(ri).map_or("other", |r| r.0);
-                let _ = writeln!(out, "mcsd_dns_queries_total{{qtype=\"{qt}\",rcode=\"{rc}\"}} {n}");
+                let labels = [
+                    ("qtype", QTYPES.get(qi).map_or("other", |q| q.0)),
+                    ("rcode", RCODES.get(ri).map_or("other", |r| r.0)),
+                ];
+                ConstCounter::new(n).encode(queries.encode_family(&labels)?)?;
             }
         }
-        out.push_str("# HELP mcsd_dns_truncated_total UDP replies sent with TC set.\n# TYPE mcsd_dns_truncated_total counter\n");
-        let _ = writeln!(
-            out,
-            "mcsd_dns_truncated_total {}",
-            sum(&|s| s.truncated.load(Relaxed))
-        );
-        out.push_str("# HELP mcsd_dns_dropped_total Packets not answered (no header, or a response).\n# TYPE mcsd_dns_dropped_total counter\n");
-        let _ = writeln!(
-            out,
-            "mcsd_dns_dropped_total {}",
-            sum(&|s| s.dropped.load(Relaxed))
-        );
-        out.push_str("# HELP mcsd_dns_answer_duration_seconds Time from query received to reply built.\n");
-        out.push_str("# TYPE mcsd_dns_answer_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (i, le) in BUCKETS_US.iter().enumerate() {
-            cumulative += sum(&|s| s.latency[i].load(Relaxed));
-            let _ = writeln!(
-                out,
-                "mcsd_dns_answer_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
-                *le as f64 / 1e6
-            );
+        let counters = [
+            (
+                "truncated",
+                "UDP replies sent with TC set.",
+                m.sum(|s| &s.truncated),
+            ),
+            (
+                "dropped",
+                "Packets not answered (no header, or a response).",
+                m.sum(|s| &s.dropped),
+            ),
+        ];
+        for (name, help, n) in counters {
+            let counter = ConstCounter::new(n);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
-        cumulative += sum(&|s| s.latency[BUCKETS_US.len()].load(Relaxed));
-        let _ = writeln!(
-            out,
-            "mcsd_dns_answer_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "mcsd_dns_answer_duration_seconds_sum {}",
-            sum(&|s| s.latency_sum_ns.load(Relaxed)) as f64 / 1e9
-        );
-        let _ = writeln!(out, "mcsd_dns_answer_duration_seconds_count {cumulative}");
-        out.push_str("# HELP mcsd_dns_zone_generation Publishes of the zone so far.\n# TYPE mcsd_dns_zone_generation gauge\n");
-        let _ = writeln!(out, "mcsd_dns_zone_generation {}", zone.generation());
-        out.push_str("# HELP mcsd_dns_zone_records Resource records the zone answers.\n# TYPE mcsd_dns_zone_records gauge\n");
-        let _ = writeln!(out, "mcsd_dns_zone_records {}", zone.record_count());
-        out.push_str(
-            "# HELP mcsd_dns_zone_serial SOA serial of the zone.\n# TYPE mcsd_dns_zone_serial gauge\n",
-        );
-        let _ = writeln!(out, "mcsd_dns_zone_serial {}", zone.serial());
-        out.push_str("# HELP mcsd_dns_zone_synced Whether the zone data is complete (1) or negatives are SERVFAIL (0).\n# TYPE mcsd_dns_zone_synced gauge\n");
-        let _ = writeln!(out, "mcsd_dns_zone_synced {}", u8::from(zone.synced()));
+        let buckets: Vec<(f64, u64)> = BUCKETS_US
+            .iter()
+            .enumerate()
+            .map(|(i, le)| (*le as f64 / 1e6, m.sum(|s| &s.latency[i])))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum::<u64>() + m.sum(|s| &s.latency[BUCKETS_US.len()]);
+        encoder
+            .encode_descriptor(
+                "answer_duration",
+                "Time from query received to reply built.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                m.sum(|s| &s.latency_sum_ns) as f64 / 1e9,
+                count,
+                &buckets,
+                None,
+            )?;
+        let zone = self.zone.load();
         let published = zone
             .published_at()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        out.push_str("# HELP mcsd_dns_zone_last_publish_timestamp_seconds Unix time of the last publish.\n# TYPE mcsd_dns_zone_last_publish_timestamp_seconds gauge\n");
-        let _ = writeln!(out, "mcsd_dns_zone_last_publish_timestamp_seconds {published:.3}");
-        out
+        let gauges = [
+            (
+                "zone_generation",
+                "Publishes of the zone so far.",
+                zone.generation(),
+            ),
+            (
+                "zone_records",
+                "Resource records the zone answers.",
+                zone.record_count() as u64,
+            ),
+            ("zone_serial", "SOA serial of the zone.", u64::from(zone.serial())),
+            (
+                "zone_synced",
+                "Whether the zone data is complete (1) or negatives are SERVFAIL (0).",
+                u64::from(zone.synced()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let published = ConstGauge::new(published);
+        published.encode(encoder.encode_descriptor(
+            "zone_last_publish_timestamp",
+            "Unix time of the last publish.",
+            Some(&Unit::Seconds),
+            published.metric_type(),
+        )?)?;
+        Ok(())
     }
 }

@@ -242,7 +242,8 @@ fn a_burst_from_several_clients_gets_every_reply_right_over_ipv4_ipv6_and_dual_s
     assert_eq!(metrics.replies(0), total * 7 / 10);
     assert_eq!(metrics.replies(3), total / 10);
     assert_eq!(metrics.replies(1), total / 10);
-    let text = metrics.render(&zone.load());
+    let registry = mcsd_dns::admin::registry(&metrics, &zone, &Default::default());
+    let text = mcsd_dns::admin::render(&registry);
     assert!(
         text.contains(&format!("mcsd_dns_dropped_total {}\n", total / 10)),
         "{text}"

@@ -152,20 +152,12 @@ pub fn ask_a(socket: &std::net::UdpSocket, server: std::net::SocketAddr, name: &
 
 /// `GET path` from mcsd's admin listener at `admin` (`/metrics`, `/readyz`); returns the body of a
 /// 200 answer, failing the test on anything else.
-pub fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: mcsd\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {response}");
-    body.to_string()
+pub async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
+    let reply = mcsd::admin_client::get(admin, path, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
+    reply.body
 }
 
 /// Every sample of the metric `name` in a Prometheus text exposition, as (labels, value); labels
@@ -348,8 +340,8 @@ impl Member {
 
     /// mcsd's successful writes so far, by (kind, operation), read from its `/metrics` as an
     /// operator would (`mcsd_writes_total{outcome="success"}`).
-    pub fn writes(&self) -> std::collections::BTreeMap<(String, String), u64> {
-        metric_values(&admin_get(self.admin, "/metrics"), "mcsd_writes_total")
+    pub async fn writes(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        metric_values(&admin_get(self.admin, "/metrics").await, "mcsd_writes_total")
             .into_iter()
             .filter(|(labels, _)| label(labels, "outcome") == Some("success"))
             .map(|(labels, value)| {
@@ -580,7 +572,7 @@ impl ClusterSet {
                     real::http_status(m.admin, "/readyz")
                         .await
                         .filter(|s| *s == 200)?;
-                    let states = metric_values(&admin_get(m.admin, "/metrics"), "mcsd_peer_state");
+                    let states = metric_values(&admin_get(m.admin, "/metrics").await, "mcsd_peer_state");
                     let unsynced = states
                         .iter()
                         .any(|(labels, v)| *v == 1.0 && label(labels, "state") != Some("synced"));

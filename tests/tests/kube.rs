@@ -380,7 +380,7 @@ async fn frozen_and_killed_api_servers_leave_dns_answering_and_mcsd_catches_up()
 
     // cluster-a's API server is killed and comes back with its data (etcd kept it): its peers
     // keep its services (a blip is far inside the grace period) and resume following it.
-    let before = set.members[1].writes();
+    let before = set.members[1].writes().await;
     set.members[0].signal("kube-apiserver", "KILL");
     // Until it serves again (tests/kube/up.sh restarts it), cluster-b answers from memory.
     let kubeconfig_a = set.members[0].kubeconfig.clone();
@@ -397,14 +397,14 @@ async fn frozen_and_killed_api_servers_leave_dns_answering_and_mcsd_catches_up()
     .await;
     // A new export after the restart reaches cluster-b (cluster-b follows cluster-a again), and is
     // all cluster-b wrote meanwhile: resuming cost no rewrite.
-    let before_c = set.members[2].writes();
+    let before_c = set.members[2].writes().await;
     set.apply(0, &exported(ns, "three"));
     resolved(dns_b, &format!("three.{ns}.svc.clusterset.local")).await;
     imported_with_endpoints(&set, 1, ns, "three").await;
     imported_with_endpoints(&set, 2, ns, "three").await;
     assert_eq!(
-        writes_since(&before, &set.members[1].writes()),
-        writes_since(&before_c, &set.members[2].writes()),
+        writes_since(&before, &set.members[1].writes().await),
+        writes_since(&before_c, &set.members[2].writes().await),
         "cluster-b wrote more than cluster-c, which only imported `three`: the re-list rewrote something"
     );
     set.stop().await;
@@ -447,14 +447,14 @@ async fn a_killed_mcsd_never_answers_nxdomain_and_rewrites_nothing_that_is_right
     }
     // Once it leads (the killed one's Lease has to expire first), one new export: the restarted
     // mcsd writes for it exactly what cluster-c's writes, and nothing for the other twenty.
-    let before_c = set.members[2].writes();
+    let before_c = set.members[2].writes().await;
     set.apply(0, &exported(ns, "marker"));
     resolved(dns_b, &format!("marker.{ns}.svc.clusterset.local")).await;
     imported_with_endpoints(&set, 1, ns, "marker").await;
     imported_with_endpoints(&set, 2, ns, "marker").await;
     assert_eq!(
-        set.members[1].writes(),
-        writes_since(&before_c, &set.members[2].writes()),
+        set.members[1].writes().await,
+        writes_since(&before_c, &set.members[2].writes().await),
         "the restarted mcsd rewrote imports that were right (it answered {seen:?} while loading)"
     );
     set.stop().await;
@@ -478,6 +478,7 @@ async fn a_revoked_peer_token_is_named_in_one_line_and_a_renewed_one_takes_over(
         Duration::from_secs(90),
         || async {
             mcsd_tests::admin_get(set.members[1].admin, "/metrics")
+                .await
                 .lines()
                 .find(|l| {
                     l.starts_with("mcsd_peer_problem_info{")
@@ -520,7 +521,7 @@ async fn a_revoked_peer_token_is_named_in_one_line_and_a_renewed_one_takes_over(
     }
     for importer in &set.members[1..] {
         eventually("the problem to clear", Duration::from_secs(60), || async {
-            let metrics = mcsd_tests::admin_get(importer.admin, "/metrics");
+            let metrics = mcsd_tests::admin_get(importer.admin, "/metrics").await;
             let cleared = !metrics
                 .lines()
                 .any(|l| l.starts_with("mcsd_peer_problem_info{") && l.contains("peer=\"cluster-a\""));
@@ -757,6 +758,7 @@ async fn a_peer_secret_deleted_added_and_changed_takes_effect_without_a_restart(
     set.apply(0, &broken.to_string());
     eventually("cluster-c refused for its credentials", WAIT, || async {
         mcsd_tests::admin_get(set.members[0].admin, "/metrics")
+            .await
             .lines()
             .any(|l| {
                 l.starts_with("mcsd_peer_problem_info{")

@@ -120,8 +120,7 @@ async fn a_peer_of_another_cluster_set_is_refused_and_its_exports_are_left_out_v
     // The metric and the state say so too.
     let state = set.members[1].daemon().peers.get("cluster-c").unwrap().state;
     assert!(matches!(state, PeerState::Refused(_)), "{state:?}");
-    let mut metrics = String::new();
-    set.members[1].daemon().peers.render(&mut metrics);
+    let metrics = mcsd_tests::admin_get(set.members[1].admin, "/metrics").await;
     assert!(
         metrics.contains("mcsd_peer_state{peer=\"cluster-c\",state=\"refused\"} 1"),
         "{metrics}"
@@ -446,7 +445,7 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
     // Until it expires and past that, cluster-b's pod stays in the answer; then /metrics says, in
     // one line, which peer rejects what and how to fix it.
     let metrics = loop {
-        let metrics = mcsd_tests::admin_get(a.admin, "/metrics");
+        let metrics = mcsd_tests::admin_get(a.admin, "/metrics").await;
         if problems(&metrics).contains(&problem) {
             break metrics;
         }
@@ -523,7 +522,7 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
     );
     assert!(text.contains(&format!("[peer refused: {line}]")), "{text}");
     assert_eq!(
-        problems(&mcsd_tests::admin_get(a.admin, "/metrics")),
+        problems(&mcsd_tests::admin_get(a.admin, "/metrics").await),
         std::slice::from_ref(&problem)
     );
 
@@ -534,7 +533,7 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
     set.apply(0, &b.secret(&b.token()));
     answers_with_none_excluded(&set, 0, name, &both).await;
     let metrics = eventually("cluster-b synced in /metrics", WAIT, || async {
-        let metrics = mcsd_tests::admin_get(a.admin, "/metrics");
+        let metrics = mcsd_tests::admin_get(a.admin, "/metrics").await;
         metrics
             .contains("mcsd_peer_state{peer=\"cluster-b\",state=\"synced\"} 1")
             .then_some(metrics)

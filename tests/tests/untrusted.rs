@@ -72,9 +72,9 @@ fn endpoints(addresses: &[&str]) -> serde_json::Value {
 }
 
 /// `mcsd_peer_records_refused_total{peer="cluster-c",reason}` in cluster-a's mcsd.
-fn refused(set: &ClusterSet, reason: &str) -> f64 {
+async fn refused(set: &ClusterSet, reason: &str) -> f64 {
     metric_values(
-        &admin_get(set.members[0].admin, "/metrics"),
+        &admin_get(set.members[0].admin, "/metrics").await,
         "mcsd_peer_records_refused_total",
     )
     .into_iter()
@@ -87,7 +87,7 @@ fn refused(set: &ClusterSet, reason: &str) -> f64 {
 
 async fn refused_at_least(set: &ClusterSet, reason: &str, n: f64) {
     eventually(&format!("cluster-a to count {reason}"), WAIT, || async {
-        (refused(set, reason) >= n).then_some(())
+        (refused(set, reason).await >= n).then_some(())
     })
     .await;
 }

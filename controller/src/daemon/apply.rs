@@ -285,23 +285,6 @@ impl Writes {
     pub fn snapshot(&self) -> BTreeMap<WriteKey, u64> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-
-    /// Prometheus text of the counts.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(
-            out,
-            "# HELP mcsd_writes_total Writes to the API server, by kind, operation and outcome."
-        );
-        let _ = writeln!(out, "# TYPE mcsd_writes_total counter");
-        for ((kind, op, ok), n) in self.snapshot() {
-            let outcome = if ok { "success" } else { "error" };
-            let _ = writeln!(
-                out,
-                "mcsd_writes_total{{kind=\"{kind}\",operation=\"{op}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-    }
 }
 
 #[cfg(test)]
@@ -332,8 +315,7 @@ mod tests {
         writes.record("ServiceImport", "apply", true);
         writes.record("ServiceImport", "apply", true);
         writes.record("EndpointSlice", "delete", false);
-        let mut text = String::new();
-        writes.render(&mut text);
+        let text = super::super::metrics::scraped(&writes, &Default::default(), &Default::default());
         assert!(
             text.contains(
                 "mcsd_writes_total{kind=\"ServiceImport\",operation=\"apply\",outcome=\"success\"} 2"

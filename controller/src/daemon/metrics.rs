@@ -1,11 +1,52 @@
-//! The daemon's counters: peer sync state and lag; export→import propagation latency; services
-//! in conflict; what the guard refused. (Write counts live with the write path, in
-//! [`super::apply::Writes`].)
+//! The daemon's metrics: peer sync state and lag; export→import propagation latency; services
+//! in conflict; what the guard refused; and the write counts, which live with the write path in
+//! [`super::apply::Writes`]. [`register`] puts them all in the admin listener's registry.
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
 };
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter, family::Family, gauge::ConstGauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+use super::apply::Writes;
+use crate::view::View;
+
+/// Registers the daemon's metrics in `registry` (the admin listener's), a sub-registry for each
+/// part: the writes (`mcsd_writes_total`), the peers' states (`mcsd_peer_*`), the flow from
+/// exports to imports (`mcsd_propagation_seconds`, `mcsd_services_in_conflict`) and what the guard
+/// refused of the peers' records (`mcsd_peer_records_refused_total`). All are read when scraped.
+pub fn register(
+    registry: &mut Registry,
+    writes: &Writes,
+    peers: &Peers,
+    flow: &Flow,
+    view: &Arc<Mutex<View>>,
+) {
+    registry
+        .sub_registry_with_prefix("mcsd")
+        .register_collector(Box::new(WriteCounts(writes.clone())));
+    registry
+        .sub_registry_with_prefix("mcsd_peer")
+        .register_collector(Box::new(peers.clone()));
+    let flows = registry.sub_registry_with_prefix("mcsd");
+    flows.register_with_unit(
+        "propagation",
+        "From an exporting cluster's write of an exchange record to this cluster's write of the \
+         import object it changed",
+        Unit::Seconds,
+        flow.propagation.clone(),
+    );
+    flows.register_collector(Box::new(Conflicts(flow.conflicts.clone())));
+    registry
+        .sub_registry_with_prefix("mcsd_peer")
+        .register_collector(Box::new(Refusals(view.clone())));
+}
 
 /// Where a peer stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,14 +81,6 @@ impl PeerState {
             Self::Connecting | Self::Synced => None,
         }
     }
-}
-
-/// `value` as a Prometheus label value: backslash, double quote and newline escaped.
-fn label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// One peer's state and when it last listed its records.
@@ -124,63 +157,67 @@ impl Peers {
     pub fn snapshot(&self) -> BTreeMap<String, PeerStatus> {
         self.states.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+}
 
-    /// Prometheus text: one `mcsd_peer_state` series per peer and state (1 for the current one),
-    /// and the time of each peer's last complete list.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
+/// Every state's name, for the one-hot `mcsd_peer_state`.
+const STATE_NAMES: [&str; 4] = ["connecting", "synced", "unreachable", "refused"];
+
+/// `mcsd_peer_state{peer,state}` (1 for the current state), `mcsd_peer_problem_info{peer,state,
+/// reason}` for a refused or unreachable peer, and when each peer last listed its records and was
+/// last known current.
+impl Collector for Peers {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let states = self.snapshot();
-        let _ = writeln!(
-            out,
-            "# HELP mcsd_peer_state Each peer's connection state (1 for the current state)."
-        );
-        let _ = writeln!(out, "# TYPE mcsd_peer_state gauge");
+        let mut state = encoder.encode_descriptor(
+            "state",
+            "Each peer's connection state (1 for the current state).",
+            None,
+            MetricType::Gauge,
+        )?;
         for (peer, status) in &states {
-            for name in ["connecting", "synced", "unreachable", "refused"] {
-                let v = u8::from(status.state.name() == name);
-                let _ = writeln!(out, "mcsd_peer_state{{peer=\"{peer}\",state=\"{name}\"}} {v}");
+            for name in STATE_NAMES {
+                let labels = [("peer", peer.as_str()), ("state", name)];
+                ConstGauge::new(i64::from(status.state.name() == name))
+                    .encode(state.encode_family(&labels)?)?;
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP mcsd_peer_problem_info What is wrong with each refused or unreachable peer and how to fix it, in one line (label reason)."
-        );
-        let _ = writeln!(out, "# TYPE mcsd_peer_problem_info gauge");
+        let mut problem = encoder.encode_descriptor(
+            "problem",
+            "What is wrong with each refused or unreachable peer and how to fix it, in one line (label reason).",
+            None,
+            MetricType::Info,
+        )?;
         for (peer, status) in &states {
             if let Some(why) = status.state.problem() {
-                let _ = writeln!(
-                    out,
-                    "mcsd_peer_problem_info{{peer=\"{peer}\",state=\"{}\",reason=\"{}\"}} 1",
-                    status.state.name(),
-                    label_value(why)
-                );
+                let labels = [("peer", peer.as_str()), ("state", status.state.name())];
+                problem.encode_family(&labels)?.encode_info(&[("reason", why)])?;
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP mcsd_peer_last_sync_timestamp_seconds When each peer last listed its exchange records."
-        );
-        let _ = writeln!(out, "# TYPE mcsd_peer_last_sync_timestamp_seconds gauge");
+        let mut last_sync = encoder.encode_descriptor(
+            "last_sync_timestamp",
+            "When each peer last listed its exchange records.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
         for (peer, status) in &states {
             if let Some(t) = status.last_sync {
-                let _ = writeln!(
-                    out,
-                    "mcsd_peer_last_sync_timestamp_seconds{{peer=\"{peer}\"}} {t}"
-                );
+                ConstGauge::new(t).encode(last_sync.encode_family(&[("peer", peer.as_str())])?)?;
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP mcsd_peer_sync_lag_seconds How long ago each peer's records were last known current \
-             (listed, or confirmed by a probe while followed): the bound on their staleness."
-        );
-        let _ = writeln!(out, "# TYPE mcsd_peer_sync_lag_seconds gauge");
+        let mut lag = encoder.encode_descriptor(
+            "sync_lag",
+            "How long ago each peer's records were last known current (listed, or confirmed by a \
+             probe while followed): the bound on their staleness.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
         for (peer, status) in &states {
             if let Some(t) = status.last_contact {
-                let lag = t.elapsed().as_secs_f64();
-                let _ = writeln!(out, "mcsd_peer_sync_lag_seconds{{peer=\"{peer}\"}} {lag:.3}");
+                let seconds = t.elapsed().as_secs_f64();
+                ConstGauge::new(seconds).encode(lag.encode_family(&[("peer", peer.as_str())])?)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -189,20 +226,32 @@ const PROPAGATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// One histogram: counts per bucket (not cumulative), sum and count.
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    buckets: [u64; PROPAGATION_BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// A propagation histogram, for one kind of object.
+fn propagation_histogram() -> Histogram {
+    Histogram::new(PROPAGATION_BUCKETS)
+}
+
+/// The `kind` label of `mcsd_propagation_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
 }
 
 /// What the flow from exports to imports looks like: how long a change takes from the exporting
 /// cluster's write to this cluster's import write, and which services are in conflict.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Flow {
-    propagation: Arc<Mutex<BTreeMap<String, Histogram>>>,
+    propagation: Family<KindLabel, Histogram, fn() -> Histogram>,
     conflicts: Arc<Mutex<std::collections::HashMap<crate::view::Key, Vec<&'static str>>>>,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self {
+            propagation: Family::new_with_constructor(propagation_histogram),
+            conflicts: Arc::default(),
+        }
+    }
 }
 
 impl Flow {
@@ -210,17 +259,10 @@ impl Flow {
     /// time from the exporting cluster's write of its record to this cluster's write. The two
     /// clocks are different machines': a negative skew counts as zero.
     pub fn propagated(&self, kind: &str, seconds: f64) {
-        let seconds = seconds.max(0.0);
-        let mut all = self.propagation.lock().unwrap_or_else(|e| e.into_inner());
-        if !all.contains_key(kind) {
-            all.insert(kind.to_string(), Histogram::default());
-        }
-        let Some(h) = all.get_mut(kind) else { return };
-        if let Some(i) = PROPAGATION_BUCKETS.iter().position(|b| seconds <= *b) {
-            h.buckets[i] += 1;
-        }
-        h.sum += seconds;
-        h.count += 1;
+        let label = KindLabel {
+            kind: kind.to_string(),
+        };
+        self.propagation.get_or_create(&label).observe(seconds.max(0.0));
     }
 
     /// Sets the conflict reasons of `key` (none: not in conflict, or no longer imported).
@@ -232,87 +274,94 @@ impl Flow {
             all.insert(key.clone(), reasons);
         }
     }
+}
 
-    /// How many propagations of `kind` were observed.
-    pub fn propagations(&self, kind: &str) -> u64 {
-        let all = self.propagation.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(kind).map(|h| h.count).unwrap_or_default()
-    }
+/// `mcsd_services_in_conflict{reason}`: services in conflict, counted per reason when scraped
+/// (every reason, 0 included).
+#[derive(Debug)]
+struct Conflicts(Arc<Mutex<std::collections::HashMap<crate::view::Key, Vec<&'static str>>>>);
 
-    /// Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let _ = writeln!(
-            out,
-            "# HELP mcsd_propagation_seconds From an exporting cluster's write of an exchange record to \
-             this cluster's write of the import object it changed."
-        );
-        let _ = writeln!(out, "# TYPE mcsd_propagation_seconds histogram");
-        for (kind, h) in self.propagation.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let mut cumulative = 0;
-            for (bound, n) in PROPAGATION_BUCKETS.iter().zip(h.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "mcsd_propagation_seconds_bucket{{kind=\"{kind}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "mcsd_propagation_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "mcsd_propagation_seconds_sum{{kind=\"{kind}\"}} {:.6}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "mcsd_propagation_seconds_count{{kind=\"{kind}\"}} {}",
-                h.count
-            );
-        }
-        let mut by_reason: BTreeMap<&str, u64> = mcsd_crds::names::conditions::conflict::ALL
+impl Collector for Conflicts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut by_reason: BTreeMap<&str, i64> = mcsd_crds::names::conditions::conflict::ALL
             .iter()
             .map(|r| (*r, 0))
             .collect();
-        for reasons in self.conflicts.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for reasons in self.0.lock().unwrap_or_else(|e| e.into_inner()).values() {
             for r in reasons {
                 *by_reason.entry(r).or_default() += 1;
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP mcsd_services_in_conflict Services whose exports conflict, by conflict reason."
-        );
-        let _ = writeln!(out, "# TYPE mcsd_services_in_conflict gauge");
+        let mut conflicts = encoder.encode_descriptor(
+            "services_in_conflict",
+            "Services whose exports conflict, by conflict reason.",
+            None,
+            MetricType::Gauge,
+        )?;
         for (reason, n) in by_reason {
-            let _ = writeln!(out, "mcsd_services_in_conflict{{reason=\"{reason}\"}} {n}");
+            ConstGauge::new(n).encode(conflicts.encode_family(&[("reason", reason)])?)?;
         }
+        Ok(())
+    }
+}
+
+/// `mcsd_writes_total{kind,operation,outcome}`: the writes to the API server so far.
+#[derive(Debug)]
+struct WriteCounts(Writes);
+
+impl Collector for WriteCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut writes = encoder.encode_descriptor(
+            "writes",
+            "Writes to the API server, by kind, operation and outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((kind, operation, ok), n) in self.0.snapshot() {
+            let outcome = if ok { "success" } else { "error" };
+            let labels = [
+                ("kind", kind.as_str()),
+                ("operation", operation),
+                ("outcome", outcome),
+            ];
+            ConstCounter::new(n).encode(writes.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 
 /// `mcsd_peer_records_refused_total{peer,reason}`: what the guard refused of each peer's records
 /// (`crate::guard`). No service names: cardinality is peers × reasons.
-pub fn render_refusals(view: &crate::view::View, out: &mut String) {
-    use std::fmt::Write;
-    let counts = view.refusal_counts();
-    if counts.is_empty() {
-        return;
+#[derive(Debug)]
+struct Refusals(Arc<Mutex<View>>);
+
+impl Collector for Refusals {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let view = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = view.refusal_counts();
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut refused = encoder.encode_descriptor(
+            "records_refused",
+            "Exchange records (or their addresses) of a peer the guard refused, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((peer, reason), n) in counts {
+            let labels = [("peer", peer.as_str()), ("reason", reason.label())];
+            ConstCounter::new(*n).encode(refused.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
-    let _ = writeln!(
-        out,
-        "# HELP mcsd_peer_records_refused_total Exchange records (or their addresses) of a peer the guard refused, by reason."
-    );
-    let _ = writeln!(out, "# TYPE mcsd_peer_records_refused_total counter");
-    for ((peer, reason), n) in counts {
-        let _ = writeln!(
-            out,
-            "mcsd_peer_records_refused_total{{peer=\"{peer}\",reason=\"{}\"}} {n}",
-            reason.label()
-        );
-    }
+}
+
+/// What `/metrics` shows of these (with an empty View), as the admin listener encodes it.
+#[cfg(test)]
+pub(crate) fn scraped(writes: &Writes, peers: &Peers, flow: &Flow) -> String {
+    let mut registry = Registry::default();
+    register(&mut registry, writes, peers, flow, &Arc::default());
+    mcsd_dns::admin::render(&registry)
 }
 
 #[cfg(test)]
@@ -325,8 +374,7 @@ mod tests {
         assert!(peers.set("cluster-b", PeerState::Refused("other ClusterSet".into())));
         assert!(!peers.set("cluster-b", PeerState::Refused("other ClusterSet".into())));
         assert!(peers.set("cluster-c", PeerState::Synced));
-        let mut text = String::new();
-        peers.render(&mut text);
+        let text = scraped(&Writes::default(), &peers, &Flow::default());
         assert!(text.contains("mcsd_peer_state{peer=\"cluster-b\",state=\"refused\"} 1"));
         assert!(text.contains("mcsd_peer_state{peer=\"cluster-b\",state=\"synced\"} 0"));
         assert!(text.contains("mcsd_peer_state{peer=\"cluster-c\",state=\"synced\"} 1"));
@@ -348,8 +396,7 @@ mod tests {
             "cluster-b",
             PeerState::Unreachable("member of ClusterSet \"x\" at C:\\x\nsecond line".into()),
         );
-        let mut text = String::new();
-        peers.render(&mut text);
+        let text = scraped(&Writes::default(), &peers, &Flow::default());
         assert!(
             text.contains(
                 r#"mcsd_peer_problem_info{peer="cluster-b",state="unreachable",reason="member of ClusterSet \"x\" at C:\\x\nsecond line"} 1"#
@@ -370,8 +417,7 @@ mod tests {
         flow.set_conflicts(&key("b"), vec!["PortConflict", "TypeConflict"]);
         flow.set_conflicts(&key("c"), vec!["TypeConflict"]);
         flow.set_conflicts(&key("c"), vec![]);
-        let mut text = String::new();
-        flow.render(&mut text);
+        let text = scraped(&Writes::default(), &Peers::default(), &flow);
         assert!(text.contains("mcsd_propagation_seconds_bucket{kind=\"EndpointSlice\",le=\"0.005\"} 2"));
         assert!(text.contains("mcsd_propagation_seconds_bucket{kind=\"EndpointSlice\",le=\"0.25\"} 3"));
         assert!(text.contains("mcsd_propagation_seconds_bucket{kind=\"EndpointSlice\",le=\"300\"} 3"));

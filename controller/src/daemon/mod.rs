@@ -130,12 +130,11 @@ impl Handle {
             why: Some(Arc::new(move |name: &str, zone: &mcsd_dns::Zone| {
                 serde_json::to_string(&why.explain(name, zone)).unwrap_or_default()
             })),
-            metrics: Some(Arc::new(move |out: &mut String| {
-                writes.render(out);
-                peers.render(out);
-                flow.render(out);
-                metrics::render_refusals(&view.lock().unwrap_or_else(|e| e.into_inner()), out);
-            })),
+            metrics: Some(Arc::new(
+                move |registry: &mut prometheus_client::registry::Registry| {
+                    metrics::register(registry, &writes, &peers, &flow, &view)
+                },
+            )),
             not_ready: Some(Arc::new(move || {
                 (!*ready.borrow()).then(|| "controllers not started: watches still listing".to_string())
             })),

@@ -674,23 +674,10 @@ async fn wait_mcsd_ready(cluster: &Cluster) -> anyhow::Result<()> {
     }
 }
 
-/// The status code of `GET path` on `addr`, if it answers.
+/// The status code of `GET path` on `addr`, if it answers within 2 s.
 pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: mcsd\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut head = [0u8; 12];
-    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut head))
-        .await
-        .ok()?
-        .ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    let reply = mcsd::admin_client::get(addr, path, Duration::from_secs(2)).await;
+    reply.ok().map(|r| r.status)
 }
 
 /// Starts the cluster's two CoreDNS servers: the cluster DNS (the README's forward stub for
