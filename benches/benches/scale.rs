@@ -707,6 +707,38 @@ async fn run_size(n: usize, opts: &Options) -> Row {
     };
     let dir = std::env::temp_dir().join(format!("mcsd-scale-{}-{n}", std::process::id()));
     let set = Set::start(&dir).await;
+    let (clients, services) = load(&set, opts, &mut row).await;
+    let started = Instant::now();
+    let Some(mcsds) = converge(&set, &services, opts, started, &mut row).await else {
+        for m in set.members {
+            m.cluster.shutdown().await;
+        }
+        return row;
+    };
+    steady(&set, &mcsds, opts, started, &mut row).await;
+    let mcsds = resync(&set, mcsds, opts, &mut row).await;
+    hold(n, &mcsds, &dir).await;
+    changes(&set, &clients, &mcsds, opts, &mut row).await;
+    row.leadership_lost = set
+        .leadership_losses(0)
+        .iter()
+        .zip(set.leadership_losses(1))
+        .map(|(a, b)| a + b)
+        .collect();
+    for m in mcsds {
+        stop(m).await;
+    }
+    for m in set.members {
+        m.cluster.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    row
+}
+
+/// Phase 1, the load: the namespaces in every cluster, then N Services with their slices and
+/// exports.
+async fn load(set: &Set, opts: &Options, row: &mut Row) -> (Vec<Client>, Vec<Svc>) {
+    let n = row.n;
     let clients: Vec<Client> =
         futures::future::join_all((0..CLUSTERS).map(|i| set.cluster(i).admin_client()))
             .await
@@ -732,9 +764,20 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         row.create_s
     );
 
-    // 2. Initial convergence.
+    (clients, services)
+}
+
+/// Phase 2, initial convergence: every mcsd started at `started`, until every cluster has every
+/// import with its slices and its DNS server answers a sample. `None` (the mcsds stopped, the
+/// failure in `row`) when it does not converge in time.
+async fn converge(
+    set: &Set,
+    services: &[Svc],
+    opts: &Options,
+    started: Instant,
+    row: &mut Row,
+) -> Option<Vec<Mcsd>> {
     let sandbox_cpu0 = sandbox_cpu_s();
-    let started = Instant::now();
     let mcsds = set.spawn_all(0).await;
     let readyz_task = tokio::spawn(readyz(
         mcsds.iter().map(|m| (m.admin, m.identity.clone())).collect(),
@@ -742,6 +785,7 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         opts.timeout,
     ));
     let deadline = started + opts.timeout;
+    let n = row.n;
     let mut last_print = Instant::now();
     loop {
         let imports: Vec<usize> = (0..CLUSTERS).map(|i| ready_imports(set.cluster(i))).collect();
@@ -773,10 +817,7 @@ async fn run_size(n: usize, opts: &Options) -> Row {
             for m in mcsds {
                 stop(m).await;
             }
-            for m in set.members {
-                m.cluster.shutdown().await;
-            }
-            return row;
+            return None;
         }
         if last_print.elapsed() > Duration::from_secs(10) {
             println!(
@@ -815,15 +856,20 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         row.sandbox_cpu_s,
     );
 
-    // 3. Steady state.
-    let settled = settle(&mcsds, Duration::from_secs(3), Duration::from_secs(120)).await;
+    Some(mcsds)
+}
+
+/// Phase 3, steady state: writes to converge, when the CPU goes quiet, memory.
+async fn steady(set: &Set, mcsds: &[Mcsd], opts: &Options, started: Instant, row: &mut Row) {
+    let settled = settle(mcsds, Duration::from_secs(3), Duration::from_secs(120)).await;
     row.converge_writes = settled.iter().map(total).collect();
-    row.converge_quiet_s = cpu_quiet(&mcsds, started, opts.timeout).await;
+    row.converge_quiet_s = cpu_quiet(mcsds, started, opts.timeout).await;
     row.converge_total_cpu_s = mcsds.iter().map(|m| cpu_stat_s(m.pid)).collect();
     row.rss_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmRSS")).collect();
     row.hwm_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmHWM")).collect();
     println!(
-        "N={n}: writes to converge {:?}; CPU quiet at {:.1} s, CPU s {}; RSS MB {} (peak {}); cluster-a's objects (count, JSON MB, of which managedFields MB): {:?}",
+        "N={}: writes to converge {:?}; CPU quiet at {:.1} s, CPU s {}; RSS MB {} (peak {}); cluster-a's objects (count, JSON MB, of which managedFields MB): {:?}",
+        row.n,
         row.converge_writes,
         row.converge_quiet_s,
         fmt_list(&row.converge_total_cpu_s, 1),
@@ -834,8 +880,10 @@ async fn run_size(n: usize, opts: &Options) -> Row {
             .map(|(k, (n, mb, mf))| format!("{k} {n} {mb:.1} {mf:.1}"))
             .collect::<Vec<_>>()
     );
+}
 
-    // 4. Full resync: stop all three, start them again.
+/// Phase 4, full resync: stop all three, start them again; what they write (nothing, when right).
+async fn resync(set: &Set, mcsds: Vec<Mcsd>, opts: &Options, row: &mut Row) -> Vec<Mcsd> {
     let rv_before: Vec<u64> = (0..CLUSTERS)
         .map(|i| set.cluster(i).api().store().head())
         .collect();
@@ -889,7 +937,8 @@ async fn run_size(n: usize, opts: &Options) -> Row {
     row.resync_rss_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmRSS")).collect();
     row.resync_hwm_mb = mcsds.iter().map(|m| proc_status_mb(m.pid, "VmHWM")).collect();
     println!(
-        "N={n}: restart: /readyz at {} s; CPU quiet at {:.1} s, CPU s {}; writes {:?} {:?}; other writes in the API servers {:?}; RSS MB {} (peak {})",
+        "N={}: restart: /readyz at {} s; CPU quiet at {:.1} s, CPU s {}; writes {:?} {:?}; other writes in the API servers {:?}; RSS MB {} (peak {})",
+        row.n,
         fmt_list(&row.resync_readyz_s, 1),
         row.resync_quiet_s,
         fmt_list(&row.resync_cpu_s, 1),
@@ -900,6 +949,11 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         fmt_list(&row.resync_hwm_mb, 0),
     );
 
+    mcsds
+}
+
+/// `SCALE_HOLD=SECONDS`: keeps everything running for inspection.
+async fn hold(n: usize, mcsds: &[Mcsd], dir: &Path) {
     if let Some(hold) = std::env::var("SCALE_HOLD")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -911,8 +965,12 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         );
         tokio::time::sleep(Duration::from_secs(hold)).await;
     }
+}
 
-    // 5. Per-change work.
+/// Phase 5, per-change work: one endpoint turned unready at a time, until the other clusters
+/// say so.
+async fn changes(set: &Set, clients: &[Client], mcsds: &[Mcsd], opts: &Options, row: &mut Row) {
+    let n = row.n;
     let idle_window = Duration::from_secs(5);
     let idle0: Vec<f64> = mcsds.iter().map(|m| cpu_sched_s(m.pid)).collect();
     tokio::time::sleep(idle_window).await;
@@ -980,7 +1038,7 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         }
     }
     let changes_window = t0.elapsed();
-    let writes1 = settle(&mcsds, Duration::from_secs(1), Duration::from_secs(30)).await;
+    let writes1 = settle(mcsds, Duration::from_secs(1), Duration::from_secs(30)).await;
     // CPU counted up to the settled point, idle rate subtracted over the whole window.
     let window = t0.elapsed().as_secs_f64();
     let k = opts.changes as f64;
@@ -1049,21 +1107,6 @@ async fn run_size(n: usize, opts: &Options) -> Row {
         row.change_writes,
         row.change_kinds,
     );
-
-    row.leadership_lost = set
-        .leadership_losses(0)
-        .iter()
-        .zip(set.leadership_losses(1))
-        .map(|(a, b)| a + b)
-        .collect();
-    for m in mcsds {
-        stop(m).await;
-    }
-    for m in set.members {
-        m.cluster.shutdown().await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    row
 }
 
 fn check_binary() {

@@ -28,6 +28,7 @@ mod local;
 pub mod metrics;
 pub mod peers;
 mod queue;
+pub mod why;
 mod writers;
 
 use std::{
