@@ -225,11 +225,27 @@ impl DnsIndex {
 
     /// Replaces every ServiceImport with this list (a re-list).
     pub fn reset_service_imports(&mut self, imports: &[ServiceImport]) {
-        self.begin_service_import_relist();
-        for si in imports {
-            self.apply_service_import(si);
+        self.relist(
+            imports,
+            Self::begin_service_import_relist,
+            Self::apply_service_import,
+            Self::end_service_import_relist,
+        );
+    }
+
+    /// One re-list of `objects`: `begin`, `apply` each, `end`.
+    fn relist<T>(
+        &mut self,
+        objects: &[T],
+        begin: fn(&mut Self),
+        apply: fn(&mut Self, &T),
+        end: fn(&mut Self),
+    ) {
+        begin(self);
+        for o in objects {
+            apply(self, o);
         }
-        self.end_service_import_relist();
+        end(self);
     }
 
     /// Starts a re-list of ServiceImports: what it delivers is applied as it arrives (so the
@@ -301,11 +317,12 @@ impl DnsIndex {
 
     /// Replaces every EndpointSlice with this list (a re-list).
     pub fn reset_endpoint_slices(&mut self, slices: &[EndpointSlice]) {
-        self.begin_endpoint_slice_relist();
-        for es in slices {
-            self.apply_endpoint_slice(es);
-        }
-        self.end_endpoint_slice_relist();
+        self.relist(
+            slices,
+            Self::begin_endpoint_slice_relist,
+            Self::apply_endpoint_slice,
+            Self::end_endpoint_slice_relist,
+        );
     }
 
     /// Starts a re-list of EndpointSlices (see [`Self::begin_service_import_relist`]).

@@ -118,6 +118,16 @@ pub fn export_conditions(
 ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     use crate::conditions::condition;
     use mcsd_crds::names::conditions::{CONFLICT, READY, VALID, ready};
+    let valid_true = || {
+        condition(
+            previous,
+            VALID,
+            "True",
+            valid::VALID,
+            "the Service can be exported".into(),
+            now,
+        )
+    };
     match progress {
         Progress::Invalid(invalid) => vec![
             condition(
@@ -138,14 +148,7 @@ pub fn export_conditions(
             ),
         ],
         Progress::Publishing => vec![
-            condition(
-                previous,
-                VALID,
-                "True",
-                valid::VALID,
-                "the Service can be exported".into(),
-                now,
-            ),
+            valid_true(),
             condition(
                 previous,
                 READY,
@@ -157,14 +160,7 @@ pub fn export_conditions(
         ],
         Progress::Published(merged) => {
             let mut out = vec![
-                condition(
-                    previous,
-                    VALID,
-                    "True",
-                    valid::VALID,
-                    "the Service can be exported".into(),
-                    now,
-                ),
+                valid_true(),
                 condition(
                     previous,
                     READY,

@@ -101,13 +101,7 @@ fn builtin_columns(kind: &str) -> Option<Vec<Column>> {
         ],
         "Deployment" => vec![
             ("Name", 0, name_cell),
-            ("Ready", 0, |o| {
-                json!(format!(
-                    "{}/{}",
-                    int_at(o, "/status/readyReplicas"),
-                    int_at(o, "/spec/replicas")
-                ))
-            }),
+            ("Ready", 0, ready_of_replicas),
             ("Up-to-date", 0, |o| json!(int_at(o, "/status/updatedReplicas"))),
             ("Available", 0, |o| json!(int_at(o, "/status/availableReplicas"))),
             ("Age", 0, age_cell),
@@ -121,13 +115,7 @@ fn builtin_columns(kind: &str) -> Option<Vec<Column>> {
         ],
         "StatefulSet" => vec![
             ("Name", 0, name_cell),
-            ("Ready", 0, |o| {
-                json!(format!(
-                    "{}/{}",
-                    int_at(o, "/status/readyReplicas"),
-                    int_at(o, "/spec/replicas")
-                ))
-            }),
+            ("Ready", 0, ready_of_replicas),
             ("Age", 0, age_cell),
         ],
         "Job" => vec![
@@ -161,11 +149,7 @@ fn builtin_columns(kind: &str) -> Option<Vec<Column>> {
                     .flatten()
                     .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
                     .collect();
-                json!(if ports.is_empty() {
-                    "<none>".to_string()
-                } else {
-                    ports.join(",")
-                })
+                joined(&ports, "<none>")
             }),
             ("Age", 0, age_cell),
         ],
@@ -185,11 +169,7 @@ fn builtin_columns(kind: &str) -> Option<Vec<Column>> {
                     .flatten()
                     .map(|p| p["port"].to_string())
                     .collect();
-                json!(if ports.is_empty() {
-                    "<unset>".to_string()
-                } else {
-                    ports.join(",")
-                })
+                joined(&ports, "<unset>")
             }),
             ("Endpoints", 0, |o| {
                 let addrs: Vec<&str> = o
@@ -200,11 +180,7 @@ fn builtin_columns(kind: &str) -> Option<Vec<Column>> {
                     .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
                     .filter_map(Value::as_str)
                     .collect();
-                json!(if addrs.is_empty() {
-                    "<unset>".to_string()
-                } else {
-                    addrs.join(",")
-                })
+                joined(&addrs, "<unset>")
             }),
             ("Age", 0, age_cell),
         ],
@@ -287,4 +263,22 @@ pub fn table(info: &ResourceInfo, version: &str, items: &[Arc<Value>], metadata:
         })
         .collect();
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": defs, "rows": rows})
+}
+
+/// `READY` of a workload: ready replicas of those wanted (`2/3`).
+fn ready_of_replicas(o: &Value) -> Value {
+    json!(format!(
+        "{}/{}",
+        int_at(o, "/status/readyReplicas"),
+        int_at(o, "/spec/replicas")
+    ))
+}
+
+/// A cell listing `items` comma-separated, or `empty` when there are none (as kubectl prints).
+fn joined<S: AsRef<str>>(items: &[S], empty: &str) -> Value {
+    if items.is_empty() {
+        json!(empty)
+    } else {
+        json!(items.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(","))
+    }
 }
