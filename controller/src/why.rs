@@ -27,7 +27,6 @@ pub use self::{
     client::{admin_of, fetch, percent_encode},
     render::render,
 };
-pub use crate::daemon::why::Sources;
 
 /// What a name of the zone is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,13 +7,19 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use crate::api::Behaviour;
 use crate::behaviour;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::ipam::Addresses;
 use crate::kinds::{self, ResourceInfo};
 use crate::meta;
 use crate::schema;
+
+/// Settings of the cluster behaviours.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// The cluster's name (node names, messages).
+    pub cluster: String,
+}
 
 /// One cluster's admission: its behaviour and its address ranges.
 #[derive(Debug)]

@@ -80,13 +80,7 @@ pub struct DeleteOptions {
     /// Store nothing.
     pub dry_run: bool,
 }
-
-/// Settings of the cluster behaviours.
-#[derive(Debug, Clone)]
-pub struct Behaviour {
-    /// The cluster's name (node names, messages).
-    pub cluster: String,
-}
+pub use crate::admission::Behaviour;
 
 /// One cluster's API: the store, the resource table, tokens and address allocation.
 #[derive(Debug)]
@@ -156,6 +150,11 @@ impl Api {
     /// A resource by group, version and plural.
     pub fn lookup(&self, group: &str, version: &str, resource: &str) -> Option<Arc<ResourceInfo>> {
         self.registry.read().lookup(group, version, resource)
+    }
+
+    /// A built-in core (`v1`) resource.
+    pub(crate) fn core(&self, resource: &str) -> Arc<ResourceInfo> {
+        self.resource("", resource).expect("core resources are built in")
     }
 
     /// A resource by group and plural, at any version.
@@ -898,4 +897,15 @@ pub(crate) fn json_patch_onto(doc: &mut Value, patch: &Value) -> ApiResult<()> {
             format!("the JSON patch could not be applied: {e}"),
         )
     })
+}
+
+/// A built-in controller's write, logged (at debug) when it fails for a reason other than the
+/// object having gone or changed meanwhile: the next event brings the controller back.
+pub(crate) fn log_err(what: &str, r: ApiResult<impl Sized>) {
+    if let Err(error) = r
+        && error.code != 404
+        && error.code != 409
+    {
+        tracing::debug!(%error, what, "controller write failed");
+    }
 }

@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::api::{Api, Ctx, DeleteOptions, Propagation};
-use crate::error::ApiResult;
+use crate::api::{Api, Ctx, DeleteOptions, Propagation, log_err};
 use crate::kinds::ResourceInfo;
 use crate::meta;
 use crate::select::map_selector_matches;
@@ -59,10 +58,6 @@ fn info(api: &Api, gr: &GroupResource) -> Option<Arc<ResourceInfo>> {
     api.resource(&gr.group, &gr.resource)
 }
 
-pub(crate) fn core(api: &Api, resource: &str) -> Arc<ResourceInfo> {
-    api.resource("", resource).expect("core resources are built in")
-}
-
 /// The garbage collector's write of `new` over the object at `key` (stored version), logged when
 /// it fails for a reason other than the object having gone or changed meanwhile.
 fn gc_update(api: &Api, info: &ResourceInfo, key: &ObjectKey, new: Value, what: &str) {
@@ -78,15 +73,6 @@ fn gc_update(api: &Api, info: &ResourceInfo, key: &ObjectKey, new: Value, what: 
             &ctx("garbage-collector"),
         ),
     );
-}
-
-pub(crate) fn log_err(what: &str, r: ApiResult<impl Sized>) {
-    if let Err(error) = r
-        && error.code != 404
-        && error.code != 409
-    {
-        debug!(%error, what, "controller write failed");
-    }
 }
 
 fn handle(api: &Api, ev: &Event) {
@@ -120,7 +106,7 @@ fn handle(api: &Api, ev: &Event) {
             }
             "services" => reconcile_service(api, &ev.key.namespace, &ev.key.name),
             "pods" => {
-                let (services, _) = api.list(&core(api, "services"), Some(&ev.key.namespace));
+                let (services, _) = api.list(&api.core("services"), Some(&ev.key.namespace));
                 for svc in services {
                     let Some(sel) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
                         continue;
@@ -177,7 +163,7 @@ fn handle(api: &Api, ev: &Event) {
 }
 
 fn resync(api: &Api) {
-    let (namespaces, _) = api.list(&core(api, "namespaces"), None);
+    let (namespaces, _) = api.list(&api.core("namespaces"), None);
     for ns in &namespaces {
         let name = meta::meta_str(ns, "name");
         ensure_default_service_account(api, name);
@@ -185,7 +171,7 @@ fn resync(api: &Api) {
             clean_namespace(api, name);
         }
     }
-    let (services, _) = api.list(&core(api, "services"), None);
+    let (services, _) = api.list(&api.core("services"), None);
     for svc in &services {
         reconcile_service(api, meta::meta_str(svc, "namespace"), meta::meta_str(svc, "name"));
     }
@@ -231,7 +217,7 @@ fn resync(api: &Api) {
 }
 
 fn ensure_default_service_account(api: &Api, ns: &str) {
-    let sa = core(api, "serviceaccounts");
+    let sa = api.core("serviceaccounts");
     if api.get(&sa, ns, "default").is_err() {
         let body = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
         let r = api.create(&sa, "v1", ns, body, &ctx("service-account-controller"));
@@ -353,7 +339,7 @@ fn finish_owner(api: &Api, key: &ObjectKey) {
 /// A namespace being deleted: delete everything in it; once it is empty, remove the `kubernetes`
 /// finalizer so the namespace goes.
 fn clean_namespace(api: &Api, ns: &str) {
-    let ns_info = core(api, "namespaces");
+    let ns_info = api.core("namespaces");
     let Ok(namespace) = api.get(&ns_info, "", ns) else {
         return;
     };
@@ -429,7 +415,7 @@ pub fn reconcile_service(api: &Api, ns: &str, name: &str) {
         get("kubernetes.io/service-name") == Some(name)
             && get("endpointslice.kubernetes.io/managed-by") == Some(ENDPOINTSLICE_MANAGER)
     };
-    let svc = api.get(&core(api, "services"), ns, name).ok();
+    let svc = api.get(&api.core("services"), ns, name).ok();
     let ours: Vec<Arc<Value>> = match &svc {
         // Every slice this controller makes names its Service as owner: the store's owner index
         // finds them without a scan of the namespace (which would make each Service event cost
@@ -473,7 +459,7 @@ pub fn reconcile_service(api: &Api, ns: &str, name: &str) {
     if meta::is_deleting(&svc) {
         return;
     }
-    let (pods, _) = api.list(&core(api, "pods"), Some(ns));
+    let (pods, _) = api.list(&api.core("pods"), Some(ns));
     let pods: Vec<Arc<Value>> = pods
         .into_iter()
         .filter(|p| map_selector_matches(&selector, p))

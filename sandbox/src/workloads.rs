@@ -9,8 +9,8 @@
 
 use serde_json::{Value, json};
 
+use crate::api::log_err;
 use crate::api::{Api, Ctx, DeleteOptions};
-use crate::controllers::{core, log_err};
 use crate::events;
 use crate::meta;
 use crate::select::map_selector_matches;
@@ -310,7 +310,7 @@ pub fn reconcile_replica_set(api: &Api, ns: &str, name: &str) {
     let template = rs.pointer("/spec/template").cloned().unwrap_or(json!({}));
     let desired = replicas(&rs);
     let mut pods = owned(api, &rs, "", "pods");
-    let pods_info = core(api, "pods");
+    let pods_info = api.core("pods");
     let mut created = 0;
     while (pods.len() as i64) < desired {
         let mut pod = pod_from(
@@ -426,7 +426,7 @@ pub fn reconcile_stateful_set(api: &Api, ns: &str, name: &str) {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let pods_info = core(api, "pods");
+    let pods_info = api.core("pods");
     let pods = owned(api, &set, "", "pods");
     let ordinal = |p: &Value| -> Option<i64> {
         meta::meta_str(p, "name")
@@ -548,7 +548,7 @@ pub fn reconcile_job(api: &Api, ns: &str, name: &str) {
         .and_then(Value::as_i64)
         .unwrap_or(1);
     let template = job.pointer("/spec/template").cloned().unwrap_or(json!({}));
-    let pods_info = core(api, "pods");
+    let pods_info = api.core("pods");
     let mut pods = owned(api, &job, "", "pods");
     while (pods.len() as i64) < completions {
         let mut labels = template_labels(&template);

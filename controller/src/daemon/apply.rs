@@ -16,6 +16,11 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
 };
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{MetricType, counter::ConstCounter},
+};
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
@@ -284,6 +289,28 @@ impl Writes {
     /// The counts, for `/metrics`.
     pub fn snapshot(&self) -> BTreeMap<WriteKey, u64> {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// `mcsd_writes_total{kind,operation,outcome}`: the writes to the API server so far.
+impl Collector for Writes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut writes = encoder.encode_descriptor(
+            "writes",
+            "Writes to the API server, by kind, operation and outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((kind, operation, ok), n) in self.snapshot() {
+            let outcome = if ok { "success" } else { "error" };
+            let labels = [
+                ("kind", kind.as_str()),
+                ("operation", operation),
+                ("outcome", outcome),
+            ];
+            ConstCounter::new(n).encode(writes.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 

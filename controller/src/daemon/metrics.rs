@@ -1,6 +1,6 @@
 //! The daemon's metrics: peer sync state and lag; export→import propagation latency; services
 //! in conflict; what the guard refused; and the write counts, which live with the write path in
-//! [`super::apply::Writes`]. [`register`] puts them all in the admin listener's registry.
+//! `super::apply::Writes` (a collector of its own). [`register`] puts them all in the admin listener's registry.
 
 use std::{
     collections::BTreeMap,
@@ -14,7 +14,6 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::apply::Writes;
 use crate::view::View;
 
 /// Registers the daemon's metrics in `registry` (the admin listener's), a sub-registry for each
@@ -23,14 +22,14 @@ use crate::view::View;
 /// refused of the peers' records (`mcsd_peer_records_refused_total`). All are read when scraped.
 pub fn register(
     registry: &mut Registry,
-    writes: &Writes,
+    writes: &(impl Collector + Clone),
     peers: &Peers,
     flow: &Flow,
     view: &Arc<Mutex<View>>,
 ) {
     registry
         .sub_registry_with_prefix("mcsd")
-        .register_collector(Box::new(WriteCounts(writes.clone())));
+        .register_collector(Box::new(writes.clone()));
     registry
         .sub_registry_with_prefix("mcsd_peer")
         .register_collector(Box::new(peers.clone()));
@@ -305,31 +304,6 @@ impl Collector for Conflicts {
     }
 }
 
-/// `mcsd_writes_total{kind,operation,outcome}`: the writes to the API server so far.
-#[derive(Debug)]
-struct WriteCounts(Writes);
-
-impl Collector for WriteCounts {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let mut writes = encoder.encode_descriptor(
-            "writes",
-            "Writes to the API server, by kind, operation and outcome.",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((kind, operation, ok), n) in self.0.snapshot() {
-            let outcome = if ok { "success" } else { "error" };
-            let labels = [
-                ("kind", kind.as_str()),
-                ("operation", operation),
-                ("outcome", outcome),
-            ];
-            ConstCounter::new(n).encode(writes.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
 /// `mcsd_peer_records_refused_total{peer,reason}`: what the guard refused of each peer's records
 /// (`crate::guard`). No service names: cardinality is peers × reasons.
 #[derive(Debug)]
@@ -358,7 +332,8 @@ impl Collector for Refusals {
 
 /// What `/metrics` shows of these (with an empty View), as the admin listener encodes it.
 #[cfg(test)]
-pub(crate) fn scraped(writes: &Writes, peers: &Peers, flow: &Flow) -> String {
+#[cfg(test)]
+pub(crate) fn scraped(writes: &super::apply::Writes, peers: &Peers, flow: &Flow) -> String {
     let mut registry = Registry::default();
     register(&mut registry, writes, peers, flow, &Arc::default());
     mcsd_dns::admin::render(&registry)
@@ -367,6 +342,7 @@ pub(crate) fn scraped(writes: &Writes, peers: &Peers, flow: &Flow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::apply::Writes;
 
     #[test]
     fn peer_states_render_one_hot_and_report_transitions_once() {

@@ -109,7 +109,7 @@ pub struct Handle {
     /// that pass did not write is not going to be written without a new event.
     pub converged: watch::Receiver<bool>,
     /// What `mcsd why` reads.
-    pub why: crate::why::Sources,
+    pub why: why::Sources,
     stopped: watch::Receiver<bool>,
 }
 
@@ -232,7 +232,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         flow: flow.clone(),
     };
     let handle = Handle {
-        why: crate::why::Sources {
+        why: why::Sources {
             cluster: identity.cluster.clone(),
             view: view.clone(),
             peers: followers.states.clone(),
