@@ -53,6 +53,63 @@ enum Command {
     /// mcsd through its admin listener; in a cluster:
     /// `kubectl exec -n mcsd-system deploy/mcsd -- mcsd why NAME`.
     Why(WhyArgs),
+    /// Connect clusters, named by kubeconfig contexts, into one ClusterSet: for each pair, a
+    /// read-only identity in the exporting cluster and a peer Secret holding a short-lived token
+    /// for it in the importing one. Checks every cluster before writing anything; running it
+    /// again changes nothing.
+    Join(JoinArgs),
+    /// Undo `mcsd join`: the peer Secrets removed and the identities deleted, so every token
+    /// issued for them stops working at once.
+    Leave(LeaveArgs),
+}
+
+/// `mcsd join`.
+#[derive(Debug, clap::Args)]
+struct JoinArgs {
+    /// The kubeconfig contexts of the clusters to join (two or more): every pair, both ways.
+    #[arg(value_name = "CONTEXT", num_args = 2.., required = true)]
+    contexts: Vec<String>,
+    /// Only the first context exports to the others (they import from it; it imports nothing).
+    #[arg(long)]
+    one_way: bool,
+    /// Check every cluster and print every object that would be written; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The API server address the other clusters use for CONTEXT, when the kubeconfig's is not
+    /// reachable from them (`--server ctx-a=https://10.0.0.1:6443`); may be repeated.
+    #[arg(long, value_name = "CONTEXT=URL", value_parser = context_value)]
+    server: Vec<(String, String)>,
+    /// How long each peer token lives, in seconds (the importing mcsd renews it before then).
+    #[arg(long, value_name = "SECONDS", default_value_t = 86400, value_parser = clap::value_parser!(u64).range(600..=31_536_000))]
+    token_ttl: u64,
+    /// The kubeconfig holding the contexts (default: KUBECONFIG, several files merged, else
+    /// ~/.kube/config, as kubectl finds it).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+}
+
+/// `mcsd leave`.
+#[derive(Debug, clap::Args)]
+struct LeaveArgs {
+    /// The kubeconfig contexts of the clusters to part (two or more): every pair, both ways.
+    #[arg(value_name = "CONTEXT", num_args = 2.., required = true)]
+    contexts: Vec<String>,
+    /// Only the first context stops exporting to the others.
+    #[arg(long)]
+    one_way: bool,
+    /// The kubeconfig holding the contexts (as for `mcsd join`).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+}
+
+/// `CONTEXT=URL`.
+fn context_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((context, url)) if !context.is_empty() && url.starts_with("https://") => {
+            Ok((context.to_string(), url.to_string()))
+        }
+        _ => Err(format!("{s:?} is not CONTEXT=https://HOST:PORT")),
+    }
 }
 
 /// `mcsd why`.
@@ -95,10 +152,15 @@ struct SandboxArgs {
     /// How many clusters to run (1 to 26).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=26))]
     clusters: u8,
-    /// Where to write `<cluster>.kubeconfig` for every cluster and `sandbox.json`
+    /// Where to write `<cluster>.kubeconfig` for every cluster, `kubeconfig` with all of them (a
+    /// context per cluster, named after it) and `sandbox.json`
     /// (`[{"name", "kubeconfig", "api", "dns", "admin"}]`).
     #[arg(long, value_name = "DIR", default_value = "./sandbox-state")]
     dir: PathBuf,
+    /// Start the clusters unconnected: each mcsd has no peers until `mcsd join` connects them
+    /// (`mcsd join --kubeconfig DIR/kubeconfig cluster-a cluster-b …`).
+    #[arg(long)]
+    no_peers: bool,
 }
 
 /// `mcsd dns`.
@@ -192,6 +254,8 @@ impl Cli {
             Command::Sandbox(args) => args.run(),
             Command::Dns(args) => args.run(),
             Command::Why(args) => args.run(),
+            Command::Join(args) => args.run(),
+            Command::Leave(args) => args.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -231,11 +295,15 @@ impl CrdsArgs {
 #[cfg(feature = "sandbox")]
 impl SandboxArgs {
     fn run(self) -> anyhow::Result<()> {
-        let Self { clusters, dir } = self;
+        let Self {
+            clusters,
+            dir,
+            no_peers,
+        } = self;
         // Three daemons' worth of info lines would bury the sandbox's own output.
         init_tracing_at("warn");
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(crate::sandbox::run(usize::from(clusters), &dir))
+        runtime.block_on(crate::sandbox::run(usize::from(clusters), &dir, !no_peers))
     }
 }
 impl WhyArgs {
@@ -264,6 +332,67 @@ impl WhyArgs {
         std::io::stdout().lock().write_all(text.as_bytes())?;
         Ok(())
     }
+}
+
+impl JoinArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let Self {
+            contexts,
+            one_way,
+            dry_run,
+            server,
+            token_ttl,
+            kubeconfig,
+        } = self;
+        for (context, _) in &server {
+            anyhow::ensure!(
+                contexts.contains(context),
+                "--server names context {context:?}, which is not one of those to join ({})",
+                contexts.join(", ")
+            );
+        }
+        let options = crate::join::JoinOptions {
+            dry_run,
+            token_ttl: Duration::from_secs(token_ttl),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let lines = runtime.block_on(crate::join::join(
+            kubeconfig.as_deref(),
+            &contexts,
+            &server.into_iter().collect(),
+            one_way,
+            &options,
+        ))?;
+        print_lines(&lines)
+    }
+}
+
+impl LeaveArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let Self {
+            contexts,
+            one_way,
+            kubeconfig,
+        } = self;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?;
+        let lines = runtime.block_on(crate::join::leave(kubeconfig.as_deref(), &contexts, one_way))?;
+        print_lines(&lines)
+    }
+}
+
+fn print_lines(lines: &[String]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
 }
 
 impl DnsArgs {

@@ -13,6 +13,7 @@ pub mod export;
 pub mod guard;
 pub mod identity;
 pub mod import;
+pub mod join;
 pub mod kubeconfig;
 pub mod merge;
 pub mod objects;

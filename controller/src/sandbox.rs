@@ -52,9 +52,15 @@ pub struct Member {
 /// Starts the `index`th member, installs the project's namespace and RBAC manifests, and writes
 /// its kubeconfig into `dir`.
 pub async fn start_member(index: usize, dir: &Path) -> anyhow::Result<Member> {
-    let cluster = Cluster::start(ClusterConfig::nth(index))
+    start_member_with(ClusterConfig::nth(index), dir).await
+}
+
+/// [`start_member`] with a configuration of its own.
+pub async fn start_member_with(config: ClusterConfig, dir: &Path) -> anyhow::Result<Member> {
+    let name = config.name.clone();
+    let cluster = Cluster::start(config)
         .await
-        .with_context(|| format!("starting cluster {index}"))?;
+        .with_context(|| format!("starting cluster {name}"))?;
     let kubeconfig = dir.join(format!("{}.kubeconfig", cluster.name()));
     std::fs::write(&kubeconfig, cluster.kubeconfig_yaml())
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
@@ -85,6 +91,9 @@ pub struct Options {
     pub limits: crate::guard::Limits,
     /// Per peer: the only ranges its endpoint addresses may be in (`--peer-ranges`).
     pub peer_ranges: std::collections::BTreeMap<mcsd_crds::ClusterId, Vec<ipnet::IpNet>>,
+    /// Peer every mcsd with every other cluster from the start (`--no-peers`: none, for
+    /// `mcsd join` to connect them).
+    pub peered: bool,
 }
 
 impl Default for Options {
@@ -95,6 +104,7 @@ impl Default for Options {
             give_up_lease: true,
             limits: crate::guard::Limits::default(),
             peer_ranges: Default::default(),
+            peered: true,
         }
     }
 }
@@ -118,7 +128,7 @@ pub async fn start_mcsd(
     let identity = crate::identity::establish(&client, None, None).await?;
     let mut peers = Vec::new();
     for (j, other) in clusters.iter().enumerate() {
-        if j != index {
+        if j != index && options.peered {
             peers.push(daemon::Peer {
                 cluster: other.name().parse()?,
                 client: other.service_account_client("mcsd-system", "mcsd-peer").await?,
@@ -216,9 +226,24 @@ pub fn manifest(members: &[Member]) -> serde_json::Value {
     )
 }
 
-/// Starts `clusters` members, each with mcsd and DNS, writes the files, prints `sandbox ready`
-/// once every mcsd is ready and every zone is synced, and runs until SIGINT or SIGTERM.
-pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
+/// One kubeconfig with every member's admin credentials, a context per cluster named after it
+/// (`DIR/kubeconfig`: `kubectl --context cluster-b`, `mcsd join cluster-a cluster-b`).
+pub fn merged_kubeconfig(members: &[Member]) -> anyhow::Result<String> {
+    let mut merged: Option<kube::config::Kubeconfig> = None;
+    for m in members {
+        let one = kube::config::Kubeconfig::from_yaml(&m.cluster.kubeconfig_yaml())?;
+        merged = Some(match merged {
+            None => one,
+            Some(all) => all.merge(one)?,
+        });
+    }
+    Ok(serde_yaml::to_string(&merged.unwrap_or_default())?)
+}
+
+/// Starts `clusters` members, each with mcsd and DNS (peered with each other unless `peered` is
+/// false), writes the files, prints `sandbox ready` once every mcsd is ready and every zone is
+/// synced, and runs until SIGINT or SIGTERM.
+pub async fn run(clusters: usize, dir: &Path, peered: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -231,7 +256,11 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
     let mut running = Vec::new();
     for index in 0..clusters {
         let all: Vec<&Cluster> = members.iter().map(|m| &m.cluster).collect();
-        let mcsd = start_mcsd(&all, index, &Options::default(), shutdown.clone()).await?;
+        let options = Options {
+            peered,
+            ..Options::default()
+        };
+        let mcsd = start_mcsd(&all, index, &options, shutdown.clone()).await?;
         members[index].dns = Some(mcsd.dns);
         members[index].admin = Some(mcsd.admin);
         running.push(mcsd);
@@ -241,6 +270,9 @@ pub async fn run(clusters: usize, dir: &Path) -> anyhow::Result<()> {
     }
     // Handle SIGTERM from before `sandbox ready` is printed: whoever reads that line may stop us.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, merged_kubeconfig(&members)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     let path = dir.join("sandbox.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&manifest(&members))?)
         .with_context(|| format!("writing {}", path.display()))?;

@@ -40,6 +40,9 @@ pub struct ClusterConfig {
     pub event_log_capacity: usize,
     /// Install mcsd's CRDs and set the cluster's ClusterProperties at start.
     pub install_crds: bool,
+    /// The shortest lifetime a TokenRequest may ask for: 10 minutes, as kube-apiserver; tests
+    /// of token renewal lower it to run several lifetimes in seconds.
+    pub min_token_lifetime: Duration,
 }
 
 impl ClusterConfig {
@@ -70,6 +73,7 @@ impl ClusterConfig {
             bookmark_interval: Duration::from_secs(5),
             event_log_capacity: 100_000,
             install_crds: true,
+            min_token_lifetime: Duration::from_secs(600),
         }
     }
 
@@ -167,6 +171,7 @@ impl Cluster {
         let shutdown = CancellationToken::new();
         let settings = ServerSettings {
             bookmark_interval: self.config.bookmark_interval,
+            min_token_lifetime: self.config.min_token_lifetime,
             address: self.addr.to_string(),
             held: self.held.clone(),
         };

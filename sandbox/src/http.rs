@@ -33,6 +33,8 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct ServerSettings {
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// The shortest lifetime a TokenRequest may ask for.
+    pub min_token_lifetime: Duration,
     /// `serverAddress` in `/api` (`127.0.0.1:PORT`).
     pub address: String,
     /// Resources (plural names) whose requests are held unanswered, for fault injection.

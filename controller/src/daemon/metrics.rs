@@ -92,6 +92,20 @@ pub struct PeerStatus {
     /// When the peer last proved current: its records listed, or a probe answered while its
     /// watches ran. How stale this cluster's copy of its records may be is the time since.
     pub last_contact: Option<std::time::Instant>,
+    /// When the peer's credentials expire (seconds since the Unix epoch), where known (a peer
+    /// Secret written by `mcsd join`, renewed by this mcsd before then).
+    pub credential_expiry: Option<i64>,
+}
+
+impl PeerStatus {
+    fn new() -> Self {
+        Self {
+            state: PeerState::Connecting,
+            last_sync: None,
+            last_contact: None,
+            credential_expiry: None,
+        }
+    }
 }
 
 /// Every peer's state, for `/metrics`, readiness and the import conditions.
@@ -111,11 +125,7 @@ impl Peers {
     /// Sets `peer`'s state; returns whether it changed (to log transitions only).
     pub fn set(&self, peer: &str, state: PeerState) -> bool {
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = states.entry(peer.to_string()).or_insert(PeerStatus {
-            state: PeerState::Connecting,
-            last_sync: None,
-            last_contact: None,
-        });
+        let entry = states.entry(peer.to_string()).or_insert_with(PeerStatus::new);
         if state == PeerState::Synced {
             entry.last_sync = Some(unix_now());
             entry.last_contact = Some(std::time::Instant::now());
@@ -123,6 +133,16 @@ impl Peers {
         let changed = entry.state != state;
         entry.state = state;
         changed
+    }
+
+    /// Sets when `peer`'s credentials expire (`None`: not known).
+    pub fn set_credential_expiry(&self, peer: &str, at: Option<i64>) {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer.to_string())
+            .or_insert_with(PeerStatus::new)
+            .credential_expiry = at;
     }
 
     /// Notes that `peer` answered a probe while followed: its records are current as of now.
@@ -214,6 +234,17 @@ impl Collector for Peers {
             if let Some(t) = status.last_contact {
                 let seconds = t.elapsed().as_secs_f64();
                 ConstGauge::new(seconds).encode(lag.encode_family(&[("peer", peer.as_str())])?)?;
+            }
+        }
+        let mut expiry = encoder.encode_descriptor(
+            "credential_expiry_timestamp",
+            "When each peer's credentials expire, where mcsd renews them (peer Secrets written by              `mcsd join`): a value that comes near the present means renewal is failing.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (peer, status) in &states {
+            if let Some(t) = status.credential_expiry {
+                ConstGauge::new(t).encode(expiry.encode_family(&[("peer", peer.as_str())])?)?;
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //! for this cluster's own), and the peers given as Secrets (`peers/secrets.rs`).
 
 mod follow;
+pub mod renew;
 mod secrets;
 
 pub use self::{
@@ -300,7 +301,11 @@ async fn run_peer<F>(peer: Peer, shared: Shared<F>, synced: watch::Sender<bool>)
 where
     F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
 {
-    set_state(&shared.states, &peer.cluster, PeerState::Connecting);
+    // A supervisor taking over from one with older credentials (a renewal, a rotation) keeps the
+    // state it finds until its own admission decides: a routine renewal does not flap.
+    if shared.states.get(peer.cluster.as_str()).is_none() {
+        set_state(&shared.states, &peer.cluster, PeerState::Connecting);
+    }
     let mut delay = Duration::from_secs(1);
     let mut failing = Failing::default();
     // Admission: identity, ClusterSet and rights.

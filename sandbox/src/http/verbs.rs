@@ -197,7 +197,7 @@ impl Call {
             "watch" => watch(api, info, version, ns, query, settings, shutdown),
             "create" if !name.is_empty() && info.kind == "ServiceAccount" && subresource == "token" => {
                 let mut tr = parse_body(&read_body(req).await?, content_type)?;
-                let ttl = token_request_lifetime(&tr, name)?;
+                let ttl = token_request_lifetime(&tr, name, settings.min_token_lifetime)?;
                 let (token, expires) = api.issue_service_account_token(ns, name, Some(ttl))?;
                 tr["apiVersion"] = json!("authentication.k8s.io/v1");
                 tr["kind"] = json!("TokenRequest");
@@ -295,7 +295,7 @@ impl Call {
 
 /// A TokenRequest's lifetime: `spec.expirationSeconds`, one hour by default, between 10 minutes
 /// and 2^32 seconds as the API server validates it.
-fn token_request_lifetime(request: &Value, name: &str) -> ApiResult<Duration> {
+fn token_request_lifetime(request: &Value, name: &str, min: Duration) -> ApiResult<Duration> {
     let field = "spec.expirationSeconds";
     let Some(value) = request
         .pointer("/spec/expirationSeconds")
@@ -312,7 +312,13 @@ fn token_request_lifetime(request: &Value, name: &str) -> ApiResult<Duration> {
         )
     };
     match value.as_i64() {
-        Some(s) if s < 600 => Err(invalid("may not specify a duration less than 10 minutes")),
+        Some(s) if s < i64::try_from(min.as_secs()).unwrap_or(i64::MAX) => {
+            Err(invalid(&if min.as_secs() == 600 {
+                "may not specify a duration less than 10 minutes".to_string()
+            } else {
+                format!("may not specify a duration less than {} seconds", min.as_secs())
+            }))
+        }
         Some(s) if s > 1 << 32 => Err(invalid("may not specify a duration larger than 2^32 seconds")),
         Some(s) => Ok(Duration::from_secs(s.unsigned_abs())),
         None => Err(ApiError::bad_request(format!("{field} must be an integer"))),

@@ -9,7 +9,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::{Shared, change_view, supervise};
+use super::{
+    Shared, change_view,
+    renew::{Renewal, renew},
+    supervise,
+};
 use crate::{
     daemon::{Peer, driver},
     view::Key,
@@ -128,7 +132,7 @@ pub async fn follow_secrets<F>(
     F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
 {
     use k8s_openapi::api::core::v1::Secret;
-    let api: Api<Secret> = Api::namespaced(client, &shared.namespace);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &shared.namespace);
     let mut secrets = driver::Watch::new(api, watcher::Config::default().labels(LABEL_PEER), |_| {});
     // By Secret name.
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
@@ -197,10 +201,34 @@ pub async fn follow_secrets<F>(
             initial.push((peer.cluster.clone(), rx));
         }
         let cluster = peer.cluster.clone();
+        let renewal = Renewal::of(&secret);
+        shared
+            .states
+            .set_credential_expiry(cluster.as_str(), renewal.as_ref().map(|r| r.expires.as_second()));
+        let renewing = renewal.map(|r| {
+            renew(
+                peer.client.clone(),
+                client.clone(),
+                shared.namespace.clone(),
+                secret_name.clone(),
+                r,
+                stop.clone(),
+            )
+        });
         let mut own = shared.clone();
         own.shutdown = stop.clone();
         let span = tracing::info_span!("peer", peer = %peer.cluster);
-        let task = tokio::spawn(supervise(peer, own, tx).instrument(span));
+        let task = tokio::spawn(
+            async move {
+                let renewing = async {
+                    if let Some(r) = renewing {
+                        r.await;
+                    }
+                };
+                tokio::join!(supervise(peer, own, tx), renewing);
+            }
+            .instrument(span),
+        );
         running.insert(
             secret_name,
             Running {

@@ -1,0 +1,842 @@
+//! `mcsd join` and `mcsd leave`: connecting clusters named by kubeconfig contexts.
+//!
+//! ```text
+//!  mcsd join ctx-a ctx-b      for each ordered pair (exporter E, importer I):
+//!    in E: ServiceAccount mcsd-system/mcsd-peer-<I>, bound to the Role mcsd-peer (read the
+//!          exchange records) and the ClusterRole mcsd-peer-identity (read the two ClusterProperties),
+//!          and a Role mcsd-peer-<I>-renew: `create` on its own `serviceaccounts/token`, nothing else
+//!    in I: a Role mcsd-renew-peer-<E> letting I's mcsd patch that one Secret (nothing more), and
+//!          Secret mcsd-system/peer-<E> (label mcsd.io/peer): E's id and a kubeconfig holding a
+//!          TokenRequest token of that ServiceAccount, with its expiry and lifetime; I's mcsd renews
+//!          it halfway through its life (`daemon/peers/renew.rs`)
+//! ```
+//!
+//! Every context is checked before anything is written ([`survey`]): reachable, mcsd installed,
+//! cluster ids set and distinct, one ClusterSet, clocks that agree. Writes are server-side
+//! applies, and a Secret whose token is still good for more than half its lifetime is left as it
+//! is, so a second run writes nothing. `mcsd leave` deletes the Secrets and the ServiceAccounts:
+//! every token issued for them stops working at once.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::{
+    ByteString,
+    api::{
+        authentication::v1::{TokenRequest, TokenRequestSpec},
+        core::v1::{Namespace, Secret, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use mcsd_crds::{
+    ClusterId,
+    about::v1beta1::ClusterProperty,
+    mcs::v1beta1::{ServiceExport, ServiceImport},
+    names::{PROPERTY_CLUSTER_ID, PROPERTY_CLUSTERSET},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use crate::{
+    daemon::peers::{
+        LABEL_PEER, SECRET_KEY_KUBECONFIG, SECRET_KEY_NAME,
+        renew::{ANNOTATION_SERVICE_ACCOUNT, ANNOTATION_TOKEN_EXPIRES, ANNOTATION_TOKEN_LIFETIME},
+    },
+    exchange::DEFAULT_NAMESPACE,
+    preflight::{self, Access, Hints},
+};
+
+/// The field manager of what `mcsd join` writes.
+const MANAGER: &str = "mcsd-join";
+/// The Role and ClusterRole `manifests/rbac.yaml` installs for peers.
+const PEER_ROLE: &str = "mcsd-peer";
+const PEER_IDENTITY_ROLE: &str = "mcsd-peer-identity";
+/// The largest clock difference between two clusters `mcsd join` accepts: tokens carry expiry
+/// times, and a peer's clock decides when they stop working.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+/// The kubeconfig as kubectl finds it: `--kubeconfig`, else `KUBECONFIG` (several files merged),
+/// else `~/.kube/config`.
+pub fn load_kubeconfig(explicit: Option<&Path>) -> anyhow::Result<Kubeconfig> {
+    match explicit {
+        Some(path) => Kubeconfig::read_from(path).with_context(|| {
+            format!(
+                "cannot read kubeconfig {} (give the file with every context to join)",
+                path.display()
+            )
+        }),
+        None => Kubeconfig::read().context(
+            "cannot read the kubeconfig from KUBECONFIG or ~/.kube/config: give one with --kubeconfig FILE",
+        ),
+    }
+}
+
+/// One cluster, by its context, as `mcsd join` found it.
+#[allow(missing_debug_implementations)]
+pub struct Member {
+    /// The context's name.
+    pub context: String,
+    /// A client with the context's credentials.
+    pub client: Client,
+    /// The API server's address as this machine reaches it.
+    pub url: String,
+    /// The address written into the other clusters' kubeconfigs (`--server`, else `url`).
+    pub server: String,
+    /// The API server's CA, PEM (none: the system's roots).
+    pub ca_pem: Option<String>,
+    /// The cluster's id (its ClusterProperty).
+    pub id: ClusterId,
+    /// Its ClusterSet.
+    pub clusterset: String,
+    /// Its API server's clock minus this machine's, from the `Date` of a response.
+    pub clock_offset: Option<i64>,
+}
+
+/// Connects to `context` and checks that mcsd can be joined there: reachable, the CRDs served,
+/// mcsd's namespace and peer roles installed, the cluster's id and ClusterSet set. Every failure
+/// is one line that names the context and the fix.
+pub async fn connect(kubeconfig: &Kubeconfig, context: &str, server: Option<&str>) -> anyhow::Result<Member> {
+    if !kubeconfig.contexts.iter().any(|c| c.name == context) {
+        let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+        bail!(
+            "the kubeconfig has no context {context:?} (it has {}): name contexts as `kubectl config get-contexts` lists them",
+            known.join(", ")
+        );
+    }
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+        .await
+        .with_context(|| format!("context {context}: the kubeconfig entry is not usable"))?;
+    let url = config.cluster_url.to_string();
+    let ca_pem = ca_of(kubeconfig, context)?;
+    let client =
+        Client::try_from(config).with_context(|| format!("context {context}: cannot build a client"))?;
+    let clock_offset = clock_offset(&client)
+        .await
+        .map_err(|e| anyhow::anyhow!("context {context}: cannot reach the API server at {url}: {e}; check that the cluster is up and the kubeconfig's server address"))?;
+    let hints = Hints {
+        forbidden: " and use an admin context: `mcsd join` creates ServiceAccounts, bindings and Secrets",
+        renew: "give the context fresh credentials",
+    };
+    let who = format!("context {context}");
+    for (access, result) in [
+        (
+            "serviceexports.multicluster.x-k8s.io",
+            preflight::check(
+                Api::<ServiceExport>::all(client.clone()),
+                &url,
+                &who,
+                None,
+                crd("serviceexports.multicluster.x-k8s.io"),
+                hints,
+            )
+            .await,
+        ),
+        (
+            "serviceimports.multicluster.x-k8s.io",
+            preflight::check(
+                Api::<ServiceImport>::all(client.clone()),
+                &url,
+                &who,
+                None,
+                crd("serviceimports.multicluster.x-k8s.io"),
+                hints,
+            )
+            .await,
+        ),
+        (
+            "clusterproperties.about.k8s.io",
+            preflight::check(
+                Api::<ClusterProperty>::all(client.clone()),
+                &url,
+                &who,
+                None,
+                crd("clusterproperties.about.k8s.io"),
+                hints,
+            )
+            .await,
+        ),
+    ] {
+        result.map_err(|e| match e {
+            preflight::Error::CrdMissing { .. } => anyhow::anyhow!(
+                "context {context} lacks the CRD {access}: mcsd is not installed there; run `kubectl apply -k manifests/` in it first"
+            ),
+            other => anyhow::anyhow!(other),
+        })?;
+    }
+    let installed = async {
+        let namespace = Api::<Namespace>::all(client.clone())
+            .get_opt(DEFAULT_NAMESPACE)
+            .await?;
+        let role = Api::<Role>::namespaced(client.clone(), DEFAULT_NAMESPACE)
+            .get_opt(PEER_ROLE)
+            .await?;
+        let identity = Api::<ClusterRole>::all(client.clone())
+            .get_opt(PEER_IDENTITY_ROLE)
+            .await?;
+        kube::Result::<[(bool, String); 3]>::Ok([
+            (namespace.is_some(), format!("namespace {DEFAULT_NAMESPACE}")),
+            (role.is_some(), format!("Role {DEFAULT_NAMESPACE}/{PEER_ROLE}")),
+            (identity.is_some(), format!("ClusterRole {PEER_IDENTITY_ROLE}")),
+        ])
+    };
+    for (present, what) in installed
+        .await
+        .with_context(|| format!("context {context}: reading mcsd's installation"))?
+    {
+        if !present {
+            bail!(
+                "context {context} has no {what}: mcsd is not installed there; run `kubectl apply -k manifests/` in it first"
+            );
+        }
+    }
+    let properties: Api<ClusterProperty> = Api::all(client.clone());
+    let property = |name: &'static str| {
+        let properties = properties.clone();
+        async move {
+            match properties.get_opt(name).await {
+                Ok(Some(p)) if !p.spec.value.is_empty() => Ok(p.spec.value),
+                Ok(_) => Err(anyhow::anyhow!(
+                    "context {context} has no ClusterProperty {name}: set it (README, \"Naming the cluster\") before joining"
+                )),
+                Err(e) => Err(anyhow::anyhow!(
+                    "context {context}: reading ClusterProperty {name}: {e}"
+                )),
+            }
+        }
+    };
+    let id_text = property(PROPERTY_CLUSTER_ID).await?;
+    let id: ClusterId = id_text.parse().map_err(|e| {
+        anyhow::anyhow!("context {context}: its cluster id {id_text:?} is not usable ({e}): set a DNS label")
+    })?;
+    let clusterset = property(PROPERTY_CLUSTERSET).await?;
+    Ok(Member {
+        context: context.to_string(),
+        client,
+        server: server.map_or_else(|| url.clone(), str::to_string),
+        url,
+        ca_pem,
+        id,
+        clusterset,
+        clock_offset,
+    })
+}
+
+fn crd(resource: &'static str) -> Access {
+    Access { resource, crd: true }
+}
+
+/// The CA of `context`'s cluster, PEM, from `certificate-authority-data` or the file
+/// `certificate-authority` names.
+fn ca_of(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<Option<String>> {
+    let cluster_name = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .unwrap_or_default();
+    let Some(cluster) = kubeconfig
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.as_ref())
+    else {
+        bail!("context {context}: the kubeconfig has no cluster {cluster_name:?}");
+    };
+    if let Some(data) = &cluster.certificate_authority_data {
+        use base64::Engine as _;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .with_context(|| format!("context {context}: certificate-authority-data is not base64"))?;
+        return Ok(Some(String::from_utf8_lossy(&pem).into_owned()));
+    }
+    if let Some(path) = &cluster.certificate_authority {
+        return std::fs::read_to_string(path)
+            .map(Some)
+            .with_context(|| format!("context {context}: reading its certificate-authority {path}"));
+    }
+    Ok(None)
+}
+
+/// The API server's clock minus ours, in seconds, from the `Date` of its `/version` answer
+/// (`None` when it sends none). Fails when the server cannot be reached.
+async fn clock_offset(client: &Client) -> Result<Option<i64>, String> {
+    let request = http::Request::get("/version")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let sent = Timestamp::now();
+    let response = client
+        .send(request.map(kube::client::Body::from))
+        .await
+        .map_err(|e| preflight::one_line(&e))?;
+    let received = Timestamp::now();
+    let Some(date) = response
+        .headers()
+        .get(http::header::DATE)
+        .and_then(|d| d.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let Ok(theirs) = k8s_openapi::jiff::fmt::rfc2822::parse(date).map(|z| z.timestamp()) else {
+        return Ok(None);
+    };
+    let ours = (sent.as_millisecond() + received.as_millisecond()) / 2;
+    Ok(Some((theirs.as_millisecond() - ours) / 1000))
+}
+
+/// Checks what holds between the clusters: distinct ids, one ClusterSet, clocks within
+/// [`MAX_CLOCK_SKEW`].
+pub fn check_together(members: &[Member]) -> anyhow::Result<()> {
+    let mut by_id: BTreeMap<&ClusterId, &str> = BTreeMap::new();
+    for m in members {
+        if let Some(other) = by_id.insert(&m.id, &m.context) {
+            bail!(
+                "contexts {other} and {} both say they are cluster {}: each cluster needs its own id (ClusterProperty {PROPERTY_CLUSTER_ID})",
+                m.context,
+                m.id
+            );
+        }
+    }
+    if let Some(first) = members.first() {
+        for m in &members[1..] {
+            if m.clusterset != first.clusterset {
+                bail!(
+                    "context {} is in ClusterSet {:?} and {} in {:?}: only clusters of one ClusterSet can be joined (ClusterProperty {PROPERTY_CLUSTERSET})",
+                    first.context,
+                    first.clusterset,
+                    m.context,
+                    m.clusterset
+                );
+            }
+        }
+    }
+    let offsets: Vec<(i64, &str)> = members
+        .iter()
+        .filter_map(|m| m.clock_offset.map(|o| (o, m.context.as_str())))
+        .collect();
+    if let (Some(min), Some(max)) = (offsets.iter().min(), offsets.iter().max())
+        && (max.0 - min.0).unsigned_abs() > MAX_CLOCK_SKEW.as_secs()
+    {
+        bail!(
+            "the clocks of contexts {} and {} differ by {} s (more than {} s): peer tokens expire by the clock of the cluster that issued them; synchronise the clocks (NTP) first",
+            min.1,
+            max.1,
+            max.0 - min.0,
+            MAX_CLOCK_SKEW.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// The ordered pairs (exporter, importer) to join: every pair both ways, or with `one_way` from
+/// the first context to each of the others (the others import from the first).
+pub fn pairs(count: usize, one_way: bool) -> Vec<(usize, usize)> {
+    if one_way {
+        (1..count).map(|i| (0, i)).collect()
+    } else {
+        (0..count)
+            .flat_map(|e| (0..count).filter(move |i| *i != e).map(move |i| (e, i)))
+            .collect()
+    }
+}
+
+/// The name of the ServiceAccount in an exporting cluster that `importer` reads it as.
+pub fn peer_account(importer: &ClusterId) -> String {
+    format!("mcsd-peer-{importer}")
+}
+
+/// The name of the Secret in an importing cluster that holds `exporter`'s credentials.
+pub fn peer_secret(exporter: &ClusterId) -> String {
+    format!("peer-{exporter}")
+}
+
+/// The name of the Role (and its binding) in an exporting cluster that lets `importer` renew its
+/// own token.
+pub fn renew_role(importer: &ClusterId) -> String {
+    format!("mcsd-peer-{importer}-renew")
+}
+
+/// The Role and RoleBinding that let `importer`'s ServiceAccount mint tokens for itself, and only
+/// for itself (`create` on `serviceaccounts/token`, by name).
+fn renewal_objects(importer: &ClusterId) -> (Role, RoleBinding) {
+    let account = peer_account(importer);
+    let name = renew_role(importer);
+    let labels = json!({"app.kubernetes.io/name": "mcsd", "mcsd.io/peer-for": importer.as_str()});
+    let role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
+        "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [account], "verbs": ["create"]}],
+    }))
+    .expect("a Role");
+    let binding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": DEFAULT_NAMESPACE}],
+    }))
+    .expect("a RoleBinding");
+    (role, binding)
+}
+
+/// The name of the Role (and its binding) in an importing cluster that lets its mcsd write the
+/// renewed token into the Secret for `exporter`.
+pub fn secret_role(exporter: &ClusterId) -> String {
+    format!("mcsd-renew-peer-{exporter}")
+}
+
+/// The Role and RoleBinding that let the importing cluster's mcsd (ServiceAccount `mcsd`) read and
+/// patch the one peer Secret for `exporter`: its RBAC from `manifests/` reads Secrets and writes
+/// none.
+fn secret_objects(exporter: &ClusterId) -> (Role, RoleBinding) {
+    let name = secret_role(exporter);
+    let labels = json!({"app.kubernetes.io/name": "mcsd", "mcsd.io/peer-of": exporter.as_str()});
+    let role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [peer_secret(exporter)], "verbs": ["get", "patch"]}],
+    }))
+    .expect("a Role");
+    let binding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": "mcsd", "namespace": DEFAULT_NAMESPACE}],
+    }))
+    .expect("a RoleBinding");
+    (role, binding)
+}
+
+/// The objects one pair needs in the exporting cluster.
+fn exporter_objects(importer: &ClusterId) -> (ServiceAccount, RoleBinding, ClusterRoleBinding) {
+    let account = peer_account(importer);
+    let labels = json!({"app.kubernetes.io/name": "mcsd", "mcsd.io/peer-for": importer.as_str()});
+    let subject = json!([{"kind": "ServiceAccount", "name": account, "namespace": DEFAULT_NAMESPACE}]);
+    let sa = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": account, "namespace": DEFAULT_NAMESPACE, "labels": labels},
+        "automountServiceAccountToken": false,
+    }))
+    .expect("a ServiceAccount");
+    let rb = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": account, "namespace": DEFAULT_NAMESPACE, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": PEER_ROLE},
+        "subjects": subject,
+    }))
+    .expect("a RoleBinding");
+    let crb = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{PEER_IDENTITY_ROLE}-{importer}"), "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PEER_IDENTITY_ROLE},
+        "subjects": subject,
+    }))
+    .expect("a ClusterRoleBinding");
+    (sa, rb, crb)
+}
+
+/// A kubeconfig for `exporter` with `token`, as the importing cluster's mcsd uses it.
+pub fn peer_kubeconfig(exporter: &Member, user: &str, token: &str) -> String {
+    use base64::Engine as _;
+    let name = exporter.id.as_str();
+    let mut cluster = json!({"server": exporter.server});
+    if let Some(pem) = &exporter.ca_pem {
+        cluster["certificate-authority-data"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
+    }
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": name, "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
+        "current-context": name,
+    });
+    serde_yaml::to_string(&config).expect("a kubeconfig serialises")
+}
+
+/// The peer Secret for `exporter` in an importing cluster.
+fn peer_secret_object(
+    exporter: &Member,
+    account: &str,
+    kubeconfig: &str,
+    expires: Option<Timestamp>,
+    lifetime: Duration,
+) -> Secret {
+    let mut annotations = BTreeMap::from([
+        (
+            ANNOTATION_SERVICE_ACCOUNT.to_string(),
+            format!("{DEFAULT_NAMESPACE}/{account}"),
+        ),
+        (
+            ANNOTATION_TOKEN_LIFETIME.to_string(),
+            lifetime.as_secs().to_string(),
+        ),
+    ]);
+    if let Some(at) = expires {
+        annotations.insert(ANNOTATION_TOKEN_EXPIRES.to_string(), at.to_string());
+    }
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(peer_secret(&exporter.id)),
+            namespace: Some(DEFAULT_NAMESPACE.to_string()),
+            labels: Some(BTreeMap::from([
+                (LABEL_PEER.to_string(), String::new()),
+                ("app.kubernetes.io/name".to_string(), "mcsd".to_string()),
+            ])),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                SECRET_KEY_NAME.to_string(),
+                ByteString(exporter.id.as_str().as_bytes().to_vec()),
+            ),
+            (
+                SECRET_KEY_KUBECONFIG.to_string(),
+                ByteString(kubeconfig.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// What was done to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// It did not exist and was created.
+    Created,
+    /// It existed and was changed.
+    Updated,
+    /// It was already right.
+    Unchanged,
+    /// It existed and was deleted.
+    Deleted,
+    /// `--dry-run`: it would have been written.
+    WouldWrite,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Created => "created",
+            Self::Updated => "updated",
+            Self::Unchanged => "unchanged",
+            Self::Deleted => "deleted",
+            Self::WouldWrite => "would be written",
+        })
+    }
+}
+
+/// Server-side applies `object` unless `dry_run` (then prints it); says what changed.
+async fn apply<K>(
+    api: Api<K>,
+    object: K,
+    dry_run: bool,
+    out: &mut Vec<String>,
+    context: &str,
+) -> anyhow::Result<Change>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = object.name_any();
+    let kind = K::kind(&Default::default()).to_string();
+    let what = match object.meta().namespace.as_deref() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    };
+    if dry_run {
+        let mut value = serde_json::to_value(&object)?;
+        if let Some(data) = value.get_mut("data").and_then(|d| d.as_object_mut())
+            && data.contains_key(SECRET_KEY_KUBECONFIG)
+        {
+            data.insert(
+                SECRET_KEY_KUBECONFIG.into(),
+                json!("<a kubeconfig with a token minted at join time>"),
+            );
+        }
+        out.push(format!(
+            "# context {context}: {what}\n{}---",
+            serde_yaml::to_string(&value)?
+        ));
+        return Ok(Change::WouldWrite);
+    }
+    let before = api.get_opt(&name).await?.and_then(|o| o.resource_version());
+    let params = PatchParams::apply(MANAGER).force();
+    let after = api
+        .patch(&name, &params, &Patch::Apply(&object))
+        .await
+        .with_context(|| format!("context {context}: applying {what}"))?;
+    let change = match before {
+        None => Change::Created,
+        Some(rv) if after.resource_version().as_deref() == Some(rv.as_str()) => Change::Unchanged,
+        Some(_) => Change::Updated,
+    };
+    out.push(format!("{context}: {what} {change}"));
+    Ok(change)
+}
+
+/// How `mcsd join` runs.
+#[derive(Clone, Debug)]
+pub struct JoinOptions {
+    /// Print what would be written; write nothing.
+    pub dry_run: bool,
+    /// How long a minted token lives.
+    pub token_ttl: Duration,
+}
+
+/// Joins `exporter` to `importer`: the identity in the exporter, the Secret in the importer. The
+/// Secret is left alone while its token is good for more than half its lifetime and it points at
+/// the same server, CA and ServiceAccount. Returns the lines to print.
+pub async fn join_pair(
+    exporter: &Member,
+    importer: &Member,
+    options: &JoinOptions,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let (sa, rb, crb) = exporter_objects(&importer.id);
+    let account = sa.name_any();
+    let ns = DEFAULT_NAMESPACE;
+    let ctx = exporter.context.as_str();
+    let (dry, ec) = (options.dry_run, exporter.client.clone());
+    apply(Api::namespaced(ec.clone(), ns), sa, dry, &mut out, ctx).await?;
+    apply(Api::namespaced(ec.clone(), ns), rb, dry, &mut out, ctx).await?;
+    apply(
+        Api::<ClusterRoleBinding>::all(ec.clone()),
+        crb,
+        dry,
+        &mut out,
+        ctx,
+    )
+    .await?;
+    let (role, binding) = renewal_objects(&importer.id);
+    apply(Api::namespaced(ec.clone(), ns), role, dry, &mut out, ctx).await?;
+    apply(Api::namespaced(ec, ns), binding, dry, &mut out, ctx).await?;
+
+    let ic = importer.client.clone();
+    let (role, binding) = secret_objects(&exporter.id);
+    apply(
+        Api::namespaced(ic.clone(), ns),
+        role,
+        dry,
+        &mut out,
+        &importer.context,
+    )
+    .await?;
+    apply(
+        Api::namespaced(ic.clone(), ns),
+        binding,
+        dry,
+        &mut out,
+        &importer.context,
+    )
+    .await?;
+    let secrets: Api<Secret> = Api::namespaced(ic, ns);
+    let secret_name = peer_secret(&exporter.id);
+    let user = format!("system:serviceaccount:{ns}:{account}");
+    if !options.dry_run
+        && let Some(current) = secrets.get_opt(&secret_name).await?
+        && still_good(&current, exporter, &user, &account, options.token_ttl)
+    {
+        out.push(format!(
+            "{}: Secret {ns}/{secret_name} unchanged",
+            importer.context
+        ));
+        return Ok(out);
+    }
+    let (token, expires) = if options.dry_run {
+        (String::new(), None)
+    } else {
+        mint(exporter, &account, options.token_ttl).await?
+    };
+    let kubeconfig = peer_kubeconfig(exporter, &user, &token);
+    let secret = peer_secret_object(exporter, &account, &kubeconfig, expires, options.token_ttl);
+    apply(secrets, secret, options.dry_run, &mut out, &importer.context).await?;
+    Ok(out)
+}
+
+/// Whether the Secret in place already connects to `exporter` (same id, server, CA and
+/// ServiceAccount) with a token that lives for more than half of `ttl` yet.
+fn still_good(current: &Secret, exporter: &Member, user: &str, account: &str, ttl: Duration) -> bool {
+    use base64::Engine as _;
+    let annotations = current.annotations();
+    let half = i64::try_from(ttl.as_secs() / 2).unwrap_or(i64::MAX);
+    let fresh = annotations
+        .get(ANNOTATION_TOKEN_EXPIRES)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_some_and(|at| at.duration_since(Timestamp::now()).as_secs() > half);
+    let same_account = annotations.get(ANNOTATION_SERVICE_ACCOUNT)
+        == Some(&format!("{DEFAULT_NAMESPACE}/{account}"))
+        && annotations.get(ANNOTATION_TOKEN_LIFETIME) == Some(&ttl.as_secs().to_string());
+    let data = current.data.as_ref();
+    let same_name = data
+        .and_then(|d| d.get(SECRET_KEY_NAME))
+        .is_some_and(|b| b.0 == exporter.id.as_str().as_bytes());
+    let kubeconfig = data
+        .and_then(|d| d.get(SECRET_KEY_KUBECONFIG))
+        .and_then(|b| std::str::from_utf8(&b.0).ok().map(str::to_string))
+        .and_then(|text| Kubeconfig::from_yaml(&text).ok());
+    let ca = exporter
+        .ca_pem
+        .as_ref()
+        .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem));
+    let same_target = kubeconfig.is_some_and(|kc| {
+        let cluster = kc.clusters.first().and_then(|c| c.cluster.as_ref());
+        cluster.is_some_and(|c| {
+            c.server.as_deref() == Some(exporter.server.as_str()) && c.certificate_authority_data == ca
+        }) && kc.auth_infos.first().is_some_and(|a| a.name == user)
+    });
+    fresh && same_account && same_name && same_target
+}
+
+/// A TokenRequest token of `account` in `exporter`, living `ttl`, and when it expires.
+pub async fn mint(
+    exporter: &Member,
+    account: &str,
+    ttl: Duration,
+) -> anyhow::Result<(String, Option<Timestamp>)> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(exporter.client.clone(), DEFAULT_NAMESPACE);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answered = accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("context {}: minting a token for {account}", exporter.context))?;
+    let status = answered.status.with_context(|| {
+        format!(
+            "context {}: the TokenRequest for {account} came back without a token",
+            exporter.context
+        )
+    })?;
+    Ok((status.token, Some(status.expiration_timestamp.0)))
+}
+
+/// Undoes `join_pair`: the Secret in the importer, the identity in the exporter (which revokes
+/// every token issued for it).
+pub async fn leave_pair(exporter: &Member, importer: &Member) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let ns = DEFAULT_NAMESPACE;
+    let (i, e) = (&importer.context, &exporter.context);
+    let (ic, ec) = (importer.client.clone(), exporter.client.clone());
+    let secret = peer_secret(&exporter.id);
+    let account = peer_account(&importer.id);
+    let crb = format!("{PEER_IDENTITY_ROLE}-{}", importer.id);
+    let renew = renew_role(&importer.id);
+    let secret_role = secret_role(&exporter.id);
+    delete(Api::<Secret>::namespaced(ic.clone(), ns), &secret, i, &mut out).await?;
+    delete(
+        Api::<RoleBinding>::namespaced(ic.clone(), ns),
+        &secret_role,
+        i,
+        &mut out,
+    )
+    .await?;
+    delete(Api::<Role>::namespaced(ic, ns), &secret_role, i, &mut out).await?;
+    delete(
+        Api::<RoleBinding>::namespaced(ec.clone(), ns),
+        &account,
+        e,
+        &mut out,
+    )
+    .await?;
+    delete(Api::<ClusterRoleBinding>::all(ec.clone()), &crb, e, &mut out).await?;
+    delete(
+        Api::<RoleBinding>::namespaced(ec.clone(), ns),
+        &renew,
+        e,
+        &mut out,
+    )
+    .await?;
+    delete(Api::<Role>::namespaced(ec.clone(), ns), &renew, e, &mut out).await?;
+    delete(Api::<ServiceAccount>::namespaced(ec, ns), &account, e, &mut out).await?;
+    Ok(out)
+}
+
+async fn delete<K>(api: Api<K>, name: &str, context: &str, out: &mut Vec<String>) -> anyhow::Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&Default::default()).to_string();
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => out.push(format!("{context}: {kind} {name} {}", Change::Deleted)),
+        Err(kube::Error::Api(s)) if s.code == 404 => out.push(format!("{context}: {kind} {name} not there")),
+        Err(e) => return Err(e).with_context(|| format!("context {context}: deleting {kind} {name}")),
+    }
+    Ok(())
+}
+
+/// Checks every context, then joins every pair (see [`pairs`]). Nothing is written unless every
+/// check passes. Returns the lines to print: one per object, then one per joined pair.
+pub async fn join(
+    kubeconfig: Option<&Path>,
+    contexts: &[String],
+    servers: &BTreeMap<String, String>,
+    one_way: bool,
+    options: &JoinOptions,
+) -> anyhow::Result<Vec<String>> {
+    let members = survey(kubeconfig, contexts, servers).await?;
+    let mut out = Vec::new();
+    for (e, i) in pairs(members.len(), one_way) {
+        out.extend(join_pair(&members[e], &members[i], options).await?);
+        if !options.dry_run {
+            out.push(format!(
+                "joined: {} ({}) imports from {} ({})",
+                members[i].id, members[i].context, members[e].id, members[e].context
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Undoes [`join`] for the same contexts.
+pub async fn leave(
+    kubeconfig: Option<&Path>,
+    contexts: &[String],
+    one_way: bool,
+) -> anyhow::Result<Vec<String>> {
+    let members = survey(kubeconfig, contexts, &BTreeMap::new()).await?;
+    let mut out = Vec::new();
+    for (e, i) in pairs(members.len(), one_way) {
+        out.extend(leave_pair(&members[e], &members[i]).await?);
+        out.push(format!(
+            "left: {} ({}) no longer imports from {} ({})",
+            members[i].id, members[i].context, members[e].id, members[e].context
+        ));
+    }
+    Ok(out)
+}
+
+/// Connects to every context and checks each alone and all together; the first failure is the
+/// error.
+pub async fn survey(
+    kubeconfig: Option<&Path>,
+    contexts: &[String],
+    servers: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<Member>> {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in contexts {
+        anyhow::ensure!(seen.insert(c), "context {c} is named twice");
+    }
+    let kubeconfig = load_kubeconfig(kubeconfig)?;
+    let mut members = Vec::new();
+    for context in contexts {
+        members.push(connect(&kubeconfig, context, servers.get(context).map(String::as_str)).await?);
+    }
+    check_together(&members)?;
+    Ok(members)
+}

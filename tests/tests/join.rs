@@ -1,0 +1,536 @@
+//! `mcsd join` and `mcsd leave`, as a platform engineer runs them: `mcsd sandbox --no-peers`
+//! starts unconnected clusters, `mcsd join` connects them through `DIR/kubeconfig`'s contexts,
+//! kubectl exports, dig resolves, `mcsd leave` parts them.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    time::Duration,
+};
+
+use mcsd_tests::{dig, eventually, kubectl, repo_root, start_mcsd_binary};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Sandbox {
+    child: Child,
+    dir: PathBuf,
+    members: Vec<serde_json::Value>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Sandbox {
+    /// `mcsd sandbox --clusters N --no-peers`.
+    fn start(clusters: usize, tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcsd-join-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let n = clusters.to_string();
+        let (child, line) = start_mcsd_binary(&[
+            "sandbox".as_ref(),
+            "--clusters".as_ref(),
+            n.as_ref(),
+            "--no-peers".as_ref(),
+            "--dir".as_ref(),
+            dir.as_os_str(),
+        ]);
+        assert_eq!(line, "sandbox ready\n");
+        let members =
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(dir.join("sandbox.json")).unwrap())
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .clone();
+        Self { child, dir, members }
+    }
+
+    /// The file with every cluster's context.
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// kubectl in cluster `i`, through its context in the merged kubeconfig.
+    fn kubectl(&self, i: usize, args: &[&str]) -> String {
+        let context = format!("--context=cluster-{}", (b'a' + i as u8) as char);
+        let mut all = vec![context.as_str()];
+        all.extend_from_slice(args);
+        kubectl(&self.kubeconfig(), &all)
+    }
+
+    /// Each cluster's own kubeconfig.
+    fn kubeconfigs(&self) -> Vec<PathBuf> {
+        self.members
+            .iter()
+            .map(|m| PathBuf::from(m["kubeconfig"].as_str().unwrap()))
+            .collect()
+    }
+
+    fn dns(&self, i: usize) -> SocketAddr {
+        self.members[i]["dns"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// `mcsd ARGS --kubeconfig DIR/kubeconfig`.
+    fn mcsd(&self, args: &[&str]) -> Output {
+        Command::new(mcsd_tests::mcsd_binary())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .output()
+            .expect("mcsd runs")
+    }
+
+    /// `mcsd ARGS`, which must succeed; its standard output.
+    fn mcsd_ok(&self, args: &[&str]) -> String {
+        let out = self.mcsd(args);
+        assert!(
+            out.status.success(),
+            "mcsd {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Every object `mcsd join` writes, with its resourceVersion, in every cluster.
+    fn join_objects(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for i in 0..self.members.len() {
+            for args in [
+                &[
+                    "get",
+                    "serviceaccounts,roles,rolebindings,secrets",
+                    "-n",
+                    "mcsd-system",
+                ][..],
+                &["get", "clusterrolebindings"],
+            ] {
+                let mut args = args.to_vec();
+                args.extend([
+                    "-o",
+                    "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion}{\"\\n\"}{end}",
+                ]);
+                all.extend(
+                    self.kubectl(i, &args)
+                        .lines()
+                        .filter(|l| l.contains("peer-cluster-") || l.contains("peer-identity-cluster-"))
+                        .map(|l| format!("cluster {i}: {l}")),
+                );
+            }
+        }
+        all.sort();
+        all
+    }
+}
+
+/// Exports `hello` (a Deployment, its Service and ServiceExport) from the cluster of
+/// `kubeconfigs[from]`, with the namespace `demo` in every cluster.
+fn export_hello(kubeconfigs: &[PathBuf], from: usize) {
+    for k in kubeconfigs {
+        kubectl(k, &["create", "namespace", "demo"]);
+    }
+    let example = repo_root().join("docs/examples/hello.yaml");
+    for args in [
+        &[
+            "-n",
+            "demo",
+            "create",
+            "deployment",
+            "hello",
+            "--image=nginx",
+            "--port=8080",
+        ][..],
+        &["-n", "demo", "rollout", "status", "deployment/hello"],
+        &["apply", "-f", example.to_str().unwrap()],
+        &[
+            "-n",
+            "demo",
+            "wait",
+            "--for=condition=Ready",
+            "serviceexport/hello",
+        ],
+    ] {
+        kubectl(&kubeconfigs[from], args);
+    }
+}
+
+/// The kubeconfig in the peer Secret for `exporter` of the cluster `kubeconfig` reaches, written
+/// to `dir/name`.
+fn peer_secret_kubeconfig(kubeconfig: &Path, exporter: &str, dir: &Path, name: &str) -> PathBuf {
+    use base64::Engine as _;
+    let secret = format!("peer-{exporter}");
+    let data = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "secret",
+            &secret,
+            "-n",
+            "mcsd-system",
+            "-o",
+            "jsonpath={.data.kubeconfig}",
+        ],
+    );
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .unwrap();
+    write(dir, name, &String::from_utf8(text).unwrap())
+}
+
+const HELLO: &str = "hello.demo.svc.clusterset.local";
+
+/// A kubeconfig file holding `text`, beside the sandbox's.
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// kubectl with `kubeconfig`, expected to fail: its error output.
+fn kubectl_refused(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "kubectl {} should have been refused: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_meshes_three_clusters_idempotently_with_read_only_credentials_and_leave_revokes_them() {
+    let s = Sandbox::start(3, "mesh");
+    export_hello(&s.kubeconfigs(), 0);
+    // Unconnected: cluster-c knows nothing of cluster-a's export.
+    assert_eq!(dig(&s.dns(2), HELLO, "A").status, "NXDOMAIN");
+
+    // --dry-run prints every object and writes none.
+    let before = s.join_objects();
+    let printed = s.mcsd_ok(&["join", "--dry-run", "cluster-a", "cluster-b", "cluster-c"]);
+    // Per ordered pair: the identity, its two bindings, the Role and binding that let it renew
+    // its own token; the Secret and the Role and binding that let the importer's mcsd write the
+    // renewed token into it.
+    for (kind, per_pair) in [
+        ("ServiceAccount", 1),
+        ("RoleBinding", 3),
+        ("ClusterRoleBinding", 1),
+        ("Role", 2),
+        ("Secret", 1),
+    ] {
+        assert_eq!(
+            printed.lines().filter(|l| *l == format!("kind: {kind}")).count(),
+            6 * per_pair,
+            "{per_pair} {kind} per ordered pair in:\n{printed}"
+        );
+    }
+    assert!(
+        !printed.contains("token:"),
+        "a dry run mints no token:\n{printed}"
+    );
+    assert_eq!(s.join_objects(), before, "a dry run writes nothing");
+
+    // The mesh: cluster-a's export resolves in cluster-b and cluster-c.
+    let joined = s.mcsd_ok(&["join", "cluster-a", "cluster-b", "cluster-c"]);
+    assert_eq!(joined.matches("joined: ").count(), 6, "{joined}");
+    for i in [1, 2] {
+        let ip = eventually(&format!("{HELLO} in cluster {i}"), WAIT, || {
+            let a = dig(&s.dns(i), HELLO, "A");
+            // The import exists before its clusterset IP does (NOERROR without records).
+            async move { (a.status == "NOERROR" && !a.records.is_empty()).then_some(a.records) }
+        })
+        .await;
+        assert_eq!(ip.len(), 1);
+    }
+
+    // Again: nothing is written.
+    let after_first = s.join_objects();
+    // In each cluster: for each of the two importers an identity, three bindings and a Role; for
+    // each of the two exporters a Secret, a Role and its binding.
+    assert_eq!(after_first.len(), 3 * (2 * 5 + 2 * 3), "{after_first:#?}");
+    let again = s.mcsd_ok(&["join", "cluster-a", "cluster-b", "cluster-c"]);
+    assert!(
+        again
+            .lines()
+            .filter(|l| !l.starts_with("joined: "))
+            .all(|l| l.ends_with(" unchanged")),
+        "a second join changes nothing:\n{again}"
+    );
+    assert_eq!(s.join_objects(), after_first, "a second join writes nothing");
+
+    // What cluster-c holds for cluster-a reads the exchange records and the cluster's identity,
+    // and nothing else.
+    let peer = peer_secret_kubeconfig(
+        &s.kubeconfigs()[2],
+        "cluster-a",
+        &s.dir,
+        "peer-a-for-c.kubeconfig",
+    );
+    kubectl(&peer, &["get", "configmaps,endpointslices", "-n", "mcsd-system"]);
+    kubectl(&peer, &["get", "clusterproperty", "cluster.clusterset.k8s.io"]);
+    // It may mint a token for itself (renewal), for no other ServiceAccount.
+    assert!(
+        !kubectl(
+            &peer,
+            &["create", "token", "mcsd-peer-cluster-c", "-n", "mcsd-system"]
+        )
+        .trim()
+        .is_empty()
+    );
+    for args in [
+        &["get", "secrets", "-n", "mcsd-system"][..],
+        &["get", "services", "-A"],
+        &["get", "serviceexports", "-A"],
+        &["create", "configmap", "planted", "-n", "mcsd-system"],
+        &["delete", "configmap", "--all", "-n", "mcsd-system"],
+        &["create", "token", "mcsd", "-n", "mcsd-system"],
+        &["create", "token", "mcsd-peer-cluster-b", "-n", "mcsd-system"],
+    ] {
+        let refused = kubectl_refused(&peer, args);
+        assert!(
+            refused.contains("forbidden"),
+            "kubectl {}: {refused}",
+            args.join(" ")
+        );
+    }
+
+    // leave: cluster-a's export is withdrawn from cluster-c, and the token cluster-c held is dead.
+    let left = s.mcsd_ok(&["leave", "--one-way", "cluster-a", "cluster-c"]);
+    assert!(
+        left.contains("ServiceAccount mcsd-peer-cluster-c deleted"),
+        "{left}"
+    );
+    eventually(&format!("{HELLO} withdrawn in cluster-c"), WAIT, || {
+        let a = dig(&s.dns(2), HELLO, "A");
+        async move { (a.status == "NXDOMAIN").then_some(()) }
+    })
+    .await;
+    let refused = kubectl_refused(&peer, &["get", "configmaps", "-n", "mcsd-system"]);
+    assert!(
+        refused.contains("Unauthorized") || refused.contains("credentials"),
+        "the left peer's token is revoked: {refused}"
+    );
+    // cluster-b still imports it.
+    assert_eq!(dig(&s.dns(1), HELLO, "A").status, "NOERROR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_refused_by_a_check_writes_nothing_and_says_why_in_one_line() {
+    let s = Sandbox::start(2, "refused");
+    let nothing = s.join_objects();
+    let refused = |args: &[&str], kubeconfig: Option<&Path>, expected: &str| {
+        let mut command = Command::new(mcsd_tests::mcsd_binary());
+        command.arg("join").args(args).arg("--kubeconfig");
+        command.arg(kubeconfig.map_or_else(|| s.kubeconfig(), Path::to_path_buf));
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "join {args:?} should fail");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(expected), "{expected:?} in: {stderr}");
+        assert_eq!(
+            s.join_objects(),
+            nothing,
+            "a refused join writes nothing ({stderr})"
+        );
+    };
+    let text = std::fs::read_to_string(s.kubeconfig()).unwrap();
+
+    // An unknown context, and one named twice.
+    refused(&["cluster-a", "cluster-z"], None, "no context \"cluster-z\"");
+    refused(&["cluster-a", "cluster-a"], None, "named twice");
+    // Two contexts for one cluster: the same cluster id.
+    let twice = text.replace(
+        "contexts:\n",
+        "contexts:\n- name: also-a\n  context:\n    cluster: cluster-a\n    user: cluster-a-admin\n",
+    );
+    let twice = write(&s.dir, "twice.kubeconfig", &twice);
+    refused(
+        &["cluster-a", "also-a", "cluster-b"],
+        Some(&twice),
+        "both say they are cluster cluster-a",
+    );
+    // An API server nobody answers at.
+    let dead = text
+        .replace(
+            "contexts:\n",
+            "contexts:\n- name: dead\n  context:\n    cluster: dead\n    user: cluster-a-admin\n",
+        )
+        .replace(
+            "clusters:\n",
+            "clusters:\n- name: dead\n  cluster:\n    server: https://127.0.0.1:1\n",
+        );
+    let dead = write(&s.dir, "dead.kubeconfig", &dead);
+    refused(&["cluster-a", "dead"], Some(&dead), "cannot reach the API server");
+    // Another ClusterSet.
+    s.kubectl(
+        1,
+        &[
+            "patch",
+            "clusterproperty",
+            "clusterset.k8s.io",
+            "--type=merge",
+            "-p",
+            "{\"spec\":{\"value\":\"elsewhere\"}}",
+        ],
+    );
+    refused(
+        &["cluster-a", "cluster-b"],
+        None,
+        "only clusters of one ClusterSet can be joined",
+    );
+    // mcsd not installed (its CRDs missing).
+    s.kubectl(1, &["delete", "crd", "serviceimports.multicluster.x-k8s.io"]);
+    refused(&["cluster-a", "cluster-b"], None, "mcsd is not installed there");
+}
+
+/// Peer tokens that live 6 s (the sandbox lets TokenRequests ask for so little): the importing
+/// mcsd renews its own halfway through each life, many times over, while the import answers and
+/// the peer stays synced throughout; the first token is long dead by the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdrawal_or_a_flap() {
+    use mcsd::{
+        daemon::metrics::PeerState,
+        join::{JoinOptions, join},
+        sandbox::{Options, merged_kubeconfig, start_mcsd, start_member_with},
+    };
+    use mcsd_sandbox::ClusterConfig;
+    const LIFETIME: Duration = Duration::from_secs(6);
+    const RENEWALS: usize = 4;
+
+    let dir = std::env::temp_dir().join(format!("mcsd-join-renew-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut members = Vec::new();
+    for i in 0..2 {
+        let config = ClusterConfig {
+            min_token_lifetime: Duration::from_secs(1),
+            ..ClusterConfig::nth(i)
+        };
+        members.push(start_member_with(config, &dir).await.unwrap());
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let clusters: Vec<_> = members.iter().map(|m| &m.cluster).collect();
+    let options = Options {
+        peered: false,
+        ..Options::default()
+    };
+    let a = start_mcsd(&clusters, 0, &options, shutdown.clone())
+        .await
+        .unwrap();
+    let b = start_mcsd(&clusters, 1, &options, shutdown.clone())
+        .await
+        .unwrap();
+    let kubeconfig = write(&dir, "kubeconfig", &merged_kubeconfig(&members).unwrap());
+
+    // cluster-a exports hello; cluster-b imports it once joined one way, with 6-second tokens.
+    let kubeconfigs: Vec<PathBuf> = members.iter().map(|m| m.kubeconfig.clone()).collect();
+    export_hello(&kubeconfigs, 0);
+    let join_options = JoinOptions {
+        dry_run: false,
+        token_ttl: LIFETIME,
+    };
+    let contexts = ["cluster-a".to_string(), "cluster-b".to_string()];
+    join(
+        Some(&kubeconfig),
+        &contexts,
+        &Default::default(),
+        true,
+        &join_options,
+    )
+    .await
+    .unwrap();
+    let ip = eventually("hello in cluster-b", WAIT, || {
+        let answer = dig(&b.dns, HELLO, "A");
+        async move { (answer.status == "NOERROR" && !answer.records.is_empty()).then_some(answer) }
+    })
+    .await;
+    let synced = || b.handle.peers.get("cluster-a").map(|p| p.state) == Some(PeerState::Synced);
+    eventually("cluster-a synced in cluster-b", WAIT, || async {
+        synced().then_some(())
+    })
+    .await;
+
+    let expiry = || {
+        kubectl(
+            &members[1].kubeconfig,
+            &[
+                "get",
+                "secret",
+                "peer-cluster-a",
+                "-n",
+                "mcsd-system",
+                "-o",
+                "jsonpath={.metadata.annotations.mcsd\\.io/token-expires}",
+            ],
+        )
+    };
+    let first = peer_secret_kubeconfig(
+        &members[1].kubeconfig,
+        "cluster-a",
+        &dir,
+        "first-token.kubeconfig",
+    );
+    let mut expiries = vec![expiry()];
+
+    // Until the token has been renewed RENEWALS times: the answer never changes and the peer never
+    // leaves Synced.
+    let deadline = std::time::Instant::now() + LIFETIME * (RENEWALS as u32 + 4);
+    while expiries.len() <= RENEWALS {
+        assert_eq!(dig(&b.dns, HELLO, "A"), ip, "the import answers throughout");
+        assert!(
+            synced(),
+            "cluster-a stays synced in cluster-b: {:?}",
+            b.handle.peers.get("cluster-a")
+        );
+        let now = expiry();
+        if expiries.last() != Some(&now) {
+            expiries.push(now);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "renewed only {} times: {expiries:?}",
+            expiries.len() - 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The expiry the metric shows is the Secret's newest.
+    let scraped = mcsd::admin_client::get(b.admin, "/metrics", mcsd::admin_client::TIMEOUT)
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        scraped.contains("mcsd_peer_credential_expiry_timestamp_seconds{peer=\"cluster-a\"}"),
+        "{scraped}"
+    );
+    // The first token expired long ago; the one in the Secret works.
+    let refused = kubectl_refused(&first, &["get", "configmaps", "-n", "mcsd-system"]);
+    assert!(refused.contains("Unauthorized"), "{refused}");
+    let current = peer_secret_kubeconfig(
+        &members[1].kubeconfig,
+        "cluster-a",
+        &dir,
+        "current-token.kubeconfig",
+    );
+    kubectl(&current, &["get", "configmaps", "-n", "mcsd-system"]);
+
+    shutdown.cancel();
+    let _ = a.stopped().await;
+    let _ = b.stopped().await;
+    for m in members {
+        m.cluster.shutdown().await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
