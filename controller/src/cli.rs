@@ -61,6 +61,28 @@ enum Command {
     /// Undo `mcsd join`: the peer Secrets removed and the identities deleted, so every token
     /// issued for them stops working at once.
     Leave(LeaveArgs),
+    /// Show the ClusterSet as a cluster's mcsd sees it: its id, ClusterSet and leader, each peer's
+    /// state (with the one-line reason), sync lag and credential expiry, and the counts of
+    /// exports, imports and conflicts. Needs only a kubeconfig.
+    Status(StatusArgs),
+}
+
+/// `mcsd status`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").args(["context", "all_contexts"])))]
+struct StatusArgs {
+    /// The cluster's kubeconfig context (default: the current context); may be repeated.
+    #[arg(long, value_name = "CONTEXT")]
+    context: Vec<String>,
+    /// Every context of the kubeconfig, one after another.
+    #[arg(long)]
+    all_contexts: bool,
+    /// `text` (a line per cluster, a row per peer) or `json`.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// The kubeconfig (as for `mcsd join`).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
 }
 
 /// `mcsd join`.
@@ -256,6 +278,7 @@ impl Cli {
             Command::Why(args) => args.run(),
             Command::Join(args) => args.run(),
             Command::Leave(args) => args.run(),
+            Command::Status(args) => args.run(),
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -319,11 +342,7 @@ impl WhyArgs {
             (Some(dir), Some(cluster)) => crate::why::admin_of(&dir, &cluster)?,
             _ => admin,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?;
-        let explanation = runtime.block_on(crate::why::fetch(admin, &name))?;
+        let explanation = block_on(crate::why::fetch(admin, &name))?;
         let text = match output {
             Output::Text => crate::why::render(&explanation),
             Output::Json => format!("{}\n", serde_json::to_string_pretty(&explanation)?),
@@ -355,11 +374,7 @@ impl JoinArgs {
             dry_run,
             token_ttl: Duration::from_secs(token_ttl),
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?;
-        let lines = runtime.block_on(crate::join::join(
+        let lines = block_on(crate::join::join(
             kubeconfig.as_deref(),
             &contexts,
             &server.into_iter().collect(),
@@ -377,13 +392,37 @@ impl LeaveArgs {
             one_way,
             kubeconfig,
         } = self;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?;
-        let lines = runtime.block_on(crate::join::leave(kubeconfig.as_deref(), &contexts, one_way))?;
+        let lines = block_on(crate::join::leave(kubeconfig.as_deref(), &contexts, one_way))?;
         print_lines(&lines)
     }
+}
+
+impl StatusArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let Self {
+            context,
+            all_contexts,
+            output,
+            kubeconfig,
+        } = self;
+        let statuses = block_on(crate::status::read(kubeconfig.as_deref(), &context, all_contexts))?;
+        let text = match output {
+            Output::Text => crate::status::render(&statuses, k8s_openapi::jiff::Timestamp::now()),
+            Output::Json => format!("{}\n", serde_json::to_string_pretty(&statuses)?),
+        };
+        use std::io::Write;
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Runs a command's one request-and-answer job on a runtime of its own.
+fn block_on<T>(job: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(job)
 }
 
 fn print_lines(lines: &[String]) -> anyhow::Result<()> {

@@ -102,24 +102,8 @@ pub struct Member {
 /// mcsd's namespace and peer roles installed, the cluster's id and ClusterSet set. Every failure
 /// is one line that names the context and the fix.
 pub async fn connect(kubeconfig: &Kubeconfig, context: &str, server: Option<&str>) -> anyhow::Result<Member> {
-    if !kubeconfig.contexts.iter().any(|c| c.name == context) {
-        let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
-        bail!(
-            "the kubeconfig has no context {context:?} (it has {}): name contexts as `kubectl config get-contexts` lists them",
-            known.join(", ")
-        );
-    }
-    let options = KubeConfigOptions {
-        context: Some(context.to_string()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
-        .await
-        .with_context(|| format!("context {context}: the kubeconfig entry is not usable"))?;
-    let url = config.cluster_url.to_string();
+    let (client, url) = client_for(kubeconfig, context).await?;
     let ca_pem = ca_of(kubeconfig, context)?;
-    let client =
-        Client::try_from(config).with_context(|| format!("context {context}: cannot build a client"))?;
     let clock_offset = clock_offset(&client)
         .await
         .map_err(|e| anyhow::anyhow!("context {context}: cannot reach the API server at {url}: {e}; check that the cluster is up and the kubeconfig's server address"))?;
@@ -229,6 +213,29 @@ pub async fn connect(kubeconfig: &Kubeconfig, context: &str, server: Option<&str
         clusterset,
         clock_offset,
     })
+}
+
+/// A client for `context`, and its API server's address; an unknown context is one line listing
+/// the known ones.
+pub async fn client_for(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<(Client, String)> {
+    if !kubeconfig.contexts.iter().any(|c| c.name == context) {
+        let known: Vec<&str> = kubeconfig.contexts.iter().map(|c| c.name.as_str()).collect();
+        bail!(
+            "the kubeconfig has no context {context:?} (it has {}): name contexts as `kubectl config get-contexts` lists them",
+            known.join(", ")
+        );
+    }
+    let options = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
+        .await
+        .with_context(|| format!("context {context}: the kubeconfig entry is not usable"))?;
+    let url = config.cluster_url.to_string();
+    let client =
+        Client::try_from(config).with_context(|| format!("context {context}: cannot build a client"))?;
+    Ok((client, url))
 }
 
 fn crd(resource: &'static str) -> Access {

@@ -22,5 +22,6 @@ pub mod process;
 pub mod run;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod status;
 pub mod view;
 pub mod why;

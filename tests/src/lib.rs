@@ -43,6 +43,29 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
 }
 
+/// The kubeconfig in the peer Secret `mcsd-system/peer-<exporter>` of the cluster `kubeconfig`
+/// reaches: the credentials its mcsd holds for `exporter`.
+pub fn peer_secret_kubeconfig(kubeconfig: &Path, exporter: &str) -> String {
+    use base64::Engine as _;
+    let secret = format!("peer-{exporter}");
+    let data = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "secret",
+            &secret,
+            "-n",
+            "mcsd-system",
+            "-o",
+            "jsonpath={.data.kubeconfig}",
+        ],
+    );
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .expect("the Secret's kubeconfig is base64");
+    String::from_utf8(text).expect("a kubeconfig is UTF-8")
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

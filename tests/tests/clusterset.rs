@@ -1,7 +1,6 @@
 //! The ClusterSet flow end to end on a three-cluster sandbox: `kubectl apply` of a ServiceExport
 //! in one cluster gives a ServiceImport, a derived Service and MCS EndpointSlices in every cluster.
 
-use base64::Engine as _;
 use std::time::Duration;
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -442,24 +441,7 @@ async fn a_peers_credentials_read_the_exchange_namespace_and_nothing_else() {
     // clusters are peered through cluster-b's peer Secret, as a user peers them; the sandbox
     // hands mcsd the same identity's credentials directly.
     let peer = if set.is_real() {
-        let data = set.kubectl(
-            1,
-            &[
-                "get",
-                "secret",
-                "peer-cluster-a",
-                "-n",
-                "mcsd-system",
-                "-o",
-                "jsonpath={.data.kubeconfig}",
-            ],
-        );
-        String::from_utf8(
-            base64::engine::general_purpose::STANDARD
-                .decode(data.trim())
-                .unwrap(),
-        )
-        .unwrap()
+        mcsd_tests::peer_secret_kubeconfig(&set.members[1].kubeconfig, "cluster-a")
     } else {
         set.members[0]
             .cluster()

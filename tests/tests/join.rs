@@ -165,24 +165,11 @@ fn export_hello(kubeconfigs: &[PathBuf], from: usize) {
 /// The kubeconfig in the peer Secret for `exporter` of the cluster `kubeconfig` reaches, written
 /// to `dir/name`.
 fn peer_secret_kubeconfig(kubeconfig: &Path, exporter: &str, dir: &Path, name: &str) -> PathBuf {
-    use base64::Engine as _;
-    let secret = format!("peer-{exporter}");
-    let data = kubectl(
-        kubeconfig,
-        &[
-            "get",
-            "secret",
-            &secret,
-            "-n",
-            "mcsd-system",
-            "-o",
-            "jsonpath={.data.kubeconfig}",
-        ],
-    );
-    let text = base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .unwrap();
-    write(dir, name, &String::from_utf8(text).unwrap())
+    write(
+        dir,
+        name,
+        &mcsd_tests::peer_secret_kubeconfig(kubeconfig, exporter),
+    )
 }
 
 const HELLO: &str = "hello.demo.svc.clusterset.local";
@@ -396,62 +383,111 @@ async fn a_join_refused_by_a_check_writes_nothing_and_says_why_in_one_line() {
     refused(&["cluster-a", "cluster-b"], None, "mcsd is not installed there");
 }
 
+/// Two sandbox clusters in this process, each with its mcsd, not peered: for tests that reach
+/// into a cluster (its API server stopped, its token lifetimes) or an mcsd (its peer states).
+struct InProcess {
+    dir: PathBuf,
+    members: Vec<mcsd::sandbox::Member>,
+    mcsds: Vec<mcsd::sandbox::Mcsd>,
+    shutdown: tokio_util::sync::CancellationToken,
+    /// `dir/kubeconfig`, both contexts.
+    kubeconfig: PathBuf,
+}
+
+impl InProcess {
+    async fn start(
+        tag: &str,
+        configs: [mcsd_sandbox::ClusterConfig; 2],
+        options: mcsd::sandbox::Options,
+    ) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcsd-join-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut members = Vec::new();
+        for config in configs {
+            members.push(mcsd::sandbox::start_member_with(config, &dir).await.unwrap());
+        }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let options = mcsd::sandbox::Options {
+            peered: false,
+            ..options
+        };
+        let clusters: Vec<_> = members.iter().map(|m| &m.cluster).collect();
+        let mut mcsds = Vec::new();
+        for i in 0..2 {
+            mcsds.push(
+                mcsd::sandbox::start_mcsd(&clusters, i, &options, shutdown.clone())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let kubeconfig = write(
+            &dir,
+            "kubeconfig",
+            &mcsd::sandbox::merged_kubeconfig(&members).unwrap(),
+        );
+        Self {
+            dir,
+            members,
+            mcsds,
+            shutdown,
+            kubeconfig,
+        }
+    }
+
+    fn kubeconfigs(&self) -> Vec<PathBuf> {
+        self.members.iter().map(|m| m.kubeconfig.clone()).collect()
+    }
+
+    /// `mcsd join` (the library) of both, with tokens living `ttl`.
+    async fn join(&self, one_way: bool, ttl: Duration) {
+        let options = mcsd::join::JoinOptions {
+            dry_run: false,
+            token_ttl: ttl,
+        };
+        let contexts = ["cluster-a".to_string(), "cluster-b".to_string()];
+        mcsd::join::join(
+            Some(&self.kubeconfig),
+            &contexts,
+            &Default::default(),
+            one_way,
+            &options,
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for m in self.mcsds {
+            let _ = m.stopped().await;
+        }
+        for m in self.members {
+            m.cluster.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Peer tokens that live 6 s (the sandbox lets TokenRequests ask for so little): the importing
 /// mcsd renews its own halfway through each life, many times over, while the import answers and
 /// the peer stays synced throughout; the first token is long dead by the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdrawal_or_a_flap() {
-    use mcsd::{
-        daemon::metrics::PeerState,
-        join::{JoinOptions, join},
-        sandbox::{Options, merged_kubeconfig, start_mcsd, start_member_with},
-    };
+    use mcsd::daemon::metrics::PeerState;
     use mcsd_sandbox::ClusterConfig;
     const LIFETIME: Duration = Duration::from_secs(6);
     const RENEWALS: usize = 4;
 
-    let dir = std::env::temp_dir().join(format!("mcsd-join-renew-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut members = Vec::new();
-    for i in 0..2 {
-        let config = ClusterConfig {
-            min_token_lifetime: Duration::from_secs(1),
-            ..ClusterConfig::nth(i)
-        };
-        members.push(start_member_with(config, &dir).await.unwrap());
-    }
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let clusters: Vec<_> = members.iter().map(|m| &m.cluster).collect();
-    let options = Options {
-        peered: false,
-        ..Options::default()
-    };
-    let a = start_mcsd(&clusters, 0, &options, shutdown.clone())
-        .await
-        .unwrap();
-    let b = start_mcsd(&clusters, 1, &options, shutdown.clone())
-        .await
-        .unwrap();
-    let kubeconfig = write(&dir, "kubeconfig", &merged_kubeconfig(&members).unwrap());
-
+    let configs = [0, 1].map(|i| ClusterConfig {
+        min_token_lifetime: Duration::from_secs(1),
+        ..ClusterConfig::nth(i)
+    });
+    let set = InProcess::start("renew", configs, Default::default()).await;
+    let (members, dir, b) = (&set.members, &set.dir, &set.mcsds[1]);
     // cluster-a exports hello; cluster-b imports it once joined one way, with 6-second tokens.
-    let kubeconfigs: Vec<PathBuf> = members.iter().map(|m| m.kubeconfig.clone()).collect();
-    export_hello(&kubeconfigs, 0);
-    let join_options = JoinOptions {
-        dry_run: false,
-        token_ttl: LIFETIME,
-    };
-    let contexts = ["cluster-a".to_string(), "cluster-b".to_string()];
-    join(
-        Some(&kubeconfig),
-        &contexts,
-        &Default::default(),
-        true,
-        &join_options,
-    )
-    .await
-    .unwrap();
+    export_hello(&set.kubeconfigs(), 0);
+    set.join(true, LIFETIME).await;
     let ip = eventually("hello in cluster-b", WAIT, || {
         let answer = dig(&b.dns, HELLO, "A");
         async move { (answer.status == "NOERROR" && !answer.records.is_empty()).then_some(answer) }
@@ -477,12 +513,7 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
             ],
         )
     };
-    let first = peer_secret_kubeconfig(
-        &members[1].kubeconfig,
-        "cluster-a",
-        &dir,
-        "first-token.kubeconfig",
-    );
+    let first = peer_secret_kubeconfig(&members[1].kubeconfig, "cluster-a", dir, "first-token.kubeconfig");
     let mut expiries = vec![expiry()];
 
     // Until the token has been renewed RENEWALS times: the answer never changes and the peer never
@@ -521,16 +552,106 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
     let current = peer_secret_kubeconfig(
         &members[1].kubeconfig,
         "cluster-a",
-        &dir,
+        dir,
         "current-token.kubeconfig",
     );
     kubectl(&current, &["get", "configmaps", "-n", "mcsd-system"]);
 
-    shutdown.cancel();
-    let _ = a.stopped().await;
-    let _ = b.stopped().await;
-    for m in members {
-        m.cluster.shutdown().await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    set.stop().await;
+}
+
+/// `mcsd status` with nothing but the kubeconfig: a joined peer synced, then unreachable (its API
+/// server stopped) with the reason, then synced again; the counts of exports and imports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_a_peer_going_unreachable_and_coming_back() {
+    // Probes every half second: an API server that stops is noticed at once.
+    let options = mcsd::sandbox::Options {
+        peer_grace: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let set = InProcess::start("status", [0, 1].map(mcsd_sandbox::ClusterConfig::nth), options).await;
+    let (members, kubeconfig) = (&set.members, &set.kubeconfig);
+    export_hello(&set.kubeconfigs(), 0);
+    set.join(false, Duration::from_secs(3600)).await;
+
+    let status = |extra: &[&str]| -> serde_json::Value {
+        let out = Command::new(mcsd_tests::mcsd_binary())
+            .args(["status", "-o", "json", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let peer_a_in_b = |wanted: &'static str| {
+        let status = &status;
+        move || async move {
+            let s = status(&["--context", "cluster-b"]);
+            let peer = s[0]["mcsd"]["peers"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "cluster-a")?
+                .clone();
+            (peer["state"] == wanted).then_some((s, peer))
+        }
+    };
+    let (s, synced) = eventually(
+        "cluster-a synced in cluster-b's status",
+        WAIT,
+        peer_a_in_b("synced"),
+    )
+    .await;
+    assert_eq!(s[0]["mcsd"]["cluster"], "cluster-b");
+    assert!(
+        synced["lastCurrent"].is_string() && synced["credentialExpiry"].is_string(),
+        "{synced}"
+    );
+    eventually("cluster-b to import hello", WAIT, || async {
+        let s = status(&["--context", "cluster-b"]);
+        (s[0]["imports"] == 1 && s[0]["exports"] == 0).then_some(())
+    })
+    .await;
+
+    members[0].cluster.stop_api_server().await;
+    let (_, down) = eventually(
+        "cluster-a unreachable in cluster-b's status",
+        WAIT,
+        peer_a_in_b("unreachable"),
+    )
+    .await;
+    assert!(
+        down["reason"].as_str().is_some_and(|r| r.contains("cluster-a")),
+        "the reason names the peer: {down}"
+    );
+    members[0].cluster.start_api_server().await.unwrap();
+    eventually("cluster-a synced again", WAIT, peer_a_in_b("synced")).await;
+
+    // Every context, side by side, and as text.
+    let all = status(&["--all-contexts"]);
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["mcsd"]["cluster"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cluster-a", "cluster-b"]);
+    let text = Command::new(mcsd_tests::mcsd_binary())
+        .args(["status", "--context", "cluster-a", "--kubeconfig"])
+        .arg(kubeconfig)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.starts_with("cluster-a (context cluster-a), ClusterSet sandbox"),
+        "{text}"
+    );
+    assert!(text.contains("1 exports, 1 imports, 0 in conflict"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("cluster-b") && l.contains("synced")),
+        "{text}"
+    );
+
+    set.stop().await;
 }

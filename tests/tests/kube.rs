@@ -787,3 +787,128 @@ fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// `mcsd join` on real clusters (already peered by tests/kube/up.sh, so joining replaces its peer
+/// Secrets with join's, a credential change): the mesh works, a second run writes nothing, the
+/// handed-over credential reads the exchange records and nothing else, and `mcsd leave` withdraws
+/// the peer's exports and revokes its token. The mesh is restored at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (mcsd join against kube-apiserver): tests/kube/test.sh runs it"]
+async fn mcsd_join_meshes_real_clusters_idempotently_and_leave_revokes() {
+    let ns = "joined";
+    let set = real(3, ns).await;
+    let dir = mcsd_tests::real_clusterset().unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let mcsd = |args: &[&str]| -> String {
+        let out = std::process::Command::new(mcsd_tests::mcsd_binary())
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mcsd {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let all = ["join", "cluster-a", "cluster-b", "cluster-c"];
+    let joined = mcsd(&all);
+    assert_eq!(joined.matches("joined: ").count(), 6, "{joined}");
+    set.apply(0, &exported(ns, "one"));
+    let one = format!("one.{ns}.svc.clusterset.local");
+    resolved(set.members[1].dns, &one).await;
+    resolved(set.members[2].dns, &one).await;
+
+    // Again: every object unchanged, and kube-apiserver's resourceVersions say so.
+    let versions = |i: usize| {
+        set.kubectl(
+            i,
+            &[
+                "get",
+                "serviceaccounts,roles,rolebindings,secrets",
+                "-n",
+                "mcsd-system",
+                "-o",
+                "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion}{\"\\n\"}{end}",
+            ],
+        )
+    };
+    let before: Vec<String> = (0..3).map(versions).collect();
+    let again = mcsd(&all);
+    assert!(
+        again
+            .lines()
+            .filter(|l| !l.starts_with("joined: "))
+            .all(|l| l.ends_with(" unchanged")),
+        "{again}"
+    );
+    assert_eq!((0..3).map(versions).collect::<Vec<_>>(), before);
+
+    // cluster-c's credential for cluster-a: the exchange records and its own token, nothing else.
+    let text = mcsd_tests::peer_secret_kubeconfig(&set.members[2].kubeconfig, "cluster-a");
+    let peer = dir.join("join-peer-a-for-c.kubeconfig");
+    std::fs::write(&peer, text).unwrap();
+    mcsd_tests::kubectl(&peer, &["get", "configmaps,endpointslices", "-n", "mcsd-system"]);
+    mcsd_tests::kubectl(
+        &peer,
+        &["create", "token", "mcsd-peer-cluster-c", "-n", "mcsd-system"],
+    );
+    for args in [
+        &["get", "secrets", "-n", "mcsd-system"][..],
+        &["get", "services", "-A"],
+        &["create", "configmap", "planted", "-n", "mcsd-system"],
+        &["create", "token", "mcsd", "-n", "mcsd-system"],
+        &["create", "token", "mcsd-peer-cluster-b", "-n", "mcsd-system"],
+    ] {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&peer)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("forbidden"),
+            "kubectl {}: {stderr}",
+            args.join(" ")
+        );
+    }
+
+    // leave: withdrawn from cluster-c, and the token it held is revoked at once.
+    mcsd(&["leave", "--one-way", "cluster-a", "cluster-c"]);
+    eventually("one withdrawn in cluster-c", WAIT, || async {
+        (dig(&set.members[2].dns, &one, "A").status == "NXDOMAIN").then_some(())
+    })
+    .await;
+    eventually("the left peer's token revoked", WAIT, || async {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&peer)
+            .args(["get", "configmaps", "-n", "mcsd-system"])
+            .output()
+            .unwrap();
+        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Unauthorized")).then_some(())
+    })
+    .await;
+    assert_eq!(dig(&set.members[1].dns, &one, "A").status, "NOERROR");
+
+    // The mesh again, for the tests after this one: the import comes back (a new one, with a new
+    // clusterset IP: the old one was withdrawn).
+    mcsd(&["join", "--one-way", "cluster-a", "cluster-c"]);
+    resolved(set.members[2].dns, &one).await;
+    // `mcsd status` reads cluster-c's view with the kubeconfig alone: cluster-a synced again.
+    eventually("cluster-a synced in cluster-c's status", WAIT, || async {
+        let out = mcsd(&["status", "--context", "cluster-c", "-o", "json"]);
+        let status: serde_json::Value = serde_json::from_str(&out).ok()?;
+        status[0]["mcsd"]["peers"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "cluster-a" && p["state"] == "synced")
+            .then_some(())
+    })
+    .await;
+    set.stop().await;
+}

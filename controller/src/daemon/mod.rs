@@ -28,6 +28,7 @@ mod local;
 pub mod metrics;
 pub mod peers;
 mod queue;
+pub mod status;
 pub mod why;
 mod writers;
 
@@ -161,6 +162,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         guard,
         peer_ranges,
     } = config;
+    let replica = election.as_ref().map(|e| e.identity.clone());
     let (leader, writers_done, stopped) = lead(client.clone(), election, shutdown.clone());
     let writes = Writes::default();
     {
@@ -206,6 +208,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         &shutdown,
     );
 
+    tokio::spawn(
+        status::publish(
+            client.clone(),
+            exchange_namespace.clone(),
+            identity.clone(),
+            replica,
+            followers.states.clone(),
+            leader.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("status")),
+    );
     let exporter = Exporter {
         cluster: identity.cluster.clone(),
         client: client.clone(),

@@ -1,0 +1,144 @@
+//! What this cluster's mcsd alone knows of the ClusterSet (each peer's state, why, when it was
+//! last current, when its credentials expire), published for `mcsd status`: one ConfigMap,
+//! `mcsd-system/mcsd-status`, written by the leader when what it says changes, at most once per
+//! [`MIN_INTERVAL`]. `mcsd status` reads it with nothing but a kubeconfig.
+
+use std::time::Duration;
+
+use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Peers;
+use crate::identity::Identity;
+
+/// The ConfigMap's name.
+pub const NAME: &str = "mcsd-status";
+/// Its key holding [`Published`] as JSON.
+pub const KEY: &str = "status.json";
+/// The shortest time between two writes.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What the ConfigMap says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    /// This cluster's id.
+    pub cluster: String,
+    /// Its ClusterSet.
+    pub clusterset: String,
+    /// The replica that leads (and wrote this).
+    pub leader: Option<String>,
+    /// Every peer, by name.
+    pub peers: Vec<PeerEntry>,
+    /// When it was written (RFC 3339); not compared.
+    #[serde(default)]
+    pub written: String,
+}
+
+/// One peer as this cluster's mcsd sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerEntry {
+    /// The peer's cluster id.
+    pub name: String,
+    /// `connecting`, `synced`, `unreachable` or `refused`.
+    pub state: String,
+    /// Why it is refused or unreachable, in one line.
+    pub reason: Option<String>,
+    /// When its records were last known current (RFC 3339): the sync lag counts from it.
+    pub last_current: Option<String>,
+    /// When its credentials expire (RFC 3339), where mcsd renews them.
+    pub credential_expiry: Option<String>,
+}
+
+/// What the peers' states say now.
+fn snapshot(identity: &Identity, leader: Option<&str>, peers: &Peers) -> Published {
+    let now = std::time::SystemTime::now();
+    let peers = peers
+        .snapshot()
+        .into_iter()
+        .map(|(name, status)| PeerEntry {
+            name,
+            state: status.state.name().to_string(),
+            reason: status.state.problem().map(str::to_string),
+            // To the second: a probe that confirms the peer each second need not rewrite this.
+            last_current: status
+                .last_contact
+                .and_then(|t| now.checked_sub(t.elapsed()))
+                .and_then(|t| Timestamp::try_from(t).ok())
+                .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+                .map(|t| t.to_string()),
+            credential_expiry: status
+                .credential_expiry
+                .and_then(|s| Timestamp::from_second(s).ok())
+                .map(|t| t.to_string()),
+        })
+        .collect();
+    Published {
+        cluster: identity.cluster.to_string(),
+        clusterset: identity.clusterset.clone(),
+        leader: leader.map(str::to_string),
+        peers,
+        written: String::new(),
+    }
+}
+
+/// Writes the status while this replica leads, until `shutdown`.
+pub async fn publish(
+    client: Client,
+    namespace: String,
+    identity: Identity,
+    replica: Option<String>,
+    peers: Peers,
+    mut leading: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let mut last: Option<Published> = None;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = leading.wait_for(|l| *l) => if r.is_err() { return },
+        }
+        let now = snapshot(&identity, replica.as_deref(), &peers);
+        // Lag that grows is read from `lastCurrent`: only a change of what is said is written (a
+        // probe that confirms a peer moves `lastCurrent`, once per probe interval).
+        if last.as_ref() != Some(&now) {
+            let mut written = now.clone();
+            written.written = Timestamp::now().to_string();
+            let body = serde_json::json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": NAME, "namespace": namespace, "labels": {"app.kubernetes.io/name": "mcsd"}},
+                "data": {KEY: serde_json::to_string_pretty(&written).unwrap_or_default()},
+            });
+            match api
+                .patch(
+                    NAME,
+                    &PatchParams::apply(mcsd_crds::names::FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+            {
+                Ok(_) => {
+                    last = Some(now);
+                    failing = false;
+                }
+                Err(error) if !std::mem::replace(&mut failing, true) => {
+                    tracing::warn!(%error, "writing mcsd-system/mcsd-status failed; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(MIN_INTERVAL) => {}
+        }
+    }
+}
