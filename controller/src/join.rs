@@ -107,6 +107,12 @@ pub async fn connect(kubeconfig: &Kubeconfig, context: &str, server: Option<&str
     let clock_offset = clock_offset(&client)
         .await
         .map_err(|e| anyhow::anyhow!("context {context}: cannot reach the API server at {url}: {e}; check that the cluster is up and the kubeconfig's server address"))?;
+    let handed_over = server.unwrap_or(&url);
+    if let Err(e) = reachable_as_handed_over(handed_over, ca_pem.as_deref()).await {
+        bail!(
+            "context {context}: the address its peers would be given, {handed_over}, does not answer with the cluster's CA from here: {e}; give one that does with --server {context}=https://HOST:PORT"
+        );
+    }
     let hints = Hints {
         forbidden: " and use an admin context: `mcsd join` creates ServiceAccounts, bindings and Secrets",
         renew: "give the context fresh credentials",
@@ -273,6 +279,33 @@ fn ca_of(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<Option<String
             .with_context(|| format!("context {context}: reading its certificate-authority {path}"));
     }
     Ok(None)
+}
+
+/// Whether an API server answers at `server` over TLS verified with `ca_pem` (what a peer's
+/// kubeconfig will hold), without credentials: any HTTP answer (401 included) will do.
+async fn reachable_as_handed_over(server: &str, ca_pem: Option<&str>) -> Result<(), String> {
+    use base64::Engine as _;
+    let mut cluster = json!({"server": server});
+    if let Some(pem) = ca_pem {
+        cluster["certificate-authority-data"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
+    }
+    let text = serde_yaml::to_string(&json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "peer", "cluster": cluster}],
+        "users": [{"name": "anonymous", "user": {}}],
+        "contexts": [{"name": "peer", "context": {"cluster": "peer", "user": "anonymous"}}],
+        "current-context": "peer",
+    }))
+    .map_err(|e| e.to_string())?;
+    let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| e.to_string())?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    match client.apiserver_version().await {
+        Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
+        Err(e) => Err(preflight::one_line(&e)),
+    }
 }
 
 /// The API server's clock minus ours, in seconds, from the `Date` of its `/version` answer

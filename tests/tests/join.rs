@@ -361,6 +361,13 @@ async fn a_join_refused_by_a_check_writes_nothing_and_says_why_in_one_line() {
         );
     let dead = write(&s.dir, "dead.kubeconfig", &dead);
     refused(&["cluster-a", "dead"], Some(&dead), "cannot reach the API server");
+    // An address for the peers that does not answer (here: nothing listens there).
+    let server = "--server=cluster-b=https://127.0.0.1:1";
+    refused(
+        &[server, "cluster-a", "cluster-b"],
+        None,
+        "does not answer with the cluster's CA",
+    );
     // Another ClusterSet.
     s.kubectl(
         1,
