@@ -1,12 +1,12 @@
 //! `mcsd status`: the ClusterSet as each cluster's mcsd sees it, read with nothing but a
-//! kubeconfig: what the leader publishes in `mcsd-system/mcsd-status` (`daemon/status.rs`: its
+//! kubeconfig: what the leader publishes in the Lease `mcsd-system/mcsd-status` (`daemon/status.rs`: its
 //! peers' states, why, since when they are current, when their credentials expire) and the
 //! cluster's exports, imports and conflicts, counted from the API.
 
 use std::path::Path;
 
 use anyhow::Context as _;
-use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
+use k8s_openapi::{api::coordination::v1::Lease, jiff::Timestamp};
 use kube::{Api, api::ListParams};
 use mcsd_crds::mcs::v1beta1::{ServiceExport, ServiceImport};
 use serde::Serialize;
@@ -67,7 +67,7 @@ async fn read_one(config: &kube::config::Kubeconfig, context: &str) -> anyhow::R
             crate::preflight::one_line(&e)
         )
     };
-    let published = Api::<ConfigMap>::namespaced(client.clone(), DEFAULT_NAMESPACE)
+    let published = Api::<Lease>::namespaced(client.clone(), DEFAULT_NAMESPACE)
         .get_opt(NAME)
         .await
         .map_err(reach)?
@@ -77,9 +77,10 @@ async fn read_one(config: &kube::config::Kubeconfig, context: &str) -> anyhow::R
             )
         })?;
     let text = published
-        .data
+        .metadata
+        .annotations
         .as_ref()
-        .and_then(|d| d.get(KEY))
+        .and_then(|a| a.get(KEY))
         .with_context(|| format!("context {context}: {DEFAULT_NAMESPACE}/{NAME} has no {KEY}"))?;
     let mcsd: Published = serde_json::from_str(text)
         .with_context(|| format!("context {context}: {DEFAULT_NAMESPACE}/{NAME} does not parse"))?;

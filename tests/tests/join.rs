@@ -281,6 +281,7 @@ async fn join_meshes_three_clusters_idempotently_with_read_only_credentials_and_
         &["get", "secrets", "-n", "mcsd-system"][..],
         &["get", "services", "-A"],
         &["get", "serviceexports", "-A"],
+        &["get", "lease", "mcsd-status", "-n", "mcsd-system"],
         &["create", "configmap", "planted", "-n", "mcsd-system"],
         &["delete", "configmap", "--all", "-n", "mcsd-system"],
         &["create", "token", "mcsd", "-n", "mcsd-system"],

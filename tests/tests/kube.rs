@@ -859,6 +859,7 @@ async fn mcsd_join_meshes_real_clusters_idempotently_and_leave_revokes() {
     for args in [
         &["get", "secrets", "-n", "mcsd-system"][..],
         &["get", "services", "-A"],
+        &["get", "lease", "mcsd-status", "-n", "mcsd-system"],
         &["create", "configmap", "planted", "-n", "mcsd-system"],
         &["create", "token", "mcsd", "-n", "mcsd-system"],
         &["create", "token", "mcsd-peer-cluster-b", "-n", "mcsd-system"],

@@ -1,15 +1,18 @@
 //! What this cluster's mcsd alone knows of the ClusterSet (each peer's state, why, when it was
-//! last current, when its credentials expire), published for `mcsd status`: one ConfigMap,
+//! last current, when its credentials expire), published for `mcsd status`: one object,
 //! `mcsd-system/mcsd-status`, written by the leader when what it says changes, at most once per
-//! [`MIN_INTERVAL`]. `mcsd status` reads it with nothing but a kubeconfig.
+//! [`MIN_INTERVAL`]. `mcsd status` reads it with nothing but a kubeconfig. It is a Lease holding
+//! the status in an annotation, not a ConfigMap: peers' credentials (`mcsd-peer`) read the
+//! ConfigMaps of `mcsd-system` (the exchange records) and must not read this cluster's view of
+//! the others; they have no right on Leases, and mcsd's own Role already has the ones it needs.
 
 use std::time::Duration;
 
-use k8s_openapi::{api::core::v1::ConfigMap, jiff::Timestamp};
-use kube::{
-    Api, Client,
-    api::{Patch, PatchParams},
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    jiff::Timestamp,
 };
+use kube::{Api, Client, ResourceExt as _, api::PostParams};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -17,14 +20,14 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::Peers;
 use crate::identity::Identity;
 
-/// The ConfigMap's name.
+/// The Lease's name.
 pub const NAME: &str = "mcsd-status";
-/// Its key holding [`Published`] as JSON.
-pub const KEY: &str = "status.json";
+/// Its annotation holding [`Published`] as JSON.
+pub const KEY: &str = "mcsd.io/status";
 /// The shortest time between two writes.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
 
-/// What the ConfigMap says.
+/// What the status says.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Published {
@@ -99,7 +102,7 @@ pub async fn publish(
     mut leading: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
-    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let api: Api<Lease> = Api::namespaced(client, &namespace);
     let mut last: Option<Published> = None;
     let mut failing = false;
     loop {
@@ -113,19 +116,8 @@ pub async fn publish(
         if last.as_ref() != Some(&now) {
             let mut written = now.clone();
             written.written = Timestamp::now().to_string();
-            let body = serde_json::json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": NAME, "namespace": namespace, "labels": {"app.kubernetes.io/name": "mcsd"}},
-                "data": {KEY: serde_json::to_string_pretty(&written).unwrap_or_default()},
-            });
-            match api
-                .patch(
-                    NAME,
-                    &PatchParams::apply(mcsd_crds::names::FIELD_MANAGER).force(),
-                    &Patch::Apply(&body),
-                )
-                .await
-            {
+            let text = serde_json::to_string_pretty(&written).unwrap_or_default();
+            match write(&api, &namespace, text).await {
                 Ok(_) => {
                     last = Some(now);
                     failing = false;
@@ -141,4 +133,28 @@ pub async fn publish(
             _ = tokio::time::sleep(MIN_INTERVAL) => {}
         }
     }
+}
+
+/// Puts `text` in the status Lease, creating it the first time.
+async fn write(api: &Api<Lease>, namespace: &str, text: String) -> kube::Result<()> {
+    match api.get_opt(NAME).await? {
+        Some(mut lease) => {
+            lease.annotations_mut().insert(KEY.to_string(), text);
+            api.replace(NAME, &PostParams::default(), &lease).await?;
+        }
+        None => {
+            let lease = Lease {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(NAME.to_string()),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some([("app.kubernetes.io/name".to_string(), "mcsd".to_string())].into()),
+                    annotations: Some([(KEY.to_string(), text)].into()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec::default()),
+            };
+            api.create(&PostParams::default(), &lease).await?;
+        }
+    }
+    Ok(())
 }
