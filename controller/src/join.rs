@@ -284,19 +284,7 @@ fn ca_of(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<Option<String
 /// Whether an API server answers at `server` over TLS verified with `ca_pem` (what a peer's
 /// kubeconfig will hold), without credentials: any HTTP answer (401 included) will do.
 async fn reachable_as_handed_over(server: &str, ca_pem: Option<&str>) -> Result<(), String> {
-    use base64::Engine as _;
-    let mut cluster = json!({"server": server});
-    if let Some(pem) = ca_pem {
-        cluster["certificate-authority-data"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
-    }
-    let text = serde_yaml::to_string(&json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "peer", "cluster": cluster}],
-        "users": [{"name": "anonymous", "user": {}}],
-        "contexts": [{"name": "peer", "context": {"cluster": "peer", "user": "anonymous"}}],
-        "current-context": "peer",
-    }))
-    .map_err(|e| e.to_string())?;
+    let text = kubeconfig_text("peer", server, ca_pem, "anonymous", None);
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| e.to_string())?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
@@ -486,16 +474,34 @@ fn exporter_objects(importer: &ClusterId) -> (ServiceAccount, RoleBinding, Clust
 
 /// A kubeconfig for `exporter` with `token`, as the importing cluster's mcsd uses it.
 pub fn peer_kubeconfig(exporter: &Member, user: &str, token: &str) -> String {
+    kubeconfig_text(
+        exporter.id.as_str(),
+        &exporter.server,
+        exporter.ca_pem.as_deref(),
+        user,
+        Some(token),
+    )
+}
+
+/// A kubeconfig of one context `name`: `server` verified with `ca_pem`, as `user` with `token`
+/// (none: no credentials).
+fn kubeconfig_text(
+    name: &str,
+    server: &str,
+    ca_pem: Option<&str>,
+    user: &str,
+    token: Option<&str>,
+) -> String {
     use base64::Engine as _;
-    let name = exporter.id.as_str();
-    let mut cluster = json!({"server": exporter.server});
-    if let Some(pem) = &exporter.ca_pem {
+    let mut cluster = json!({"server": server});
+    if let Some(pem) = ca_pem {
         cluster["certificate-authority-data"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
     }
+    let credentials = token.map_or_else(|| json!({}), |t| json!({"token": t}));
     let config = json!({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": name, "cluster": cluster}],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
         "current-context": name,
     });

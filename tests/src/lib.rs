@@ -43,6 +43,55 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
 }
 
+/// `mcsd sandbox --clusters N --dir DIR ARGS…` running as a process, as a newcomer runs it; stopped
+/// (SIGTERM) and its directory removed when dropped.
+#[derive(Debug)]
+pub struct SandboxProcess {
+    child: std::process::Child,
+    /// Its `--dir`.
+    pub dir: PathBuf,
+    /// `DIR/sandbox.json`: one object per cluster (`name`, `kubeconfig`, `api`, `dns`, `admin`).
+    pub members: Vec<serde_json::Value>,
+}
+
+impl SandboxProcess {
+    /// Starts it in a fresh directory named after `tag` and waits for `sandbox ready`.
+    pub fn start(tag: &str, clusters: usize, args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("mcsd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let n = clusters.to_string();
+        let mut all: Vec<&std::ffi::OsStr> = vec!["sandbox".as_ref(), "--clusters".as_ref(), n.as_ref()];
+        all.extend(args.iter().map(std::ffi::OsStr::new));
+        all.extend(["--dir".as_ref(), dir.as_os_str()]);
+        let (child, line) = start_mcsd_binary(&all);
+        assert_eq!(line, "sandbox ready\n");
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).unwrap()).unwrap();
+        let members = manifest.as_array().unwrap().clone();
+        Self { child, dir, members }
+    }
+
+    /// Cluster `i`'s own kubeconfig.
+    pub fn kubeconfig_of(&self, i: usize) -> PathBuf {
+        PathBuf::from(self.members[i]["kubeconfig"].as_str().unwrap())
+    }
+
+    /// Cluster `i`'s DNS server.
+    pub fn dns(&self, i: usize) -> std::net::SocketAddr {
+        self.members[i]["dns"].as_str().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for SandboxProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// The kubeconfig in the peer Secret `mcsd-system/peer-<exporter>` of the cluster `kubeconfig`
 /// reaches: the credentials its mcsd holds for `exporter`.
 pub fn peer_secret_kubeconfig(kubeconfig: &Path, exporter: &str) -> String {

@@ -3,54 +3,33 @@
 //! kubectl exports, dig resolves, `mcsd leave` parts them.
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output},
+    process::{Command, Output},
     time::Duration,
 };
 
-use mcsd_tests::{dig, eventually, kubectl, repo_root, start_mcsd_binary};
+use mcsd_tests::{SandboxProcess, dig, eventually, kubectl, repo_root};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-struct Sandbox {
-    child: Child,
-    dir: PathBuf,
-    members: Vec<serde_json::Value>,
-}
+/// `mcsd sandbox --clusters N --no-peers` as a process, with the joins made through its
+/// `DIR/kubeconfig`.
+struct Sandbox(SandboxProcess);
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for Sandbox {
+    type Target = SandboxProcess;
+    fn deref(&self) -> &SandboxProcess {
+        &self.0
     }
 }
 
 impl Sandbox {
-    /// `mcsd sandbox --clusters N --no-peers`.
     fn start(clusters: usize, tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mcsd-join-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let n = clusters.to_string();
-        let (child, line) = start_mcsd_binary(&[
-            "sandbox".as_ref(),
-            "--clusters".as_ref(),
-            n.as_ref(),
-            "--no-peers".as_ref(),
-            "--dir".as_ref(),
-            dir.as_os_str(),
-        ]);
-        assert_eq!(line, "sandbox ready\n");
-        let members =
-            serde_json::from_slice::<serde_json::Value>(&std::fs::read(dir.join("sandbox.json")).unwrap())
-                .unwrap()
-                .as_array()
-                .unwrap()
-                .clone();
-        Self { child, dir, members }
+        Self(SandboxProcess::start(
+            &format!("join-{tag}"),
+            clusters,
+            &["--no-peers"],
+        ))
     }
 
     /// The file with every cluster's context.
@@ -68,14 +47,7 @@ impl Sandbox {
 
     /// Each cluster's own kubeconfig.
     fn kubeconfigs(&self) -> Vec<PathBuf> {
-        self.members
-            .iter()
-            .map(|m| PathBuf::from(m["kubeconfig"].as_str().unwrap()))
-            .collect()
-    }
-
-    fn dns(&self, i: usize) -> SocketAddr {
-        self.members[i]["dns"].as_str().unwrap().parse().unwrap()
+        (0..self.members.len()).map(|i| self.kubeconfig_of(i)).collect()
     }
 
     /// `mcsd ARGS --kubeconfig DIR/kubeconfig`.

@@ -538,19 +538,7 @@ async fn a_revoked_peer_token_is_named_in_one_line_and_a_renewed_one_takes_over(
 /// renews an expired or revoked credential.
 fn renew_peer_token(set: &ClusterSet, importer: usize, peer: &str, token: &str) {
     let secret = format!("peer-{peer}");
-    let old = set.kubectl(
-        importer,
-        &[
-            "get",
-            "secret",
-            &secret,
-            "-n",
-            "mcsd-system",
-            "-o",
-            "jsonpath={.data.kubeconfig}",
-        ],
-    );
-    let old = base64_decode(old.trim());
+    let old = mcsd_tests::peer_secret_kubeconfig(&set.members[importer].kubeconfig, peer);
     let renewed: Vec<String> = old
         .lines()
         .map(|l| match l.trim_start().strip_prefix("token: ") {

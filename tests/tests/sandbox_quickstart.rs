@@ -2,50 +2,14 @@
 //! with `kubectl create deployment` and its Service and ServiceExport applied in cluster-a, and
 //! `dig` against cluster-c's DNS server.
 
-use std::{
-    path::PathBuf,
-    process::{Child, Command},
-    time::Duration,
-};
+use std::time::Duration;
 
-use mcsd_tests::{dig_raw, eventually, kubectl, repo_root, start_mcsd_binary};
-
-struct Sandbox {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start(clusters: usize) -> (Sandbox, serde_json::Value) {
-    let dir = std::env::temp_dir().join(format!("mcsd-quickstart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let n = clusters.to_string();
-    let (child, line) = start_mcsd_binary(&[
-        "sandbox".as_ref(),
-        "--clusters".as_ref(),
-        n.as_ref(),
-        "--dir".as_ref(),
-        dir.as_os_str(),
-    ]);
-    assert_eq!(line, "sandbox ready\n");
-    let manifest = serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).unwrap()).unwrap();
-    (Sandbox { child, dir }, manifest)
-}
+use mcsd_tests::{SandboxProcess, dig_raw, eventually, kubectl, repo_root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_cluster_c() {
-    let (sandbox, manifest) = start(3);
-    let members = manifest.as_array().unwrap();
-    let kubeconfig = |i: usize| PathBuf::from(members[i]["kubeconfig"].as_str().unwrap());
+    let sandbox = SandboxProcess::start("quickstart", 3, &[]);
+    let kubeconfig = |i: usize| sandbox.kubeconfig_of(i);
     // The README's commands: the namespace everywhere (`kubectl create namespace`, a protobuf
     // body), the example in cluster-a.
     let examples = repo_root().join("docs/examples");
@@ -76,7 +40,7 @@ async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_clust
         kubectl(&kubeconfig(0), args);
     }
 
-    let dns_c: std::net::SocketAddr = members[2]["dns"].as_str().unwrap().parse().unwrap();
+    let dns_c = sandbox.dns(2);
     let ip = eventually(
         "cluster-c to answer the clusterset IP",
         Duration::from_secs(20),
