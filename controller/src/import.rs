@@ -44,6 +44,14 @@ pub const CONDITION_CLUSTERS_EXCLUDED: &str = "ClustersExcluded";
 pub const REASON_NONE_EXCLUDED: &str = "NoneExcluded";
 /// `ClustersExcluded=True`.
 pub const REASON_EXCLUDED: &str = "PeersExcluded";
+/// ServiceImport condition (mcsd's own): True when some cluster's export is still included but
+/// will be left out unless something is fixed first (its credentials expire and cannot be
+/// renewed); the message names each, with when and why.
+pub const CONDITION_CLUSTERS_AT_RISK: &str = "ClustersAtRisk";
+/// `ClustersAtRisk=False`.
+pub const REASON_NONE_AT_RISK: &str = "NoneAtRisk";
+/// `ClustersAtRisk=True`.
+pub const REASON_AT_RISK: &str = "PeersAtRisk";
 
 /// The ServiceImport for `namespace/name` (spec only; status comes from [`import_status`]).
 ///
@@ -128,13 +136,15 @@ impl DerivedState {
     }
 }
 
-/// The status of the ServiceImport: the clusters in precedence order, `Ready`, and whether
-/// EndpointSlices are published. The condition keeps its `lastTransitionTime` from `previous`
+/// The status of the ServiceImport: the clusters in precedence order, `Ready`, which clusters are
+/// left out (`excluded`) or about to be (`at_risk`), and whether EndpointSlices are published.
+/// Each condition keeps its `lastTransitionTime` from `previous`
 /// while its status does not change, so an unchanged import yields an identical status.
 pub fn import_status(
     merged: &Merged,
     ready: Result<(), (&'static str, String)>,
     excluded: &[(ClusterId, String)],
+    at_risk: &[(ClusterId, String)],
     previous: Option<&ServiceImportStatus>,
     now: k8s_openapi::jiff::Timestamp,
 ) -> ServiceImportStatus {
@@ -165,6 +175,7 @@ pub fn import_status(
                 now,
             ),
             clusters_excluded(excluded, previous_conditions, now),
+            clusters_at_risk(at_risk, previous_conditions, now),
         ],
         endpoint_slice_objects: Some(EndpointSliceObjects::Present),
     }
@@ -187,19 +198,50 @@ fn clusters_excluded(
             now,
         );
     }
-    let message = excluded
-        .iter()
-        .map(|(cluster, why)| format!("{cluster}: {why}"))
-        .collect::<Vec<_>>()
-        .join("; ");
     crate::conditions::condition(
         previous,
         CONDITION_CLUSTERS_EXCLUDED,
         "True",
         REASON_EXCLUDED,
-        format!("left out: {message}"),
+        format!("left out: {}", listed(excluded)),
         now,
     )
+}
+
+/// The condition saying which clusters' exports will be left out unless something is fixed, when
+/// and why (credentials that expire and cannot be renewed).
+fn clusters_at_risk(
+    at_risk: &[(ClusterId, String)],
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    now: k8s_openapi::jiff::Timestamp,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    if at_risk.is_empty() {
+        return crate::conditions::condition(
+            previous,
+            CONDITION_CLUSTERS_AT_RISK,
+            "False",
+            REASON_NONE_AT_RISK,
+            "nothing threatens an exporting cluster's inclusion".to_string(),
+            now,
+        );
+    }
+    crate::conditions::condition(
+        previous,
+        CONDITION_CLUSTERS_AT_RISK,
+        "True",
+        REASON_AT_RISK,
+        format!("at risk: {}", listed(at_risk)),
+        now,
+    )
+}
+
+/// `cluster: why; cluster: why`.
+fn listed(clusters: &[(ClusterId, String)]) -> String {
+    clusters
+        .iter()
+        .map(|(cluster, why)| format!("{cluster}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An owner reference to the ServiceImport, so that deleting it collects what was derived from it.
@@ -613,10 +655,10 @@ mod tests {
         let m = merge(&[export("cluster-a", 0, vec![], ServiceImportType::Headless)]).unwrap();
         let t0 = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap();
         let t1 = k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).unwrap();
-        let first = import_status(&m, Ok(()), &[], None, t0);
-        let again = import_status(&m, Ok(()), &[], Some(&first), t1);
+        let first = import_status(&m, Ok(()), &[], &[], None, t0);
+        let again = import_status(&m, Ok(()), &[], &[], Some(&first), t1);
         assert_eq!(again, first, "nothing changed, nothing to write");
-        let failed = import_status(&m, Err(("Pending", "waiting".into())), &[], Some(&first), t1);
+        let failed = import_status(&m, Err(("Pending", "waiting".into())), &[], &[], Some(&first), t1);
         assert_eq!(failed.conditions[0].last_transition_time.0, t1);
         assert_eq!(failed.conditions[0].status, "False");
         assert_eq!(failed.conditions[1].status, "False", "nothing excluded");
@@ -624,6 +666,7 @@ mod tests {
             &m,
             Ok(()),
             &[(id("cluster-b"), "unreachable for 5m0s".into())],
+            &[],
             Some(&first),
             t1,
         );
@@ -632,6 +675,26 @@ mod tests {
         assert_eq!(
             stale.conditions[1].message,
             "left out: cluster-b: unreachable for 5m0s"
+        );
+        assert_eq!(stale.conditions[2].status, "False", "nothing at risk");
+        let expiring = import_status(
+            &m,
+            Ok(()),
+            &[],
+            &[(
+                id("cluster-b"),
+                "its credentials expire at 2026-11-29T12:00:00Z".into(),
+            )],
+            Some(&first),
+            t1,
+        );
+        assert_eq!(expiring.conditions[1].status, "False", "nothing left out yet");
+        assert_eq!(expiring.conditions[2].type_, CONDITION_CLUSTERS_AT_RISK);
+        assert_eq!(expiring.conditions[2].status, "True");
+        assert_eq!(expiring.conditions[2].last_transition_time.0, t1);
+        assert_eq!(
+            expiring.conditions[2].message,
+            "at risk: cluster-b: its credentials expire at 2026-11-29T12:00:00Z"
         );
     }
 

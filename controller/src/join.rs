@@ -565,8 +565,10 @@ pub enum Change {
     Unchanged,
     /// It existed and was deleted.
     Deleted,
-    /// `--dry-run`: it would have been written.
-    WouldWrite,
+    /// `--dry-run`: it does not exist and would be created.
+    WouldCreate,
+    /// `--dry-run`: it exists and would be changed.
+    WouldUpdate,
 }
 
 impl std::fmt::Display for Change {
@@ -576,12 +578,30 @@ impl std::fmt::Display for Change {
             Self::Updated => "updated",
             Self::Unchanged => "unchanged",
             Self::Deleted => "deleted",
-            Self::WouldWrite => "would be written",
+            Self::WouldCreate => "would be created",
+            Self::WouldUpdate => "would be updated",
         })
     }
 }
 
-/// Server-side applies `object` unless `dry_run` (then prints it); says what changed.
+/// Whether `current` already holds everything `desired` says: every field of `desired` is in
+/// `current` with the same value (lists element by element). What the API server adds (defaults,
+/// metadata) does not count as a difference.
+fn holds(current: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (current, desired) {
+        (Value::Object(c), Value::Object(d)) => d
+            .iter()
+            .all(|(k, v)| v.is_null() || c.get(k).is_some_and(|cv| holds(cv, v))),
+        (Value::Array(c), Value::Array(d)) => {
+            c.len() == d.len() && c.iter().zip(d).all(|(cv, dv)| holds(cv, dv))
+        }
+        (c, d) => c == d,
+    }
+}
+
+/// Server-side applies `object` unless `dry_run` (then prints it, unless it is in place already);
+/// says what changed.
 async fn apply<K>(
     api: Api<K>,
     object: K,
@@ -599,8 +619,20 @@ where
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
     };
+    let current = api
+        .get_opt(&name)
+        .await
+        .with_context(|| format!("context {context}: reading {what}"))?;
     if dry_run {
         let mut value = serde_json::to_value(&object)?;
+        let change = match &current {
+            None => Change::WouldCreate,
+            Some(c) if holds(&serde_json::to_value(c)?, &value) => {
+                out.push(format!("{context}: {what} unchanged"));
+                return Ok(Change::Unchanged);
+            }
+            Some(_) => Change::WouldUpdate,
+        };
         if let Some(data) = value.get_mut("data").and_then(|d| d.as_object_mut())
             && data.contains_key(SECRET_KEY_KUBECONFIG)
         {
@@ -610,12 +642,12 @@ where
             );
         }
         out.push(format!(
-            "# context {context}: {what}\n{}---",
+            "# context {context}: {what} {change}\n{}---",
             serde_yaml::to_string(&value)?
         ));
-        return Ok(Change::WouldWrite);
+        return Ok(change);
     }
-    let before = api.get_opt(&name).await?.and_then(|o| o.resource_version());
+    let before = current.and_then(|o| o.resource_version());
     let params = PatchParams::apply(MANAGER).force();
     let after = api
         .patch(&name, &params, &Patch::Apply(&object))
@@ -688,8 +720,7 @@ pub async fn join_pair(
     let secrets: Api<Secret> = Api::namespaced(ic, ns);
     let secret_name = peer_secret(&exporter.id);
     let user = format!("system:serviceaccount:{ns}:{account}");
-    if !options.dry_run
-        && let Some(current) = secrets.get_opt(&secret_name).await?
+    if let Some(current) = secrets.get_opt(&secret_name).await?
         && still_good(&current, exporter, &user, &account, options.token_ttl)
     {
         out.push(format!(
@@ -885,4 +916,31 @@ pub async fn survey(
     }
     check_together(&members)?;
     Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_is_in_place_when_it_holds_every_field_asked_for() {
+        let desired = json!({"metadata": {"name": "a", "labels": {"x": "1"}},
+            "subjects": [{"kind": "ServiceAccount", "name": "s"}]});
+        let served = json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}, "uid": "u"},
+            "subjects": [{"kind": "ServiceAccount", "name": "s", "apiGroup": ""}]});
+        assert!(
+            holds(&served, &desired),
+            "fields the server adds are no difference"
+        );
+        let mut relabelled = served.clone();
+        relabelled["metadata"]["labels"]["x"] = json!("2");
+        assert!(!holds(&relabelled, &desired));
+        let mut more = served.clone();
+        more["subjects"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"kind": "User", "name": "u"}));
+        assert!(!holds(&more, &desired), "a list holds exactly what is asked for");
+        assert!(!holds(&json!({"metadata": {"name": "a"}}), &desired));
+    }
 }

@@ -130,18 +130,34 @@ where
 }
 
 /// An error and its sources on one line.
-pub fn one_line(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        let text = s.to_string();
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let (text, whole) = text_of(e);
         if !out.contains(&text) {
-            out.push_str(": ");
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
             out.push_str(&text);
         }
-        source = s.source();
+        next = if whole { None } else { e.source() };
     }
     out.replace('\n', " ")
+}
+
+/// What one error says: an API server's refusal as its message with its code and reason
+/// (`… cannot create resource "serviceaccounts/token" … (403 Forbidden)`), not kube's debug form
+/// of the whole Status.
+/// Also says whether that is the whole story (an API server's refusal has no cause worth adding).
+fn text_of(error: &(dyn std::error::Error + 'static)) -> (String, bool) {
+    match error.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) if !status.message.is_empty() => (
+            format!("{} ({} {})", status.message, status.code, status.reason),
+            true,
+        ),
+        _ => (error.to_string(), false),
+    }
 }
 
 /// How to fix what a check may find.
@@ -298,4 +314,24 @@ const fn crd(resource: &'static str) -> Access {
 
 const fn builtin(resource: &'static str) -> Access {
     Access { resource, crd: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_servers_refusal_reads_as_its_message_code_and_reason() {
+        let status = kube::core::Status {
+            code: 403,
+            reason: "Forbidden".into(),
+            message: "serviceaccounts \"a\" is forbidden: User \"u\" cannot create resource \"serviceaccounts/token\"".into(),
+            ..Default::default()
+        };
+        let error = kube::Error::Api(Box::new(status));
+        assert_eq!(
+            one_line(&error),
+            "serviceaccounts \"a\" is forbidden: User \"u\" cannot create resource \"serviceaccounts/token\" (403 Forbidden)"
+        );
+    }
 }

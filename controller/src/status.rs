@@ -172,7 +172,7 @@ pub fn render(statuses: &[ClusterStatus], now: Timestamp) -> String {
                                 format!("{} ago", span(s))
                             }
                         }),
-                    p.reason.clone().unwrap_or_else(|| "-".into()),
+                    reasons(p),
                 ]
             })
             .collect();
@@ -205,6 +205,22 @@ pub fn render(statuses: &[ClusterStatus], now: Timestamp) -> String {
     out
 }
 
+/// A peer's REASON column: what is wrong now, then what will be (credentials that cannot be
+/// renewed); `-` for neither.
+fn reasons(peer: &crate::daemon::status::PeerEntry) -> String {
+    let all: Vec<&str> = peer
+        .reason
+        .iter()
+        .chain(&peer.credential_problem)
+        .map(String::as_str)
+        .collect();
+    if all.is_empty() {
+        "-".into()
+    } else {
+        all.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +242,15 @@ mod tests {
                         reason: None,
                         last_current: Some("2026-11-28T11:59:58Z".into()),
                         credential_expiry: Some("2026-11-29T00:00:00Z".into()),
+                        credential_problem: None,
+                    },
+                    PeerEntry {
+                        name: "cluster-d".into(),
+                        state: "synced".into(),
+                        reason: None,
+                        last_current: Some("2026-11-28T11:59:59Z".into()),
+                        credential_expiry: Some("2026-11-28T13:00:00Z".into()),
+                        credential_problem: Some("renewal refused".into()),
                     },
                     PeerEntry {
                         name: "cluster-b".into(),
@@ -233,6 +258,7 @@ mod tests {
                         reason: Some("cannot reach the API server".into()),
                         last_current: Some("2026-11-28T11:55:00Z".into()),
                         credential_expiry: None,
+                        credential_problem: None,
                     },
                 ],
                 written: "2026-11-28T11:59:59Z".into(),
@@ -247,6 +273,7 @@ mod tests {
             "cluster-c (context ctx-c), ClusterSet prod, leader mcsd-7f9; 2 exports, 3 imports, 1 in conflict; published 1 s ago\n\
              \x20 PEER       STATE        SYNC LAG  CREDENTIALS EXPIRE  REASON\n\
              \x20 cluster-a  synced       2 s       in 12 h 0 m         -\n\
+             \x20 cluster-d  synced       1 s       in 1 h 0 m          renewal refused\n\
              \x20 cluster-b  unreachable  5 m       -                   cannot reach the API server\n"
         );
     }

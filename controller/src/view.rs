@@ -69,6 +69,9 @@ pub struct View {
     /// Clusters whose records are kept but not merged (a stale peer), or never read (a refused
     /// peer), with why and the services they publish.
     excluded: BTreeMap<ClusterId, Exclusion>,
+    /// Clusters still merged with something wrong ahead (credentials that cannot be renewed),
+    /// with the one line saying what.
+    warnings: BTreeMap<ClusterId, String>,
     /// What peers' records may bring (`None`: everything, as in unit tests of the merge).
     guard: Option<Arc<Guard>>,
     /// This cluster: its own records are not guarded (its admin wrote its Services).
@@ -406,6 +409,35 @@ impl View {
         let mut changed = self.keys_of(cluster);
         changed.extend(old.keys);
         changed
+    }
+
+    /// Sets (`Some`) or clears the warning about `cluster`: something that will go wrong with it
+    /// unless fixed (its credentials cannot be renewed), while its records are still merged.
+    /// Returns the keys whose warnings changed.
+    pub fn warn(&mut self, cluster: &ClusterId, warning: Option<String>) -> BTreeSet<Key> {
+        let changed = match warning {
+            Some(w) => self.warnings.insert(cluster.clone(), w.clone()).as_ref() != Some(&w),
+            None => self.warnings.remove(cluster).is_some(),
+        };
+        if !changed {
+            return BTreeSet::new();
+        }
+        let mut keys = self.keys_of(cluster);
+        if let Some(e) = self.excluded.get(cluster) {
+            keys.extend(e.keys.iter().cloned());
+        }
+        keys
+    }
+
+    /// The warnings about clusters that publish `key` and are still merged (once left out, the
+    /// exclusion says what happened), with the cluster each concerns.
+    pub fn warnings(&self, key: &Key) -> Vec<(ClusterId, String)> {
+        let holds = self.services.get(key);
+        self.warnings
+            .iter()
+            .filter(|(c, _)| holds.is_some_and(|m| m.contains_key(*c)) && !self.excluded.contains_key(*c))
+            .map(|(c, w)| (c.clone(), w.clone()))
+            .collect()
     }
 
     /// The clusters left out of `key`'s merge that publish (or are known to publish) it, with why.
@@ -873,6 +905,38 @@ mod tests {
             [id("cluster-a")]
         );
         assert!(view.slices(&key("demo", "hello")).is_empty());
+    }
+
+    #[test]
+    fn a_warning_concerns_the_services_its_cluster_publishes_and_changes_nothing_merged() {
+        let mut view = View::default();
+        view.apply(&id("cluster-a"), record("cluster-a", "ns", "svc", 0));
+        view.apply(&id("cluster-b"), record("cluster-b", "ns", "other", 1));
+        let (svc, other) = (Key::new("ns", "svc"), Key::new("ns", "other"));
+        let before = view.merged(&svc).unwrap();
+
+        let changed = view.warn(&id("cluster-a"), Some("credentials expire".into()));
+        assert_eq!(changed, BTreeSet::from([svc.clone()]));
+        assert_eq!(
+            view.warnings(&svc),
+            [(id("cluster-a"), "credentials expire".to_string())]
+        );
+        assert!(view.warnings(&other).is_empty());
+        assert_eq!(view.merged(&svc).unwrap(), before, "a warning leaves nothing out");
+        assert!(
+            view.warn(&id("cluster-a"), Some("credentials expire".into()))
+                .is_empty(),
+            "the same warning again changes nothing"
+        );
+        assert_eq!(view.warn(&id("cluster-a"), None), BTreeSet::from([svc.clone()]));
+        assert!(view.warnings(&svc).is_empty());
+        view.warn(&id("cluster-a"), Some("credentials expire".into()));
+        view.exclude(&id("cluster-a"), "refused: 401".into(), BTreeSet::new());
+        assert!(view.warnings(&svc).is_empty(), "left out: no longer a warning");
+        view.include(&id("cluster-a"));
+        assert_eq!(view.warnings(&svc).len(), 1);
+        assert_eq!(view.warn(&id("cluster-a"), None), BTreeSet::from([svc.clone()]));
+        assert!(view.warn(&id("cluster-a"), None).is_empty());
     }
 
     #[test]

@@ -176,6 +176,10 @@ pub struct Explanation {
     pub slices: Vec<SliceFacts>,
     /// What is left out and why, one line each.
     pub left_out: Vec<String>,
+    /// What will be left out unless fixed, when and why (credentials that cannot be renewed),
+    /// one line each.
+    #[serde(default)]
+    pub at_risk: Vec<String>,
 }
 
 /// Splits `name` into its form and service, for a zone named `origin`.

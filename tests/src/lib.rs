@@ -92,23 +92,55 @@ impl Drop for SandboxProcess {
     }
 }
 
-/// The kubeconfig in the peer Secret `mcsd-system/peer-<exporter>` of the cluster `kubeconfig`
-/// reaches: the credentials its mcsd holds for `exporter`.
-pub fn peer_secret_kubeconfig(kubeconfig: &Path, exporter: &str) -> String {
-    use base64::Engine as _;
-    let secret = format!("peer-{exporter}");
-    let data = kubectl(
+/// `jsonpath` of the peer Secret `mcsd-system/peer-<exporter>` of the cluster `kubeconfig`
+/// reaches.
+fn peer_secret_field(kubeconfig: &Path, exporter: &str, jsonpath: &str) -> String {
+    kubectl(
         kubeconfig,
         &[
             "get",
             "secret",
-            &secret,
+            &format!("peer-{exporter}"),
             "-n",
             "mcsd-system",
             "-o",
-            "jsonpath={.data.kubeconfig}",
+            &format!("jsonpath={{{jsonpath}}}"),
         ],
+    )
+}
+
+/// The annotation `mcsd.io/<name>` of the peer Secret for `exporter` (`token-expires`,
+/// `token-lifetime`, `service-account`: what `mcsd join` and the renewing mcsd write there).
+pub fn peer_secret_annotation(kubeconfig: &Path, exporter: &str, name: &str) -> String {
+    peer_secret_field(
+        kubeconfig,
+        exporter,
+        &format!(".metadata.annotations.mcsd\\.io/{name}"),
+    )
+}
+
+/// `mcsd ARGS --kubeconfig KUBECONFIG`, which must succeed; its standard output.
+pub fn mcsd_ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new(mcsd_binary())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .expect("mcsd runs");
+    assert!(
+        out.status.success(),
+        "mcsd {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).expect("mcsd writes UTF-8")
+}
+
+/// The kubeconfig in the peer Secret `mcsd-system/peer-<exporter>` of the cluster `kubeconfig`
+/// reaches: the credentials its mcsd holds for `exporter`.
+pub fn peer_secret_kubeconfig(kubeconfig: &Path, exporter: &str) -> String {
+    use base64::Engine as _;
+    let data = peer_secret_field(kubeconfig, exporter, ".data.kubeconfig");
     let text = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
         .expect("the Secret's kubeconfig is base64");

@@ -4,7 +4,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     time::Duration,
 };
 
@@ -50,26 +50,9 @@ impl Sandbox {
         (0..self.members.len()).map(|i| self.kubeconfig_of(i)).collect()
     }
 
-    /// `mcsd ARGS --kubeconfig DIR/kubeconfig`.
-    fn mcsd(&self, args: &[&str]) -> Output {
-        Command::new(mcsd_tests::mcsd_binary())
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .output()
-            .expect("mcsd runs")
-    }
-
     /// `mcsd ARGS`, which must succeed; its standard output.
     fn mcsd_ok(&self, args: &[&str]) -> String {
-        let out = self.mcsd(args);
-        assert!(
-            out.status.success(),
-            "mcsd {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        mcsd_tests::mcsd_ok(&self.kubeconfig(), args)
     }
 
     /// Every object `mcsd join` writes, with its resourceVersion, in every cluster.
@@ -177,7 +160,7 @@ async fn join_meshes_three_clusters_idempotently_with_read_only_credentials_and_
     // Unconnected: cluster-c knows nothing of cluster-a's export.
     assert_eq!(dig(&s.dns(2), HELLO, "A").status, "NXDOMAIN");
 
-    // --dry-run prints every object and writes none.
+    // --dry-run prints every object (none exists yet) and writes none.
     let before = s.join_objects();
     let printed = s.mcsd_ok(&["join", "--dry-run", "cluster-a", "cluster-b", "cluster-c"]);
     // Per ordered pair: the identity, its two bindings, the Role and binding that let it renew
@@ -229,6 +212,31 @@ async fn join_meshes_three_clusters_idempotently_with_read_only_credentials_and_
         "a second join changes nothing:\n{again}"
     );
     assert_eq!(s.join_objects(), after_first, "a second join writes nothing");
+    // A dry run now says the same, object by object; one that would change prints it.
+    s.kubectl(
+        0,
+        &[
+            "label",
+            "serviceaccount",
+            "mcsd-peer-cluster-b",
+            "-n",
+            "mcsd-system",
+            "app.kubernetes.io/name=other",
+            "--overwrite",
+        ],
+    );
+    let dry = s.mcsd_ok(&["join", "--dry-run", "cluster-a", "cluster-b", "cluster-c"]);
+    let unchanged = dry.lines().filter(|l| l.ends_with(" unchanged")).count();
+    assert_eq!(unchanged, 6 * 8 - 1, "every object but one in place:\n{dry}");
+    assert!(
+        dry.contains(
+            "# context cluster-a: ServiceAccount mcsd-system/mcsd-peer-cluster-b would be updated\n"
+        ),
+        "{dry}"
+    );
+    let relabelled = s.join_objects();
+    s.mcsd_ok(&["join", "cluster-a", "cluster-b"]);
+    assert_ne!(s.join_objects(), relabelled, "the real run puts it back");
 
     // What cluster-c holds for cluster-a reads the exchange records and the cluster's identity,
     // and nothing else.
@@ -479,20 +487,7 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
     })
     .await;
 
-    let expiry = || {
-        kubectl(
-            &members[1].kubeconfig,
-            &[
-                "get",
-                "secret",
-                "peer-cluster-a",
-                "-n",
-                "mcsd-system",
-                "-o",
-                "jsonpath={.metadata.annotations.mcsd\\.io/token-expires}",
-            ],
-        )
-    };
+    let expiry = || mcsd_tests::peer_secret_annotation(&members[1].kubeconfig, "cluster-a", "token-expires");
     let first = peer_secret_kubeconfig(&members[1].kubeconfig, "cluster-a", dir, "first-token.kubeconfig");
     let mut expiries = vec![expiry()];
 
@@ -536,6 +531,134 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
         "current-token.kubeconfig",
     );
     kubectl(&current, &["get", "configmaps", "-n", "mcsd-system"]);
+
+    set.stop().await;
+}
+
+/// A peer token whose renewal the exporting cluster refuses (its renew RoleBinding deleted) is
+/// reported as soon as the first renewal fails, while the token still works: `ClustersAtRisk` on
+/// the import it feeds, `mcsd why`, `mcsd status` and the metric, each naming the fix; the import
+/// keeps answering. Running `mcsd join` again, as the report says, clears every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_cannot_be_renewed_is_reported_before_it_expires_and_join_fixes_it() {
+    use mcsd_sandbox::ClusterConfig;
+    // Renewal is due after 10 s; the token works for 20.
+    const LIFETIME: Duration = Duration::from_secs(20);
+
+    let configs = [0, 1].map(|i| ClusterConfig {
+        min_token_lifetime: Duration::from_secs(1),
+        ..ClusterConfig::nth(i)
+    });
+    let set = InProcess::start("at-risk", configs, Default::default()).await;
+    let (members, b) = (&set.members, &set.mcsds[1]);
+    export_hello(&set.kubeconfigs(), 0);
+    set.join(true, LIFETIME).await;
+    // cluster-a no longer lets cluster-b's identity mint its tokens.
+    kubectl(
+        &members[0].kubeconfig,
+        &[
+            "delete",
+            "rolebinding",
+            "mcsd-peer-cluster-b-renew",
+            "-n",
+            "mcsd-system",
+        ],
+    );
+    let expires: k8s_openapi::jiff::Timestamp =
+        mcsd_tests::peer_secret_annotation(&members[1].kubeconfig, "cluster-a", "token-expires")
+            .parse()
+            .unwrap();
+    let ip = eventually("hello in cluster-b", WAIT, || {
+        let answer = dig(&b.dns, HELLO, "A");
+        async move { (answer.status == "NOERROR" && !answer.records.is_empty()).then_some(answer) }
+    })
+    .await;
+    let condition = |type_: &'static str| {
+        let kubeconfig = members[1].kubeconfig.clone();
+        move || {
+            let out = kubectl(
+                &kubeconfig,
+                &[
+                    "get",
+                    "serviceimport",
+                    "hello",
+                    "-n",
+                    "demo",
+                    "-o",
+                    &format!("jsonpath={{.status.conditions[?(@.type==\"{type_}\")]['status','message']}}"),
+                ],
+            );
+            out.split_once(' ')
+                .map(|(s, m)| (s.to_string(), m.to_string()))
+                .unwrap_or_default()
+        }
+    };
+    let at_risk = condition("ClustersAtRisk");
+    let (_, message) = eventually("ClustersAtRisk=True on cluster-b's import", LIFETIME, || {
+        let (status, message) = at_risk();
+        async move { (status == "True").then_some((status, message)) }
+    })
+    .await;
+    assert!(
+        k8s_openapi::jiff::Timestamp::now() < expires,
+        "reported before the token expires ({expires})"
+    );
+    assert!(
+        message.starts_with(&format!(
+            "at risk: cluster-a: its credentials expire at {expires} and cannot be renewed: the peer refused a new token for mcsd-peer-cluster-b"
+        )) && message.contains("403")
+            && message.ends_with("run `mcsd join` for this pair again, or renew the kubeconfig in Secret mcsd-system/peer-cluster-a"),
+        "{message}"
+    );
+    assert_eq!(condition("ClustersExcluded")().0, "False", "still imported");
+    assert_eq!(dig(&b.dns, HELLO, "A"), ip, "the import answers meanwhile");
+
+    let why = Command::new(mcsd_tests::mcsd_binary())
+        .args(["why", HELLO, "--admin", &b.admin.to_string()])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&why.stdout);
+    assert!(
+        why.contains("At risk (still imported;") && why.contains("\n  cluster-a: its credentials expire at"),
+        "{why}"
+    );
+    // The status is published at most every 2 s.
+    eventually("the refused renewal in cluster-b's status", WAIT, || async {
+        let status = Command::new(mcsd_tests::mcsd_binary())
+            .args(["status", "-o", "json", "--context", "cluster-b", "--kubeconfig"])
+            .arg(&set.kubeconfig)
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+        let peer = &status[0]["mcsd"]["peers"][0];
+        (peer["state"] == "synced"
+            && peer["credentialProblem"]
+                .as_str()
+                .is_some_and(|p| p.contains("cannot be renewed")))
+        .then_some(())
+    })
+    .await;
+    let failing = || async {
+        mcsd::admin_client::get(b.admin, "/metrics", mcsd::admin_client::TIMEOUT)
+            .await
+            .unwrap()
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("mcsd_peer_credential_renewal_failing{peer=\"cluster-a\"} "))
+            .map(str::to_string)
+    };
+    assert_eq!(failing().await.as_deref(), Some("1"));
+
+    // The fix the report names.
+    set.join(true, LIFETIME).await;
+    eventually("ClustersAtRisk=False again", WAIT, || {
+        let (status, _) = at_risk();
+        async move { (status == "False").then_some(()) }
+    })
+    .await;
+    assert_eq!(failing().await.as_deref(), Some("0"));
+    assert_eq!(condition("ClustersExcluded")().0, "False");
+    assert_eq!(dig(&b.dns, HELLO, "A"), ip);
 
     set.stop().await;
 }

@@ -787,21 +787,7 @@ async fn mcsd_join_meshes_real_clusters_idempotently_and_leave_revokes() {
     let set = real(3, ns).await;
     let dir = mcsd_tests::real_clusterset().unwrap();
     let kubeconfig = dir.join("kubeconfig");
-    let mcsd = |args: &[&str]| -> String {
-        let out = std::process::Command::new(mcsd_tests::mcsd_binary())
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mcsd {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let mcsd = |args: &[&str]| mcsd_tests::mcsd_ok(&kubeconfig, args);
     let all = ["join", "cluster-a", "cluster-b", "cluster-c"];
     let joined = mcsd(&all);
     assert_eq!(joined.matches("joined: ").count(), 6, "{joined}");
@@ -899,5 +885,131 @@ async fn mcsd_join_meshes_real_clusters_idempotently_and_leave_revokes() {
             .then_some(())
     })
     .await;
+    set.stop().await;
+}
+
+/// Token renewal through kube-apiserver's TokenRequest, with the rights `mcsd join` grants: the
+/// Secret's expiry is brought forward (kube-apiserver's tokens live at least 10 minutes, too long
+/// to wait for halfway), and cluster-b's mcsd renews at once; then, with the renew RoleBinding
+/// deleted in cluster-a, the refused renewal is reported on the import (`ClustersAtRisk`) and in
+/// `mcsd status` while the token still works, and `mcsd join` again clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (TokenRequest of kube-apiserver): tests/kube/test.sh runs it"]
+async fn mcsd_renews_peer_tokens_through_kube_apiserver_and_reports_a_refused_renewal() {
+    let ns = "renewed";
+    let set = real(2, ns).await;
+    let dir = mcsd_tests::real_clusterset().unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let mcsd = |args: &[&str]| mcsd_tests::mcsd_ok(&kubeconfig, args);
+    mcsd(&["join", "--one-way", "cluster-a", "cluster-b"]);
+    set.apply(0, &exported(ns, "two"));
+    let two = format!("two.{ns}.svc.clusterset.local");
+    let ip = resolved(set.members[1].dns, &two).await;
+
+    let annotation =
+        |name: &str| mcsd_tests::peer_secret_annotation(&set.members[1].kubeconfig, "cluster-a", name);
+    assert_eq!(annotation("token-lifetime"), "86400");
+    // Renewal is due halfway through a token's life: an expiry two minutes away makes it overdue.
+    let bring_forward = || {
+        let soon = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(120);
+        set.kubectl(
+            1,
+            &[
+                "annotate",
+                "--overwrite",
+                "secret",
+                "peer-cluster-a",
+                "-n",
+                "mcsd-system",
+                &format!("mcsd.io/token-expires={soon}"),
+            ],
+        );
+        soon.to_string()
+    };
+    let old = mcsd_tests::peer_secret_kubeconfig(&set.members[1].kubeconfig, "cluster-a");
+    let soon = bring_forward();
+    let renewed = eventually("cluster-b's mcsd to renew its token", WAIT, || async {
+        let now = mcsd_tests::peer_secret_kubeconfig(&set.members[1].kubeconfig, "cluster-a");
+        (now != old && annotation("token-expires") != soon).then_some(now)
+    })
+    .await;
+    let expires: k8s_openapi::jiff::Timestamp = annotation("token-expires").parse().unwrap();
+    let left = expires.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+    assert!(
+        (86_000..=86_400).contains(&left),
+        "a new day-long token: {left} s left"
+    );
+    let token = dir.join("renewed-peer-a-for-b.kubeconfig");
+    std::fs::write(&token, renewed).unwrap();
+    mcsd_tests::kubectl(&token, &["get", "configmaps", "-n", "mcsd-system"]);
+    assert_eq!(
+        resolved(set.members[1].dns, &two).await,
+        ip,
+        "the import never moved"
+    );
+
+    // cluster-a refuses the next renewal: reported while the token still works.
+    set.kubectl(
+        0,
+        &[
+            "delete",
+            "rolebinding",
+            "mcsd-peer-cluster-b-renew",
+            "-n",
+            "mcsd-system",
+        ],
+    );
+    let soon = bring_forward();
+    let at_risk = || {
+        set.kubectl(
+            1,
+            &[
+                "get",
+                "serviceimport",
+                "two",
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"ClustersAtRisk\")]['status','message']}",
+            ],
+        )
+    };
+    let message = eventually("ClustersAtRisk=True on cluster-b's import", WAIT, || async {
+        at_risk().strip_prefix("True ").map(str::to_string)
+    })
+    .await;
+    assert!(
+        message.starts_with(&format!(
+            "at risk: cluster-a: its credentials expire at {soon} and cannot be renewed: the peer refused a new token for mcsd-peer-cluster-b"
+        )) && message.contains("forbidden")
+            && message.contains("run `mcsd join` for this pair again"),
+        "{message}"
+    );
+    // The status is published at most every 2 s.
+    eventually("the refused renewal in cluster-b's status", WAIT, || async {
+        let status: serde_json::Value =
+            serde_json::from_str(&mcsd(&["status", "--context", "cluster-b", "-o", "json"])).ok()?;
+        let peers = status[0]["mcsd"]["peers"].as_array()?.clone();
+        peers
+            .iter()
+            .any(|p| {
+                p["name"] == "cluster-a"
+                    && p["state"] == "synced"
+                    && p["credentialProblem"]
+                        .as_str()
+                        .is_some_and(|p| p.contains("cannot be renewed"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert_eq!(resolved(set.members[1].dns, &two).await, ip);
+
+    // The fix the message names.
+    mcsd(&["join", "--one-way", "cluster-a", "cluster-b"]);
+    eventually("ClustersAtRisk=False again", WAIT, || async {
+        at_risk().starts_with("False ").then_some(())
+    })
+    .await;
+    assert_eq!(resolved(set.members[1].dns, &two).await, ip);
     set.stop().await;
 }

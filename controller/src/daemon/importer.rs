@@ -71,6 +71,8 @@ struct Observed {
     merged: Option<Merged>,
     records: BTreeMap<ClusterId, Vec<Arc<MirroredSlice>>>,
     excluded: Vec<(ClusterId, String)>,
+    /// Included clusters about to be left out unless fixed, and why.
+    at_risk: Vec<(ClusterId, String)>,
     /// When the exporting cluster wrote what changed, for the propagation histogram.
     record_written: Option<Timestamp>,
     import: Option<ServiceImport>,
@@ -132,12 +134,13 @@ impl Importer {
             .namespaces
             .get(&ObjectRef::new(ns))
             .is_some_and(|n| n.metadata.deletion_timestamp.is_none());
-        let (merged, records, excluded, record_written) = {
+        let (merged, records, excluded, at_risk, record_written) = {
             let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
             (
                 view.merged(key),
                 view.slices(key),
                 view.excluded(key),
+                view.warnings(key),
                 view.record_written(key),
             )
         };
@@ -163,6 +166,7 @@ impl Importer {
             merged,
             records,
             excluded,
+            at_risk,
             record_written,
             import,
             service,
@@ -309,6 +313,7 @@ impl Importer {
             merged,
             ready,
             &observed.excluded,
+            &observed.at_risk,
             import.status.as_ref(),
             Timestamp::now(),
         );

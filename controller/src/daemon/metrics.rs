@@ -95,6 +95,9 @@ pub struct PeerStatus {
     /// When the peer's credentials expire (seconds since the Unix epoch), where known (a peer
     /// Secret written by `mcsd join`, renewed by this mcsd before then).
     pub credential_expiry: Option<i64>,
+    /// Why renewing the peer's credentials fails, while it does (they still work until they
+    /// expire).
+    pub credential_problem: Option<String>,
 }
 
 impl PeerStatus {
@@ -104,6 +107,7 @@ impl PeerStatus {
             last_sync: None,
             last_contact: None,
             credential_expiry: None,
+            credential_problem: None,
         }
     }
 }
@@ -143,6 +147,17 @@ impl Peers {
             .entry(peer.to_string())
             .or_insert_with(PeerStatus::new)
             .credential_expiry = at;
+    }
+
+    /// Sets why renewing `peer`'s credentials fails (`None`: it does not, or they are not
+    /// renewed by this mcsd).
+    pub fn set_credential_problem(&self, peer: &str, problem: Option<String>) {
+        self.states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(peer.to_string())
+            .or_insert_with(PeerStatus::new)
+            .credential_problem = problem;
     }
 
     /// Notes that `peer` answered a probe while followed: its records are current as of now.
@@ -238,13 +253,27 @@ impl Collector for Peers {
         }
         let mut expiry = encoder.encode_descriptor(
             "credential_expiry_timestamp",
-            "When each peer's credentials expire, where mcsd renews them (peer Secrets written by              `mcsd join`): a value that comes near the present means renewal is failing.",
+            "When each peer's credentials expire, where mcsd renews them (peer Secrets written by \
+             `mcsd join`); see `mcsd_peer_credential_renewal_failing`.",
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
         for (peer, status) in &states {
             if let Some(t) = status.credential_expiry {
                 ConstGauge::new(t).encode(expiry.encode_family(&[("peer", peer.as_str())])?)?;
+            }
+        }
+        let mut renewal = encoder.encode_descriptor(
+            "credential_renewal_failing",
+            "1 while renewing a peer's credentials fails (they still work until their expiry), 0 \
+             while it succeeds; for peers whose credentials mcsd renews.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (peer, status) in &states {
+            if status.credential_expiry.is_some() {
+                ConstGauge::new(i64::from(status.credential_problem.is_some()))
+                    .encode(renewal.encode_family(&[("peer", peer.as_str())])?)?;
             }
         }
         Ok(())

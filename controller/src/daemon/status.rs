@@ -58,6 +58,9 @@ pub struct PeerEntry {
     pub last_current: Option<String>,
     /// When its credentials expire (RFC 3339), where mcsd renews them.
     pub credential_expiry: Option<String>,
+    /// Why renewing its credentials fails, while it does, in one line.
+    #[serde(default)]
+    pub credential_problem: Option<String>,
 }
 
 /// What the peers' states say now.
@@ -81,6 +84,7 @@ fn snapshot(identity: &Identity, leader: Option<&str>, peers: &Peers) -> Publish
                 .credential_expiry
                 .and_then(|s| Timestamp::from_second(s).ok())
                 .map(|t| t.to_string()),
+            credential_problem: status.credential_problem,
         })
         .collect();
     Published {

@@ -88,6 +88,7 @@ impl Sources {
             conflicts: Vec::new(),
             slices: Vec::new(),
             left_out: Vec::new(),
+            at_risk: Vec::new(),
         };
         if let Some(key) = key {
             self.explain_service(&key, &mut out);
@@ -132,6 +133,11 @@ impl Sources {
             });
         let (merged, excluded, published) = {
             let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            out.at_risk = view
+                .warnings(key)
+                .into_iter()
+                .map(|(cluster, why)| format!("{cluster}: {why}"))
+                .collect();
             let excluded: BTreeMap<ClusterId, String> = view.excluded(key).into_iter().collect();
             let mut published = BTreeMap::new();
             for cluster in view.clusters_of(key).chain(excluded.keys().cloned()) {

@@ -157,6 +157,15 @@ pub fn render(e: &Explanation) -> String {
             let _ = writeln!(s, "  {l}");
         }
     }
+    if !e.at_risk.is_empty() {
+        let _ = writeln!(
+            s,
+            "At risk (still imported; left out once the peer's grace period after the time given ends):"
+        );
+        for l in &e.at_risk {
+            let _ = writeln!(s, "  {l}");
+        }
+    }
     s
 }
 

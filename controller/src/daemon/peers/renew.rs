@@ -3,8 +3,11 @@
 //! lives. Halfway through a token's life this cluster's mcsd asks the peer for a new one, with the
 //! token it holds (the peer grants it `create` on `serviceaccounts/token` for that one
 //! ServiceAccount and nothing more), and writes it into the Secret; the Secret's watch then swaps
-//! the credentials without withdrawing anything. A renewal that fails is retried and logged, and
-//! the expiry stays visible in `mcsd_peer_credential_expiry_timestamp_seconds`.
+//! the credentials without withdrawing anything. A renewal that fails is retried, and reported at
+//! once, while the credentials still work: in the log, to `report` (the imports it feeds say so
+//! in `ClustersAtRisk`, `mcsd why` and `mcsd status` show it, and
+//! `mcsd_peer_credential_renewal_failing` is 1), beside the expiry in
+//! `mcsd_peer_credential_expiry_timestamp_seconds`.
 
 use std::time::Duration;
 
@@ -70,18 +73,20 @@ impl Renewal {
 
 /// Renews the token of the peer Secret `secret` (in `local`'s `namespace`) once it is due, with
 /// `peer`, a client holding that token. Returns once the Secret holds a new token (its watch
-/// then restarts the peer with it) or at `stop`.
+/// then restarts the peer with it) or at `stop`. While renewing fails, `report` is given why
+/// (`Some`, each time the reason changes), and `None` once it succeeds.
 pub async fn renew(
     peer: Client,
     local: Client,
     namespace: String,
     secret: String,
     renewal: Renewal,
+    report: impl Fn(Option<String>),
     stop: CancellationToken,
 ) {
     let mut wait = until(renewal.due());
     let retry = (renewal.lifetime / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    let mut failing = false;
+    let mut failing: Option<String> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -90,13 +95,21 @@ pub async fn renew(
         match renew_once(&peer, &local, &namespace, &secret, &renewal).await {
             Ok(expires) => {
                 tracing::info!(%secret, %expires, "peer token renewed");
+                if failing.is_some() {
+                    report(None);
+                }
                 return;
             }
             Err(error) => {
-                if std::mem::replace(&mut failing, true) {
+                if failing.as_ref() == Some(&error) {
                     tracing::debug!(%secret, %error, "renewing the peer token failed again");
                 } else {
                     tracing::warn!(%secret, %error, expires = %renewal.expires, retry_in = ?retry, "renewing the peer token failed; it keeps working until it expires");
+                    report(Some(format!(
+                        "its credentials expire at {} and cannot be renewed: {error}",
+                        renewal.expires
+                    )));
+                    failing = Some(error);
                 }
                 wait = retry;
             }

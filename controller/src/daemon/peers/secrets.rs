@@ -59,8 +59,13 @@ async fn peer_from_secret(
                 .map_err(|e| format!("key {SECRET_KEY_RANGES:?}: {r:?} is not a CIDR range: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // A fingerprint of what the Secret says, to restart the peer only when it changes.
-    let fingerprint = format!("{}\n{ranges_text}\n{yaml}", cluster.as_str());
+    // A fingerprint of what the Secret says, to restart the peer only when it changes (its
+    // renewal annotations included: a new expiry or lifetime reschedules the renewal).
+    let fingerprint = format!(
+        "{}\n{ranges_text}\n{yaml}\n{:?}",
+        cluster.as_str(),
+        Renewal::of(secret)
+    );
     let renew = format!(
         "renew the kubeconfig in Secret {}/{}",
         secret.metadata.namespace.as_deref().unwrap_or_default(),
@@ -108,7 +113,8 @@ where
     shared.states.remove(cluster.as_str());
     change_view(shared, |view| {
         view.set_ranges(&cluster, Vec::new());
-        let mut keys = view.forget(&cluster);
+        let mut keys = view.warn(&cluster, None);
+        keys.extend(view.forget(&cluster));
         keys.extend(view.include(&cluster));
         keys
     });
@@ -205,6 +211,19 @@ pub async fn follow_secrets<F>(
         shared
             .states
             .set_credential_expiry(cluster.as_str(), renewal.as_ref().map(|r| r.expires.as_second()));
+        // New credentials: whatever was wrong with renewing the old ones is no longer.
+        shared.states.set_credential_problem(cluster.as_str(), None);
+        change_view(&shared, |view| view.warn(&cluster, None));
+        let report = {
+            let (shared, cluster, fix) = (shared.clone(), cluster.clone(), peer.renew.clone());
+            move |problem: Option<String>| {
+                let problem = problem.map(|p| format!("{p}; run `mcsd join` for this pair again, or {fix}"));
+                shared
+                    .states
+                    .set_credential_problem(cluster.as_str(), problem.clone());
+                change_view(&shared, |view| view.warn(&cluster, problem));
+            }
+        };
         let renewing = renewal.map(|r| {
             renew(
                 peer.client.clone(),
@@ -212,6 +231,7 @@ pub async fn follow_secrets<F>(
                 shared.namespace.clone(),
                 secret_name.clone(),
                 r,
+                report,
                 stop.clone(),
             )
         });
