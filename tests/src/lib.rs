@@ -458,6 +458,14 @@ impl Member {
             .collect()
     }
 
+    /// Whether this cluster's mcsd, leading, has worked through its first full pass
+    /// (`mcsd_writers_converged`).
+    pub async fn converged(&self) -> bool {
+        metric_values(&admin_get(self.admin, "/metrics").await, "mcsd_writers_converged")
+            .first()
+            .is_some_and(|(_, v)| *v == 1.0)
+    }
+
     /// A kube client with the admin's rights, from the admin kubeconfig (either backend).
     pub async fn client(&self) -> kube::Client {
         let yaml = std::fs::read_to_string(&self.kubeconfig).unwrap();

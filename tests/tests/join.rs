@@ -538,7 +538,8 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
 /// A peer token whose renewal the exporting cluster refuses (its renew RoleBinding deleted) is
 /// reported as soon as the first renewal fails, while the token still works: `ClustersAtRisk` on
 /// the import it feeds, `mcsd why`, `mcsd status` and the metric, each naming the fix; the import
-/// keeps answering. Running `mcsd join` again, as the report says, clears every one of them.
+/// keeps answering; past the expiry the peer is refused with the same fix named. Running
+/// `mcsd join` again, as both say, clears every one of them without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_cannot_be_renewed_is_reported_before_it_expires_and_join_fixes_it() {
     use mcsd_sandbox::ClusterConfig;
@@ -649,8 +650,30 @@ async fn a_token_that_cannot_be_renewed_is_reported_before_it_expires_and_join_f
     };
     assert_eq!(failing().await.as_deref(), Some("1"));
 
-    // The fix the report names.
+    // Left alone, the token expires: the peer is refused, naming the same fix, and its endpoints
+    // stay through the grace period.
+    let refused = eventually("cluster-a refused once its token expired", WAIT, || async {
+        match b.handle.peers.get("cluster-a").map(|p| p.state) {
+            Some(mcsd::daemon::metrics::PeerState::Refused(why)) => Some(why),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(
+        k8s_openapi::jiff::Timestamp::now() >= expires
+            && refused.contains("401")
+            && refused.ends_with("run `mcsd join` for this pair again, or renew the kubeconfig in Secret mcsd-system/peer-cluster-a"),
+        "{refused}"
+    );
+    assert_eq!(dig(&b.dns, HELLO, "A"), ip, "kept through the grace period");
+
+    // The fix both name.
     set.join(true, LIFETIME).await;
+    eventually("cluster-a synced again", WAIT, || async {
+        (b.handle.peers.get("cluster-a").map(|p| p.state) == Some(mcsd::daemon::metrics::PeerState::Synced))
+            .then_some(())
+    })
+    .await;
     eventually("ClustersAtRisk=False again", WAIT, || {
         let (status, _) = at_risk();
         async move { (status == "False").then_some(()) }

@@ -26,10 +26,14 @@ pub fn register(
     peers: &Peers,
     flow: &Flow,
     view: &Arc<Mutex<View>>,
+    converged: &tokio::sync::watch::Receiver<bool>,
 ) {
     registry
         .sub_registry_with_prefix("mcsd")
         .register_collector(Box::new(writes.clone()));
+    registry
+        .sub_registry_with_prefix("mcsd")
+        .register_collector(Box::new(Converged(converged.clone())));
     registry
         .sub_registry_with_prefix("mcsd_peer")
         .register_collector(Box::new(peers.clone()));
@@ -364,6 +368,24 @@ impl Collector for Conflicts {
     }
 }
 
+/// `mcsd_writers_converged`: whether this replica, leading, has worked through its first full pass.
+#[derive(Debug)]
+struct Converged(tokio::sync::watch::Receiver<bool>);
+
+impl Collector for Converged {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let gauge = encoder.encode_descriptor(
+            "writers_converged",
+            "1 once this replica, leading, has worked through its first full pass over every \
+             service: everything it found wrong is written (retries included), and what was right \
+             was left alone.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(*self.0.borrow())).encode(gauge)
+    }
+}
+
 /// `mcsd_peer_records_refused_total{peer,reason}`: what the guard refused of each peer's records
 /// (`crate::guard`). No service names: cardinality is peers × reasons.
 #[derive(Debug)]
@@ -392,10 +414,10 @@ impl Collector for Refusals {
 
 /// What `/metrics` shows of these (with an empty View), as the admin listener encodes it.
 #[cfg(test)]
-#[cfg(test)]
 pub(crate) fn scraped(writes: &super::apply::Writes, peers: &Peers, flow: &Flow) -> String {
     let mut registry = Registry::default();
-    register(&mut registry, writes, peers, flow, &Arc::default());
+    let converged = tokio::sync::watch::channel(false).1;
+    register(&mut registry, writes, peers, flow, &Arc::default(), &converged);
     mcsd_dns::admin::render(&registry)
 }
 
@@ -423,6 +445,27 @@ mod tests {
             !text.contains("mcsd_peer_problem_info{peer=\"cluster-c\""),
             "synced: no problem"
         );
+    }
+
+    #[test]
+    fn a_renewed_credential_shows_its_expiry_and_whether_renewing_it_fails() {
+        let peers = Peers::default();
+        peers.set("cluster-b", PeerState::Synced);
+        peers.set("cluster-c", PeerState::Synced);
+        peers.set_credential_expiry("cluster-b", Some(1_800_000_000));
+        let text = scraped(&Writes::default(), &peers, &Flow::default());
+        assert!(
+            text.contains("mcsd_peer_credential_expiry_timestamp_seconds{peer=\"cluster-b\"} 1800000000")
+        );
+        assert!(text.contains("mcsd_peer_credential_renewal_failing{peer=\"cluster-b\"} 0"));
+        assert!(
+            !text.contains("mcsd_peer_credential_renewal_failing{peer=\"cluster-c\"}"),
+            "not renewed by mcsd: no series"
+        );
+        peers.set_credential_problem("cluster-b", Some("refused".into()));
+        let text = scraped(&Writes::default(), &peers, &Flow::default());
+        assert!(text.contains("mcsd_peer_credential_renewal_failing{peer=\"cluster-b\"} 1"));
+        assert!(text.contains("mcsd_writers_converged 0"), "{text}");
     }
 
     #[test]

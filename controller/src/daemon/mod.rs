@@ -127,14 +127,14 @@ impl Handle {
     pub fn admin_extras(&self) -> mcsd_dns::AdminExtras {
         let (writes, peers, ready) = (self.writes.clone(), self.peers.clone(), self.ready.clone());
         let (why, flow) = (self.why.clone(), self.flow.clone());
-        let view = self.why.view.clone();
+        let (view, converged) = (self.why.view.clone(), self.converged.clone());
         mcsd_dns::AdminExtras {
             why: Some(Arc::new(move |name: &str, zone: &mcsd_dns::Zone| {
                 serde_json::to_string(&why.explain(name, zone)).unwrap_or_default()
             })),
             metrics: Some(Arc::new(
                 move |registry: &mut prometheus_client::registry::Registry| {
-                    metrics::register(registry, &writes, &peers, &flow, &view)
+                    metrics::register(registry, &writes, &peers, &flow, &view, &converged)
                 },
             )),
             not_ready: Some(Arc::new(move || {

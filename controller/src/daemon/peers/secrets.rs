@@ -66,11 +66,14 @@ async fn peer_from_secret(
         cluster.as_str(),
         Renewal::of(secret)
     );
-    let renew = format!(
+    let mut renew = format!(
         "renew the kubeconfig in Secret {}/{}",
         secret.metadata.namespace.as_deref().unwrap_or_default(),
         secret.metadata.name.as_deref().unwrap_or_default()
     );
+    if Renewal::of(secret).is_some() {
+        renew = format!("run `mcsd join` for this pair again, or {renew}");
+    }
     Ok((
         Peer {
             cluster,
@@ -217,7 +220,7 @@ pub async fn follow_secrets<F>(
         let report = {
             let (shared, cluster, fix) = (shared.clone(), cluster.clone(), peer.renew.clone());
             move |problem: Option<String>| {
-                let problem = problem.map(|p| format!("{p}; run `mcsd join` for this pair again, or {fix}"));
+                let problem = problem.map(|p| format!("{p}; {fix}"));
                 shared
                     .states
                     .set_credential_problem(cluster.as_str(), problem.clone());
