@@ -174,18 +174,14 @@ pub fn peer_grace(grace: Duration) -> mcsd::sandbox::Options {
     }
 }
 
-/// Waits until `writes` stops growing (no write for 500 ms), up to 30 s.
-pub async fn settled(writes: &daemon::Writes) {
-    let mut last = writes.total();
-    eventually("mcsd's writes to settle", Duration::from_secs(30), || {
-        let now = writes.total();
-        let quiet = now == last;
-        last = now;
-        async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            quiet.then_some(())
-        }
-    })
+/// Waits until `daemon`'s writers have worked through every service marked so far (up to 30 s):
+/// what the checks before this one saw has been written in full. A signal, not a quiet period.
+pub async fn settled(daemon: &daemon::Handle) {
+    eventually(
+        "mcsd's writers to work through everything",
+        Duration::from_secs(30),
+        || async { daemon.idle().then_some(()) },
+    )
     .await;
 }
 

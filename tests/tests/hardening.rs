@@ -171,7 +171,7 @@ async fn a_restarted_mcsd_never_answers_nxdomain_and_rewrites_nothing_that_is_ri
     for i in 0..SERVICES {
         ips.push(resolved(dns_c, &format!("svc-{i}.steady.svc.clusterset.local")).await);
     }
-    settled(&set.members[2].daemon().writes).await;
+    settled(set.members[2].daemon()).await;
 
     let restarted = set.restart_mcsd(2).await;
     // From its first answer on: the right address, or SERVFAIL while it loads; never NXDOMAIN.
@@ -229,7 +229,7 @@ async fn an_api_server_restart_past_its_watch_history_relists_without_a_burst_of
     for i in 0..20 {
         ips.push(resolved(dns_b, &format!("svc-{i}.relist.svc.clusterset.local")).await);
     }
-    settled(&set.members[1].daemon().writes).await;
+    settled(set.members[1].daemon()).await;
     let writes_before = set.members[1].daemon().writes.snapshot();
 
     // Cluster-b's API server goes away; meanwhile 100 unrelated changes roll its history over.
@@ -295,7 +295,7 @@ async fn an_mcsd_restarted_under_load_denies_nothing_and_rewrites_nothing_that_i
     for i in 0..STABLE {
         ips.push(resolved(dns_c, &format!("stable-{i}.busy.svc.clusterset.local")).await);
     }
-    settled(&set.members[2].daemon().writes).await;
+    settled(set.members[2].daemon()).await;
 
     // The load: cluster-a exports a new service every 50 ms until told to stop.
     let client_a = set.members[0].client().await;
@@ -357,7 +357,7 @@ async fn an_mcsd_restarted_under_load_denies_nothing_and_rewrites_nothing_that_i
     for name in &churned {
         resolved(restarted.dns, &format!("{name}.busy.svc.clusterset.local")).await;
     }
-    settled(&restarted.handle.writes).await;
+    settled(&restarted.handle).await;
     let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = Api::namespaced(client_c, "busy");
     let slices = slices
         .list(&ListParams::default().labels("endpointslice.kubernetes.io/managed-by=mcsd.io"))

@@ -431,7 +431,7 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
         one_slice_each(&imported_slices(&set, 0, "demo").await),
         BTreeSet::from(["cluster-a".to_string(), "cluster-b".to_string()])
     );
-    mcsd_tests::settled(&a.daemon().writes).await;
+    mcsd_tests::settled(a.daemon()).await;
     let quiet = a.daemon().writes.snapshot();
 
     // Renewed, as a routine rotation does, with a token that expires in 10 s.
@@ -528,7 +528,7 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
 
     // A fresh token in the Secret: cluster-b is back without a restart, once, with one slice per
     // address family and nothing deleted on the way.
-    mcsd_tests::settled(&a.daemon().writes).await;
+    mcsd_tests::settled(a.daemon()).await;
     let withdrawn = a.daemon().writes.snapshot();
     set.apply(0, &b.secret(&b.token()));
     answers_with_none_excluded(&set, 0, name, &both).await;
@@ -540,7 +540,7 @@ async fn an_expired_peer_credential_is_named_in_one_line_kept_through_the_grace_
     })
     .await;
     assert_eq!(problems(&metrics), Vec::<String>::new());
-    mcsd_tests::settled(&a.daemon().writes).await;
+    mcsd_tests::settled(a.daemon()).await;
     let slices = imported_slices(&set, 0, "demo").await;
     assert_eq!(
         one_slice_each(&slices),

@@ -111,10 +111,19 @@ pub struct Handle {
     pub converged: watch::Receiver<bool>,
     /// What `mcsd why` reads.
     pub why: why::Sources,
+    /// The writers' queues (exports, imports), for [`Self::idle`].
+    queues: (queue::Queue, queue::Queue),
     stopped: watch::Receiver<bool>,
 }
 
 impl Handle {
+    /// Whether the writers have worked through every service marked so far: nothing queued, in
+    /// the batch being worked, or waiting out a retry. What the watches delivered until now is
+    /// written, or found right. (A replica that does not lead keeps its work until it does.)
+    pub fn idle(&self) -> bool {
+        self.queues.0.is_idle() && self.queues.1.is_idle()
+    }
+
     /// Waits, after `shutdown`, until the writers have finished their batch and the Lease has
     /// been given up.
     pub async fn stopped(&self) {
@@ -266,6 +275,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         peers: followers.states.clone(),
         leader: leader.clone(),
         converged,
+        queues: (export_queue.clone(), import_queue.clone()),
         stopped,
     };
     let writers = Writers {
