@@ -170,6 +170,20 @@ impl Api {
         Ok((token, expires))
     }
 
+    /// How many tokens have been issued for the ServiceAccount `namespace/name` (expired and
+    /// revoked ones included).
+    pub fn tokens_issued(&self, namespace: &str, name: &str) -> usize {
+        self.tokens
+            .read()
+            .values()
+            .filter(|t| {
+                t.bound
+                    .as_ref()
+                    .is_some_and(|(ns, n, _)| ns == namespace && n == name)
+            })
+            .count()
+    }
+
     /// The user a bearer token belongs to; `None` (a 401) for an unknown token, an expired one,
     /// or one whose ServiceAccount has been deleted since it was issued.
     pub fn authenticate(&self, token: &str) -> Option<UserInfo> {

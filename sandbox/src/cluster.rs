@@ -325,6 +325,13 @@ impl Cluster {
         Ok(token)
     }
 
+    /// How many tokens this cluster has issued for the ServiceAccount `namespace/name` (through
+    /// TokenRequests or the methods above), expired and revoked ones included: what a test counts
+    /// to see who asked for tokens how often.
+    pub fn tokens_issued(&self, namespace: &str, name: &str) -> usize {
+        self.api.tokens_issued(namespace, name)
+    }
+
     fn ensure_service_account(&self, namespace: &str, name: &str) -> Result<()> {
         let ctx = Ctx::system("sandbox");
         let ns_info = self.api.resource("", "namespaces").expect("built in");

@@ -377,6 +377,8 @@ struct InProcess {
     dir: PathBuf,
     members: Vec<mcsd::sandbox::Member>,
     mcsds: Vec<mcsd::sandbox::Mcsd>,
+    /// What the mcsds were started with.
+    options: mcsd::sandbox::Options,
     shutdown: tokio_util::sync::CancellationToken,
     /// `dir/kubeconfig`, both contexts.
     kubeconfig: PathBuf,
@@ -418,6 +420,7 @@ impl InProcess {
             dir,
             members,
             mcsds,
+            options,
             shutdown,
             kubeconfig,
         }
@@ -425,6 +428,15 @@ impl InProcess {
 
     fn kubeconfigs(&self) -> Vec<PathBuf> {
         self.members.iter().map(|m| m.kubeconfig.clone()).collect()
+    }
+
+    /// Another mcsd replica in cluster `i` (the two elect a leader), appended to `mcsds`.
+    async fn add_replica(&mut self, i: usize) {
+        let clusters: Vec<_> = self.members.iter().map(|m| &m.cluster).collect();
+        let replica = mcsd::sandbox::start_mcsd(&clusters, i, &self.options, self.shutdown.clone())
+            .await
+            .unwrap();
+        self.mcsds.push(replica);
     }
 
     /// `mcsd join` (the library) of both, with tokens living `ttl`.
@@ -459,7 +471,8 @@ impl InProcess {
 
 /// Peer tokens that live 6 s (the sandbox lets TokenRequests ask for so little): the importing
 /// mcsd renews its own halfway through each life, many times over, while the import answers and
-/// the peer stays synced throughout; the first token is long dead by the end.
+/// the peer stays synced throughout; the first token is long dead by the end. Of cluster-b's two
+/// replicas only the leader renews.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdrawal_or_a_flap() {
     use mcsd::daemon::metrics::PeerState;
@@ -471,7 +484,9 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
         min_token_lifetime: Duration::from_secs(1),
         ..ClusterConfig::nth(i)
     });
-    let set = InProcess::start("renew", configs, Default::default()).await;
+    let mut set = InProcess::start("renew", configs, Default::default()).await;
+    // Two replicas in cluster-b: only the leader renews.
+    set.add_replica(1).await;
     let (members, dir, b) = (&set.members, &set.dir, &set.mcsds[1]);
     // cluster-a exports hello; cluster-b imports it once joined one way, with 6-second tokens.
     export_hello(&set.kubeconfigs(), 0);
@@ -531,6 +546,16 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
         "current-token.kubeconfig",
     );
     kubectl(&current, &["get", "configmaps", "-n", "mcsd-system"]);
+    // One token per renewal, from the leading replica (the join's first, and perhaps one renewal
+    // under way): the other replica asked for none.
+    let issued = members[0]
+        .cluster
+        .tokens_issued("mcsd-system", "mcsd-peer-cluster-b");
+    assert!(
+        issued <= expiries.len() + 1,
+        "{issued} tokens issued for {} renewals: more than one replica renews",
+        expiries.len() - 1
+    );
 
     set.stop().await;
 }

@@ -214,6 +214,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         peer_grace,
         &view,
         (&export_queue, &import_queue),
+        &leader,
         &shutdown,
     );
 
@@ -358,6 +359,7 @@ fn follow_clusterset(
     peer_grace: Duration,
     view: &Arc<Mutex<View>>,
     (export_queue, import_queue): (&queue::Queue, &queue::Queue),
+    leader: &watch::Receiver<bool>,
     shutdown: &CancellationToken,
 ) -> Followers {
     let changed = {
@@ -390,6 +392,7 @@ fn follow_clusterset(
         states: states.clone(),
         probe_interval: (peer_grace / 10).clamp(Duration::from_millis(200), Duration::from_secs(10)),
         grace: peer_grace,
+        leader: leader.clone(),
         shutdown: shutdown.clone(),
     };
     let mut peers_listed = Vec::new();

@@ -121,6 +121,8 @@ pub struct Shared<F> {
     pub probe_interval: Duration,
     /// How long a peer may be unreachable before its records are left out.
     pub grace: Duration,
+    /// True while this replica leads (it alone writes: renewed peer tokens).
+    pub leader: watch::Receiver<bool>,
     /// Stops everything.
     pub shutdown: CancellationToken,
 }

@@ -3,7 +3,7 @@
 //! lives. Halfway through a token's life this cluster's mcsd asks the peer for a new one, with the
 //! token it holds (the peer grants it `create` on `serviceaccounts/token` for that one
 //! ServiceAccount and nothing more), and writes it into the Secret; the Secret's watch then swaps
-//! the credentials without withdrawing anything. A renewal that fails is retried, and reported at
+//! the credentials without withdrawing anything. Only the leading replica renews. A renewal that fails is retried, and reported at
 //! once, while the credentials still work: in the log, to `report` (the imports it feeds say so
 //! in `ClustersAtRisk`, `mcsd why` and `mcsd status` show it, and
 //! `mcsd_peer_credential_renewal_failing` is 1), beside the expiry in
@@ -23,6 +23,7 @@ use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
 };
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::secrets::SECRET_KEY_KUBECONFIG;
@@ -71,28 +72,46 @@ impl Renewal {
     }
 }
 
-/// Renews the token of the peer Secret `secret` (in `local`'s `namespace`) once it is due, with
-/// `peer`, a client holding that token. Returns once the Secret holds a new token (its watch
-/// then restarts the peer with it) or at `stop`. While renewing fails, `report` is given why
-/// (`Some`, each time the reason changes), and `None` once it succeeds.
+/// Whose token is renewed, and where it is kept.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)]
+pub struct Target {
+    /// A client of the peer holding the token.
+    pub peer: Client,
+    /// A client of this cluster.
+    pub local: Client,
+    /// The namespace of the peer Secret.
+    pub namespace: String,
+    /// The peer Secret.
+    pub secret: String,
+}
+
+/// Renews the token of `target`'s Secret once it is due, while this replica leads (only the
+/// leader writes: a replica that does not lead leaves it to the one that does). Returns once the
+/// Secret holds a new token (its watch then restarts the peer with it) or at `stop`. While
+/// renewing fails, `report` is given why (`Some`, each time the reason changes), and `None` once
+/// it succeeds.
 pub async fn renew(
-    peer: Client,
-    local: Client,
-    namespace: String,
-    secret: String,
+    target: Target,
     renewal: Renewal,
     report: impl Fn(Option<String>),
+    mut leader: watch::Receiver<bool>,
     stop: CancellationToken,
 ) {
     let mut wait = until(renewal.due());
     let retry = (renewal.lifetime / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut failing: Option<String> = None;
+    let secret = &target.secret;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        match renew_once(&peer, &local, &namespace, &secret, &renewal).await {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            leads = leader.wait_for(|l| *l) => if leads.is_err() { return },
+        }
+        match renew_once(&target, &renewal).await {
             Ok(expires) => {
                 tracing::info!(%secret, %expires, "peer token renewed");
                 if failing.is_some() {
@@ -123,14 +142,9 @@ fn until(at: Timestamp) -> Duration {
     Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
-async fn renew_once(
-    peer: &Client,
-    local: &Client,
-    namespace: &str,
-    secret: &str,
-    renewal: &Renewal,
-) -> Result<Timestamp, String> {
-    let accounts: Api<ServiceAccount> = Api::namespaced(peer.clone(), &renewal.namespace);
+async fn renew_once(target: &Target, renewal: &Renewal) -> Result<Timestamp, String> {
+    let (namespace, secret) = (&target.namespace, &target.secret);
+    let accounts: Api<ServiceAccount> = Api::namespaced(target.peer.clone(), &renewal.namespace);
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![],
@@ -150,7 +164,7 @@ async fn renew_once(
             )
         })?;
     let status = answered.status.ok_or("the peer answered without a token")?;
-    let secrets: Api<Secret> = Api::namespaced(local.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(target.local.clone(), namespace);
     let current = secrets
         .get(secret)
         .await

@@ -11,7 +11,7 @@ use tracing::Instrument as _;
 
 use super::{
     Shared, change_view,
-    renew::{Renewal, renew},
+    renew::{Renewal, Target, renew},
     supervise,
 };
 use crate::{
@@ -228,15 +228,13 @@ pub async fn follow_secrets<F>(
             }
         };
         let renewing = renewal.map(|r| {
-            renew(
-                peer.client.clone(),
-                client.clone(),
-                shared.namespace.clone(),
-                secret_name.clone(),
-                r,
-                report,
-                stop.clone(),
-            )
+            let target = Target {
+                peer: peer.client.clone(),
+                local: client.clone(),
+                namespace: shared.namespace.clone(),
+                secret: secret_name.clone(),
+            };
+            renew(target, r, report, shared.leader.clone(), stop.clone())
         });
         let mut own = shared.clone();
         own.shutdown = stop.clone();
