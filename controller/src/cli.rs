@@ -94,7 +94,8 @@ struct JoinArgs {
     /// Only the first context exports to the others (they import from it; it imports nothing).
     #[arg(long)]
     one_way: bool,
-    /// Check every cluster and print every object that would be written; write nothing.
+    /// Check every cluster and print each object that would be created or updated (in full) or is
+    /// in place already (`unchanged`); write nothing.
     #[arg(long)]
     dry_run: bool,
     /// The API server address the other clusters use for CONTEXT, when the kubeconfig's is not

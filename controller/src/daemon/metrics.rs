@@ -270,7 +270,8 @@ impl Collector for Peers {
         let mut renewal = encoder.encode_descriptor(
             "credential_renewal_failing",
             "1 while renewing a peer's credentials fails (they still work until their expiry), 0 \
-             while it succeeds; for peers whose credentials mcsd renews.",
+             otherwise; for peers whose credentials mcsd renews. The leading replica renews: \
+             alert on the maximum over replicas.",
             None,
             MetricType::Gauge,
         )?;
