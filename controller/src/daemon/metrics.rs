@@ -369,7 +369,7 @@ impl Collector for Conflicts {
     }
 }
 
-/// `mcsd_writers_converged`: whether this replica, leading, has worked through its first full pass.
+/// `mcsd_writers_converged`: whether this replica, leading, has done its first full pass.
 #[derive(Debug)]
 struct Converged(tokio::sync::watch::Receiver<bool>);
 

@@ -3,10 +3,10 @@
 //! lives. Halfway through a token's life this cluster's mcsd asks the peer for a new one, with the
 //! token it holds (the peer grants it `create` on `serviceaccounts/token` for that one
 //! ServiceAccount and nothing more), and writes it into the Secret; the Secret's watch then swaps
-//! the credentials without withdrawing anything. Only the leading replica renews. A renewal that fails is retried, and reported at
-//! once, while the credentials still work: in the log, to `report` (the imports it feeds say so
-//! in `ClustersAtRisk`, `mcsd why` and `mcsd status` show it, and
-//! `mcsd_peer_credential_renewal_failing` is 1), beside the expiry in
+//! the credentials without withdrawing anything. Only the leading replica renews. A renewal that
+//! fails is retried, and reported at once, while the credentials still work: in the log, and to
+//! `report` (the imports it feeds say so in `ClustersAtRisk`, `mcsd why` and `mcsd status` show
+//! it, and `mcsd_peer_credential_renewal_failing` is 1), beside the expiry in
 //! `mcsd_peer_credential_expiry_timestamp_seconds`.
 
 use std::time::Duration;
