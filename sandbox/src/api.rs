@@ -87,7 +87,7 @@ pub use crate::admission::Behaviour;
 pub struct Api {
     pub(crate) store: Store,
     registry: RwLock<Registry>,
-    pub(crate) tokens: RwLock<HashMap<String, crate::auth::Token>>,
+    tokens: crate::auth::Tokens,
     admission: Admission,
 }
 
@@ -155,6 +155,14 @@ impl Api {
     /// A built-in core (`v1`) resource.
     pub(crate) fn core(&self, resource: &str) -> Arc<ResourceInfo> {
         self.resource("", resource).expect("core resources are built in")
+    }
+
+    /// Who may do what here: the tokens issued, authentication and RBAC (`auth.rs`).
+    pub(crate) fn auth(&self) -> crate::auth::Authority<'_> {
+        crate::auth::Authority {
+            store: &self.store,
+            tokens: &self.tokens,
+        }
     }
 
     /// A resource by group and plural, at any version.

@@ -12,14 +12,25 @@
 //! every authenticated user may read discovery, `/version`, `/openapi` and the health endpoints
 //! (the default `system:discovery` / `system:public-info-viewer` bindings).
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use jiff::Timestamp;
+use parking_lot::RwLock;
 use serde_json::Value;
 
-use crate::api::Api;
 use crate::error::{ApiError, ApiResult};
-use crate::store::GroupResource;
+use crate::store::{GroupResource, ObjectKey, Store};
+
+/// Every token a cluster has issued, by token.
+pub(crate) type Tokens = RwLock<HashMap<String, Token>>;
+
+/// Who may do what in one cluster: the tokens it issued, and RBAC over the objects of its store.
+/// Borrowed from the cluster's [`crate::api::Api`] for each question.
+#[derive(Clone, Copy)]
+pub(crate) struct Authority<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) tokens: &'a Tokens,
+}
 
 /// An issued bearer token: whose it is, until when, and which ServiceAccount it is bound to.
 #[derive(Debug, Clone)]
@@ -124,7 +135,7 @@ fn subject_matches(subject: &Value, user: &UserInfo, binding_ns: &str) -> bool {
     }
 }
 
-impl Api {
+impl Authority<'_> {
     /// Registers a token for a user that neither expires nor is bound to a ServiceAccount (the
     /// admin's).
     pub fn add_token(&self, token: String, user: UserInfo) {
@@ -147,8 +158,9 @@ impl Api {
         name: &str,
         ttl: Option<Duration>,
     ) -> ApiResult<(String, Option<Timestamp>)> {
-        let info = self.resource("", "serviceaccounts").expect("built in");
-        let account = self.get(&info, namespace, name)?;
+        let account = self
+            .service_account(namespace, name)
+            .ok_or_else(|| ApiError::not_found("", "serviceaccounts", name))?;
         let uid = crate::meta::meta_str(&account, "uid").to_string();
         let expires = match ttl {
             Some(ttl) => Some(
@@ -168,6 +180,15 @@ impl Api {
             },
         );
         Ok((token, expires))
+    }
+
+    /// The ServiceAccount `namespace/name`, if it exists.
+    fn service_account(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.store.get(&ObjectKey {
+            gr: GroupResource::new("", "serviceaccounts"),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
     }
 
     /// How many tokens have been issued for the ServiceAccount `namespace/name` (expired and
@@ -192,8 +213,7 @@ impl Api {
             return None;
         }
         if let Some((namespace, name, uid)) = &entry.bound {
-            let info = self.resource("", "serviceaccounts")?;
-            let account = self.get(&info, namespace, name).ok()?;
+            let account = self.service_account(namespace, name)?;
             if crate::meta::meta_str(&account, "uid") != uid {
                 return None;
             }
@@ -228,7 +248,7 @@ impl Api {
                     "roles"
                 },
             );
-            let key = crate::store::ObjectKey {
+            let key = ObjectKey {
                 gr,
                 namespace: if kind == "ClusterRole" {
                     String::new()
@@ -301,7 +321,7 @@ impl Api {
     }
 }
 
-impl Api {
+impl Authority<'_> {
     /// The user a request acts as: `user` itself, or who it impersonates (`Impersonate-User`,
     /// `Impersonate-Group`, as `kubectl --as`, `--as-group` send them), if `user` may
     /// (`impersonate` on `users`, `serviceaccounts` or `groups`, through RBAC).

@@ -134,7 +134,7 @@ impl Cluster {
             config.event_log_capacity,
         ));
         let admin_token = crate::meta::new_token();
-        api.add_token(admin_token.clone(), UserInfo::admin());
+        api.auth().add_token(admin_token.clone(), UserInfo::admin());
         let pki = Pki::new(&config.name)?;
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], config.port))).await?;
         let addr = listener.local_addr()?;
@@ -307,7 +307,10 @@ impl Cluster {
     /// and bound tokens are).
     pub fn service_account_token(&self, namespace: &str, name: &str) -> Result<String> {
         self.ensure_service_account(namespace, name)?;
-        let (token, _) = self.api.issue_service_account_token(namespace, name, None)?;
+        let (token, _) = self
+            .api
+            .auth()
+            .issue_service_account_token(namespace, name, None)?;
         Ok(token)
     }
 
@@ -321,7 +324,10 @@ impl Cluster {
         ttl: Duration,
     ) -> Result<String> {
         self.ensure_service_account(namespace, name)?;
-        let (token, _) = self.api.issue_service_account_token(namespace, name, Some(ttl))?;
+        let (token, _) = self
+            .api
+            .auth()
+            .issue_service_account_token(namespace, name, Some(ttl))?;
         Ok(token)
     }
 
@@ -329,7 +335,7 @@ impl Cluster {
     /// TokenRequests or the methods above), expired and revoked ones included: what a test counts
     /// to see who asked for tokens how often.
     pub fn tokens_issued(&self, namespace: &str, name: &str) -> usize {
-        self.api.tokens_issued(namespace, name)
+        self.api.auth().tokens_issued(namespace, name)
     }
 
     fn ensure_service_account(&self, namespace: &str, name: &str) -> Result<()> {

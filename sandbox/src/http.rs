@@ -154,7 +154,7 @@ async fn handle(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .map(str::to_string);
-    let Some(user) = token.as_deref().and_then(|t| api.authenticate(t)) else {
+    let Some(user) = token.as_deref().and_then(|t| api.auth().authenticate(t)) else {
         return error_response(&ApiError::unauthorized());
     };
     // `kubectl --as`, `--as-group`: act as another user, if allowed to.
@@ -167,7 +167,10 @@ async fn handle(
             .collect()
     };
     let as_user = header_values("Impersonate-User").into_iter().next();
-    let user = match api.impersonate(user, as_user.as_deref(), &header_values("Impersonate-Group")) {
+    let user = match api
+        .auth()
+        .impersonate(user, as_user.as_deref(), &header_values("Impersonate-Group"))
+    {
         Ok(user) => user,
         Err(e) => return error_response(&e),
     };

@@ -95,7 +95,7 @@ fn authorize(api: &Api, user: UserInfo, target: Target, req: &Request<Incoming>)
     } else {
         String::new()
     };
-    api.authorize(
+    api.auth().authorize(
         &user,
         &Attributes {
             verb,
@@ -182,7 +182,7 @@ impl Call {
                 return Err(ApiError::method_not_allowed(method.as_str()));
             }
             let review = parse_body(&read_body(req).await?, content_type)?;
-            let answered = api.review(&info.kind, &ctx.user, review)?;
+            let answered = api.auth().review(&info.kind, &ctx.user, review)?;
             return Ok(json_response(StatusCode::CREATED, &answered));
         }
         if subresource == "scale" {
@@ -198,7 +198,7 @@ impl Call {
             "create" if !name.is_empty() && info.kind == "ServiceAccount" && subresource == "token" => {
                 let mut tr = parse_body(&read_body(req).await?, content_type)?;
                 let ttl = token_request_lifetime(&tr, name, settings.min_token_lifetime)?;
-                let (token, expires) = api.issue_service_account_token(ns, name, Some(ttl))?;
+                let (token, expires) = api.auth().issue_service_account_token(ns, name, Some(ttl))?;
                 tr["apiVersion"] = json!("authentication.k8s.io/v1");
                 tr["kind"] = json!("TokenRequest");
                 tr["spec"]["expirationSeconds"] = json!(ttl.as_secs());
