@@ -1052,3 +1052,69 @@ async fn mcsd_renews_peer_tokens_through_kube_apiserver_and_reports_a_refused_re
     assert_eq!(resolved(set.members[1].dns, &two).await, ip);
     set.stop().await;
 }
+
+/// `mcsd why` against the mcsd of a real cluster: cluster-a and cluster-b export `explained` with
+/// the same port name on different numbers; asked of cluster-c, it names the answer, both
+/// exporters in precedence order, the port conflict and what cluster-b loses to it, and the
+/// import's conditions; asked of cluster-b, its own export's `Conflict`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (mcsd why on kube-apiserver): tests/kube/test.sh runs it"]
+async fn mcsd_why_explains_a_real_import_and_its_conflict() {
+    let ns = "explained";
+    let set = real(3, ns).await;
+    export_when_ready(&set, 0, ns, "explained").await;
+    let name = format!("explained.{ns}.svc.clusterset.local");
+    resolved(set.members[2].dns, &name).await;
+    // cluster-b's export of the same port name on port 8080, created after cluster-a's.
+    set.apply(
+        1,
+        &format!(
+            "{}{}",
+            served(ns, "explained").replace("port: 80}", "port: 8080}"),
+            export_of(ns, "explained")
+        ),
+    );
+    let text = eventually("cluster-c's explanation with both exporters", WAIT, || async {
+        let text = set.why(2, &name, &[]);
+        text.contains("cluster-b: none of its endpoints are imported")
+            .then_some(text)
+    })
+    .await;
+    let ip = set.kubectl(
+        2,
+        &[
+            "get",
+            "serviceimport",
+            "explained",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.ips[0]}",
+        ],
+    );
+    for wanted in [
+        format!("{name}.  (asked of cluster-c's mcsd"),
+        format!("A     NOERROR  {ip}"),
+        "Ready=True".to_string(),
+        "ClustersExcluded=False NoneExcluded".to_string(),
+        "ClustersAtRisk=False NoneAtRisk".to_string(),
+        "cluster-a    exports since".to_string(),
+        "serves none of the import's ports [peer synced]".to_string(),
+        "conflict PortConflict".to_string(),
+        "cluster-b: none of its endpoints are imported: its ports lost a port conflict (import ports: http 80/TCP)"
+            .to_string(),
+    ] {
+        assert!(text.contains(&wanted), "{wanted:?} in:\n{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&set.why(2, &name, &["-o", "json"])).unwrap();
+    assert_eq!(json["cluster"], "cluster-c");
+    assert_eq!(json["answers"][0]["records"], serde_json::json!([ip]));
+    assert_eq!(json["clusters"][0]["cluster"], "cluster-a");
+    assert_eq!(json["clusters"][1]["contributes"], false);
+    let text = set.why(1, &name, &[]);
+    assert!(
+        text.contains("This cluster exports it:") && text.contains("Conflict=True PortConflict"),
+        "{text}"
+    );
+    set.stop().await;
+}
