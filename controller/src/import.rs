@@ -174,74 +174,63 @@ pub fn import_status(
                 message,
                 now,
             ),
-            clusters_excluded(excluded, previous_conditions, now),
-            clusters_at_risk(at_risk, previous_conditions, now),
+            EXCLUDED.of(excluded, previous_conditions, now),
+            AT_RISK.of(at_risk, previous_conditions, now),
         ],
         endpoint_slice_objects: Some(EndpointSliceObjects::Present),
     }
 }
 
-/// The condition saying which clusters' exports are left out of this import, and why (a peer
+/// What a condition about some clusters says: its type, and its reason and message when no
+/// cluster is concerned (False) or some are (True, the message listing each with why).
+struct ClustersCondition {
+    type_: &'static str,
+    none: (&'static str, &'static str),
+    some: (&'static str, &'static str),
+}
+
+/// `ClustersExcluded`: which clusters' exports are left out of this import, and why (a peer
 /// refused for its identity, or stale past its grace period).
-fn clusters_excluded(
-    excluded: &[(ClusterId, String)],
-    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    now: k8s_openapi::jiff::Timestamp,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    if excluded.is_empty() {
-        return crate::conditions::condition(
-            previous,
-            CONDITION_CLUSTERS_EXCLUDED,
-            "False",
-            REASON_NONE_EXCLUDED,
-            "every exporting cluster is included".to_string(),
-            now,
-        );
-    }
-    crate::conditions::condition(
-        previous,
-        CONDITION_CLUSTERS_EXCLUDED,
-        "True",
-        REASON_EXCLUDED,
-        format!("left out: {}", listed(excluded)),
-        now,
-    )
-}
+const EXCLUDED: ClustersCondition = ClustersCondition {
+    type_: CONDITION_CLUSTERS_EXCLUDED,
+    none: (REASON_NONE_EXCLUDED, "every exporting cluster is included"),
+    some: (REASON_EXCLUDED, "left out"),
+};
 
-/// The condition saying which clusters' exports will be left out unless something is fixed, when
+/// `ClustersAtRisk`: which clusters' exports will be left out unless something is fixed, when
 /// and why (credentials that expire and cannot be renewed).
-fn clusters_at_risk(
-    at_risk: &[(ClusterId, String)],
-    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-    now: k8s_openapi::jiff::Timestamp,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    if at_risk.is_empty() {
-        return crate::conditions::condition(
-            previous,
-            CONDITION_CLUSTERS_AT_RISK,
-            "False",
-            REASON_NONE_AT_RISK,
-            "nothing threatens an exporting cluster's inclusion".to_string(),
-            now,
-        );
-    }
-    crate::conditions::condition(
-        previous,
-        CONDITION_CLUSTERS_AT_RISK,
-        "True",
-        REASON_AT_RISK,
-        format!("at risk: {}", listed(at_risk)),
-        now,
-    )
-}
+const AT_RISK: ClustersCondition = ClustersCondition {
+    type_: CONDITION_CLUSTERS_AT_RISK,
+    none: (
+        REASON_NONE_AT_RISK,
+        "nothing threatens an exporting cluster's inclusion",
+    ),
+    some: (REASON_AT_RISK, "at risk"),
+};
 
-/// `cluster: why; cluster: why`.
-fn listed(clusters: &[(ClusterId, String)]) -> String {
-    clusters
-        .iter()
-        .map(|(cluster, why)| format!("{cluster}: {why}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+impl ClustersCondition {
+    /// The condition for `clusters` (`cluster: why; cluster: why` after the prefix).
+    fn of(
+        &self,
+        clusters: &[(ClusterId, String)],
+        previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        let (status, reason, message) = if clusters.is_empty() {
+            ("False", self.none.0, self.none.1.to_string())
+        } else {
+            let listed: Vec<String> = clusters
+                .iter()
+                .map(|(cluster, why)| format!("{cluster}: {why}"))
+                .collect();
+            (
+                "True",
+                self.some.0,
+                format!("{}: {}", self.some.1, listed.join("; ")),
+            )
+        };
+        crate::conditions::condition(previous, self.type_, status, reason, message, now)
+    }
 }
 
 /// An owner reference to the ServiceImport, so that deleting it collects what was derived from it.

@@ -119,6 +119,55 @@ pub fn peer_secret_annotation(kubeconfig: &Path, exporter: &str, name: &str) -> 
     )
 }
 
+/// `mcsd why NAME --admin ADMIN EXTRA…` (the binary, as a user runs it), which must succeed; what
+/// it prints.
+pub fn why(admin: std::net::SocketAddr, name: &str, extra: &[&str]) -> String {
+    let out = Command::new(mcsd_binary())
+        .args(["why", name, "--admin", &admin.to_string()])
+        .args(extra)
+        .output()
+        .expect("mcsd runs");
+    assert!(
+        out.status.success(),
+        "mcsd why {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("mcsd writes UTF-8")
+}
+
+/// The README's first walkthrough, by kubectl: namespace `demo` in every cluster of
+/// `kubeconfigs`, then in `kubeconfigs[from]` the Deployment `hello` (two replicas, rolled out),
+/// `docs/examples/hello.yaml` (its Service and ServiceExport) applied, and the export Ready.
+pub fn export_hello_as_the_readme_does(kubeconfigs: &[PathBuf], from: usize) {
+    for k in kubeconfigs {
+        kubectl(k, &["create", "namespace", "demo"]);
+    }
+    let example = repo_root().join("docs/examples/hello.yaml");
+    for args in [
+        &[
+            "-n",
+            "demo",
+            "create",
+            "deployment",
+            "hello",
+            "--image=nginx",
+            "--replicas=2",
+            "--port=8080",
+        ][..],
+        &["-n", "demo", "rollout", "status", "deployment/hello"],
+        &["apply", "-f", example.to_str().expect("a UTF-8 path")],
+        &[
+            "-n",
+            "demo",
+            "wait",
+            "--for=condition=Ready",
+            "serviceexport/hello",
+        ],
+    ] {
+        kubectl(&kubeconfigs[from], args);
+    }
+}
+
 /// `mcsd ARGS --kubeconfig KUBECONFIG`, which must succeed; its standard output.
 pub fn mcsd_ok(kubeconfig: &Path, args: &[&str]) -> String {
     let out = Command::new(mcsd_binary())
@@ -764,17 +813,7 @@ impl ClusterSet {
     /// Runs `mcsd why NAME` (the binary, as a user would) against the `i`th member's mcsd, with
     /// `extra` flags; returns what it prints, failing the test if it fails.
     pub fn why(&self, i: usize, name: &str, extra: &[&str]) -> String {
-        let out = Command::new(mcsd_binary())
-            .args(["why", name, "--admin", &self.members[i].admin.to_string()])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mcsd why {name} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        why(self.members[i].admin, name, extra)
     }
 
     /// Stops every mcsd and cluster (sandbox), or deletes what the test made (real clusters;

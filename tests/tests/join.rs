@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use mcsd_tests::{SandboxProcess, dig, eventually, kubectl, repo_root};
+use mcsd_tests::{SandboxProcess, dig, eventually, kubectl};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -86,37 +86,6 @@ impl Sandbox {
     }
 }
 
-/// Exports `hello` (a Deployment, its Service and ServiceExport) from the cluster of
-/// `kubeconfigs[from]`, with the namespace `demo` in every cluster.
-fn export_hello(kubeconfigs: &[PathBuf], from: usize) {
-    for k in kubeconfigs {
-        kubectl(k, &["create", "namespace", "demo"]);
-    }
-    let example = repo_root().join("docs/examples/hello.yaml");
-    for args in [
-        &[
-            "-n",
-            "demo",
-            "create",
-            "deployment",
-            "hello",
-            "--image=nginx",
-            "--port=8080",
-        ][..],
-        &["-n", "demo", "rollout", "status", "deployment/hello"],
-        &["apply", "-f", example.to_str().unwrap()],
-        &[
-            "-n",
-            "demo",
-            "wait",
-            "--for=condition=Ready",
-            "serviceexport/hello",
-        ],
-    ] {
-        kubectl(&kubeconfigs[from], args);
-    }
-}
-
 /// The kubeconfig in the peer Secret for `exporter` of the cluster `kubeconfig` reaches, written
 /// to `dir/name`.
 fn peer_secret_kubeconfig(kubeconfig: &Path, exporter: &str, dir: &Path, name: &str) -> PathBuf {
@@ -156,7 +125,7 @@ fn kubectl_refused(kubeconfig: &Path, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_meshes_three_clusters_idempotently_with_read_only_credentials_and_leave_revokes_them() {
     let s = Sandbox::start(3, "mesh");
-    export_hello(&s.kubeconfigs(), 0);
+    mcsd_tests::export_hello_as_the_readme_does(&s.kubeconfigs(), 0);
     // Unconnected: cluster-c knows nothing of cluster-a's export.
     assert_eq!(dig(&s.dns(2), HELLO, "A").status, "NXDOMAIN");
 
@@ -489,7 +458,7 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
     set.add_replica(1).await;
     let (members, dir, b) = (&set.members, &set.dir, &set.mcsds[1]);
     // cluster-a exports hello; cluster-b imports it once joined one way, with 6-second tokens.
-    export_hello(&set.kubeconfigs(), 0);
+    mcsd_tests::export_hello_as_the_readme_does(&set.kubeconfigs(), 0);
     set.join(true, LIFETIME).await;
     let ip = eventually("hello in cluster-b", WAIT, || {
         let answer = dig(&b.dns, HELLO, "A");
@@ -577,7 +546,7 @@ async fn a_token_that_cannot_be_renewed_is_reported_before_it_expires_and_join_f
     });
     let set = InProcess::start("at-risk", configs, Default::default()).await;
     let (members, b) = (&set.members, &set.mcsds[1]);
-    export_hello(&set.kubeconfigs(), 0);
+    mcsd_tests::export_hello_as_the_readme_does(&set.kubeconfigs(), 0);
     set.join(true, LIFETIME).await;
     // cluster-a no longer lets cluster-b's identity mint its tokens.
     kubectl(
@@ -639,23 +608,18 @@ async fn a_token_that_cannot_be_renewed_is_reported_before_it_expires_and_join_f
     assert_eq!(condition("ClustersExcluded")().0, "False", "still imported");
     assert_eq!(dig(&b.dns, HELLO, "A"), ip, "the import answers meanwhile");
 
-    let why = Command::new(mcsd_tests::mcsd_binary())
-        .args(["why", HELLO, "--admin", &b.admin.to_string()])
-        .output()
-        .unwrap();
-    let why = String::from_utf8_lossy(&why.stdout);
+    let why = mcsd_tests::why(b.admin, HELLO, &[]);
     assert!(
         why.contains("At risk (still imported;") && why.contains("\n  cluster-a: its credentials expire at"),
         "{why}"
     );
     // The status is published at most every 2 s.
     eventually("the refused renewal in cluster-b's status", WAIT, || async {
-        let status = Command::new(mcsd_tests::mcsd_binary())
-            .args(["status", "-o", "json", "--context", "cluster-b", "--kubeconfig"])
-            .arg(&set.kubeconfig)
-            .output()
-            .unwrap();
-        let status: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+        let status = mcsd_tests::mcsd_ok(
+            &set.kubeconfig,
+            &["status", "-o", "json", "--context", "cluster-b"],
+        );
+        let status: serde_json::Value = serde_json::from_str(&status).ok()?;
         let peer = &status[0]["mcsd"]["peers"][0];
         (peer["state"] == "synced"
             && peer["credentialProblem"]
@@ -722,18 +686,12 @@ async fn status_shows_a_peer_going_unreachable_and_coming_back() {
     };
     let set = InProcess::start("status", [0, 1].map(mcsd_sandbox::ClusterConfig::nth), options).await;
     let (members, kubeconfig) = (&set.members, &set.kubeconfig);
-    export_hello(&set.kubeconfigs(), 0);
+    mcsd_tests::export_hello_as_the_readme_does(&set.kubeconfigs(), 0);
     set.join(false, Duration::from_secs(3600)).await;
 
     let status = |extra: &[&str]| -> serde_json::Value {
-        let out = Command::new(mcsd_tests::mcsd_binary())
-            .args(["status", "-o", "json", "--kubeconfig"])
-            .arg(kubeconfig)
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
+        let out = mcsd_tests::mcsd_ok(kubeconfig, &[&["status", "-o", "json"], extra].concat());
+        serde_json::from_str(&out).unwrap()
     };
     let peer_a_in_b = |wanted: &'static str| {
         let status = &status;
@@ -787,12 +745,7 @@ async fn status_shows_a_peer_going_unreachable_and_coming_back() {
         .map(|s| s["mcsd"]["cluster"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["cluster-a", "cluster-b"]);
-    let text = Command::new(mcsd_tests::mcsd_binary())
-        .args(["status", "--context", "cluster-a", "--kubeconfig"])
-        .arg(kubeconfig)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(text.stdout).unwrap();
+    let text = mcsd_tests::mcsd_ok(kubeconfig, &["status", "--context", "cluster-a"]);
     assert!(
         text.starts_with("cluster-a (context cluster-a), ClusterSet sandbox"),
         "{text}"

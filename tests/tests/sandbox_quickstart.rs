@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mcsd_tests::{SandboxProcess, dig_raw, eventually, kubectl, repo_root};
+use mcsd_tests::{SandboxProcess, dig_raw, eventually, kubectl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_cluster_c() {
@@ -12,33 +12,8 @@ async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_clust
     let kubeconfig = |i: usize| sandbox.kubeconfig_of(i);
     // The README's commands: the namespace everywhere (`kubectl create namespace`, a protobuf
     // body), the example in cluster-a.
-    let examples = repo_root().join("docs/examples");
-    for i in 0..3 {
-        kubectl(&kubeconfig(i), &["create", "namespace", "demo"]);
-    }
-    for args in [
-        &[
-            "-n",
-            "demo",
-            "create",
-            "deployment",
-            "hello",
-            "--image=nginx",
-            "--replicas=2",
-            "--port=8080",
-        ][..],
-        &["-n", "demo", "rollout", "status", "deployment/hello"],
-        &["apply", "-f", examples.join("hello.yaml").to_str().unwrap()],
-        &[
-            "-n",
-            "demo",
-            "wait",
-            "--for=condition=Ready",
-            "serviceexport/hello",
-        ],
-    ] {
-        kubectl(&kubeconfig(0), args);
-    }
+    let kubeconfigs: Vec<_> = (0..3).map(kubeconfig).collect();
+    mcsd_tests::export_hello_as_the_readme_does(&kubeconfigs, 0);
 
     let dns_c = sandbox.dns(2);
     let ip = eventually(
