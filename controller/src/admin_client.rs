@@ -96,14 +96,11 @@ pub async fn get(addr: SocketAddr, path_and_query: &str, within: Duration) -> Re
         .unwrap_or(Err(Error::Timeout { addr, within }))
 }
 
-fn exchange_error(addr: SocketAddr, error: &dyn std::error::Error) -> Error {
-    let mut cause = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        cause = format!("{cause}: {e}");
-        source = e.source();
+fn exchange_error(addr: SocketAddr, error: &(dyn std::error::Error + 'static)) -> Error {
+    Error::Exchange {
+        addr,
+        cause: crate::preflight::one_line(error),
     }
-    Error::Exchange { addr, cause }
 }
 
 /// The deepest cause of `error` (a connect error's is the system's, e.g. `Connection refused`).

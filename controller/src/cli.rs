@@ -286,7 +286,8 @@ impl Cli {
             Err(error) => {
                 #[allow(clippy::print_stderr)]
                 {
-                    eprintln!("mcsd: {error:#}");
+                    // One line, an API server's refusal as its message and code.
+                    eprintln!("mcsd: {}", crate::preflight::one_line(error.as_ref()));
                 }
                 ExitCode::FAILURE
             }

@@ -23,7 +23,6 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::{
     ByteString,
     api::{
-        authentication::v1::{TokenRequest, TokenRequestSpec},
         core::v1::{Namespace, Secret, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
@@ -31,7 +30,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use mcsd_crds::{
@@ -46,7 +45,10 @@ use serde_json::json;
 use crate::{
     daemon::peers::{
         LABEL_PEER, SECRET_KEY_KUBECONFIG, SECRET_KEY_NAME,
-        renew::{ANNOTATION_SERVICE_ACCOUNT, ANNOTATION_TOKEN_EXPIRES, ANNOTATION_TOKEN_LIFETIME},
+        renew::{
+            ANNOTATION_SERVICE_ACCOUNT, ANNOTATION_TOKEN_EXPIRES, ANNOTATION_TOKEN_LIFETIME, Minted,
+            request_token,
+        },
     },
     exchange::DEFAULT_NAMESPACE,
     preflight::{self, Access, Hints},
@@ -189,26 +191,8 @@ pub async fn connect(kubeconfig: &Kubeconfig, context: &str, server: Option<&str
             );
         }
     }
-    let properties: Api<ClusterProperty> = Api::all(client.clone());
-    let property = |name: &'static str| {
-        let properties = properties.clone();
-        async move {
-            match properties.get_opt(name).await {
-                Ok(Some(p)) if !p.spec.value.is_empty() => Ok(p.spec.value),
-                Ok(_) => Err(anyhow::anyhow!(
-                    "context {context} has no ClusterProperty {name}: set it (README, \"Naming the cluster\") before joining"
-                )),
-                Err(e) => Err(anyhow::anyhow!(
-                    "context {context}: reading ClusterProperty {name}: {e}"
-                )),
-            }
-        }
-    };
-    let id_text = property(PROPERTY_CLUSTER_ID).await?;
-    let id: ClusterId = id_text.parse().map_err(|e| {
-        anyhow::anyhow!("context {context}: its cluster id {id_text:?} is not usable ({e}): set a DNS label")
-    })?;
-    let clusterset = property(PROPERTY_CLUSTERSET).await?;
+    let id = cluster_id(&client, context).await?;
+    let clusterset = property(&client, context, PROPERTY_CLUSTERSET).await?;
     Ok(Member {
         context: context.to_string(),
         client,
@@ -218,6 +202,47 @@ pub async fn connect(kubeconfig: &Kubeconfig, context: &str, server: Option<&str
         id,
         clusterset,
         clock_offset,
+    })
+}
+
+/// Connects to `context` to undo a join: only its API server and its cluster id are needed (the
+/// objects to delete are named after it), so that a cluster whose mcsd is half removed, whose
+/// clock drifted or that moved to another ClusterSet can still be left.
+pub async fn connect_to_leave(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<Member> {
+    let (client, url) = client_for(kubeconfig, context).await?;
+    let id = cluster_id(&client, context).await?;
+    Ok(Member {
+        context: context.to_string(),
+        client,
+        server: url.clone(),
+        url,
+        ca_pem: None,
+        id,
+        clusterset: String::new(),
+        clock_offset: None,
+    })
+}
+
+/// The value of the ClusterProperty `name` of `context`'s cluster; its absence is one line
+/// naming the fix.
+async fn property(client: &Client, context: &str, name: &'static str) -> anyhow::Result<String> {
+    match Api::<ClusterProperty>::all(client.clone()).get_opt(name).await {
+        Ok(Some(p)) if !p.spec.value.is_empty() => Ok(p.spec.value),
+        Ok(_) => bail!(
+            "context {context} has no ClusterProperty {name}: set it (README, \"Naming the cluster\") before joining"
+        ),
+        Err(e) => bail!(
+            "context {context}: reading ClusterProperty {name}: {}",
+            preflight::one_line(&e)
+        ),
+    }
+}
+
+/// The cluster id of `context`'s cluster.
+async fn cluster_id(client: &Client, context: &str) -> anyhow::Result<ClusterId> {
+    let text = property(client, context, PROPERTY_CLUSTER_ID).await?;
+    text.parse().map_err(|e| {
+        anyhow::anyhow!("context {context}: its cluster id {text:?} is not usable ({e}): set a DNS label")
     })
 }
 
@@ -325,16 +350,7 @@ async fn clock_offset(client: &Client) -> Result<Option<i64>, String> {
 /// Checks what holds between the clusters: distinct ids, one ClusterSet, clocks within
 /// [`MAX_CLOCK_SKEW`].
 pub fn check_together(members: &[Member]) -> anyhow::Result<()> {
-    let mut by_id: BTreeMap<&ClusterId, &str> = BTreeMap::new();
-    for m in members {
-        if let Some(other) = by_id.insert(&m.id, &m.context) {
-            bail!(
-                "contexts {other} and {} both say they are cluster {}: each cluster needs its own id (ClusterProperty {PROPERTY_CLUSTER_ID})",
-                m.context,
-                m.id
-            );
-        }
-    }
+    distinct_ids(members)?;
     if let Some(first) = members.first() {
         for m in &members[1..] {
             if m.clusterset != first.clusterset {
@@ -362,6 +378,21 @@ pub fn check_together(members: &[Member]) -> anyhow::Result<()> {
             max.0 - min.0,
             MAX_CLOCK_SKEW.as_secs()
         );
+    }
+    Ok(())
+}
+
+/// Every member is a different cluster.
+fn distinct_ids(members: &[Member]) -> anyhow::Result<()> {
+    let mut by_id: BTreeMap<&ClusterId, &str> = BTreeMap::new();
+    for m in members {
+        if let Some(other) = by_id.insert(&m.id, &m.context) {
+            bail!(
+                "contexts {other} and {} both say they are cluster {}: each cluster needs its own id (ClusterProperty {PROPERTY_CLUSTER_ID})",
+                m.context,
+                m.id
+            );
+        }
     }
     Ok(())
 }
@@ -685,7 +716,11 @@ pub async fn join_pair(
     let ns = DEFAULT_NAMESPACE;
     let ctx = exporter.context.as_str();
     let (dry, ec) = (options.dry_run, exporter.client.clone());
-    apply(Api::namespaced(ec.clone(), ns), sa, dry, &mut out, ctx).await?;
+    // A ServiceAccount made anew revokes every token of the one before it by that name.
+    let new_account = matches!(
+        apply(Api::namespaced(ec.clone(), ns), sa, dry, &mut out, ctx).await?,
+        Change::Created | Change::WouldCreate
+    );
     apply(Api::namespaced(ec.clone(), ns), rb, dry, &mut out, ctx).await?;
     apply(
         Api::<ClusterRoleBinding>::all(ec.clone()),
@@ -720,7 +755,11 @@ pub async fn join_pair(
     let secrets: Api<Secret> = Api::namespaced(ic, ns);
     let secret_name = peer_secret(&exporter.id);
     let user = format!("system:serviceaccount:{ns}:{account}");
-    if let Some(current) = secrets.get_opt(&secret_name).await?
+    if !new_account
+        && let Some(current) = secrets
+            .get_opt(&secret_name)
+            .await
+            .with_context(|| format!("context {}: reading Secret {ns}/{secret_name}", importer.context))?
         && still_good(&current, exporter, &user, &account, options.token_ttl)
     {
         out.push(format!(
@@ -729,13 +768,14 @@ pub async fn join_pair(
         ));
         return Ok(out);
     }
-    let (token, expires) = if options.dry_run {
-        (String::new(), None)
+    let (token, expires, lifetime) = if options.dry_run {
+        (String::new(), None, options.token_ttl)
     } else {
-        mint(exporter, &account, options.token_ttl).await?
+        let minted = mint(exporter, &account, options.token_ttl).await?;
+        (minted.token, Some(minted.expires), minted.lifetime)
     };
     let kubeconfig = peer_kubeconfig(exporter, &user, &token);
-    let secret = peer_secret_object(exporter, &account, &kubeconfig, expires, options.token_ttl);
+    let secret = peer_secret_object(exporter, &account, &kubeconfig, expires, lifetime);
     apply(secrets, secret, options.dry_run, &mut out, &importer.context).await?;
     Ok(out)
 }
@@ -774,32 +814,12 @@ fn still_good(current: &Secret, exporter: &Member, user: &str, account: &str, tt
     fresh && same_account && same_name && same_target
 }
 
-/// A TokenRequest token of `account` in `exporter`, living `ttl`, and when it expires.
-pub async fn mint(
-    exporter: &Member,
-    account: &str,
-    ttl: Duration,
-) -> anyhow::Result<(String, Option<Timestamp>)> {
+/// A token of `account` in `exporter`, living `ttl` (or what the API server grants).
+pub async fn mint(exporter: &Member, account: &str, ttl: Duration) -> anyhow::Result<Minted> {
     let accounts: Api<ServiceAccount> = Api::namespaced(exporter.client.clone(), DEFAULT_NAMESPACE);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let answered = accounts
-        .create_token_request(account, &PostParams::default(), &request)
+    request_token(&accounts, account, ttl)
         .await
-        .with_context(|| format!("context {}: minting a token for {account}", exporter.context))?;
-    let status = answered.status.with_context(|| {
-        format!(
-            "context {}: the TokenRequest for {account} came back without a token",
-            exporter.context
-        )
-    })?;
-    Ok((status.token, Some(status.expiration_timestamp.0)))
+        .map_err(|e| anyhow::anyhow!("context {}: minting a token: {e}", exporter.context))
 }
 
 /// Undoes `join_pair`: the Secret in the importer, the identity in the exporter (which revokes
@@ -886,7 +906,7 @@ pub async fn leave(
     contexts: &[String],
     one_way: bool,
 ) -> anyhow::Result<Vec<String>> {
-    let members = survey(kubeconfig, contexts, &BTreeMap::new()).await?;
+    let members = survey_to_leave(kubeconfig, contexts).await?;
     let mut out = Vec::new();
     for (e, i) in pairs(members.len(), one_way) {
         out.extend(leave_pair(&members[e], &members[i]).await?);
@@ -905,17 +925,33 @@ pub async fn survey(
     contexts: &[String],
     servers: &BTreeMap<String, String>,
 ) -> anyhow::Result<Vec<Member>> {
-    let mut seen = std::collections::BTreeSet::new();
-    for c in contexts {
-        anyhow::ensure!(seen.insert(c), "context {c} is named twice");
-    }
-    let kubeconfig = load_kubeconfig(kubeconfig)?;
+    let kubeconfig = distinct_contexts(kubeconfig, contexts)?;
     let mut members = Vec::new();
     for context in contexts {
         members.push(connect(&kubeconfig, context, servers.get(context).map(String::as_str)).await?);
     }
     check_together(&members)?;
     Ok(members)
+}
+
+/// Connects to every context to undo a join ([`connect_to_leave`]); the ids must differ.
+async fn survey_to_leave(kubeconfig: Option<&Path>, contexts: &[String]) -> anyhow::Result<Vec<Member>> {
+    let kubeconfig = distinct_contexts(kubeconfig, contexts)?;
+    let mut members = Vec::new();
+    for context in contexts {
+        members.push(connect_to_leave(&kubeconfig, context).await?);
+    }
+    distinct_ids(&members)?;
+    Ok(members)
+}
+
+/// The kubeconfig, once each context is known to be named only once.
+fn distinct_contexts(kubeconfig: Option<&Path>, contexts: &[String]) -> anyhow::Result<Kubeconfig> {
+    let mut seen = std::collections::BTreeSet::new();
+    for c in contexts {
+        anyhow::ensure!(seen.insert(c), "context {c} is named twice");
+    }
+    load_kubeconfig(kubeconfig)
 }
 
 #[cfg(test)]

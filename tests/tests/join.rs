@@ -206,6 +206,26 @@ async fn join_meshes_three_clusters_idempotently_with_read_only_credentials_and_
     let relabelled = s.join_objects();
     s.mcsd_ok(&["join", "cluster-a", "cluster-b"]);
     assert_ne!(s.join_objects(), relabelled, "the real run puts it back");
+    // An identity deleted and made anew revokes the tokens of the old one: join mints afresh
+    // even though the Secret's token is not due for renewal.
+    s.kubectl(
+        0,
+        &[
+            "delete",
+            "serviceaccount",
+            "mcsd-peer-cluster-b",
+            "-n",
+            "mcsd-system",
+        ],
+    );
+    let rejoined = s.mcsd_ok(&["join", "--one-way", "cluster-a", "cluster-b"]);
+    assert!(
+        rejoined.contains("cluster-a: ServiceAccount mcsd-system/mcsd-peer-cluster-b created\n")
+            && rejoined.contains("cluster-b: Secret mcsd-system/peer-cluster-a updated\n"),
+        "{rejoined}"
+    );
+    let fresh = peer_secret_kubeconfig(&s.kubeconfigs()[1], "cluster-a", &s.dir, "fresh.kubeconfig");
+    kubectl(&fresh, &["get", "configmaps", "-n", "mcsd-system"]);
 
     // What cluster-c holds for cluster-a reads the exchange records and the cluster's identity,
     // and nothing else.
@@ -338,6 +358,9 @@ async fn a_join_refused_by_a_check_writes_nothing_and_says_why_in_one_line() {
     // mcsd not installed (its CRDs missing).
     s.kubectl(1, &["delete", "crd", "serviceimports.multicluster.x-k8s.io"]);
     refused(&["cluster-a", "cluster-b"], None, "mcsd is not installed there");
+    // Leaving asks only for the clusters' ids: a cluster that join refuses can still be left.
+    let left = s.mcsd_ok(&["leave", "cluster-a", "cluster-b"]);
+    assert_eq!(left.matches("left: ").count(), 2, "{left}");
 }
 
 /// Two sandbox clusters in this process, each with its mcsd, not peered: for tests that reach

@@ -1,104 +1,120 @@
-//! A de-duplicating work queue of service keys with retry after failures.
+//! A de-duplicating work queue of service keys with retry after failures. A key marked many
+//! times before it is worked is held once: a replica that does not lead (and so works nothing)
+//! holds at most one entry per service, however much changes.
 
 use std::{
     collections::BTreeSet,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::view::Key;
+
+/// The keys waiting, and the work not done yet.
+#[derive(Debug, Default)]
+struct State {
+    /// Keys marked and not yet taken.
+    pending: BTreeSet<Key>,
+    /// Keys of the batch being worked.
+    working: usize,
+    /// Retries waiting out their delay.
+    retrying: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    marked: Notify,
+}
 
 /// The sending side: mark services for reconciliation.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    tx: mpsc::UnboundedSender<Key>,
-    /// Work not done yet: keys sent and not yet worked through (queued or in the batch being
-    /// worked), and retries waiting out their delay.
-    outstanding: Arc<AtomicUsize>,
+    inner: Arc<Inner>,
 }
 
 /// The receiving side, owned by one worker.
 #[derive(Debug)]
 pub struct Worker {
-    rx: mpsc::UnboundedReceiver<Key>,
     queue: Queue,
-    /// Keys received for the batch being worked.
-    taken: usize,
 }
 
 /// A new queue and its worker.
 pub fn queue() -> (Queue, Worker) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let queue = Queue {
-        tx,
-        outstanding: Arc::default(),
+        inner: Arc::default(),
     };
-    (queue.clone(), Worker { rx, queue, taken: 0 })
+    (queue.clone(), Worker { queue })
 }
 
 impl Queue {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Marks `key` dirty.
     pub fn push(&self, key: Key) {
-        self.outstanding.fetch_add(1, Ordering::SeqCst);
-        if self.tx.send(key).is_err() {
-            // No worker any more: nothing will be done, and nothing is outstanding.
-            self.outstanding.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.state().pending.insert(key);
+        self.inner.marked.notify_one();
     }
 
     /// Marks every key dirty.
     pub fn extend(&self, keys: impl IntoIterator<Item = Key>) {
-        for key in keys {
-            self.push(key);
-        }
+        self.state().pending.extend(keys);
+        self.inner.marked.notify_one();
     }
 
     /// Marks `key` dirty again after `delay` (a failed reconcile).
     pub fn retry(&self, key: Key, delay: Duration) {
         let q = self.clone();
-        q.outstanding.fetch_add(1, Ordering::SeqCst);
+        q.state().retrying += 1;
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            q.push(key);
-            q.outstanding.fetch_sub(1, Ordering::SeqCst);
+            let mut state = q.state();
+            state.retrying -= 1;
+            state.pending.insert(key);
+            drop(state);
+            q.inner.marked.notify_one();
         });
     }
 
-    /// Whether every key marked so far has been worked through: none queued, none in the batch
+    /// Whether every key marked so far has been worked through: none waiting, none in the batch
     /// being worked, none waiting out a retry.
     pub fn is_idle(&self) -> bool {
-        self.outstanding.load(Ordering::SeqCst) == 0
+        let state = self.state();
+        state.pending.is_empty() && state.working == 0 && state.retrying == 0
     }
 }
 
 impl Worker {
-    /// The next batch of distinct dirty keys; `None` when every sender is gone. The keys count as
-    /// outstanding until [`Self::worked`].
-    pub async fn next_batch(&mut self) -> Option<BTreeSet<Key>> {
-        self.worked();
-        let first = self.rx.recv().await?;
-        let mut batch = BTreeSet::from([first]);
-        self.taken = 1;
-        while let Ok(key) = self.rx.try_recv() {
-            batch.insert(key);
-            self.taken += 1;
+    /// The next batch of distinct dirty keys, once there is one. The keys count as work not done
+    /// until [`Self::worked`] (or the next batch).
+    pub async fn next_batch(&mut self) -> BTreeSet<Key> {
+        loop {
+            // Registered before looking, so that a key marked meanwhile wakes it.
+            let marked = self.queue.inner.marked.notified();
+            {
+                let mut state = self.queue.state();
+                if !state.pending.is_empty() {
+                    let batch = std::mem::take(&mut state.pending);
+                    state.working = batch.len();
+                    return batch;
+                }
+                state.working = 0;
+            }
+            marked.await;
         }
-        Some(batch)
     }
 
     /// The batch from [`Self::next_batch`] has been worked through (each key reconciled, or
     /// queued again for a retry).
     pub fn worked(&mut self) {
-        let taken = std::mem::take(&mut self.taken);
-        self.queue.outstanding.fetch_sub(taken, Ordering::SeqCst);
+        self.queue.state().working = 0;
     }
 
-    /// Whether no key is waiting: none queued, none waiting out a retry (the batch taken last
+    /// Whether no key is waiting: none marked, none waiting out a retry (the batch taken last
     /// counts as worked).
     pub fn is_drained(&mut self) -> bool {
         self.worked();
@@ -122,13 +138,13 @@ mod tests {
         q.push(Key::new("ns", "a"));
         q.push(Key::new("ns", "a"));
         assert!(!q.is_idle(), "queued");
-        let batch = w.next_batch().await.unwrap();
+        let batch = w.next_batch().await;
         assert_eq!(batch.len(), 1, "one key, marked twice");
         assert!(!q.is_idle(), "being worked");
         w.queue().retry(Key::new("ns", "a"), Duration::ZERO);
         w.worked();
         assert!(!q.is_idle(), "a retry waits");
-        assert_eq!(w.next_batch().await.unwrap().len(), 1, "the retry comes back");
+        assert_eq!(w.next_batch().await.len(), 1, "the retry comes back");
         assert!(!w.queue().is_idle());
         assert!(w.is_drained(), "worked through");
         assert!(q.is_idle());

@@ -110,6 +110,11 @@ pub async fn publish(
     let mut last: Option<Published> = None;
     let mut failing = false;
     loop {
+        // Leadership changed since the last write (lost and regained, perhaps): another replica
+        // may have written meanwhile, so what this one wrote last is no longer what is there.
+        if leading.has_changed().unwrap_or(false) {
+            last = None;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = leading.wait_for(|l| *l) => if r.is_err() { return },

@@ -136,7 +136,7 @@ async fn work<F, Fut>(
         let batch = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            b = worker.next_batch() => match b { Some(b) => b, None => return },
+            b = worker.next_batch() => b,
         };
         for key in batch {
             match reconcile(key.clone()).await {

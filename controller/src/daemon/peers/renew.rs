@@ -111,7 +111,12 @@ pub async fn renew(
             _ = stop.cancelled() => return,
             leads = leader.wait_for(|l| *l) => if leads.is_err() { return },
         }
-        match renew_once(&target, &renewal).await {
+        // Stopped (new credentials, the Secret gone): a request hanging on the peer is dropped.
+        let renewed = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = renew_once(&target, &renewal) => r,
+        };
+        match renewed {
             Ok(expires) => {
                 tracing::info!(%secret, %expires, "peer token renewed");
                 if failing.is_some() {
@@ -142,28 +147,59 @@ fn until(at: Timestamp) -> Duration {
     Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
-async fn renew_once(target: &Target, renewal: &Renewal) -> Result<Timestamp, String> {
-    let (namespace, secret) = (&target.namespace, &target.secret);
-    let accounts: Api<ServiceAccount> = Api::namespaced(target.peer.clone(), &renewal.namespace);
+/// A token asked of `accounts` for the ServiceAccount `account`, to live `lifetime`.
+#[derive(Clone, Debug)]
+pub struct Minted {
+    /// The token.
+    pub token: String,
+    /// When it expires.
+    pub expires: Timestamp,
+    /// How long tokens live: `lifetime`, or what the API server granted where it capped that
+    /// (`--service-account-max-token-expiration`), so that renewal stays halfway through the
+    /// lives tokens really have.
+    pub lifetime: Duration,
+}
+
+/// Asks for a token of `account` living `lifetime` (a TokenRequest).
+pub async fn request_token(
+    accounts: &Api<ServiceAccount>,
+    account: &str,
+    lifetime: Duration,
+) -> Result<Minted, String> {
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![],
-            expiration_seconds: Some(i64::try_from(renewal.lifetime.as_secs()).unwrap_or(i64::MAX)),
+            expiration_seconds: Some(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)),
             ..Default::default()
         },
         ..Default::default()
     };
     let answered = accounts
-        .create_token_request(&renewal.account, &PostParams::default(), &request)
+        .create_token_request(account, &PostParams::default(), &request)
         .await
-        .map_err(|e| {
-            format!(
-                "the peer refused a new token for {}: {}",
-                renewal.account,
-                one_line(&e)
-            )
-        })?;
+        .map_err(|e| format!("the peer refused a new token for {account}: {}", one_line(&e)))?;
     let status = answered.status.ok_or("the peer answered without a token")?;
+    let expires = status.expiration_timestamp.0;
+    // Clocks differ by seconds (join checks they are within 30 s): only a grant well short of
+    // the request is a cap.
+    let granted =
+        Duration::from_secs(u64::try_from(expires.as_second() - Timestamp::now().as_second()).unwrap_or(0));
+    let lifetime = if granted < lifetime.mul_f64(0.9) {
+        granted.max(Duration::from_secs(1))
+    } else {
+        lifetime
+    };
+    Ok(Minted {
+        token: status.token,
+        expires,
+        lifetime,
+    })
+}
+
+async fn renew_once(target: &Target, renewal: &Renewal) -> Result<Timestamp, String> {
+    let (namespace, secret) = (&target.namespace, &target.secret);
+    let accounts: Api<ServiceAccount> = Api::namespaced(target.peer.clone(), &renewal.namespace);
+    let minted = request_token(&accounts, &renewal.account, renewal.lifetime).await?;
     let secrets: Api<Secret> = Api::namespaced(target.local.clone(), namespace);
     let current = secrets
         .get(secret)
@@ -175,10 +211,13 @@ async fn renew_once(target: &Target, renewal: &Renewal) -> Result<Timestamp, Str
         .and_then(|d| d.get(SECRET_KEY_KUBECONFIG))
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
         .ok_or("the Secret lost its kubeconfig")?;
-    let kubeconfig = with_token(&text, &status.token)?;
-    let expires = status.expiration_timestamp.0;
+    let kubeconfig = with_token(&text, &minted.token)?;
+    let expires = minted.expires;
     let patch = serde_json::json!({
-        "metadata": {"annotations": {ANNOTATION_TOKEN_EXPIRES: expires.to_string()}},
+        "metadata": {"annotations": {
+            ANNOTATION_TOKEN_EXPIRES: expires.to_string(),
+            ANNOTATION_TOKEN_LIFETIME: minted.lifetime.as_secs().to_string(),
+        }},
         "data": {SECRET_KEY_KUBECONFIG: ByteString(kubeconfig.into_bytes())},
     });
     secrets
