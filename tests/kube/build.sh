@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real-Kubernetes tier's programs from the Go module proxy into a cache outside the
 # repository, and prints the directory that holds them (the last line of standard output):
-#   kube     kube-apiserver, kube-controller-manager, kube-scheduler and etcd (controlplane/);
-#            linked as kubectl, it is kubectl of the same release
-#   kwok     fake nodes and pods (sigs.k8s.io/kwok), with kwok-stages.yaml
+#   kube     kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and etcd
+#            (controlplane/); linked as kubectl, it is kubectl of the same release
+#   kwok     fake nodes and pods (sigs.k8s.io/kwok, with kwok/exec_fixes.go's fixes), with
+#            kwok-stages.yaml and kwok-node-stages.yaml
 #   coredns  CoreDNS (github.com/coredns/coredns)
 # Each is keyed by its version, its inputs and the Go version, so a reused machine rebuilds
 # nothing and a changed version rebuilds only that program. Progress goes to standard error.
@@ -65,30 +66,49 @@ kube_build() {
         -X k8s.io/component-base/version.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)" .)
 }
 go_install() { GOBIN=$out go_with_progress "$1" install -trimpath -ldflags "-s -w" "$2"; }
-# kwok, and the stages it runs (read from its published module; kwok has no built-in ones): nodes
-# turn Ready and keep a Lease, pods bound to them get an address of each family from the node's
-# podCIDRs and turn Ready, deleted pods go away.
+# kwok, with mcsd's fixes to exec (kwok/exec_fixes.go, put in place of the module's own
+# debugging_exec_other.go in a copy of the module, Go taking no overlay of the module cache; and
+# one line of debugging_exec.go made to report an exit status through it), and the stages it
+# runs (read from its published module; kwok has no built-in ones): nodes turn Ready and keep a
+# Lease; deleted pods go away; and, for the tier without a pod network, pods bound to a node get
+# an address of each family from the node's podCIDRs and turn Ready (with the pod network the
+# tier's own kubelet does that).
 kwok_build() {
-    go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
     local module
     module=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-    local stage
-    for stage in node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
-        pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
-        echo "---"
-        cat "$module/kustomize/stage/$stage.yaml"
-    done > "$out/kwok-stages.yaml"
+    local server=pkg/kwok/server
+    cp -r "$module" "$out/src" && chmod -R u+w "$out/src"
+    [ -f "$out/src/$server/debugging_exec_other.go" ] || { say "kwok $KWOK_VERSION has no $server/debugging_exec_other.go: check kwok/exec_fixes.go against it"; return 1; }
+    cp "$here/kwok/exec_fixes.go" "$out/src/$server/debugging_exec_other.go"
+    local plain='return s.execInContainer(ctx, cmd, in, stdout, stderr)'
+    sed -i "s/^\treturn s\.execInContainer(ctx, cmd, in, stdout, stderr)\$/\treturn exitCodeOf(s.execInContainer(ctx, cmd, in, stdout, stderr))/" \
+        "$out/src/$server/debugging_exec.go"
+    grep -q "exitCodeOf(s.execInContainer(" "$out/src/$server/debugging_exec.go" \
+        || { say "kwok $KWOK_VERSION's $server/debugging_exec.go has no line \`$plain\`: check kwok/exec_fixes.go against it"; return 1; }
+    (cd "$out/src" && go_with_progress kwok build -mod=mod -trimpath -ldflags "-s -w" -o "$out/kwok" ./cmd/kwok)
+    stages() {
+        local stage
+        for stage in "$@"; do
+            echo "---"
+            cat "$module/kustomize/stage/$stage.yaml"
+        done
+    }
+    stages node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+        pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete > "$out/kwok-stages.yaml"
+    stages node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
+        pod/fast/pod-delete > "$out/kwok-node-stages.yaml"
+    rm -rf "$out/src"
 }
 
 kube=$(build kube "v$KUBERNETES_VERSION-$(sum_of "$here/controlplane/go.mod" "$here/controlplane/go.sum" "$here/controlplane/main.go" <(echo "$gover"))" kube_build)
-kwok=$(build kwok "$KWOK_VERSION-$gover" kwok_build)
+kwok=$(build kwok "$KWOK_VERSION-$(sum_of "$here/kwok/exec_fixes.go" <(echo "$gover") <(declare -f kwok_build))" kwok_build)
 coredns=$(build coredns "$COREDNS_VERSION-$gover" go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION")
 
 # One directory of links, so callers find every program in one place.
 bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns"))"
 if [ ! -d "$bin" ]; then
     mkdir -p "$bin.tmp"
-    ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$coredns" "$bin.tmp/"
+    ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$kwok-node-stages.yaml" "$coredns" "$bin.tmp/"
     ln -sf "$kube" "$bin.tmp/kubectl"
     rm -rf "$bin" && mv "$bin.tmp" "$bin"
 fi

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The real-Kubernetes tier's tests: brings up three real clusters with tests/kube/up.sh, runs
-# the end-to-end tests that need no sandbox hook against them (MCSD_E2E_CLUSTERSET), plus the
-# tests that exist only here (CoreDNS in front of mcsd, and against CoreDNS's own MCS support),
-# then the upstream MCS conformance suite, and stops the clusters. Logs and the conformance
-# report stay in DIR (default: a new directory under /tmp, printed).
+# The real-Kubernetes tier's tests. Brings up three real clusters with tests/kube/up.sh (pods with
+# a network, kube-proxy in iptables mode) and runs against them the end-to-end tests that need no
+# sandbox hook (MCSD_E2E_CLUSTERSET), the tests that exist only here (CoreDNS in front of mcsd,
+# against CoreDNS's own MCS support, real faults) and the tests through pods (pods.rs); stops the
+# clusters; then brings them up again with kube-proxy in nftables mode and runs the tests through
+# pods once more. After each, the host's network must be as it was before: no namespace, link,
+# route, rule or /etc/netns entry left. Logs stay in DIR (default: a new directory under /tmp,
+# printed). The upstream conformance suite is not run here: the Go module proxy does not serve it
+# (tests/kube/conformance/run.sh runs it by hand).
 #   tests/kube/test.sh [--dir DIR] [-- extra cargo test arguments]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,33 +28,62 @@ echo "test.sh: clusters, logs and reports in $dir"
 bin=$("$repo/tests/kube/build.sh" | tail -n 1)
 export PATH="$bin:$PATH"
 
+all_tests=(--test clusterset --test conformance --test walkthrough --test kube --test pods)
 # Build the tests first, so the clusters are not kept waiting on a compile.
-(cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests --test clusterset --test conformance --test walkthrough --test kube)
+(cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}")
 
-"$repo/tests/kube/up.sh" --clusters 3 --dir "$dir" > "$dir/up.out" 2> "$dir/up.log" &
-up=$!
-stop() {
-    kill -TERM "$up" 2>/dev/null || true
-    wait "$up" 2>/dev/null || true
+# What of the host's network a tier could leave behind.
+host_network() {
+    ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
+    ip -4 route show table all | grep -v expires || true
+    ip -6 route show table all | grep -v expires || true
+    ip netns list
+    nft list ruleset 2>/dev/null || true
+    ls -A /etc/netns 2>/dev/null || true
 }
-trap stop EXIT
-started=$SECONDS
-until grep -q '^clusterset ready$' "$dir/up.out" 2>/dev/null; do
-    if ! kill -0 "$up" 2>/dev/null; then
-        echo "test.sh: the clusters did not come up:" >&2
-        tail -n 5 "$dir/up.log" >&2
+before=$(host_network)
+
+# run_tier NAME PROXY_MODE CARGO_TEST_ARGS...: brings the clusters up in DIR/NAME, runs the tests,
+# stops the clusters and checks the host's network.
+run_tier() {
+    local name=$1 mode=$2; shift 2
+    local state="$dir/$name"
+    mkdir -p "$state"
+    "$repo/tests/kube/up.sh" --clusters 3 --dir "$state" --proxy-mode "$mode" > "$state/up.out" 2> "$state/up.log" &
+    local up=$!
+    # shellcheck disable=SC2064
+    trap "kill -TERM $up 2>/dev/null || true; wait $up 2>/dev/null || true" EXIT
+    local started=$SECONDS
+    until grep -q '^clusterset ready$' "$state/up.out" 2>/dev/null; do
+        if ! kill -0 "$up" 2>/dev/null; then
+            echo "test.sh: the clusters ($name) did not come up:" >&2
+            tail -n 5 "$state/up.log" >&2
+            exit 1
+        fi
+        if ((SECONDS - started > 1200)); then
+            echo "test.sh: the clusters ($name) were not ready after 20 minutes: see $state/up.log" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+    echo "test.sh: clusterset ready ($name, kube-proxy in $mode mode) after $((SECONDS - started)) s"
+    local status=0
+    (cd "$repo" && MCSD_E2E_CLUSTERSET=$state cargo test --locked -p mcsd-tests "$@") || status=$?
+    started=$SECONDS
+    kill -TERM "$up"
+    wait "$up" || true
+    trap - EXIT
+    echo "test.sh: clusters ($name) stopped in $((SECONDS - started)) s"
+    [ "$status" = 0 ] || exit "$status"
+    local after
+    after=$(host_network)
+    if [ "$after" != "$before" ]; then
+        echo "test.sh: the clusters ($name) left the host's network changed (< before, > after):" >&2
+        diff <(echo "$before") <(echo "$after") >&2 || true
         exit 1
     fi
-    if ((SECONDS - started > 1200)); then
-        echo "test.sh: the clusters were not ready after 20 minutes: see $dir/up.log" >&2
-        exit 1
-    fi
-    sleep 1
-done
-echo "test.sh: clusterset ready after $((SECONDS - started)) s"
+}
 
-cd "$repo"
-MCSD_E2E_CLUSTERSET=$dir cargo test --locked -p mcsd-tests \
-    --test clusterset --test conformance --test walkthrough --test kube -- --include-ignored --test-threads=1 "$@"
-
-"$repo/tests/kube/conformance/run.sh" "$dir"
+run_tier iptables iptables "${all_tests[@]}" -- --include-ignored --test-threads=1 "$@"
+run_tier nftables nftables --test pods -- --include-ignored --test-threads=1 "$@"
+echo "test.sh: both tiers passed and left the host's network as it was"

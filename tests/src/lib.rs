@@ -427,6 +427,8 @@ pub struct Member {
     pub reference_dns: Option<std::net::SocketAddr>,
     /// On real clusters: the directory with each component's log and `.pid` file.
     pub real_dir: Option<PathBuf>,
+    /// On real clusters: whether pods have a network, run their commands and take `kubectl exec`.
+    pub pod_network: bool,
     sandbox: Option<SandboxMember>,
 }
 
@@ -629,6 +631,7 @@ impl ClusterSet {
                 cluster_dns: None,
                 reference_dns: None,
                 real_dir: None,
+                pod_network: false,
                 sandbox: Some(SandboxMember {
                     cluster,
                     daemon: mcsd.handle,
@@ -674,6 +677,7 @@ impl ClusterSet {
                 cluster_dns: addr(e, "cluster_dns"),
                 reference_dns: addr(e, "reference_dns"),
                 real_dir: Some(state.join(e["name"].as_str().unwrap())),
+                pod_network: e["pod_network"].as_bool().unwrap_or(false),
                 sandbox: None,
             })
             .collect();

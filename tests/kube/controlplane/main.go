@@ -6,6 +6,7 @@
 //	kube apiserver --etcd-servers ...
 //	kube controller-manager --kubeconfig ...
 //	kube scheduler --kubeconfig ...
+//	kube proxy --kubeconfig ... --proxy-mode iptables|nftables
 //
 // Called as `kubectl` (a link named so), it is kubectl of the same release, so the tier's own
 // kubectl calls (`kubectl create token`, …) never depend on the machine's kubectl version.
@@ -24,6 +25,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
 	"go.etcd.io/etcd/server/v3/etcdmain"
@@ -41,7 +43,7 @@ func main() {
 		return
 	}
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: kube etcd|apiserver|controller-manager|scheduler [flags]")
+		fmt.Fprintln(os.Stderr, "usage: kube etcd|apiserver|controller-manager|scheduler|proxy [flags]")
 		os.Exit(2)
 	}
 	component, rest := os.Args[1], os.Args[2:]
@@ -61,8 +63,12 @@ func main() {
 		cmd := scheduler.NewSchedulerCommand()
 		cmd.SetArgs(rest)
 		os.Exit(cli.Run(cmd))
+	case "proxy":
+		cmd := proxy.NewProxyCommand()
+		cmd.SetArgs(rest)
+		os.Exit(cli.Run(cmd))
 	default:
-		fmt.Fprintf(os.Stderr, "kube: unknown component %q (etcd, apiserver, controller-manager, scheduler)\n", component)
+		fmt.Fprintf(os.Stderr, "kube: unknown component %q (etcd, apiserver, controller-manager, scheduler, proxy)\n", component)
 		os.Exit(2)
 	}
 }

@@ -10,7 +10,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use mcsd_tests::real::{ClusterSet, Options, Programs};
+use mcsd_tests::real::{ClusterSet, Options, Programs, ProxyMode};
 
 /// Real clusters on loopback with mcsd and CoreDNS, as `mcsd sandbox` runs sandbox clusters.
 #[derive(Debug, Parser)]
@@ -33,6 +33,13 @@ struct Args {
     /// mcsd's --lease-duration (seconds).
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Leave pods as kwok's records: no network, no process, no exec (the pod network needs
+    /// root).
+    #[arg(long)]
+    no_pod_network: bool,
+    /// How each node's kube-proxy programs Services and clusterset IPs.
+    #[arg(long, value_enum, default_value_t = ProxyMode::Iptables)]
+    proxy_mode: ProxyMode,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +58,8 @@ async fn main() -> ExitCode {
         repo: mcsd_tests::repo_root(),
         peer_grace_period: args.peer_grace_period,
         lease_duration: args.lease_duration,
+        pod_network: !args.no_pod_network,
+        proxy_mode: args.proxy_mode,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     let say = |line: &str| eprintln!("kube-up: {line}");

@@ -7,22 +7,33 @@
 //! `clusterset.local` forward stub to mcsd, and CoreDNS's own `multicluster` option over the same
 //! cluster, as a reference.
 //!
+//! With the pod network (the default), the pods are more than kwok's records: every pod gets a
+//! network namespace on one flat network joining the clusters ([`network`]), its containers'
+//! commands run there with the host's programs, `kubectl exec` and `kubectl logs` reach it
+//! ([`kubelet`]), its resolver is the cluster DNS through the `kube-dns` Service, and each
+//! node runs the real kube-proxy of the control plane's release (iptables or nftables mode),
+//! which routes Services and clusterset IPs to pods in any cluster.
+//!
 //! [`ClusterSet::up`] brings it up and writes `DIR/<name>.kubeconfig`, `DIR/kubeconfig` (every
 //! cluster as a context named after it) and `DIR/sandbox.json`, as `mcsd sandbox` does, with
-//! `cluster_dns` and `reference_dns` added. `tests/kube/up.sh` runs it (binary `kube-up`).
+//! `cluster_dns`, `reference_dns` and `pod_network` added. `tests/kube/up.sh` runs it (binary
+//! `kube-up`).
 
+pub mod kubelet;
+pub mod network;
 mod pki;
 mod process;
 
 use std::{
     ffi::OsString,
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
+use ipnet::IpNet;
 pub use process::{Process, free_port};
 use serde_json::json;
 
@@ -30,12 +41,16 @@ use serde_json::json;
 /// `coredns`.
 #[derive(Clone, Debug)]
 pub struct Programs {
-    /// The control plane's multi-call binary.
+    /// The control plane's multi-call binary (kube-proxy too).
     pub kube: PathBuf,
     /// kwok.
     pub kwok: PathBuf,
-    /// The stages kwok runs.
+    /// The stages kwok runs without the pod network: nodes, and pods turned Ready with an
+    /// address and deleted.
     pub kwok_stages: PathBuf,
+    /// The stages kwok runs with the pod network: nodes, and pods deleted (the tier's kubelet
+    /// does the rest).
+    pub kwok_node_stages: PathBuf,
     /// CoreDNS.
     pub coredns: PathBuf,
     /// mcsd.
@@ -63,6 +78,7 @@ impl Programs {
             kube: find("kube")?,
             kwok: find("kwok")?,
             kwok_stages: find("kwok-stages.yaml")?,
+            kwok_node_stages: find("kwok-node-stages.yaml")?,
             coredns: find("coredns")?,
             mcsd,
         })
@@ -82,6 +98,29 @@ pub struct Options {
     pub peer_grace_period: u64,
     /// mcsd's `--lease-duration`, seconds.
     pub lease_duration: u64,
+    /// Whether pods get a network, run their commands and take `kubectl exec` (needs root).
+    pub pod_network: bool,
+    /// kube-proxy's mode, with the pod network.
+    pub proxy_mode: ProxyMode,
+}
+
+/// How kube-proxy programs Services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyMode {
+    /// iptables rules (`--proxy-mode=iptables`).
+    Iptables,
+    /// nftables rules (`--proxy-mode=nftables`).
+    Nftables,
+}
+
+impl ProxyMode {
+    /// As kube-proxy's `--proxy-mode` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Iptables => "iptables",
+            Self::Nftables => "nftables",
+        }
+    }
 }
 
 /// The ClusterSet's name, as every cluster's ClusterProperty `clusterset.k8s.io` says.
@@ -90,20 +129,33 @@ pub const CLUSTERSET: &str = "real";
 /// The address ranges of the `index`th cluster: distinct per cluster, dual-stack, the same as the
 /// sandbox's.
 fn ranges(index: usize) -> Ranges {
+    let net = |s: String| -> IpNet { s.parse().expect("a range") };
     Ranges {
-        services: format!("10.{}.0.0/16,fd00:10:96:{:x}::/112", 96 + index, index + 1),
+        services: [
+            net(format!("10.{}.0.0/16", 96 + index)),
+            net(format!("fd00:10:96:{:x}::/112", index + 1)),
+        ],
         kubernetes_service_ip: format!("10.{}.0.1", 96 + index),
+        dns_service_ip: Ipv4Addr::new(10, 96 + index as u8, 0, 10),
         pods: [
-            format!("10.{}.0.0/16", 160 + index),
-            format!("fd00:10:244:{:x}::/112", index + 1),
+            net(format!("10.{}.0.0/16", 160 + index)),
+            net(format!("fd00:10:244:{:x}::/112", index + 1)),
         ],
     }
 }
 
 struct Ranges {
-    services: String,
+    services: [IpNet; 2],
     kubernetes_service_ip: String,
-    pods: [String; 2],
+    /// The `kube-dns` Service's address (with the pod network): the pods' nameserver.
+    dns_service_ip: Ipv4Addr,
+    pods: [IpNet; 2],
+}
+
+impl Ranges {
+    fn services_flag(&self) -> String {
+        format!("{},{}", self.services[0], self.services[1])
+    }
 }
 
 /// One real cluster and what runs beside it.
@@ -126,10 +178,23 @@ pub struct Cluster {
     /// CoreDNS's `multicluster` option over the same cluster.
     pub reference_dns: SocketAddr,
     /// The running programs, in start order: etcd, kube-apiserver, kube-controller-manager,
-    /// kube-scheduler, kwok, mcsd, the two CoreDNS.
+    /// kube-scheduler, kwok, (kube-proxy), mcsd, the two CoreDNS.
     pub processes: Vec<Process>,
     /// mcsd's command line after the program (to restart it as it was).
     pub mcsd_args: Vec<OsString>,
+    /// With the pod network: its node there, its kubelet, and the relay of its API server into
+    /// the node's namespace.
+    pub pods: Option<PodNetwork>,
+}
+
+/// One cluster's part of the pod network.
+#[derive(Debug)]
+pub struct PodNetwork {
+    /// Its node in the network.
+    pub node: network::Node,
+    /// Its kubelet.
+    pub kubelet: Option<kubelet::Kubelet>,
+    relay: tokio::task::JoinHandle<()>,
 }
 
 impl Cluster {
@@ -147,6 +212,9 @@ pub struct ClusterSet {
     pub clusters: Vec<Cluster>,
     /// Its directory.
     pub dir: PathBuf,
+    /// The pod network, if it has one; torn down last (and when dropped, however the tier
+    /// ends).
+    pub network: Option<network::Network>,
 }
 
 /// The `index`th cluster's name, as the sandbox names it.
@@ -169,6 +237,7 @@ impl ClusterSet {
         let mut set = Self {
             clusters: Vec::new(),
             dir: dir.clone(),
+            network: None,
         };
         match set.bring_up(programs, options, say).await {
             Ok(()) => Ok(set),
@@ -185,9 +254,33 @@ impl ClusterSet {
         options: &Options,
         say: &dyn Fn(&str),
     ) -> anyhow::Result<()> {
+        if options.pod_network {
+            let clusters: Vec<network::ClusterRanges> = (0..options.clusters)
+                .map(|index| {
+                    let ranges = ranges(index);
+                    network::ClusterRanges {
+                        name: cluster_name(index),
+                        pods: ranges.pods,
+                        services: ranges.services,
+                    }
+                })
+                .collect();
+            let network = tokio::task::spawn_blocking(move || network::Network::create(&clusters)).await??;
+            say(&format!(
+                "pod network: {} nodes joined by {} (kube-proxy in {} mode)",
+                network.nodes.len(),
+                "mcsd-router",
+                options.proxy_mode.as_str()
+            ));
+            self.network = Some(network);
+        }
         for index in 0..options.clusters {
             let started = Instant::now();
-            let cluster = start_control_plane(programs, &self.dir, index).await?;
+            let node = self
+                .network
+                .as_ref()
+                .map(|n| (n.nodes[index].clone(), n.ip_program().to_path_buf()));
+            let cluster = start_control_plane(programs, &self.dir, index, node, options.proxy_mode).await?;
             say(&format!(
                 "{}: control plane ready at {} ({:.1} s)",
                 cluster.name,
@@ -247,6 +340,8 @@ impl ClusterSet {
                     "admin": c.admin.to_string(),
                     "cluster_dns": c.cluster_dns.to_string(),
                     "reference_dns": c.reference_dns.to_string(),
+                    "pod_network": c.pods.is_some(),
+                    "pod_dns": c.pods.as_ref().map(|p| format!("{}:53", p.node.dns)),
                 })
             })
             .collect();
@@ -298,19 +393,40 @@ impl ClusterSet {
         lines
     }
 
-    /// Stops everything, last started first.
+    /// Stops everything, last started first; the pods (their processes and namespaces) and the
+    /// pod network last.
     pub async fn down(&mut self) {
-        for cluster in self.clusters.iter_mut().rev() {
+        // The clusters side by side: each one's processes last started first.
+        futures::future::join_all(self.clusters.iter_mut().map(|cluster| async move {
             for process in cluster.processes.iter_mut().rev() {
                 process.stop(Duration::from_secs(10)).await;
             }
+            if let Some(pods) = &mut cluster.pods {
+                if let Some(kubelet) = pods.kubelet.take() {
+                    kubelet.stop().await;
+                }
+                pods.relay.abort();
+            }
+        }))
+        .await;
+        if let Some(mut network) = self.network.take() {
+            let _ = tokio::task::spawn_blocking(move || network.teardown()).await;
         }
     }
 }
 
 /// Starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok for the
 /// `index`th cluster, creates its node, and waits until pods can run there.
-async fn start_control_plane(programs: &Programs, root: &Path, index: usize) -> anyhow::Result<Cluster> {
+/// With the pod network, `pod_network` is the cluster's node there and the `ip` program: the cluster
+/// then gets its kubelet (before kwok, whose node names the kubelet's port), the `kube-dns`
+/// Service and its node's kube-proxy in `proxy_mode`.
+async fn start_control_plane(
+    programs: &Programs,
+    root: &Path,
+    index: usize,
+    pod_network: Option<(network::Node, PathBuf)>,
+    proxy_mode: ProxyMode,
+) -> anyhow::Result<Cluster> {
     let name = cluster_name(index);
     let dir = root.join(&name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -332,6 +448,7 @@ async fn start_control_plane(programs: &Programs, root: &Path, index: usize) -> 
         reference_dns: "127.0.0.1:0".parse()?,
         processes: Vec::new(),
         mcsd_args: Vec::new(),
+        pods: None,
     };
     let start =
         |cluster: &mut Cluster, component: &str, program: &Path, args: Vec<String>| -> anyhow::Result<()> {
@@ -392,9 +509,12 @@ async fn start_control_plane(programs: &Programs, root: &Path, index: usize) -> 
                 "--service-account-signing-key-file={}",
                 path(&pki.service_account_key)
             ),
-            format!("--service-cluster-ip-range={}", ranges.services),
+            format!("--service-cluster-ip-range={}", ranges.services_flag()),
             "--authorization-mode=Node,RBAC".into(),
             "--endpoint-reconciler-type=none".into(),
+            // kwok's node has the address 127.0.0.1 and the hostname `localhost`, which may
+            // resolve to ::1 where nothing listens.
+            "--kubelet-preferred-address-types=InternalIP".into(),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
             "--v=1".into(),
@@ -421,7 +541,7 @@ async fn start_control_plane(programs: &Programs, root: &Path, index: usize) -> 
                 "--service-account-private-key-file={}",
                 path(&pki.service_account_key)
             ),
-            format!("--service-cluster-ip-range={}", ranges.services),
+            format!("--service-cluster-ip-range={}", ranges.services_flag()),
             "--use-service-account-credentials=false".into(),
             "--profiling=false".into(),
             "--v=1".into(),
@@ -442,20 +562,57 @@ async fn start_control_plane(programs: &Programs, root: &Path, index: usize) -> 
             "--v=1".into(),
         ],
     )?;
-    start(
-        &mut cluster,
-        "kwok",
-        &programs.kwok,
-        vec![
-            format!("--kubeconfig={component_kubeconfig}"),
-            format!("--config={}", path(&programs.kwok_stages)),
-            "--manage-all-nodes=true".into(),
-            "--node-ip=127.0.0.1".into(),
-            "--node-name=localhost".into(),
-            "--server-address=127.0.0.1:0".into(),
-            "--node-lease-duration-seconds=40".into(),
-        ],
-    )?;
+    // Without the pod network kwok plays the whole kubelet: it gives pods their address and
+    // turns them Ready. With it, the tier's kubelet does that (and runs them), serving the
+    // node's kubelet port; kwok keeps the node, serves exec behind the kubelet, and deletes pods.
+    let kwok_port = free_port()?;
+    let mut kwok_args = vec![
+        format!("--kubeconfig={component_kubeconfig}"),
+        "--manage-all-nodes=true".into(),
+        "--node-ip=127.0.0.1".into(),
+        "--node-name=localhost".into(),
+        format!("--server-address=127.0.0.1:{kwok_port}"),
+        "--node-lease-duration-seconds=40".into(),
+    ];
+    if let Some((node, ip)) = &pod_network {
+        let client = admin_client(&kubeconfig).await?;
+        let kubelet = kubelet::Kubelet::start(
+            client,
+            kubelet::Config {
+                cluster: name.clone(),
+                node_name: format!("{name}-node"),
+                node: node.clone(),
+                ip: ip.clone(),
+                dir: dir.clone(),
+                cluster_dns: ranges.dns_service_ip,
+                kwok: SocketAddr::from((Ipv4Addr::LOCALHOST, kwok_port)),
+            },
+        )
+        .await?;
+        let exec = dir.join("kwok-exec.yaml");
+        std::fs::write(
+            &exec,
+            "# Exec in every pod, as a command on this machine: the kubelet in front rewrites it to
+\
+             # run inside the pod.
+\
+             apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterExec\nmetadata: {name: every-pod}\nspec:\n  execs:\n  - local: {workDir: /}\n",
+        )?;
+        kwok_args.extend([
+            format!("--config={}", path(&programs.kwok_node_stages)),
+            format!("--config={}", path(&exec)),
+            format!("--node-port={}", kubelet.port),
+        ]);
+        let relay = network::relay_loopback(&node.netns, api_port)?;
+        cluster.pods = Some(PodNetwork {
+            node: node.clone(),
+            kubelet: Some(kubelet),
+            relay,
+        });
+    } else {
+        kwok_args.push(format!("--config={}", path(&programs.kwok_stages)));
+    }
+    start(&mut cluster, "kwok", &programs.kwok, kwok_args)?;
 
     // One node, with this cluster's pod ranges: kwok gives every pod bound to it an address of
     // each family from them.
@@ -503,7 +660,76 @@ async fn start_control_plane(programs: &Programs, root: &Path, index: usize) -> 
         },
     )
     .await?;
+    if let Some((node, ip)) = &pod_network {
+        start_cluster_dns_service(&cluster, &ranges, node)?;
+        let args = [
+            "netns".into(),
+            "exec".into(),
+            node.netns.clone(),
+            path(&programs.kube),
+            "proxy".into(),
+            format!("--kubeconfig={component_kubeconfig}"),
+            format!("--hostname-override={name}-node"),
+            format!("--proxy-mode={}", proxy_mode.as_str()),
+            format!("--cluster-cidr={},{}", ranges.pods[0], ranges.pods[1]),
+            // Conntrack's table size is the host's, not a namespace's to set.
+            "--conntrack-max-per-core=0".into(),
+            "--metrics-bind-address=127.0.0.1:10249".into(),
+            "--healthz-bind-address=127.0.0.1:10256".into(),
+            "--v=1".into(),
+        ];
+        start(&mut cluster, "kube-proxy", ip, args.to_vec())?;
+        wait_for(
+            &mut cluster,
+            "kube-proxy to program the cluster's Services",
+            Duration::from_secs(60),
+            |c| {
+                let netns = c.pods.as_ref().map(|p| p.node.netns.clone()).unwrap_or_default();
+                network::in_netns(&netns, || {
+                    Ok(healthz_ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 10256))))
+                })
+                .unwrap_or(false)
+            },
+        )
+        .await?;
+    }
     Ok(cluster)
+}
+
+/// Whether `GET /healthz` at `addr` answers 200 (kube-proxy's: once it has programmed the
+/// node's rules), asked from the calling thread's network namespace.
+fn healthz_ok(addr: SocketAddr) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 12];
+    stream.read_exact(&mut reply).is_ok() && reply.ends_with(b" 200")
+}
+
+/// A kube client with the admin's kubeconfig.
+async fn admin_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The `kube-dns` Service every pod's resolver names, as in a kubeadm cluster, its endpoint the
+/// cluster DNS (CoreDNS on this machine, listening on the node's DNS address, port 53): pods
+/// reach it through kube-proxy, as they reach any Service.
+fn start_cluster_dns_service(cluster: &Cluster, ranges: &Ranges, node: &network::Node) -> anyhow::Result<()> {
+    let service = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: kube-dns\n  namespace: kube-system\n  labels: {{k8s-app: kube-dns}}\nspec:\n  clusterIP: {ip}\n  ports:\n  - {{name: dns, port: 53, protocol: UDP}}\n  - {{name: dns-tcp, port: 53, protocol: TCP}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: kube-dns-host\n  namespace: kube-system\n  labels: {{kubernetes.io/service-name: kube-dns, endpointslice.kubernetes.io/managed-by: mcsd-tests}}\naddressType: IPv4\nendpoints:\n- addresses: [\"{dns}\"]\n  conditions: {{ready: true}}\nports:\n- {{name: dns, port: 53, protocol: UDP}}\n- {{name: dns-tcp, port: 53, protocol: TCP}}\n",
+        ip = ranges.dns_service_ip,
+        dns = node.dns,
+    );
+    kubectl_apply_text(&cluster.kubeconfig, &cluster.dir, "kube-dns.yaml", &service)
 }
 
 /// Waits for `/readyz` with the admin's kubeconfig.
@@ -688,13 +914,23 @@ async fn start_coredns(programs: &Programs, cluster: &mut Cluster) -> anyhow::Re
     cluster.reference_dns = format!("127.0.0.1:{}", free_port()?).parse()?;
     let kubeconfig = cluster.kubeconfig.display().to_string();
     let name = &cluster.name;
-    let forwarding = format!(
-        "# The cluster DNS of {name}, with the clusterset.local stub of manifests/coredns-stub.md.\n\
-         .:{port} {{\n    bind 127.0.0.1\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        kubeconfig {kubeconfig} {name}\n        fallthrough in-addr.arpa ip6.arpa\n    }}\n}}\n\
-         clusterset.local:{port} {{\n    bind 127.0.0.1\n    errors\n    forward . {mcsd}\n}}\n",
-        port = cluster.cluster_dns.port(),
-        mcsd = cluster.dns,
+    // The same servers again on the address the pods reach (port 53, as resolv.conf has no
+    // port), with the pod network.
+    let pod_dns = cluster.pods.as_ref().map(|p| p.node.dns);
+    let mut forwarding = format!(
+        "# The cluster DNS of {name}, with the clusterset.local stub of manifests/coredns-stub.md.\n"
     );
+    let mut listeners = vec![("127.0.0.1".to_string(), cluster.cluster_dns.port())];
+    if let Some(address) = pod_dns {
+        listeners.push((address.to_string(), 53));
+    }
+    for (address, port) in &listeners {
+        forwarding.push_str(&format!(
+            ".:{port} {{\n    bind {address}\n    errors\n    kubernetes cluster.local in-addr.arpa ip6.arpa {{\n        kubeconfig {kubeconfig} {name}\n        fallthrough in-addr.arpa ip6.arpa\n    }}\n}}\n\
+             clusterset.local:{port} {{\n    bind {address}\n    errors\n    forward . {mcsd}\n}}\n",
+            mcsd = cluster.dns,
+        ));
+    }
     let reference = format!(
         "# CoreDNS's own MCS support over {name}: the reference mcsd's answers are compared with.\n\
          .:{port} {{\n    bind 127.0.0.1\n    errors\n    kubernetes cluster.local clusterset.local {{\n        kubeconfig {kubeconfig} {name}\n        multicluster clusterset.local\n    }}\n}}\n",
