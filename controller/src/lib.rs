@@ -10,6 +10,8 @@ pub mod daemon;
 pub mod dns_index;
 pub mod exchange;
 pub mod export;
+#[cfg(test)]
+mod fixtures;
 pub mod guard;
 pub mod identity;
 pub mod import;

@@ -736,42 +736,7 @@ fn same_slices(a: &BTreeMap<String, Arc<MirroredSlice>>, b: &BTreeMap<String, Ar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::ExportSpec;
-    use k8s_openapi::{
-        api::discovery::v1::{Endpoint, EndpointSlice},
-        apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    };
-
-    fn id(s: &str) -> ClusterId {
-        ClusterId::new(s).unwrap()
-    }
-
-    fn record(cluster: &str, ns: &str, name: &str, secs: i64) -> Object {
-        let r = ExportRecord::new(
-            id(cluster),
-            ns,
-            name,
-            k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap(),
-            ExportSpec::default(),
-        );
-        Object::Record(r.to_config_map("mcsd-system"))
-    }
-
-    fn slice(ns: &str, name: &str, slice: &str, addr: &str) -> Object {
-        Object::Slice(MirroredSlice::from(EndpointSlice {
-            metadata: ObjectMeta {
-                name: Some(slice.into()),
-                labels: Some(crate::exchange::record_labels(ns, name)),
-                ..Default::default()
-            },
-            address_type: "IPv4".into(),
-            endpoints: vec![Endpoint {
-                addresses: vec![addr.into()],
-                ..Default::default()
-            }],
-            ports: None,
-        }))
-    }
+    use crate::fixtures::{id, mirrored_slice as slice, record};
 
     fn key(ns: &str, name: &str) -> Key {
         Key::new(ns, name)

@@ -362,6 +362,55 @@ async fn a_peer_secret_added_changed_and_deleted_takes_effect_without_a_restart(
     set.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_secret_deleted_while_the_watch_was_down_is_dropped_by_the_relist() {
+    // cluster-a keeps a short watch history, so a watch that was away resumes with 410 Gone and
+    // lists again: the delete event itself is never delivered.
+    let configs = (0..2)
+        .map(|i| ClusterConfig {
+            event_log_capacity: if i == 0 { 40 } else { 100_000 },
+            ..ClusterConfig::nth(i)
+        })
+        .collect();
+    let set = ClusterSet::sandbox_configs(configs, Default::default()).await;
+    set.create_namespace("demo");
+    let c = Outsider::start(&set).await;
+    let name = "hello.demo.svc.clusterset.local";
+    let dns_a = set.members[0].dns;
+    set.apply(0, &c.secret(&c.token()));
+    eventually("cluster-c's pod in cluster-a's answer", WAIT, || async {
+        (dig(&dns_a, name, "A") == Answer::ok(&[&c.pod_ip])).then_some(())
+    })
+    .await;
+
+    // cluster-a's API server goes away; meanwhile the Secret is deleted and enough else changes
+    // that the watch's place in the history is gone.
+    let cluster_a = set.members[0].cluster();
+    cluster_a.stop_api_server().await;
+    let api = cluster_a.api();
+    let ctx = mcsd_sandbox::api::Ctx::system("test");
+    let secrets = api.resource("", "secrets").unwrap();
+    api.delete(&secrets, "mcsd-system", &c.secret_name(), &Default::default())
+        .unwrap();
+    let config_maps = api.resource("", "configmaps").unwrap();
+    for n in 0..60 {
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("churn-{n}")}});
+        api.create(&config_maps, "v1", "default", body, &ctx).unwrap();
+    }
+    cluster_a.start_api_server().await.unwrap();
+
+    // The re-list no longer has the Secret: its peer is stopped and its export withdrawn.
+    eventually(
+        "cluster-c's export to leave cluster-a after the re-list",
+        WAIT,
+        || async { (dig(&dns_a, name, "A").status == "NXDOMAIN").then_some(()) },
+    )
+    .await;
+    assert!(set.members[0].daemon().peers.get("cluster-c").is_none());
+    c.stop().await;
+    set.stop().await;
+}
+
 /// Cluster `i`'s MCS EndpointSlices of `hello` in `ns`, counted by (source cluster, address type).
 async fn imported_slices(set: &ClusterSet, i: usize, ns: &str) -> BTreeMap<(String, String), usize> {
     use k8s_openapi::api::discovery::v1::EndpointSlice;

@@ -132,3 +132,78 @@ pub fn bind_pair(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, std:
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }
+
+#[cfg(test)]
+mod tests {
+    use mcsd_crds::{
+        mcs::ServiceImportType,
+        names::{LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER},
+    };
+
+    use super::*;
+    use crate::{
+        daemon::driver,
+        fixtures::{a_records, mk_namespace, mk_service_import, mk_slice},
+    };
+
+    fn index() -> DnsIndex {
+        let mut index = DnsIndex::new(mcsd_dns::ZoneConfig::default()).unwrap();
+        index.mark_synced();
+        index
+    }
+
+    fn answers(index: &mut DnsIndex, name: &str) -> Vec<String> {
+        index.publish();
+        a_records(index, &format!("{name}.svc.clusterset.local."))
+    }
+
+    #[test]
+    fn imports_a_relist_no_longer_has_leave_the_zone() {
+        let mut index = index();
+        index.apply_namespace(&mk_namespace("demo"));
+        let import =
+            |name: &str, ip: &str| mk_service_import("demo", name, ServiceImportType::ClusterSetIP, &[ip]);
+        driver::check_relist_drops_a_missed_deletion(
+            &mut index,
+            import("kept", "10.1.0.1"),
+            import("missed", "10.1.0.2"),
+            |i, si| !answers(i, &format!("{}.demo", si.metadata.name.as_deref().unwrap())).is_empty(),
+        );
+    }
+
+    #[test]
+    fn slices_a_relist_no_longer_has_leave_the_zone() {
+        let mut index = index();
+        index.apply_namespace(&mk_namespace("demo"));
+        index.apply_service_import(&mk_service_import("demo", "h", ServiceImportType::Headless, &[]));
+        let slice = |name: &str, ip: &str| {
+            let labels = [(LABEL_SERVICE_NAME, "h"), (LABEL_SOURCE_CLUSTER, "cluster-a")];
+            mk_slice("demo", name, &labels, &[(ip, Some(true))])
+        };
+        driver::check_relist_drops_a_missed_deletion(
+            &mut index,
+            slice("kept", "10.0.0.1"),
+            slice("missed", "10.0.0.2"),
+            |i, es| answers(i, "h.demo").contains(&es.endpoints[0].addresses[0]),
+        );
+    }
+
+    #[test]
+    fn namespaces_a_relist_no_longer_has_leave_the_zone() {
+        let mut index = index();
+        for ns in ["kept", "missed"] {
+            index.apply_service_import(&mk_service_import(
+                ns,
+                "s",
+                ServiceImportType::ClusterSetIP,
+                &["10.1.0.1"],
+            ));
+        }
+        driver::check_relist_drops_a_missed_deletion(
+            &mut index,
+            mk_namespace("kept"),
+            mk_namespace("missed"),
+            |i, ns| !answers(i, &format!("s.{}", ns.metadata.name.as_deref().unwrap())).is_empty(),
+        );
+    }
+}

@@ -152,6 +152,35 @@ impl<K> Watch<K> {
     }
 }
 
+/// The re-list case every index must get right: `kept` and `missed` applied, then a re-list that
+/// delivers `kept` alone (`missed` was deleted while the watch was down: a `410 Gone` or an API
+/// server restart later, no delete event ever comes). Nothing is dropped before the re-list
+/// ends; after it, `missed` is gone and `kept` is there. `holds` says whether the index has an
+/// object, as its readers would see it.
+#[cfg(test)]
+pub(crate) fn check_relist_drops_a_missed_deletion<K: Clone, I: Index<K>>(
+    index: &mut I,
+    kept: K,
+    missed: K,
+    holds: impl Fn(&mut I, &K) -> bool,
+) {
+    index.apply(kept.clone());
+    index.apply(missed.clone());
+    assert!(
+        holds(index, &kept) && holds(index, &missed),
+        "both are held once applied"
+    );
+    index.begin_relist();
+    index.relisted(kept.clone());
+    assert!(
+        holds(index, &missed),
+        "nothing is dropped before the re-list is complete"
+    );
+    index.end_relist();
+    assert!(holds(index, &kept), "what the re-list delivered is held");
+    assert!(!holds(index, &missed), "what the re-list did not deliver is gone");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

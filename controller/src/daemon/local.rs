@@ -263,3 +263,37 @@ where
     );
     store
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::reflector::ObjectRef;
+
+    use super::*;
+
+    fn config_map(name: &str) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.metadata.namespace = Some("demo".into());
+        cm
+    }
+
+    #[test]
+    fn a_local_store_drops_what_a_relist_no_longer_has() {
+        let (store, writer) = reflector::store();
+        let mut feed = Feed {
+            writer,
+            on_event: |_: &ConfigMap| {},
+        };
+        driver::check_relist_drops_a_missed_deletion(
+            &mut feed,
+            config_map("kept"),
+            config_map("missed"),
+            |_, cm| {
+                store
+                    .get(&ObjectRef::new(cm.metadata.name.as_deref().unwrap()).within("demo"))
+                    .is_some()
+            },
+        );
+    }
+}

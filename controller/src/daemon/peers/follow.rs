@@ -123,3 +123,42 @@ impl<K, F: Fn(BTreeSet<Key>) + Clone> driver::Index<K> for Follower<K, F> {
         self.change(|view| view.delete(&self.cluster, &object).into_iter().collect());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    use super::*;
+    use crate::{
+        daemon::driver,
+        fixtures::{id, record},
+    };
+
+    fn config_map(name: &str) -> ConfigMap {
+        match record("cluster-b", "demo", name, 0) {
+            Object::Record(cm) => cm,
+            Object::Slice(_) => unreachable!("a record"),
+        }
+    }
+
+    #[test]
+    fn a_peers_records_a_relist_no_longer_has_leave_the_view() {
+        let view = Arc::new(Mutex::new(View::default()));
+        let mut follower = Follower::new(
+            &id("cluster-b"),
+            Kind::Record,
+            Object::Record,
+            &view,
+            &|_keys: BTreeSet<Key>| {},
+        );
+        driver::check_relist_drops_a_missed_deletion(
+            &mut follower,
+            config_map("kept"),
+            config_map("missed"),
+            |f, cm| {
+                let name = cm.metadata.labels.as_ref().unwrap()[crate::exchange::LABEL_SERVICE_NAME].clone();
+                f.view.lock().unwrap().merged(&Key::new("demo", name)).is_some()
+            },
+        );
+    }
+}

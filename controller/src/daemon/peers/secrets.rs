@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, runtime::watcher};
 use mcsd_crds::ClusterId;
 use tokio::sync::watch;
@@ -29,9 +30,7 @@ pub const SECRET_KEY_KUBECONFIG: &str = "kubeconfig";
 pub const SECRET_KEY_RANGES: &str = "ranges";
 
 /// A peer as a Secret describes it.
-async fn peer_from_secret(
-    secret: &k8s_openapi::api::core::v1::Secret,
-) -> Result<(Peer, Vec<ipnet::IpNet>, String), String> {
+async fn peer_from_secret(secret: &Secret) -> Result<(Peer, Vec<ipnet::IpNet>, String), String> {
     let data = secret.data.clone().unwrap_or_default();
     let text = |key: &str| {
         data.get(key)
@@ -124,6 +123,49 @@ where
     tracing::info!(peer = %cluster, %secret, "peer removed");
 }
 
+/// The peer Secrets as the watch last had them, by name: what the follower makes its supervisors
+/// match. A re-list replaces them all, so a Secret deleted while the watch was down (and
+/// re-listed, after a `410 Gone` or an API server restart) is gone from here too.
+#[derive(Debug, Default)]
+struct Wanted {
+    secrets: BTreeMap<String, Secret>,
+    /// The re-list being delivered.
+    relisting: Option<BTreeMap<String, Secret>>,
+    /// Secrets added, changed or gone since last taken.
+    changed: BTreeSet<String>,
+}
+
+impl driver::Index<Secret> for Wanted {
+    fn begin_relist(&mut self) {
+        self.relisting = Some(BTreeMap::new());
+    }
+
+    fn relisted(&mut self, secret: Secret) {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        self.relisting.get_or_insert_default().insert(name, secret);
+    }
+
+    fn end_relist(&mut self) {
+        let listed = self.relisting.take().unwrap_or_default();
+        // Everything either side names: what is unchanged keeps its supervisor (same fingerprint).
+        self.changed.extend(self.secrets.keys().cloned());
+        self.changed.extend(listed.keys().cloned());
+        self.secrets = listed;
+    }
+
+    fn apply(&mut self, secret: Secret) {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        self.changed.insert(name.clone());
+        self.secrets.insert(name, secret);
+    }
+
+    fn delete(&mut self, secret: Secret) {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        self.secrets.remove(&name);
+        self.changed.insert(name);
+    }
+}
+
 /// Follows Secrets labelled [`LABEL_PEER`] in `namespace` until `shutdown`: a Secret added
 /// starts its peer, deleted stops it and withdraws its exports at once, changed restarts it with
 /// the new credentials. A change that keeps the peer's id (renewed credentials) keeps its records
@@ -140,45 +182,70 @@ pub async fn follow_secrets<F>(
 ) where
     F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
 {
-    use k8s_openapi::api::core::v1::Secret;
     let api: Api<Secret> = Api::namespaced(client.clone(), &shared.namespace);
     let mut secrets = driver::Watch::new(api, watcher::Config::default().labels(LABEL_PEER), |_| {});
-    // By Secret name.
-    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut wanted = Wanted::default();
+    let mut follower = Follower {
+        client,
+        shared,
+        reserved,
+        running: BTreeMap::new(),
+        initial: Some(Vec::new()),
+    };
     let mut listed = Some(listed);
-    let mut initial = Vec::new();
     loop {
         let event = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = follower.shared.shutdown.cancelled() => return,
             e = secrets.next() => match e { Some(e) => e, None => return },
         };
-        let (applied, deleted) = match event {
-            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => (Some(s), None),
-            watcher::Event::Delete(s) => (None, Some(s)),
-            watcher::Event::Init => (None, None),
-            watcher::Event::InitDone => {
-                if let Some(tx) = listed.take() {
-                    let _ = tx.send(std::mem::take(&mut initial));
-                }
-                (None, None)
-            }
-        };
-        if let Some(secret) = deleted {
-            remove(&mut running, &secret.metadata.name.unwrap_or_default(), &shared).await;
+        if secrets.feed(&mut wanted, event) == driver::Step::Listing {
+            continue;
         }
-        let Some(secret) = applied else { continue };
+        for name in std::mem::take(&mut wanted.changed) {
+            match wanted.secrets.get(&name) {
+                Some(secret) => follower.start(secret).await,
+                None => remove(&mut follower.running, &name, &follower.shared).await,
+            }
+        }
+        if secrets.is_listed()
+            && let Some(tx) = listed.take()
+        {
+            let _ = tx.send(follower.initial.take().unwrap_or_default());
+        }
+    }
+}
+
+/// The peers started from Secrets.
+struct Follower<F> {
+    client: Client,
+    shared: Shared<F>,
+    /// Ids that no Secret may take: `--peer`'s and this cluster's.
+    reserved: BTreeSet<ClusterId>,
+    /// By Secret name.
+    running: BTreeMap<String, Running>,
+    /// Until the first list is complete: the peers started, with their "listed" signals.
+    initial: Option<Vec<(ClusterId, watch::Receiver<bool>)>>,
+}
+
+impl<F> Follower<F>
+where
+    F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
+{
+    /// Starts the peer of `secret`, or restarts it if what the Secret says has changed.
+    async fn start(&mut self, secret: &Secret) {
+        let (running, shared) = (&mut self.running, &self.shared);
         let secret_name = secret.metadata.name.clone().unwrap_or_default();
-        let (peer, ranges, fingerprint) = match peer_from_secret(&secret).await {
+        let (peer, ranges, fingerprint) = match peer_from_secret(secret).await {
             Ok(p) => p,
             Err(why) => {
                 tracing::error!(secret = %secret_name, %why, "peer Secret ignored");
-                remove(&mut running, &secret_name, &shared).await;
-                continue;
+                remove(running, &secret_name, shared).await;
+                return;
             }
         };
         let previous = running.get(&secret_name);
         if previous.is_some_and(|r| r.fingerprint == fingerprint) {
-            continue;
+            return;
         }
         // The same peer with new credentials: its supervisor is replaced, its records stay.
         let renewed = previous.is_some_and(|r| r.cluster == peer.cluster);
@@ -187,12 +254,13 @@ pub async fn follow_secrets<F>(
                 old.stopped().await;
             }
         } else {
-            remove(&mut running, &secret_name, &shared).await;
+            remove(running, &secret_name, shared).await;
         }
-        let taken = reserved.contains(&peer.cluster) || running.values().any(|r| r.cluster == peer.cluster);
+        let taken =
+            self.reserved.contains(&peer.cluster) || running.values().any(|r| r.cluster == peer.cluster);
         if taken {
             tracing::error!(secret = %secret_name, peer = %peer.cluster, "peer Secret ignored: that id is already a peer (or this cluster)");
-            continue;
+            return;
         }
         if renewed {
             tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer credentials changed");
@@ -200,23 +268,23 @@ pub async fn follow_secrets<F>(
             tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer added");
         }
         // The ranges apply to what the new supervisor lists.
-        change_view(&shared, |view| {
+        change_view(shared, |view| {
             view.set_ranges(&peer.cluster, ranges);
             BTreeSet::new()
         });
         let stop = shared.shutdown.child_token();
         let (tx, rx) = watch::channel(false);
-        if listed.is_some() {
+        if let Some(initial) = &mut self.initial {
             initial.push((peer.cluster.clone(), rx));
         }
         let cluster = peer.cluster.clone();
-        let renewal = Renewal::of(&secret);
+        let renewal = Renewal::of(secret);
         shared
             .states
             .set_credential_expiry(cluster.as_str(), renewal.as_ref().map(|r| r.expires.as_second()));
         // New credentials: whatever was wrong with renewing the old ones is no longer.
         shared.states.set_credential_problem(cluster.as_str(), None);
-        change_view(&shared, |view| view.warn(&cluster, None));
+        change_view(shared, |view| view.warn(&cluster, None));
         let report = {
             let (shared, cluster, fix) = (shared.clone(), cluster.clone(), peer.renew.clone());
             move |problem: Option<String>| {
@@ -230,7 +298,7 @@ pub async fn follow_secrets<F>(
         let renewing = renewal.map(|r| {
             let target = Target {
                 peer: peer.client.clone(),
-                local: client.clone(),
+                local: self.client.clone(),
                 namespace: shared.namespace.clone(),
                 secret: secret_name.clone(),
             };
@@ -259,5 +327,40 @@ pub async fn follow_secrets<F>(
                 task,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::driver::Index as _;
+
+    fn secret(name: &str, version: &str) -> Secret {
+        let mut secret = Secret::default();
+        secret.metadata.name = Some(name.into());
+        secret.metadata.resource_version = Some(version.into());
+        secret
+    }
+
+    #[test]
+    fn a_relist_without_a_secret_whose_deletion_was_missed_stops_its_peer() {
+        let mut wanted = Wanted::default();
+        driver::check_relist_drops_a_missed_deletion(
+            &mut wanted,
+            secret("peer-a", "1"),
+            secret("peer-b", "2"),
+            |w, s| w.secrets.contains_key(s.metadata.name.as_deref().unwrap()),
+        );
+        // And the follower is told, so it stops peer-b's supervisor and withdraws its exports.
+        assert!(wanted.changed.contains("peer-b"));
+    }
+
+    #[test]
+    fn each_change_names_its_secret() {
+        let mut wanted = Wanted::default();
+        wanted.apply(secret("peer-a", "1"));
+        wanted.delete(secret("peer-a", "1"));
+        assert!(wanted.secrets.is_empty());
+        assert_eq!(wanted.changed.iter().collect::<Vec<_>>(), ["peer-a"]);
     }
 }
