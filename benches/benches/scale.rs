@@ -3,7 +3,7 @@
 //!
 //! For each N of `SCALE_SIZES` (default `1000,3000,10000`):
 //!
-//! 1. Three sandbox clusters (`mcsd::sandbox::start_member`: API server, CRDs, ClusterProperties,
+//! 1. Three sandbox clusters (`mcsd::process::sandbox::start_member`: API server, CRDs, ClusterProperties,
 //!    `manifests/` namespace and RBAC) in this process; `SCALE_NAMESPACES` namespaces (default
 //!    10) in all three. N selector-less ClusterSetIP Services spread round-robin over the
 //!    clusters, each with one hand-written EndpointSlice of 10 ready endpoints and a
@@ -43,7 +43,7 @@ use kube::{
     Client,
     api::{Api, Patch, PatchParams, PostParams},
 };
-use mcsd::sandbox::Member;
+use mcsd::process::sandbox::Member;
 use mcsd_crds::{ClusterId, mcs::v1beta1::ServiceExport};
 use mcsd_sandbox::{Cluster, store::ObjectKey};
 use serde_json::{Value, json};
@@ -253,7 +253,7 @@ fn sandbox_cpu_s() -> f64 {
 
 /// `mcsd_writes_total` by `kind/operation/outcome`.
 async fn writes(admin: SocketAddr) -> BTreeMap<String, u64> {
-    let reply = mcsd::admin_client::get(admin, "/metrics", mcsd::admin_client::TIMEOUT)
+    let reply = mcsd::commands::admin_client::get(admin, "/metrics", mcsd::commands::admin_client::TIMEOUT)
         .await
         .unwrap_or_else(|e| panic!("{admin}/metrics: {e}"));
     assert_eq!(reply.status, 200, "{admin}/metrics: {reply:?}");
@@ -306,7 +306,11 @@ impl Set {
         std::fs::create_dir_all(dir).unwrap();
         let mut members = Vec::new();
         for i in 0..CLUSTERS {
-            members.push(mcsd::sandbox::start_member(i, dir).await.expect("sandbox member"));
+            members.push(
+                mcsd::process::sandbox::start_member(i, dir)
+                    .await
+                    .expect("sandbox member"),
+            );
         }
         let names: Vec<String> = members.iter().map(|m| m.cluster.name().to_string()).collect();
         let mut own = Vec::new();
@@ -445,7 +449,9 @@ async fn readyz(admins: Vec<(SocketAddr, String)>, since: Instant, timeout: Dura
     let waits = admins.into_iter().map(|(admin, identity)| async move {
         let deadline = since + timeout;
         loop {
-            let reply = mcsd::admin_client::get(admin, "/readyz", mcsd::admin_client::TIMEOUT).await;
+            let reply =
+                mcsd::commands::admin_client::get(admin, "/readyz", mcsd::commands::admin_client::TIMEOUT)
+                    .await;
             if reply.is_ok_and(|r| r.status == 200) {
                 return since.elapsed().as_secs_f64();
             }
@@ -995,10 +1001,10 @@ async fn changes(set: &Set, clients: &[Client], mcsds: &[Mcsd], opts: &Options, 
         // 7919 is prime: distinct services for as long as c / 3 < per_cluster.
         let local = (c / CLUSTERS * 7919) % per_cluster;
         let s = Svc::nth(local * CLUSTERS + cluster, opts.namespaces);
-        let mcs_name = mcsd::import::slice_name(
+        let mcs_name = mcsd::core::import::slice_name(
             &s.name,
             &ids[cluster],
-            &mcsd::exchange::mirror_name(&s.namespace, &s.slice_name()),
+            &mcsd::core::exchange::mirror_name(&s.namespace, &s.slice_name()),
         );
         let key = slice_key(&s.namespace, &mcs_name);
         let address = s.address(0);

@@ -8,7 +8,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
-    match mcsd::cli::Cli::parse_args() {
+    match mcsd::commands::Cli::parse_args() {
         Ok(cli) => cli.run(),
         Err(code) => code,
     }

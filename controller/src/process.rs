@@ -3,6 +3,10 @@
 //! and the benches; [`Dns::start`] serves a zone alone for `mcsd dns`. Each owns the tasks it
 //! starts and joins them when stopped, so a shutdown ends with nothing left running.
 
+pub mod run;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
@@ -69,7 +73,7 @@ pub enum Error {
         /// The zone.
         zone: String,
         /// Why.
-        source: crate::dns_index::ConvertError,
+        source: crate::core::dns_index::ConvertError,
     },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
@@ -121,7 +125,7 @@ impl Dns {
         let mut tcp = Vec::new();
         let mut addrs = Vec::new();
         for addr in &options.listen {
-            let (u, t) = daemon::dns::bind_pair(*addr).map_err(listen_error(addr))?;
+            let (u, t) = crate::cluster::dns_feed::bind_pair(*addr).map_err(listen_error(addr))?;
             addrs.push(u.local_addr().map_err(listen_error(addr))?);
             udp.push(u);
             tcp.push(tokio::net::TcpListener::from_std(t).map_err(listen_error(addr))?);
@@ -222,11 +226,12 @@ impl Mcsd {
         } = config;
         let client = daemon_config.client.clone();
         let handle = daemon::start(daemon_config, shutdown.clone()).await;
-        let zone =
-            daemon::dns::feed(client, dns.zone_config(), shutdown.clone()).map_err(|source| Error::Zone {
+        let zone = crate::cluster::dns_feed::feed(client, dns.zone_config(), shutdown.clone()).map_err(
+            |source| Error::Zone {
                 zone: dns.zone.clone(),
                 source,
-            })?;
+            },
+        )?;
         let serving = Dns::start(zone.clone(), &dns, admin, handle.admin_extras(), shutdown).await?;
         Ok(Self {
             handle,

@@ -324,13 +324,17 @@ fn malformed_packets_get_formerr_or_silence_and_the_server_keeps_answering() {
     let _ = n;
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> mcsd::admin_client::Reply {
+fn http_get(addr: SocketAddr, path: &str) -> mcsd::commands::admin_client::Reply {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime
-        .block_on(mcsd::admin_client::get(addr, path, Duration::from_secs(5)))
+        .block_on(mcsd::commands::admin_client::get(
+            addr,
+            path,
+            Duration::from_secs(5),
+        ))
         .unwrap()
 }
 

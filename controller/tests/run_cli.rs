@@ -151,8 +151,8 @@ async fn run_imports_a_local_export_and_answers_it_on_its_dns_listener() {
     cluster.shutdown().await;
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> mcsd::admin_client::Reply {
-    mcsd::admin_client::get(addr, path, mcsd::admin_client::TIMEOUT)
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> mcsd::commands::admin_client::Reply {
+    mcsd::commands::admin_client::get(addr, path, mcsd::commands::admin_client::TIMEOUT)
         .await
         .unwrap()
 }

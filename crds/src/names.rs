@@ -171,6 +171,19 @@ pub mod mcsd {
     pub const DERIVED_FROM: &str = "mcsd.io/derived-from";
     /// Annotation holding the hash of what mcsd applied to an object.
     pub const APPLIED: &str = "mcsd.io/applied";
+    /// On a peer Secret: the ServiceAccount (`namespace/name`) in the peer its token is for.
+    pub const SERVICE_ACCOUNT: &str = "mcsd.io/service-account";
+    /// On a peer Secret: when its token expires (RFC 3339).
+    pub const TOKEN_EXPIRES: &str = "mcsd.io/token-expires";
+    /// On a peer Secret: how long each of its tokens lives, in seconds.
+    pub const TOKEN_LIFETIME: &str = "mcsd.io/token-lifetime";
+    /// Label on the identity `mcsd join` makes in an exporting cluster: the importer it is for.
+    pub const PEER_FOR: &str = "mcsd.io/peer-for";
+    /// Label on what `mcsd join` makes in an importing cluster: the exporter it reads.
+    pub const PEER_OF: &str = "mcsd.io/peer-of";
+    /// Annotation of the status Lease (`mcsd-system/mcsd-status`) holding what this cluster's
+    /// mcsd publishes for `mcsd status`, as JSON.
+    pub const STATUS: &str = "mcsd.io/status";
     /// Annotation saying when mcsd last wrote an object (RFC 3339). Not part of the applied hash:
     /// it changes only when the object does. A peer's copy of it dates the change for the
     /// propagation histogram.

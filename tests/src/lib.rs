@@ -12,7 +12,7 @@ use std::{
 
 pub mod real;
 
-use mcsd::{daemon, sandbox::Mcsd};
+use mcsd::{daemon, process::sandbox::Mcsd};
 use mcsd_sandbox::{Cluster, ClusterConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -216,8 +216,8 @@ where
 }
 
 /// mcsd's options with this peer grace period (peers are probed every tenth of it).
-pub fn peer_grace(grace: Duration) -> mcsd::sandbox::Options {
-    mcsd::sandbox::Options {
+pub fn peer_grace(grace: Duration) -> mcsd::process::sandbox::Options {
+    mcsd::process::sandbox::Options {
         peer_grace: grace,
         ..Default::default()
     }
@@ -302,7 +302,7 @@ pub fn ask_a(socket: &std::net::UdpSocket, server: std::net::SocketAddr, name: &
 /// `GET path` from mcsd's admin listener at `admin` (`/metrics`, `/readyz`); returns the body of a
 /// 200 answer, failing the test on anything else.
 pub async fn admin_get(admin: std::net::SocketAddr, path: &str) -> String {
-    let reply = mcsd::admin_client::get(admin, path, Duration::from_secs(10))
+    let reply = mcsd::commands::admin_client::get(admin, path, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     assert_eq!(reply.status, 200, "GET {path}: {reply:?}");
@@ -528,7 +528,7 @@ enum Backend {
     /// Started by the test, in this process.
     Sandbox {
         shutdown: CancellationToken,
-        options: mcsd::sandbox::Options,
+        options: mcsd::process::sandbox::Options,
     },
     /// A running set of real clusters (`tests/kube/up.sh`), shared by the tests one at a time.
     Real,
@@ -571,16 +571,20 @@ impl ClusterSet {
     /// `n` new sandbox clusters, whatever [`CLUSTERSET_ENV`] says: for tests that reach into
     /// the cluster or mcsd (held requests, API server restarts, write counters).
     pub async fn sandbox(n: usize) -> Self {
-        Self::sandbox_with(n, mcsd::sandbox::Options::default()).await
+        Self::sandbox_with(n, mcsd::process::sandbox::Options::default()).await
     }
 
     /// [`Self::sandbox`] with these options for every mcsd.
-    pub async fn sandbox_with(n: usize, options: mcsd::sandbox::Options) -> Self {
+    pub async fn sandbox_with(n: usize, options: mcsd::process::sandbox::Options) -> Self {
         Self::sandbox_configs((0..n).map(ClusterConfig::nth).collect(), options).await
     }
 
     /// [`Self::sandbox_with`], then creates namespace `ns` in every cluster with kubectl.
-    pub async fn sandbox_with_namespace(n: usize, ns: &str, options: mcsd::sandbox::Options) -> Self {
+    pub async fn sandbox_with_namespace(
+        n: usize,
+        ns: &str,
+        options: mcsd::process::sandbox::Options,
+    ) -> Self {
         let set = Self::sandbox_with(n, options).await;
         set.create_namespace(ns);
         set
@@ -590,7 +594,10 @@ impl ClusterSet {
     /// project's manifests (namespace and RBAC) installed with kubectl, mcsd running as the
     /// `mcsd` ServiceAccount, reading its peers as their `mcsd-peer` ServiceAccount (exactly the
     /// rights the manifests grant), with a DNS server on 127.0.0.1.
-    pub async fn sandbox_configs(configs: Vec<ClusterConfig>, options: mcsd::sandbox::Options) -> Self {
+    pub async fn sandbox_configs(
+        configs: Vec<ClusterConfig>,
+        options: mcsd::process::sandbox::Options,
+    ) -> Self {
         let dir = scratch_dir();
         let mut clusters = Vec::new();
         for config in configs {
@@ -613,7 +620,7 @@ impl ClusterSet {
         for i in 0..clusters.len() {
             let all: Vec<&Cluster> = clusters.iter().map(|(c, _)| c).collect();
             let stop = shutdown.child_token();
-            let mcsd = mcsd::sandbox::start_mcsd(&all, i, &options, stop.clone())
+            let mcsd = mcsd::process::sandbox::start_mcsd(&all, i, &options, stop.clone())
                 .await
                 .expect("mcsd starts");
             started.push((mcsd, stop));
@@ -764,14 +771,14 @@ impl ClusterSet {
     pub async fn start_replica(
         &self,
         i: usize,
-        options: &mcsd::sandbox::Options,
+        options: &mcsd::process::sandbox::Options,
     ) -> (Mcsd, CancellationToken) {
         let Backend::Sandbox { shutdown, .. } = &self.backend else {
             panic!("start_replica needs sandbox clusters (ClusterSet::sandbox*)");
         };
         let stop = shutdown.child_token();
         let all: Vec<&Cluster> = self.members.iter().map(|m| m.cluster()).collect();
-        let mcsd = mcsd::sandbox::start_mcsd(&all, i, options, stop.clone())
+        let mcsd = mcsd::process::sandbox::start_mcsd(&all, i, options, stop.clone())
             .await
             .expect("mcsd starts");
         (mcsd, stop)

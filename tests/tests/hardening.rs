@@ -29,7 +29,7 @@ async fn resolved(server: std::net::SocketAddr, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_hands_over_within_the_lease_and_dns_answers_throughout() {
     let lease = Duration::from_secs(3);
-    let options = mcsd::sandbox::Options {
+    let options = mcsd::process::sandbox::Options {
         lease_duration: lease,
         give_up_lease: false,
         ..Default::default()
@@ -84,7 +84,7 @@ async fn killing_the_leader_hands_over_within_the_lease_and_dns_answers_througho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_lease_requests_hang_stops_writing_before_the_lease_can_pass_and_a_leader_returns() {
     let lease = Duration::from_secs(3);
-    let options = mcsd::sandbox::Options {
+    let options = mcsd::process::sandbox::Options {
         lease_duration: lease,
         ..Default::default()
     };
@@ -414,7 +414,7 @@ async fn an_mcsd_restarted_under_load_denies_nothing_and_rewrites_nothing_that_i
 /// over a Lease that is still being renewed, and the two never lead at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_with_different_lease_durations_never_lead_at_once() {
-    let long = mcsd::sandbox::Options {
+    let long = mcsd::process::sandbox::Options {
         lease_duration: Duration::from_secs(9),
         give_up_lease: false,
         ..Default::default()
@@ -426,7 +426,7 @@ async fn replicas_with_different_lease_durations_never_lead_at_once() {
     })
     .await;
     // A replica whose own lease is shorter than the holder's renewal interval (at most 2 s).
-    let short = mcsd::sandbox::Options {
+    let short = mcsd::process::sandbox::Options {
         lease_duration: Duration::from_secs(1),
         give_up_lease: false,
         ..Default::default()

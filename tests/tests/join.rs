@@ -367,10 +367,10 @@ async fn a_join_refused_by_a_check_writes_nothing_and_says_why_in_one_line() {
 /// into a cluster (its API server stopped, its token lifetimes) or an mcsd (its peer states).
 struct InProcess {
     dir: PathBuf,
-    members: Vec<mcsd::sandbox::Member>,
-    mcsds: Vec<mcsd::sandbox::Mcsd>,
+    members: Vec<mcsd::process::sandbox::Member>,
+    mcsds: Vec<mcsd::process::sandbox::Mcsd>,
     /// What the mcsds were started with.
-    options: mcsd::sandbox::Options,
+    options: mcsd::process::sandbox::Options,
     shutdown: tokio_util::sync::CancellationToken,
     /// `dir/kubeconfig`, both contexts.
     kubeconfig: PathBuf,
@@ -380,17 +380,21 @@ impl InProcess {
     async fn start(
         tag: &str,
         configs: [mcsd_sandbox::ClusterConfig; 2],
-        options: mcsd::sandbox::Options,
+        options: mcsd::process::sandbox::Options,
     ) -> Self {
         let dir = std::env::temp_dir().join(format!("mcsd-join-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut members = Vec::new();
         for config in configs {
-            members.push(mcsd::sandbox::start_member_with(config, &dir).await.unwrap());
+            members.push(
+                mcsd::process::sandbox::start_member_with(config, &dir)
+                    .await
+                    .unwrap(),
+            );
         }
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let options = mcsd::sandbox::Options {
+        let options = mcsd::process::sandbox::Options {
             peered: false,
             ..options
         };
@@ -398,7 +402,7 @@ impl InProcess {
         let mut mcsds = Vec::new();
         for i in 0..2 {
             mcsds.push(
-                mcsd::sandbox::start_mcsd(&clusters, i, &options, shutdown.clone())
+                mcsd::process::sandbox::start_mcsd(&clusters, i, &options, shutdown.clone())
                     .await
                     .unwrap(),
             );
@@ -406,7 +410,7 @@ impl InProcess {
         let kubeconfig = write(
             &dir,
             "kubeconfig",
-            &mcsd::sandbox::merged_kubeconfig(&members).unwrap(),
+            &mcsd::process::sandbox::merged_kubeconfig(&members).unwrap(),
         );
         Self {
             dir,
@@ -425,7 +429,7 @@ impl InProcess {
     /// Another mcsd replica in cluster `i` (the two elect a leader), appended to `mcsds`.
     async fn add_replica(&mut self, i: usize) {
         let clusters: Vec<_> = self.members.iter().map(|m| &m.cluster).collect();
-        let replica = mcsd::sandbox::start_mcsd(&clusters, i, &self.options, self.shutdown.clone())
+        let replica = mcsd::process::sandbox::start_mcsd(&clusters, i, &self.options, self.shutdown.clone())
             .await
             .unwrap();
         self.mcsds.push(replica);
@@ -433,12 +437,12 @@ impl InProcess {
 
     /// `mcsd join` (the library) of both, with tokens living `ttl`.
     async fn join(&self, one_way: bool, ttl: Duration) {
-        let options = mcsd::join::JoinOptions {
+        let options = mcsd::commands::join::JoinOptions {
             dry_run: false,
             token_ttl: ttl,
         };
         let contexts = ["cluster-a".to_string(), "cluster-b".to_string()];
-        mcsd::join::join(
+        mcsd::commands::join::join(
             Some(&self.kubeconfig),
             &contexts,
             &Default::default(),
@@ -520,10 +524,11 @@ async fn peer_tokens_renew_themselves_across_several_lifetimes_without_a_withdra
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The expiry the metric shows is the Secret's newest.
-    let scraped = mcsd::admin_client::get(b.admin, "/metrics", mcsd::admin_client::TIMEOUT)
-        .await
-        .unwrap()
-        .body;
+    let scraped =
+        mcsd::commands::admin_client::get(b.admin, "/metrics", mcsd::commands::admin_client::TIMEOUT)
+            .await
+            .unwrap()
+            .body;
     assert!(
         scraped.contains("mcsd_peer_credential_expiry_timestamp_seconds{peer=\"cluster-a\"}"),
         "{scraped}"
@@ -652,7 +657,7 @@ async fn a_token_that_cannot_be_renewed_is_reported_before_it_expires_and_join_f
     })
     .await;
     let failing = || async {
-        mcsd::admin_client::get(b.admin, "/metrics", mcsd::admin_client::TIMEOUT)
+        mcsd::commands::admin_client::get(b.admin, "/metrics", mcsd::commands::admin_client::TIMEOUT)
             .await
             .unwrap()
             .body
@@ -703,7 +708,7 @@ async fn a_token_that_cannot_be_renewed_is_reported_before_it_expires_and_join_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_a_peer_going_unreachable_and_coming_back() {
     // Probes every half second: an API server that stops is noticed at once.
-    let options = mcsd::sandbox::Options {
+    let options = mcsd::process::sandbox::Options {
         peer_grace: Duration::from_secs(5),
         ..Default::default()
     };

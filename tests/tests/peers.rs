@@ -11,7 +11,7 @@ use std::{
 };
 
 use kube::Api;
-use mcsd::{daemon::metrics::PeerState, import::CONDITION_CLUSTERS_EXCLUDED};
+use mcsd::{core::import::CONDITION_CLUSTERS_EXCLUDED, daemon::metrics::PeerState};
 use mcsd_crds::mcs::v1beta1::ServiceImport;
 use mcsd_sandbox::ClusterConfig;
 use mcsd_tests::{Answer, ClusterSet, dig, eventually};
@@ -254,7 +254,7 @@ impl Outsider {
         let stop = tokio_util::sync::CancellationToken::new();
         let mut all: Vec<&mcsd_sandbox::Cluster> = set.members.iter().map(|m| m.cluster()).collect();
         all.push(&cluster);
-        let mcsd = mcsd::sandbox::start_mcsd(&all, all.len() - 1, &Default::default(), stop.clone())
+        let mcsd = mcsd::process::sandbox::start_mcsd(&all, all.len() - 1, &Default::default(), stop.clone())
             .await
             .unwrap();
         mcsd.wait_ready(WAIT).await.unwrap();

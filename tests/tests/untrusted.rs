@@ -1,6 +1,6 @@
 //! A compromised member cluster: its mcsd kept from writing, its admin writes exchange records by
 //! hand (`docs/exchange.md`) into its own exchange namespace, as an attacker with admin rights
-//! there could. Its peers read them; the guard decides what they take (`controller/src/guard.rs`).
+//! there could. Its peers read them; the guard decides what they take (`controller/src/core/guard.rs`).
 //! Every attack of issue #18 is tried; each is refused and reported, the legitimate endpoints of
 //! the same service still answer, and the honest peer's services are untouched.
 
@@ -94,8 +94,8 @@ async fn refused_at_least(set: &ClusterSet, reason: &str, n: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compromised_member_puts_nothing_forbidden_into_another_cluster() {
-    let options = mcsd::sandbox::Options {
-        limits: mcsd::guard::Limits {
+    let options = mcsd::process::sandbox::Options {
+        limits: mcsd::core::guard::Limits {
             records: 5,
             endpoints_per_service: 4,
             bytes_per_record: 64 * 1024,

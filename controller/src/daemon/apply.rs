@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::metrics::Flow;
 
-pub use crate::exchange::{ANNOTATION_WRITTEN_AT, written_at};
+pub use crate::core::exchange::{ANNOTATION_WRITTEN_AT, written_at};
 pub use mcsd_crds::names::mcsd::APPLIED as ANNOTATION_APPLIED;
 
 /// The hash of an object's serialised form.

@@ -22,9 +22,9 @@ use super::{
     index::SliceIndex,
 };
 use crate::{
-    exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, mirror_slice},
-    export::{Progress, evaluate, export_conditions},
-    view::{Key, View},
+    core::exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, mirror_slice},
+    core::export::{Progress, evaluate, export_conditions},
+    core::view::{Key, View},
 };
 
 /// What the export controller reads and where it writes.
@@ -54,7 +54,7 @@ pub struct Exporter {
     /// Write counters.
     pub writes: Writes,
     /// Which namespaces may export.
-    pub namespaces: crate::guard::NamespacePolicy,
+    pub namespaces: crate::core::guard::NamespacePolicy,
 }
 
 impl Exporter {
@@ -67,7 +67,7 @@ impl Exporter {
             if self.namespaces.permits(ns) {
                 evaluate(e, service.as_deref())
             } else {
-                Err(crate::export::Invalid {
+                Err(crate::core::export::Invalid {
                     reason: mcsd_crds::names::conditions::valid::NAMESPACE_DENIED,
                     message: self.namespaces.why_denied(ns),
                 })

@@ -33,13 +33,13 @@ use super::{
     metrics::Flow,
 };
 use crate::{
-    exchange::MirroredSlice,
-    import::{
+    core::exchange::MirroredSlice,
+    core::import::{
         DerivedState, desired_derived_service, desired_import, desired_slices, import_status, owner,
         slice_name,
     },
-    merge::Merged,
-    view::{Key, View},
+    core::merge::Merged,
+    core::view::{Key, View},
 };
 
 /// What the import controller reads and where it writes.

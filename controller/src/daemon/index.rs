@@ -16,7 +16,7 @@ use std::{
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use crate::view::Key;
+use crate::core::view::Key;
 
 /// The three lookups the controllers make, each with its own index.
 #[derive(Clone, Debug, Default)]

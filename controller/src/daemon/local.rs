@@ -21,11 +21,12 @@ use mcsd_crds::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::{driver, index, key_of, queue};
+use super::{index, key_of, queue};
+use crate::cluster::driver;
 use crate::{
-    exchange::LABEL_EXCHANGE,
-    import::LABEL_DERIVED_FROM,
-    view::{Key, View},
+    core::exchange::LABEL_EXCHANGE,
+    core::import::LABEL_DERIVED_FROM,
+    core::view::{Key, View},
 };
 
 /// The client-side annotation `kubectl apply` keeps: a copy of the whole object.
@@ -115,8 +116,8 @@ impl Local {
                         idx.imported.note(key.clone(), ns, name);
                         qi.push(key);
                     } else if let (Some(sns), Some(svc)) = (
-                        labels.get(crate::exchange::LABEL_SERVICE_NAMESPACE),
-                        labels.get(crate::exchange::LABEL_SERVICE_NAME),
+                        labels.get(crate::core::exchange::LABEL_SERVICE_NAMESPACE),
+                        labels.get(crate::core::exchange::LABEL_SERVICE_NAME),
                     ) {
                         let key = Key::new(sns.clone(), svc.clone());
                         idx.mirrors.note(key.clone(), ns, name);
@@ -164,8 +165,8 @@ impl Local {
             move |o: &ConfigMap| {
                 let labels = o.labels();
                 if let (Some(ns), Some(svc)) = (
-                    labels.get(crate::exchange::LABEL_SERVICE_NAMESPACE),
-                    labels.get(crate::exchange::LABEL_SERVICE_NAME),
+                    labels.get(crate::core::exchange::LABEL_SERVICE_NAMESPACE),
+                    labels.get(crate::core::exchange::LABEL_SERVICE_NAME),
                 ) {
                     qe.push(Key::new(ns.clone(), svc.clone()));
                 }

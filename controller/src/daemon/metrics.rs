@@ -14,7 +14,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::view::View;
+use crate::core::view::View;
 
 /// Registers the daemon's metrics in `registry` (the admin listener's), a sub-registry for each
 /// part: the writes (`mcsd_writes_total`), the peers' states (`mcsd_peer_*`), the flow from
@@ -306,7 +306,7 @@ struct KindLabel {
 #[derive(Clone, Debug)]
 pub struct Flow {
     propagation: Family<KindLabel, Histogram, fn() -> Histogram>,
-    conflicts: Arc<Mutex<std::collections::HashMap<crate::view::Key, Vec<&'static str>>>>,
+    conflicts: Arc<Mutex<std::collections::HashMap<crate::core::view::Key, Vec<&'static str>>>>,
 }
 
 impl Default for Flow {
@@ -330,7 +330,7 @@ impl Flow {
     }
 
     /// Sets the conflict reasons of `key` (none: not in conflict, or no longer imported).
-    pub fn set_conflicts(&self, key: &crate::view::Key, reasons: Vec<&'static str>) {
+    pub fn set_conflicts(&self, key: &crate::core::view::Key, reasons: Vec<&'static str>) {
         let mut all = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
         if reasons.is_empty() {
             all.remove(key);
@@ -343,7 +343,7 @@ impl Flow {
 /// `mcsd_services_in_conflict{reason}`: services in conflict, counted per reason when scraped
 /// (every reason, 0 included).
 #[derive(Debug)]
-struct Conflicts(Arc<Mutex<std::collections::HashMap<crate::view::Key, Vec<&'static str>>>>);
+struct Conflicts(Arc<Mutex<std::collections::HashMap<crate::core::view::Key, Vec<&'static str>>>>);
 
 impl Collector for Conflicts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
@@ -388,7 +388,7 @@ impl Collector for Converged {
 }
 
 /// `mcsd_peer_records_refused_total{peer,reason}`: what the guard refused of each peer's records
-/// (`crate::guard`). No service names: cardinality is peers × reasons.
+/// (`crate::core::guard`). No service names: cardinality is peers × reasons.
 #[derive(Debug)]
 struct Refusals(Arc<Mutex<View>>);
 
@@ -492,7 +492,7 @@ mod tests {
         flow.propagated("EndpointSlice", 0.2);
         flow.propagated("EndpointSlice", -1.0); // a clock behind ours
         flow.propagated("EndpointSlice", 1000.0);
-        let key = |n: &str| crate::view::Key::new("demo", n);
+        let key = |n: &str| crate::core::view::Key::new("demo", n);
         flow.set_conflicts(&key("a"), vec!["PortConflict"]);
         flow.set_conflicts(&key("b"), vec!["PortConflict", "TypeConflict"]);
         flow.set_conflicts(&key("c"), vec!["TypeConflict"]);

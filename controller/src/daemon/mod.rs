@@ -18,8 +18,6 @@
 //! election, `dns.rs` the DNS index's watches; every watch runs through `driver.rs`.
 
 pub(crate) mod apply;
-pub mod dns;
-mod driver;
 mod exporter;
 mod importer;
 pub mod index;
@@ -47,8 +45,8 @@ use tracing::Instrument as _;
 pub use self::apply::Writes;
 use self::{exporter::Exporter, importer::Importer, local::Local, writers::Writers};
 use crate::{
-    identity::Identity,
-    view::{Key, View},
+    cluster::identity::Identity,
+    core::view::{Key, View},
 };
 
 /// A peer: a cluster id and a client whose credentials may read its exchange namespace.
@@ -85,7 +83,7 @@ pub struct Config {
     /// Leader election among this cluster's replicas; `None`: this replica always writes.
     pub election: Option<leader::Election>,
     /// What peers' records may bring, and which local namespaces may export.
-    pub guard: crate::guard::Guard,
+    pub guard: crate::core::guard::Guard,
     /// Per peer given on the command line: the only ranges its endpoint addresses may be in.
     pub peer_ranges: BTreeMap<ClusterId, Vec<ipnet::IpNet>>,
 }

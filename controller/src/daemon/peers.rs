@@ -6,10 +6,7 @@ mod follow;
 pub mod renew;
 mod secrets;
 
-pub use self::{
-    follow::follow,
-    secrets::{LABEL_PEER, SECRET_KEY_KUBECONFIG, SECRET_KEY_NAME, SECRET_KEY_RANGES, follow_secrets},
-};
+pub use self::{follow::follow, secrets::follow_secrets};
 
 use std::{
     collections::BTreeSet,
@@ -32,9 +29,9 @@ use super::{
     metrics::{PeerState, Peers},
 };
 use crate::{
-    exchange::{LABEL_EXCHANGE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
-    preflight,
-    view::{Key, View},
+    cluster::preflight,
+    core::exchange::{LABEL_EXCHANGE, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE},
+    core::view::{Key, View},
 };
 
 /// Why a peer is not followed.

@@ -10,7 +10,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::view::Key;
+use crate::core::view::Key;
 
 /// The keys waiting, and the work not done yet.
 #[derive(Debug, Default)]

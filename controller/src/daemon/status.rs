@@ -1,67 +1,22 @@
-//! What this cluster's mcsd alone knows of the ClusterSet (each peer's state, why, when it was
-//! last current, when its credentials expire), published for `mcsd status`: one object,
-//! `mcsd-system/mcsd-status`, written by the leader when what it says changes, at most once per
-//! [`MIN_INTERVAL`]. `mcsd status` reads it with nothing but a kubeconfig. It is a Lease holding
-//! the status in an annotation, not a ConfigMap: peers' credentials (`mcsd-peer`) read the
-//! ConfigMaps of `mcsd-system` (the exchange records) and must not read this cluster's view of
-//! the others; they have no right on Leases, and mcsd's own Role already has the ones it needs.
+//! Publishing the status Lease (its format: `core/status_lease.rs`): the leader writes what
+//! this cluster's mcsd alone knows of the ClusterSet when it changes, at most once per
+//! [`MIN_INTERVAL`].
 
 use std::time::Duration;
 
-use k8s_openapi::{
-    api::coordination::v1::{Lease, LeaseSpec},
-    jiff::Timestamp,
-};
+use k8s_openapi::{api::coordination::v1::Lease, jiff::Timestamp};
 use kube::{Api, Client, ResourceExt as _, api::PostParams};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Peers;
-use crate::identity::Identity;
+use crate::{
+    cluster::identity::Identity,
+    core::status_lease::{self, KEY, NAME, PeerEntry, Published},
+};
 
-/// The Lease's name.
-pub const NAME: &str = "mcsd-status";
-/// Its annotation holding [`Published`] as JSON.
-pub const KEY: &str = "mcsd.io/status";
 /// The shortest time between two writes.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
-
-/// What the status says.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Published {
-    /// This cluster's id.
-    pub cluster: String,
-    /// Its ClusterSet.
-    pub clusterset: String,
-    /// The replica that leads (and wrote this).
-    pub leader: Option<String>,
-    /// Every peer, by name.
-    pub peers: Vec<PeerEntry>,
-    /// When it was written (RFC 3339); not compared.
-    #[serde(default)]
-    pub written: String,
-}
-
-/// One peer as this cluster's mcsd sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerEntry {
-    /// The peer's cluster id.
-    pub name: String,
-    /// `connecting`, `synced`, `unreachable` or `refused`.
-    pub state: String,
-    /// Why it is refused or unreachable, in one line.
-    pub reason: Option<String>,
-    /// When its records were last known current (RFC 3339): the sync lag counts from it.
-    pub last_current: Option<String>,
-    /// When its credentials expire (RFC 3339), where mcsd renews them.
-    pub credential_expiry: Option<String>,
-    /// Why renewing its credentials fails, while it does, in one line.
-    #[serde(default)]
-    pub credential_problem: Option<String>,
-}
 
 /// What the peers' states say now.
 fn snapshot(identity: &Identity, leader: Option<&str>, peers: &Peers) -> Published {
@@ -152,17 +107,8 @@ async fn write(api: &Api<Lease>, namespace: &str, text: String) -> kube::Result<
             api.replace(NAME, &PostParams::default(), &lease).await?;
         }
         None => {
-            let lease = Lease {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(NAME.to_string()),
-                    namespace: Some(namespace.to_string()),
-                    labels: Some([("app.kubernetes.io/name".to_string(), "mcsd".to_string())].into()),
-                    annotations: Some([(KEY.to_string(), text)].into()),
-                    ..Default::default()
-                },
-                spec: Some(LeaseSpec::default()),
-            };
-            api.create(&PostParams::default(), &lease).await?;
+            api.create(&PostParams::default(), &status_lease::lease(namespace, text))
+                .await?;
         }
     }
     Ok(())

@@ -22,16 +22,16 @@ use mcsd_crds::{
 };
 use serde::Serialize;
 
-use crate::why::{
+use crate::core::why::{
     ClusterFacts, Cond, DnsAnswer, EndpointFacts, Explanation, Form, ImportFacts, SliceFacts, parse,
 };
 use crate::{
+    core::merge::Merged,
+    core::view::{Key, View},
     daemon::{
         index::SliceIndex,
         metrics::{PeerState, Peers},
     },
-    merge::Merged,
-    view::{Key, View},
 };
 
 /// What the daemon reads to explain a name. Cheap to clone (shared).
@@ -240,7 +240,7 @@ impl Sources {
                         s.metadata
                             .name
                             .as_deref()
-                            .is_some_and(|n| crate::import::slice_name(name, &id, n) == facts.name)
+                            .is_some_and(|n| crate::core::import::slice_name(name, &id, n) == facts.name)
                     })
                     .cloned()
             });

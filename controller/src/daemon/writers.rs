@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Followers, exporter::Exporter, importer::Importer, key_of, local::Local, queue};
-use crate::view::{Key, View};
+use crate::core::view::{Key, View};
 
 /// The exporter and the importer, with their queues: they start once the data is complete and
 /// write only while this replica leads.

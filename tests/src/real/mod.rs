@@ -902,7 +902,7 @@ async fn wait_mcsd_ready(cluster: &Cluster) -> anyhow::Result<()> {
 
 /// The status code of `GET path` on `addr`, if it answers within 2 s.
 pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    let reply = mcsd::admin_client::get(addr, path, Duration::from_secs(2)).await;
+    let reply = mcsd::commands::admin_client::get(addr, path, Duration::from_secs(2)).await;
     reply.ok().map(|r| r.status)
 }
 

@@ -12,9 +12,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    daemon::{driver, metrics::PeerState},
-    exchange::LABEL_EXCHANGE,
-    view::{Key, Kind, Object, View},
+    cluster::driver,
+    core::exchange::LABEL_EXCHANGE,
+    core::view::{Key, Kind, Object, View},
+    daemon::metrics::PeerState,
 };
 
 /// Follows `cluster`'s exchange records into `view` until `shutdown`; calls `changed` with the
@@ -36,7 +37,7 @@ pub async fn follow(
         watcher::Config::default().labels(LABEL_EXCHANGE),
         crate::daemon::local::slim,
     );
-    let slices = driver::Watch::<crate::exchange::MirroredSlice>::new(
+    let slices = driver::Watch::<crate::core::exchange::MirroredSlice>::new(
         Api::namespaced(client, &namespace),
         watcher::Config::default().labels(LABEL_EXCHANGE),
         crate::daemon::local::slim,
@@ -130,8 +131,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        daemon::driver,
-        fixtures::{id, record},
+        cluster::driver,
+        core::fixtures::{id, record},
     };
 
     fn config_map(name: &str) -> ConfigMap {
@@ -156,7 +157,8 @@ mod tests {
             config_map("kept"),
             config_map("missed"),
             |f, cm| {
-                let name = cm.metadata.labels.as_ref().unwrap()[crate::exchange::LABEL_SERVICE_NAME].clone();
+                let name =
+                    cm.metadata.labels.as_ref().unwrap()[crate::core::exchange::LABEL_SERVICE_NAME].clone();
                 f.view.lock().unwrap().merged(&Key::new("demo", name)).is_some()
             },
         );

@@ -12,65 +12,20 @@
 use std::time::Duration;
 
 use k8s_openapi::{
-    ByteString,
-    api::{
-        authentication::v1::{TokenRequest, TokenRequestSpec},
-        core::v1::{Secret, ServiceAccount},
-    },
+    api::core::v1::{Secret, ServiceAccount},
     jiff::Timestamp,
 };
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::secrets::SECRET_KEY_KUBECONFIG;
-use crate::preflight::one_line;
-
-/// On a peer Secret: the ServiceAccount (`namespace/name`) in the peer its token is for.
-pub const ANNOTATION_SERVICE_ACCOUNT: &str = "mcsd.io/service-account";
-/// On a peer Secret: when its token expires (RFC 3339).
-pub const ANNOTATION_TOKEN_EXPIRES: &str = "mcsd.io/token-expires";
-/// On a peer Secret: how long each of its tokens lives, in seconds.
-pub const ANNOTATION_TOKEN_LIFETIME: &str = "mcsd.io/token-lifetime";
-
-/// What a peer Secret says of its token's renewal.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Renewal {
-    /// The ServiceAccount's namespace in the peer.
-    pub namespace: String,
-    /// The ServiceAccount's name.
-    pub account: String,
-    /// When the token in the Secret expires.
-    pub expires: Timestamp,
-    /// How long a new token should live.
-    pub lifetime: Duration,
-}
-
-impl Renewal {
-    /// The renewal a Secret asks for; `None` for a Secret without the annotations (its
-    /// credentials are renewed by whoever wrote it).
-    pub fn of(secret: &Secret) -> Option<Self> {
-        let annotations = secret.metadata.annotations.as_ref()?;
-        let (namespace, account) = annotations.get(ANNOTATION_SERVICE_ACCOUNT)?.split_once('/')?;
-        Some(Self {
-            namespace: namespace.to_string(),
-            account: account.to_string(),
-            expires: annotations.get(ANNOTATION_TOKEN_EXPIRES)?.parse().ok()?,
-            lifetime: Duration::from_secs(annotations.get(ANNOTATION_TOKEN_LIFETIME)?.parse().ok()?),
-        })
-    }
-
-    /// When to renew: halfway through the token's life.
-    pub fn due(&self) -> Timestamp {
-        let half = i64::try_from(self.lifetime.as_secs() / 2).unwrap_or(i64::MAX);
-        self.expires
-            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(half))
-            .unwrap_or(self.expires)
-    }
-}
+use crate::{
+    cluster::{preflight::one_line, token::request_token},
+    core::peer_secret::{self, Renewal},
+};
 
 /// Whose token is renewed, and where it is kept.
 #[derive(Clone)]
@@ -147,55 +102,6 @@ fn until(at: Timestamp) -> Duration {
     Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
-/// A token asked of `accounts` for the ServiceAccount `account`, to live `lifetime`.
-#[derive(Clone, Debug)]
-pub struct Minted {
-    /// The token.
-    pub token: String,
-    /// When it expires.
-    pub expires: Timestamp,
-    /// How long tokens live: `lifetime`, or what the API server granted where it capped that
-    /// (`--service-account-max-token-expiration`), so that renewal stays halfway through the
-    /// lives tokens really have.
-    pub lifetime: Duration,
-}
-
-/// Asks for a token of `account` living `lifetime` (a TokenRequest).
-pub async fn request_token(
-    accounts: &Api<ServiceAccount>,
-    account: &str,
-    lifetime: Duration,
-) -> Result<Minted, String> {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let answered = accounts
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .map_err(|e| format!("the peer refused a new token for {account}: {}", one_line(&e)))?;
-    let status = answered.status.ok_or("the peer answered without a token")?;
-    let expires = status.expiration_timestamp.0;
-    // Clocks differ by seconds (join checks they are within 30 s): only a grant well short of
-    // the request is a cap.
-    let granted =
-        Duration::from_secs(u64::try_from(expires.as_second() - Timestamp::now().as_second()).unwrap_or(0));
-    let lifetime = if granted < lifetime.mul_f64(0.9) {
-        granted.max(Duration::from_secs(1))
-    } else {
-        lifetime
-    };
-    Ok(Minted {
-        token: status.token,
-        expires,
-        lifetime,
-    })
-}
-
 async fn renew_once(target: &Target, renewal: &Renewal) -> Result<Timestamp, String> {
     let (namespace, secret) = (&target.namespace, &target.secret);
     let accounts: Api<ServiceAccount> = Api::namespaced(target.peer.clone(), &renewal.namespace);
@@ -205,73 +111,11 @@ async fn renew_once(target: &Target, renewal: &Renewal) -> Result<Timestamp, Str
         .get(secret)
         .await
         .map_err(|e| format!("reading Secret {namespace}/{secret}: {}", one_line(&e)))?;
-    let text = current
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SECRET_KEY_KUBECONFIG))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .ok_or("the Secret lost its kubeconfig")?;
-    let kubeconfig = with_token(&text, &minted.token)?;
-    let expires = minted.expires;
-    let patch = serde_json::json!({
-        "metadata": {"annotations": {
-            ANNOTATION_TOKEN_EXPIRES: expires.to_string(),
-            ANNOTATION_TOKEN_LIFETIME: minted.lifetime.as_secs().to_string(),
-        }},
-        "data": {SECRET_KEY_KUBECONFIG: ByteString(kubeconfig.into_bytes())},
-    });
+    let kubeconfig = peer_secret::kubeconfig_of(&current).ok_or("the Secret lost its kubeconfig")?;
+    let patch = peer_secret::renewed(&kubeconfig, &minted.token, minted.expires, minted.lifetime)?;
     secrets
         .patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| format!("writing Secret {namespace}/{secret}: {}", one_line(&e)))?;
-    Ok(expires)
-}
-
-/// `kubeconfig` with the token of its (first) user replaced by `token`.
-fn with_token(kubeconfig: &str, token: &str) -> Result<String, String> {
-    let mut value: serde_yaml::Value = serde_yaml::from_str(kubeconfig)
-        .map_err(|e| format!("the Secret's kubeconfig does not parse: {e}"))?;
-    let user = value
-        .get_mut("users")
-        .and_then(|u| u.get_mut(0))
-        .and_then(|u| u.get_mut("user"))
-        .and_then(serde_yaml::Value::as_mapping_mut)
-        .ok_or("the Secret's kubeconfig has no user")?;
-    user.insert("token".into(), token.into());
-    serde_yaml::to_string(&value).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_new_token_replaces_the_old_and_nothing_else() {
-        let before = "apiVersion: v1\nkind: Config\nclusters:\n- name: a\n  cluster:\n    server: https://10.0.0.1:6443\nusers:\n- name: u\n  user:\n    token: old\ncontexts:\n- name: a\n  context:\n    cluster: a\n    user: u\ncurrent-context: a\n";
-        let after = with_token(before, "new").unwrap();
-        assert_eq!(after, before.replace("token: old", "token: new"));
-    }
-
-    #[test]
-    fn renewal_is_due_halfway_through_the_tokens_life() {
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"annotations": {
-                ANNOTATION_SERVICE_ACCOUNT: "mcsd-system/mcsd-peer-cluster-b",
-                ANNOTATION_TOKEN_EXPIRES: "2026-11-29T12:00:00Z",
-                ANNOTATION_TOKEN_LIFETIME: "86400",
-            }}
-        }))
-        .unwrap();
-        let r = Renewal::of(&secret).unwrap();
-        assert_eq!(r.account, "mcsd-peer-cluster-b");
-        assert_eq!(r.due().to_string(), "2026-11-29T00:00:00Z");
-        let mut no_lifetime = secret.clone();
-        no_lifetime
-            .metadata
-            .annotations
-            .as_mut()
-            .unwrap()
-            .remove(ANNOTATION_TOKEN_LIFETIME);
-        assert_eq!(Renewal::of(&no_lifetime), None);
-    }
+    Ok(minted.expires)
 }

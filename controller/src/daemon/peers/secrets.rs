@@ -12,76 +12,43 @@ use tracing::Instrument as _;
 
 use super::{
     Shared, change_view,
-    renew::{Renewal, Target, renew},
+    renew::{Target, renew},
     supervise,
 };
 use crate::{
-    daemon::{Peer, driver},
-    view::Key,
+    cluster::driver,
+    core::{
+        peer_secret::{KEY_KUBECONFIG, LABEL as LABEL_PEER, PeerSecret, Renewal},
+        view::Key,
+    },
+    daemon::Peer,
 };
 
-pub use mcsd_crds::names::mcsd::PEER as LABEL_PEER;
-/// The Secret key holding the peer's cluster id.
-pub const SECRET_KEY_NAME: &str = "name";
-/// The Secret key holding the peer's kubeconfig.
-pub const SECRET_KEY_KUBECONFIG: &str = "kubeconfig";
-/// The optional Secret key holding the only address ranges the peer's endpoints may be in
-/// (`10.2.0.0/16,fd00:2::/64`).
-pub const SECRET_KEY_RANGES: &str = "ranges";
-
-/// A peer as a Secret describes it.
-async fn peer_from_secret(secret: &Secret) -> Result<(Peer, Vec<ipnet::IpNet>, String), String> {
-    let data = secret.data.clone().unwrap_or_default();
-    let text = |key: &str| {
-        data.get(key)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .ok_or_else(|| format!("has no key {key:?}"))
-    };
-    let name = text(SECRET_KEY_NAME)?;
-    let cluster = ClusterId::new(name.trim()).map_err(|e| format!("key {SECRET_KEY_NAME:?}: {e}"))?;
-    let yaml = text(SECRET_KEY_KUBECONFIG)?;
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml)
-        .map_err(|e| format!("key {SECRET_KEY_KUBECONFIG:?} is not a kubeconfig: {e}"))?;
+/// A peer as a Secret describes it: the peer (with a client built from its kubeconfig), its
+/// ranges, the fingerprint of what the Secret says, and the renewal it asks for.
+async fn peer_from_secret(
+    secret: &Secret,
+) -> Result<(Peer, Vec<ipnet::IpNet>, String, Option<Renewal>), String> {
+    let read = PeerSecret::read(secret)?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&read.kubeconfig)
+        .map_err(|e| format!("key {KEY_KUBECONFIG:?} is not a kubeconfig: {e}"))?;
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
             .await
-            .map_err(|e| format!("key {SECRET_KEY_KUBECONFIG:?} is not usable: {e}"))?;
+            .map_err(|e| format!("key {KEY_KUBECONFIG:?} is not usable: {e}"))?;
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| format!("cannot build a client: {e}"))?;
-    let ranges_text = text(SECRET_KEY_RANGES).unwrap_or_default();
-    let ranges = ranges_text
-        .split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(|r| {
-            r.parse::<ipnet::IpNet>()
-                .map_err(|e| format!("key {SECRET_KEY_RANGES:?}: {r:?} is not a CIDR range: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    // A fingerprint of what the Secret says, to restart the peer only when it changes (its
-    // renewal annotations included: a new expiry or lifetime reschedules the renewal).
-    let fingerprint = format!(
-        "{}\n{ranges_text}\n{yaml}\n{:?}",
-        cluster.as_str(),
-        Renewal::of(secret)
-    );
-    let mut renew = format!(
-        "renew the kubeconfig in Secret {}/{}",
-        secret.metadata.namespace.as_deref().unwrap_or_default(),
-        secret.metadata.name.as_deref().unwrap_or_default()
-    );
-    if Renewal::of(secret).is_some() {
-        renew = format!("run `mcsd join` for this pair again, or {renew}");
-    }
+    let fingerprint = read.fingerprint();
     Ok((
         Peer {
-            cluster,
+            cluster: read.cluster,
             client,
             url,
-            renew,
+            renew: read.fix,
         },
-        ranges,
+        read.ranges,
         fingerprint,
+        read.renewal,
     ))
 }
 
@@ -235,7 +202,7 @@ where
     async fn start(&mut self, secret: &Secret) {
         let (running, shared) = (&mut self.running, &self.shared);
         let secret_name = secret.metadata.name.clone().unwrap_or_default();
-        let (peer, ranges, fingerprint) = match peer_from_secret(secret).await {
+        let (peer, ranges, fingerprint, renewal) = match peer_from_secret(secret).await {
             Ok(p) => p,
             Err(why) => {
                 tracing::error!(secret = %secret_name, %why, "peer Secret ignored");
@@ -278,7 +245,6 @@ where
             initial.push((peer.cluster.clone(), rx));
         }
         let cluster = peer.cluster.clone();
-        let renewal = Renewal::of(secret);
         shared
             .states
             .set_credential_expiry(cluster.as_str(), renewal.as_ref().map(|r| r.expires.as_second()));
@@ -333,7 +299,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::driver::Index as _;
+    use crate::cluster::driver::Index as _;
 
     fn secret(name: &str, version: &str) -> Secret {
         let mut secret = Secret::default();

@@ -698,7 +698,7 @@ async fn check(context: &Context, name: &str, readiness: &Readiness) -> bool {
                 child.wait().await.is_ok_and(|s| s.success())
             }
             Check::Tcp(addr) => tokio::net::TcpStream::connect(addr).await.is_ok(),
-            Check::Http(addr, path) => mcsd::admin_client::get(*addr, path, readiness.timeout)
+            Check::Http(addr, path) => mcsd::commands::admin_client::get(*addr, path, readiness.timeout)
                 .await
                 .is_ok_and(|r| (200..400).contains(&r.status)),
         }

@@ -10,7 +10,7 @@ use mcsd_crds::{
     names::conditions::valid,
 };
 
-use crate::merge::ExportSpec;
+use crate::core::merge::ExportSpec;
 
 /// Why a ServiceExport exports nothing: the `Valid=False` condition's reason and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub enum Progress<'a> {
     /// The export is valid but its exchange record is not written yet.
     Publishing,
     /// The record is published; `merged` is the ClusterSet's view of the service, once known.
-    Published(Option<&'a crate::merge::Merged>),
+    Published(Option<&'a crate::core::merge::Merged>),
 }
 
 /// The `Valid`, `Ready` and `Conflict` conditions of a ServiceExport.
@@ -116,7 +116,7 @@ pub fn export_conditions(
     previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     now: k8s_openapi::jiff::Timestamp,
 ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    use crate::conditions::condition;
+    use crate::core::conditions::condition;
     use mcsd_crds::names::conditions::{CONFLICT, READY, VALID, ready};
     let valid_true = || {
         condition(
@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_published_export_in_conflict_says_so_with_joined_reasons() {
-        use crate::merge::{Export, merge};
+        use crate::core::merge::{Export, merge};
         let spec = evaluate(&mk_export("demo", "hello"), Some(&mk_service(hello_spec()))).unwrap();
         let other = ExportSpec {
             type_: ServiceImportType::Headless,

@@ -23,9 +23,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use mcsd_crds::ClusterId;
 
 use crate::{
-    exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, MirroredSlice},
-    guard::{self, Guard, Refusal},
-    merge::{Merged, merge},
+    core::exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, MirroredSlice},
+    core::guard::{self, Guard, Refusal},
+    core::merge::{Merged, merge},
 };
 
 /// A service, by namespace and name: the one service key of mcsd, the DNS side's included.
@@ -236,7 +236,7 @@ impl View {
                 }
                 let entry = self.entry(&key, cluster);
                 entry.record = Some(record);
-                entry.record_written = crate::exchange::written_at(&cm);
+                entry.record_written = crate::core::exchange::written_at(&cm);
                 Some(key)
             }
             Object::Slice(mut slice) => {
@@ -736,7 +736,7 @@ fn same_slices(a: &BTreeMap<String, Arc<MirroredSlice>>, b: &BTreeMap<String, Ar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{id, mirrored_slice as slice, record};
+    use crate::core::fixtures::{id, mirrored_slice as slice, record};
 
     fn key(ns: &str, name: &str) -> Key {
         Key::new(ns, name)
@@ -950,8 +950,8 @@ mod tests {
         View::guarded(
             id("cluster-a"),
             Guard {
-                namespaces: crate::guard::NamespacePolicy::new("mcsd-system", vec![], vec![]),
-                limits: crate::guard::Limits {
+                namespaces: crate::core::guard::NamespacePolicy::new("mcsd-system", vec![], vec![]),
+                limits: crate::core::guard::Limits {
                     records,
                     ..Default::default()
                 },

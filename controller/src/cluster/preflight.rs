@@ -200,7 +200,10 @@ impl Checker<'_> {
 }
 
 /// What `mcsd run` needs of its own cluster: every watch it opens.
-pub async fn daemon(conn: &crate::kubeconfig::Connection, exchange_namespace: &str) -> Result<(), Error> {
+pub async fn daemon(
+    conn: &crate::cluster::kubeconfig::Connection,
+    exchange_namespace: &str,
+) -> Result<(), Error> {
     use k8s_openapi::api::{
         core::v1::{ConfigMap, Namespace, Secret, Service},
         discovery::v1::EndpointSlice,
@@ -236,7 +239,7 @@ pub async fn daemon(conn: &crate::kubeconfig::Connection, exchange_namespace: &s
 }
 
 /// What `mcsd dns --kubeconfig` needs: the three watches that feed the zone.
-pub async fn dns(conn: &crate::kubeconfig::Connection) -> Result<(), Error> {
+pub async fn dns(conn: &crate::cluster::kubeconfig::Connection) -> Result<(), Error> {
     use k8s_openapi::api::{core::v1::Namespace, discovery::v1::EndpointSlice};
     use mcsd_crds::mcs::v1beta1::ServiceImport;
     let k = Checker {

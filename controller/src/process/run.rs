@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use mcsd_crds::ClusterId;
 use tokio_util::sync::CancellationToken;
 
-use crate::{daemon, identity, kubeconfig, preflight};
+use crate::{cluster::identity, cluster::kubeconfig, cluster::preflight, daemon};
 
 /// A peer as given on the command line: `NAME=KUBECONFIG`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub struct RunArgs {
     pub clusterset: Option<String>,
     /// The namespace where every cluster publishes its exports for its peers (the same name in
     /// every cluster).
-    #[arg(long, env = "MCSD_NAMESPACE", default_value = crate::exchange::DEFAULT_NAMESPACE, value_name = "NAMESPACE")]
+    #[arg(long, env = "MCSD_NAMESPACE", default_value = crate::core::exchange::DEFAULT_NAMESPACE, value_name = "NAMESPACE")]
     pub exchange_namespace: String,
     /// A peer cluster, as `NAME=KUBECONFIG` (repeat for each peer). NAME is the peer's cluster id;
     /// the kubeconfig's credentials need only the `mcsd-peer` rights in the peer.
@@ -138,14 +138,14 @@ pub struct RunArgs {
     #[arg(long = "peer-ranges", value_name = "NAME=CIDRS")]
     pub peer_ranges: Vec<PeerRanges>,
     /// The most services one peer may export into this cluster; its others are refused.
-    #[arg(long, value_name = "N", default_value_t = crate::guard::Limits::default().records)]
+    #[arg(long, value_name = "N", default_value_t = crate::core::guard::Limits::default().records)]
     pub max_peer_records: usize,
     /// The most endpoints one peer may publish for one service; a slice past it is refused.
-    #[arg(long, value_name = "N", default_value_t = crate::guard::Limits::default().endpoints_per_service)]
+    #[arg(long, value_name = "N", default_value_t = crate::core::guard::Limits::default().endpoints_per_service)]
     pub max_peer_endpoints_per_service: usize,
     /// The most bytes of one peer record (an export record's JSON, or a slice's addresses and
     /// names); a larger one is refused.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::guard::Limits::default().bytes_per_record)]
+    #[arg(long, value_name = "BYTES", default_value_t = crate::core::guard::Limits::default().bytes_per_record)]
     pub max_peer_record_bytes: usize,
 }
 
@@ -232,13 +232,13 @@ impl RunArgs {
             connection: Some(conn.config),
             ..daemon::leader::Election::new(&exchange_namespace, Duration::from_secs(lease_duration))
         });
-        let guard = crate::guard::Guard {
-            namespaces: crate::guard::NamespacePolicy::new(
+        let guard = crate::core::guard::Guard {
+            namespaces: crate::core::guard::NamespacePolicy::new(
                 &exchange_namespace,
                 allow_namespaces,
                 deny_namespaces,
             ),
-            limits: crate::guard::Limits {
+            limits: crate::core::guard::Limits {
                 records: max_peer_records,
                 endpoints_per_service: max_peer_endpoints_per_service,
                 bytes_per_record: max_peer_record_bytes,

@@ -14,10 +14,10 @@ use mcsd_crds::{
 };
 
 use crate::{
-    dns_index::DnsIndex,
-    exchange::{ExportRecord, MirroredSlice},
-    merge::ExportSpec,
-    view::Object,
+    core::dns_index::DnsIndex,
+    core::exchange::{ExportRecord, MirroredSlice},
+    core::merge::ExportSpec,
+    core::view::Object,
 };
 
 /// A cluster id (panics on a bad one).
@@ -107,7 +107,7 @@ pub fn mirrored_slice(ns: &str, name: &str, slice: &str, addr: &str) -> Object {
     Object::Slice(MirroredSlice::from(EndpointSlice {
         metadata: ObjectMeta {
             name: Some(slice.into()),
-            labels: Some(crate::exchange::record_labels(ns, name)),
+            labels: Some(crate::core::exchange::record_labels(ns, name)),
             ..Default::default()
         },
         address_type: "IPv4".into(),

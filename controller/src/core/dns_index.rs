@@ -421,7 +421,7 @@ impl DnsIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{a_records, mk_namespace, mk_service_import, mk_slice};
+    use crate::core::fixtures::{a_records, mk_namespace, mk_service_import, mk_slice};
 
     const MCS: [(&str, &str); 2] = [(LABEL_SERVICE_NAME, "h"), (LABEL_SOURCE_CLUSTER, "c1")];
 

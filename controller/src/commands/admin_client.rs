@@ -99,7 +99,7 @@ pub async fn get(addr: SocketAddr, path_and_query: &str, within: Duration) -> Re
 fn exchange_error(addr: SocketAddr, error: &(dyn std::error::Error + 'static)) -> Error {
     Error::Exchange {
         addr,
-        cause: crate::preflight::one_line(error),
+        cause: crate::cluster::preflight::one_line(error),
     }
 }
 

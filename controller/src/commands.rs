@@ -1,5 +1,10 @@
 //! The command line: one subcommand per job. Each subcommand's `run` is where its wiring lives.
 
+pub mod admin_client;
+pub mod join;
+pub mod status;
+pub mod why;
+
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
@@ -7,7 +12,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::{dns_index::DnsIndex, objects};
+use crate::{core::dns_index::DnsIndex, core::objects};
 
 /// Kubernetes Multicluster Services for a ClusterSet, with an embedded `clusterset.local` DNS server.
 #[derive(Debug, Parser)]
@@ -36,7 +41,7 @@ enum Command {
     Crds(CrdsArgs),
     /// Run the controllers and the clusterset.local DNS server for one cluster (the in-cluster
     /// daemon). Prints one line with the DNS and admin addresses once it serves.
-    Run(crate::run::RunArgs),
+    Run(crate::process::run::RunArgs),
     /// Run a whole ClusterSet on this machine: N simulated clusters (`cluster-a`, `cluster-b`, …)
     /// on 127.0.0.1, each with its own API server, CA and admin kubeconfig, until SIGINT/SIGTERM.
     /// Prints `sandbox ready` when every cluster is up.
@@ -287,7 +292,7 @@ impl Cli {
                 #[allow(clippy::print_stderr)]
                 {
                     // One line, an API server's refusal as its message and code.
-                    eprintln!("mcsd: {}", crate::preflight::one_line(error.as_ref()));
+                    eprintln!("mcsd: {}", crate::cluster::preflight::one_line(error.as_ref()));
                 }
                 ExitCode::FAILURE
             }
@@ -328,7 +333,11 @@ impl SandboxArgs {
         // Three daemons' worth of info lines would bury the sandbox's own output.
         init_tracing_at("warn");
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(crate::sandbox::run(usize::from(clusters), &dir, !no_peers))
+        runtime.block_on(crate::process::sandbox::run(
+            usize::from(clusters),
+            &dir,
+            !no_peers,
+        ))
     }
 }
 impl WhyArgs {
@@ -341,12 +350,12 @@ impl WhyArgs {
             output,
         } = self;
         let admin = match (sandbox, cluster) {
-            (Some(dir), Some(cluster)) => crate::why::admin_of(&dir, &cluster)?,
+            (Some(dir), Some(cluster)) => why::admin_of(&dir, &cluster)?,
             _ => admin,
         };
-        let explanation = block_on(crate::why::fetch(admin, &name))?;
+        let explanation = block_on(why::fetch(admin, &name))?;
         let text = match output {
-            Output::Text => crate::why::render(&explanation),
+            Output::Text => crate::core::why::render(&explanation),
             Output::Json => format!("{}\n", serde_json::to_string_pretty(&explanation)?),
         };
         use std::io::Write;
@@ -372,11 +381,11 @@ impl JoinArgs {
                 contexts.join(", ")
             );
         }
-        let options = crate::join::JoinOptions {
+        let options = crate::commands::join::JoinOptions {
             dry_run,
             token_ttl: Duration::from_secs(token_ttl),
         };
-        let lines = block_on(crate::join::join(
+        let lines = block_on(crate::commands::join::join(
             kubeconfig.as_deref(),
             &contexts,
             &server.into_iter().collect(),
@@ -394,7 +403,11 @@ impl LeaveArgs {
             one_way,
             kubeconfig,
         } = self;
-        let lines = block_on(crate::join::leave(kubeconfig.as_deref(), &contexts, one_way))?;
+        let lines = block_on(crate::commands::join::leave(
+            kubeconfig.as_deref(),
+            &contexts,
+            one_way,
+        ))?;
         print_lines(&lines)
     }
 }
@@ -407,9 +420,13 @@ impl StatusArgs {
             output,
             kubeconfig,
         } = self;
-        let statuses = block_on(crate::status::read(kubeconfig.as_deref(), &context, all_contexts))?;
+        let statuses = block_on(crate::commands::status::read(
+            kubeconfig.as_deref(),
+            &context,
+            all_contexts,
+        ))?;
         let text = match output {
-            Output::Text => crate::status::render(&statuses, k8s_openapi::jiff::Timestamp::now()),
+            Output::Text => crate::commands::status::render(&statuses, k8s_openapi::jiff::Timestamp::now()),
             Output::Json => format!("{}\n", serde_json::to_string_pretty(&statuses)?),
         };
         use std::io::Write;
@@ -479,9 +496,9 @@ impl DnsArgs {
                     index.zone()
                 }
                 (None, kubeconfig) => {
-                    let conn = crate::kubeconfig::connect(kubeconfig.as_deref()).await?;
-                    crate::preflight::dns(&conn).await?;
-                    crate::daemon::dns::feed(conn.client, config, shutdown.clone())
+                    let conn = crate::cluster::kubeconfig::connect(kubeconfig.as_deref()).await?;
+                    crate::cluster::preflight::dns(&conn).await?;
+                    crate::cluster::dns_feed::feed(conn.client, config, shutdown.clone())
                         .context("zone configuration")?
                 }
             };
@@ -514,7 +531,7 @@ impl DnsArgs {
     }
 }
 
-fn run_daemon(args: crate::run::RunArgs) -> anyhow::Result<()> {
+fn run_daemon(args: crate::process::run::RunArgs) -> anyhow::Result<()> {
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

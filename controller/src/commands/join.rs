@@ -21,7 +21,6 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::{
-    ByteString,
     api::{
         core::v1::{Namespace, Secret, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
@@ -37,21 +36,23 @@ use mcsd_crds::{
     ClusterId,
     about::v1beta1::ClusterProperty,
     mcs::v1beta1::{ServiceExport, ServiceImport},
-    names::{PROPERTY_CLUSTER_ID, PROPERTY_CLUSTERSET},
+    names::{PROPERTY_CLUSTER_ID, PROPERTY_CLUSTERSET, mcsd},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
 
 use crate::{
-    daemon::peers::{
-        LABEL_PEER, SECRET_KEY_KUBECONFIG, SECRET_KEY_NAME,
-        renew::{
-            ANNOTATION_SERVICE_ACCOUNT, ANNOTATION_TOKEN_EXPIRES, ANNOTATION_TOKEN_LIFETIME, Minted,
-            request_token,
+    cluster::{
+        preflight::{self, Access, Hints},
+        token::{Minted, request_token},
+    },
+    core::{
+        exchange::DEFAULT_NAMESPACE,
+        peer_secret::{
+            self, ANNOTATION_SERVICE_ACCOUNT, ANNOTATION_TOKEN_EXPIRES, ANNOTATION_TOKEN_LIFETIME,
+            KEY_KUBECONFIG, KEY_NAME,
         },
     },
-    exchange::DEFAULT_NAMESPACE,
-    preflight::{self, Access, Hints},
 };
 
 /// The field manager of what `mcsd join` writes.
@@ -430,7 +431,7 @@ pub fn renew_role(importer: &ClusterId) -> String {
 fn renewal_objects(importer: &ClusterId) -> (Role, RoleBinding) {
     let account = peer_account(importer);
     let name = renew_role(importer);
-    let labels = json!({"app.kubernetes.io/name": "mcsd", "mcsd.io/peer-for": importer.as_str()});
+    let labels = json!({"app.kubernetes.io/name": "mcsd", mcsd::PEER_FOR: importer.as_str()});
     let role = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
@@ -458,7 +459,7 @@ pub fn secret_role(exporter: &ClusterId) -> String {
 /// none.
 fn secret_objects(exporter: &ClusterId) -> (Role, RoleBinding) {
     let name = secret_role(exporter);
-    let labels = json!({"app.kubernetes.io/name": "mcsd", "mcsd.io/peer-of": exporter.as_str()});
+    let labels = json!({"app.kubernetes.io/name": "mcsd", mcsd::PEER_OF: exporter.as_str()});
     let role = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
@@ -478,7 +479,7 @@ fn secret_objects(exporter: &ClusterId) -> (Role, RoleBinding) {
 /// The objects one pair needs in the exporting cluster.
 fn exporter_objects(importer: &ClusterId) -> (ServiceAccount, RoleBinding, ClusterRoleBinding) {
     let account = peer_account(importer);
-    let labels = json!({"app.kubernetes.io/name": "mcsd", "mcsd.io/peer-for": importer.as_str()});
+    let labels = json!({"app.kubernetes.io/name": "mcsd", mcsd::PEER_FOR: importer.as_str()});
     let subject = json!([{"kind": "ServiceAccount", "name": account, "namespace": DEFAULT_NAMESPACE}]);
     let sa = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ServiceAccount",
@@ -547,42 +548,15 @@ fn peer_secret_object(
     expires: Option<Timestamp>,
     lifetime: Duration,
 ) -> Secret {
-    let mut annotations = BTreeMap::from([
-        (
-            ANNOTATION_SERVICE_ACCOUNT.to_string(),
-            format!("{DEFAULT_NAMESPACE}/{account}"),
-        ),
-        (
-            ANNOTATION_TOKEN_LIFETIME.to_string(),
-            lifetime.as_secs().to_string(),
-        ),
-    ]);
-    if let Some(at) = expires {
-        annotations.insert(ANNOTATION_TOKEN_EXPIRES.to_string(), at.to_string());
-    }
-    Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(peer_secret(&exporter.id)),
-            namespace: Some(DEFAULT_NAMESPACE.to_string()),
-            labels: Some(BTreeMap::from([
-                (LABEL_PEER.to_string(), String::new()),
-                ("app.kubernetes.io/name".to_string(), "mcsd".to_string()),
-            ])),
-            annotations: Some(annotations),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([
-            (
-                SECRET_KEY_NAME.to_string(),
-                ByteString(exporter.id.as_str().as_bytes().to_vec()),
-            ),
-            (
-                SECRET_KEY_KUBECONFIG.to_string(),
-                ByteString(kubeconfig.as_bytes().to_vec()),
-            ),
-        ])),
-        ..Default::default()
-    }
+    peer_secret::secret(
+        &peer_secret(&exporter.id),
+        DEFAULT_NAMESPACE,
+        &exporter.id,
+        kubeconfig,
+        &format!("{DEFAULT_NAMESPACE}/{account}"),
+        expires,
+        lifetime,
+    )
 }
 
 /// What was done to one object.
@@ -665,10 +639,10 @@ where
             Some(_) => Change::WouldUpdate,
         };
         if let Some(data) = value.get_mut("data").and_then(|d| d.as_object_mut())
-            && data.contains_key(SECRET_KEY_KUBECONFIG)
+            && data.contains_key(KEY_KUBECONFIG)
         {
             data.insert(
-                SECRET_KEY_KUBECONFIG.into(),
+                KEY_KUBECONFIG.into(),
                 json!("<a kubeconfig with a token minted at join time>"),
             );
         }
@@ -795,10 +769,10 @@ fn still_good(current: &Secret, exporter: &Member, user: &str, account: &str, tt
         && annotations.get(ANNOTATION_TOKEN_LIFETIME) == Some(&ttl.as_secs().to_string());
     let data = current.data.as_ref();
     let same_name = data
-        .and_then(|d| d.get(SECRET_KEY_NAME))
+        .and_then(|d| d.get(KEY_NAME))
         .is_some_and(|b| b.0 == exporter.id.as_str().as_bytes());
     let kubeconfig = data
-        .and_then(|d| d.get(SECRET_KEY_KUBECONFIG))
+        .and_then(|d| d.get(KEY_KUBECONFIG))
         .and_then(|b| std::str::from_utf8(&b.0).ok().map(str::to_string))
         .and_then(|text| Kubeconfig::from_yaml(&text).ok());
     let ca = exporter

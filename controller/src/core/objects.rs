@@ -5,7 +5,7 @@ use k8s_openapi::api::{core::v1::Namespace, discovery::v1::EndpointSlice};
 use mcsd_crds::mcs::{v1alpha1, v1beta1::ServiceImport};
 use serde::Deserialize;
 
-use crate::dns_index::{DnsIndex, import_from_resource, slice_from_resource};
+use crate::core::dns_index::{DnsIndex, import_from_resource, slice_from_resource};
 
 /// One object of the file.
 #[derive(Debug, Clone)]

@@ -12,21 +12,17 @@
 //! not say: which peers are excluded and why, what a refused peer publishes, and what its own DNS
 //! server answers at this moment (asked of the very zone it serves, through the same handler).
 //!
-//! The model (what an explanation holds) is here; `why/render.rs` turns it into text and
-//! `why/client.rs` asks a running mcsd for it; the daemon's side, which computes it from what the
-//! daemon holds, is `daemon/why.rs`.
+//! The model (what an explanation holds) is here; `core/why/render.rs` turns it into text;
+//! `commands/why.rs` asks a running mcsd for it; the daemon's side, which computes it from what
+//! the daemon holds, is `daemon/why.rs`.
 
-mod client;
 mod render;
 
 use serde::{Deserialize, Serialize};
 
-use crate::view::Key;
+use crate::core::view::Key;
 
-pub use self::{
-    client::{admin_of, fetch, percent_encode},
-    render::render,
-};
+pub use self::render::render;
 
 /// What a name of the zone is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,7 +33,7 @@ use mcsd_crds::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::{exchange::MirroredSlice, merge::Merged};
+use crate::{core::exchange::MirroredSlice, core::merge::Merged};
 
 pub use mcsd_crds::names::mcsd::DERIVED_FROM as LABEL_DERIVED_FROM;
 
@@ -166,7 +166,7 @@ pub fn import_status(
             })
             .collect(),
         conditions: vec![
-            crate::conditions::condition(
+            crate::core::conditions::condition(
                 previous_conditions,
                 names::conditions::READY,
                 status,
@@ -229,7 +229,7 @@ impl ClustersCondition {
                 format!("{}: {}", self.some.1, listed.join("; ")),
             )
         };
-        crate::conditions::condition(previous, self.type_, status, reason, message, now)
+        crate::core::conditions::condition(previous, self.type_, status, reason, message, now)
     }
 }
 
@@ -382,7 +382,7 @@ pub fn slice_name(service: &str, cluster: &ClusterId, source_slice: &str) -> Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::{Export, ExportSpec, merge};
+    use crate::core::merge::{Export, ExportSpec, merge};
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
     use mcsd_crds::mcs::{Protocol, ServicePort};
 

@@ -12,8 +12,8 @@ use mcsd_crds::mcs::v1beta1::{ServiceExport, ServiceImport};
 use serde::Serialize;
 
 use crate::{
-    daemon::status::{KEY, NAME, Published},
-    exchange::DEFAULT_NAMESPACE,
+    core::exchange::DEFAULT_NAMESPACE,
+    core::status_lease::{KEY, NAME, Published},
 };
 
 /// One cluster's status.
@@ -39,7 +39,7 @@ pub async fn read(
     contexts: &[String],
     all: bool,
 ) -> anyhow::Result<Vec<ClusterStatus>> {
-    let config = crate::join::load_kubeconfig(kubeconfig)?;
+    let config = crate::commands::join::load_kubeconfig(kubeconfig)?;
     let contexts: Vec<String> = if all {
         config.contexts.iter().map(|c| c.name.clone()).collect()
     } else if contexts.is_empty() {
@@ -60,11 +60,11 @@ pub async fn read(
 }
 
 async fn read_one(config: &kube::config::Kubeconfig, context: &str) -> anyhow::Result<ClusterStatus> {
-    let (client, url) = crate::join::client_for(config, context).await?;
+    let (client, url) = crate::commands::join::client_for(config, context).await?;
     let reach = |e: kube::Error| {
         anyhow::anyhow!(
             "context {context}: cannot read from the API server at {url}: {}",
-            crate::preflight::one_line(&e)
+            crate::cluster::preflight::one_line(&e)
         )
     };
     let published = Api::<Lease>::namespaced(client.clone(), DEFAULT_NAMESPACE)
@@ -207,7 +207,7 @@ pub fn render(statuses: &[ClusterStatus], now: Timestamp) -> String {
 
 /// A peer's REASON column: what is wrong now, then what will be (credentials that cannot be
 /// renewed); `-` for neither.
-fn reasons(peer: &crate::daemon::status::PeerEntry) -> String {
+fn reasons(peer: &crate::core::status_lease::PeerEntry) -> String {
     let all: Vec<&str> = peer
         .reason
         .iter()
@@ -224,7 +224,7 @@ fn reasons(peer: &crate::daemon::status::PeerEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::status::PeerEntry;
+    use crate::core::status_lease::PeerEntry;
 
     #[test]
     fn a_peer_row_says_its_state_lag_expiry_and_reason() {

@@ -13,14 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::driver::{Index, Step, Watch};
-use crate::dns_index::DnsIndex;
+use crate::core::dns_index::DnsIndex;
 
 /// Feeds a DNS index from `client`'s watches until `shutdown`; returns the zone it publishes.
 pub fn feed(
     client: Client,
     config: ZoneConfig,
     shutdown: CancellationToken,
-) -> Result<SharedZone, crate::dns_index::ConvertError> {
+) -> Result<SharedZone, crate::core::dns_index::ConvertError> {
     let mut index = DnsIndex::new(config)?;
     let zone = index.zone();
     let mut imports = Watch::new(
@@ -142,8 +142,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        daemon::driver,
-        fixtures::{a_records, mk_namespace, mk_service_import, mk_slice},
+        cluster::driver,
+        core::fixtures::{a_records, mk_namespace, mk_service_import, mk_slice},
     };
 
     fn index() -> DnsIndex {

@@ -2,13 +2,14 @@
 
 use std::{fmt::Write as _, net::SocketAddr};
 
-use super::Explanation;
+use crate::core::why::Explanation;
 
 /// Asks the mcsd whose admin listener is at `admin` to explain `name`.
 pub async fn fetch(admin: SocketAddr, name: &str) -> anyhow::Result<Explanation> {
     use anyhow::Context as _;
     let path = format!("/why?name={}", percent_encode(name));
-    let reply = crate::admin_client::get(admin, &path, crate::admin_client::TIMEOUT).await?;
+    let reply =
+        crate::commands::admin_client::get(admin, &path, crate::commands::admin_client::TIMEOUT).await?;
     anyhow::ensure!(
         reply.status == 200,
         "mcsd at {admin} answered {}: {} (is it an mcsd run or mcsd sandbox admin listener?)",

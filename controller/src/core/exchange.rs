@@ -28,7 +28,7 @@ use mcsd_crds::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::merge::{Export, ExportSpec};
+use crate::core::merge::{Export, ExportSpec};
 
 pub use mcsd_crds::names::mcsd::{
     EXCHANGE as LABEL_EXCHANGE, SERVICE_NAME as LABEL_SERVICE_NAME,

@@ -32,8 +32,8 @@ use crate::daemon;
 
 /// The namespace and RBAC manifests, as installed into real clusters.
 const MANIFESTS: [&str; 2] = [
-    include_str!("../../manifests/namespace.yaml"),
-    include_str!("../../manifests/rbac.yaml"),
+    include_str!("../../../manifests/namespace.yaml"),
+    include_str!("../../../manifests/rbac.yaml"),
 ];
 
 /// One cluster of the sandbox and what runs beside it.
@@ -88,7 +88,7 @@ pub struct Options {
     /// Give the Lease up when stopped (false makes a stop look like a crash).
     pub give_up_lease: bool,
     /// What one peer may publish.
-    pub limits: crate::guard::Limits,
+    pub limits: crate::core::guard::Limits,
     /// Per peer: the only ranges its endpoint addresses may be in (`--peer-ranges`).
     pub peer_ranges: std::collections::BTreeMap<mcsd_crds::ClusterId, Vec<ipnet::IpNet>>,
     /// Peer every mcsd with every other cluster from the start (`--no-peers`: none, for
@@ -102,7 +102,7 @@ impl Default for Options {
             peer_grace: Duration::from_secs(300),
             lease_duration: Duration::from_secs(15),
             give_up_lease: true,
-            limits: crate::guard::Limits::default(),
+            limits: crate::core::guard::Limits::default(),
             peer_ranges: Default::default(),
             peered: true,
         }
@@ -125,7 +125,7 @@ pub async fn start_mcsd(
     let kubeconfig = me.service_account_kubeconfig("mcsd-system", "mcsd")?;
     let client = mcsd_sandbox::Cluster::client_from_kubeconfig(&kubeconfig).await?;
     let election_connection = mcsd_sandbox::Cluster::config_from_kubeconfig(&kubeconfig).await?;
-    let identity = crate::identity::establish(&client, None, None).await?;
+    let identity = crate::cluster::identity::establish(&client, None, None).await?;
     let mut peers = Vec::new();
     for (j, other) in clusters.iter().enumerate() {
         if j != index && options.peered {
@@ -140,18 +140,18 @@ pub async fn start_mcsd(
     let config = daemon::Config {
         client: client.clone(),
         identity,
-        exchange_namespace: crate::exchange::DEFAULT_NAMESPACE.to_string(),
+        exchange_namespace: crate::core::exchange::DEFAULT_NAMESPACE.to_string(),
         peers,
         peer_sync_timeout: Duration::from_secs(10),
         peer_grace: options.peer_grace,
         election: Some(daemon::leader::Election {
             give_up_on_shutdown: options.give_up_lease,
             connection: Some(election_connection),
-            ..daemon::leader::Election::new(crate::exchange::DEFAULT_NAMESPACE, options.lease_duration)
+            ..daemon::leader::Election::new(crate::core::exchange::DEFAULT_NAMESPACE, options.lease_duration)
         }),
-        guard: crate::guard::Guard {
-            namespaces: crate::guard::NamespacePolicy::new(
-                crate::exchange::DEFAULT_NAMESPACE,
+        guard: crate::core::guard::Guard {
+            namespaces: crate::core::guard::NamespacePolicy::new(
+                crate::core::exchange::DEFAULT_NAMESPACE,
                 vec![],
                 vec![],
             ),

@@ -1,0 +1,26 @@
+//! The model of mcsd, pure and synchronous: it does no I/O and imports nothing else of the
+//! crate, so every rule of the ClusterSet is a function of data and testable without a cluster.
+//!
+//! ```text
+//!  export (a ServiceExport + its Service) ──▶ exchange record ──▶ guard ──▶ view ──▶ merge
+//!                                                                              │
+//!          conditions ◀── import (ServiceImport, derived Service, slices) ◀────┘
+//!  dns_index: ServiceImports + MCS EndpointSlices + Namespaces ──▶ the DNS zone
+//!  why: what an explanation of a name holds, and its text
+//!  peer_secret, status_lease: the formats of the peer Secret and the status Lease
+//! ```
+
+pub mod conditions;
+pub mod dns_index;
+pub mod exchange;
+pub mod export;
+#[cfg(test)]
+pub(crate) mod fixtures;
+pub mod guard;
+pub mod import;
+pub mod merge;
+pub mod objects;
+pub mod peer_secret;
+pub mod status_lease;
+pub mod view;
+pub mod why;
