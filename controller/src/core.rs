@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod export;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod gate;
 pub mod guard;
 pub mod import;
 pub mod merge;

@@ -641,20 +641,24 @@ async fn c21_dns_for_each_stateful_pod_by_hostname_and_cluster() {
     for i in 0..3 {
         let dns = d.set.members[i].dns;
         for fam in ["IPv4", "IPv6"] {
+            // A pod has its address before it is ready (as a kubelet reports it: the sandbox
+            // first, then the containers), and the slices say so: wait until both are ready.
             let slice = eventually(
-                &format!("an {fam} MCS slice of 2 endpoints in cluster {i}"),
+                &format!("an {fam} MCS slice of 2 ready endpoints in cluster {i}"),
                 WAIT,
                 || async {
-                    d.mcs_slices(i)
-                        .await
-                        .into_iter()
-                        .find(|s| s.address_type == fam && s.endpoints.len() == 2)
+                    d.mcs_slices(i).await.into_iter().find(|s| {
+                        s.address_type == fam
+                            && s.endpoints.len() == 2
+                            && s.endpoints
+                                .iter()
+                                .all(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                    })
                 },
             )
             .await;
             let cluster = &slice.metadata.labels.as_ref().unwrap()[names::LABEL_SOURCE_CLUSTER];
             for endpoint in &slice.endpoints {
-                assert_ne!(endpoint.conditions.as_ref().and_then(|c| c.ready), Some(false));
                 let hostname = endpoint
                     .hostname
                     .as_ref()

@@ -1,8 +1,11 @@
 //! A compromised member cluster: its mcsd kept from writing, its admin writes exchange records by
 //! hand (`docs/exchange.md`) into its own exchange namespace, as an attacker with admin rights
 //! there could. Its peers read them; the guard decides what they take (`controller/src/core/guard.rs`).
-//! Every attack of issue #18 is tried; each is refused and reported, the legitimate endpoints of
-//! the same service still answer, and the honest peer's services are untouched.
+//! What this test proves is the wiring and the reporting: a refused record or address never
+//! reaches an import or a DNS answer, the legitimate endpoints of the same service still answer,
+//! the honest peer's services are untouched, and the refusals show in
+//! `mcsd_peer_records_refused_total` and `mcsd why`. Every refusal the guard makes (names,
+//! sizes, limits, each kind of address) is tested, one per row, in `controller/src/core/gate.rs`.
 
 use std::time::Duration;
 
@@ -202,14 +205,7 @@ metadata: {name: web, namespace: apps}
         "db",
         "db-v4",
         "IPv4",
-        endpoints(&[
-            "127.0.0.1",
-            "0.0.0.0",
-            "169.254.169.254",
-            "239.1.1.1",
-            "10.4.0.1",
-            "10.3.0.7",
-        ]),
+        endpoints(&["169.254.169.254", "10.4.0.1", "10.3.0.7"]),
         "pg",
     ));
     served_anyway(mirror(
@@ -217,7 +213,7 @@ metadata: {name: web, namespace: apps}
         "db",
         "db-v6",
         "IPv6",
-        endpoints(&["::1", "fe80::1", "::", "10.3.0.9", "fd00:10:244:3::9"]),
+        endpoints(&["::1", "fd00:10:244:3::9"]),
         "pg",
     ));
     eventually("cluster-c's real endpoint beside cluster-b's", WAIT, || async {
@@ -226,20 +222,8 @@ metadata: {name: web, namespace: apps}
     .await;
     let aaaa = dig(&dns_a, db, "AAAA");
     assert!(aaaa.records.contains(&"fd00:10:244:3::9".to_string()), "{aaaa:?}");
-    assert!(
-        aaaa.records
-            .iter()
-            .all(|r| r != "::1" && r != "fe80::1" && r != "::"),
-        "{aaaa:?}"
-    );
-    for reason in [
-        "address_loopback",
-        "address_unspecified",
-        "address_link_local",
-        "address_multicast",
-        "address_family",
-        "address_outside_ranges",
-    ] {
+    assert!(aaaa.records.iter().all(|r| r != "::1"), "{aaaa:?}");
+    for reason in ["address_loopback", "address_link_local", "address_outside_ranges"] {
         refused_at_least(&set, reason, 1.0).await;
     }
     let why = set.why(0, db, &[]);
@@ -249,37 +233,8 @@ metadata: {name: web, namespace: apps}
     );
     assert!(why.contains("cluster-c's endpoint ::1 is loopback"), "{why}");
 
-    // 3. A hostname that is not a DNS label: the slice is ignored whole.
-    let mut bad_host = mirror("apps", "db", "db-host", "IPv4", endpoints(&["10.3.0.8"]), "pg");
-    bad_host["endpoints"][0]["hostname"] = json!("kube-dns.kube-system");
-    c(bad_host);
-    refused_at_least(&set, "invalid_hostname", 1.0).await;
-    assert_eq!(dig(&dns_a, db, "A"), Answer::ok(&[&honest_ip, "10.3.0.7"]));
-
-    // 4. More endpoints for one service than a peer may publish (4): refused, the rest stays.
-    c(mirror(
-        "apps",
-        "db",
-        "db-many",
-        "IPv4",
-        endpoints(&["10.3.1.1", "10.3.1.2", "10.3.1.3", "10.3.1.4"]),
-        "pg",
-    ));
-    refused_at_least(&set, "too_many_endpoints", 1.0).await;
-    assert_eq!(dig(&dns_a, db, "A"), Answer::ok(&[&honest_ip, "10.3.0.7"]));
-
-    // 5. A record of a megabyte.
-    c(record(
-        "cluster-c",
-        "apps",
-        "big",
-        "ClusterSetIP",
-        tcp_pg.clone(),
-        1024 * 1024 - 4096,
-    ));
-    refused_at_least(&set, "record_too_large", 1.0).await;
-
-    // 6. More records than a peer may publish (5; it has one, db): the excess is refused.
+    // 3. More records than a peer may publish (5; it has one, db): the excess is refused, and
+    // the count the limit uses follows what the view holds.
     for i in 0..6 {
         c(record(
             "cluster-c",

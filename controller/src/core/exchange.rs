@@ -374,6 +374,33 @@ pub fn written_at<K: kube::Resource>(object: &K) -> Option<k8s_openapi::jiff::Ti
         .ok()
 }
 
+/// One exchange object, as a peer watch delivers it.
+#[derive(Clone, Debug)]
+pub enum Object {
+    /// An export record.
+    Record(ConfigMap),
+    /// A mirrored EndpointSlice.
+    Slice(MirroredSlice),
+}
+
+/// The two kinds of exchange object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Export records (ConfigMaps).
+    Record,
+    /// Mirrored EndpointSlices.
+    Slice,
+}
+
+/// The service an exchange object is about, from its labels.
+pub fn key_of(labels: Option<&BTreeMap<String, String>>) -> Option<mcsd_dns::ServiceRef> {
+    let labels = labels?;
+    Some(mcsd_dns::ServiceRef::new(
+        labels.get(LABEL_SERVICE_NAMESPACE)?.clone(),
+        labels.get(LABEL_SERVICE_NAME)?.clone(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,13 +19,14 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::core::v1::ConfigMap;
 use mcsd_crds::ClusterId;
 
-use crate::{
-    core::exchange::{ExportRecord, LABEL_SERVICE_NAME, LABEL_SERVICE_NAMESPACE, MirroredSlice},
-    core::guard::{self, Guard, Refusal},
-    core::merge::{Merged, merge},
+pub use crate::core::exchange::{Kind, Object};
+use crate::core::{
+    exchange::{ExportRecord, MirroredSlice, key_of},
+    gate::{Admitted, Gate, Held, Verdict},
+    guard::{Guard, Refusal},
+    merge::{Merged, merge},
 };
 
 /// A service, by namespace and name: the one service key of mcsd, the DNS side's included.
@@ -43,24 +44,6 @@ pub struct Published {
     pub slices: BTreeMap<String, Arc<MirroredSlice>>,
 }
 
-/// One exchange object, as a peer watch delivers it.
-#[derive(Clone, Debug)]
-pub enum Object {
-    /// An export record.
-    Record(ConfigMap),
-    /// A mirrored EndpointSlice.
-    Slice(MirroredSlice),
-}
-
-/// The two kinds of exchange object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    /// Export records (ConfigMaps).
-    Record,
-    /// Mirrored EndpointSlices.
-    Slice,
-}
-
 /// The index of every cluster's exchange records.
 #[derive(Debug, Default)]
 pub struct View {
@@ -72,25 +55,10 @@ pub struct View {
     /// Clusters still merged with something wrong ahead (credentials that cannot be renewed),
     /// with the one line saying what.
     warnings: BTreeMap<ClusterId, String>,
-    /// What peers' records may bring (`None`: everything, as in unit tests of the merge).
-    guard: Option<Arc<Guard>>,
-    /// This cluster: its own records are not guarded (its admin wrote its Services).
-    local: Option<ClusterId>,
-    /// Per peer: the only ranges its endpoint addresses may be in.
-    ranges: BTreeMap<ClusterId, Vec<ipnet::IpNet>>,
-    /// What the guard refused, per cluster and object: the lines `mcsd why` shows.
-    refused: BTreeMap<ClusterId, BTreeMap<(Kind, String), Refused>>,
-    /// Refusals so far, per peer and reason (`mcsd_peer_records_refused_total`).
-    refusals: BTreeMap<(ClusterId, Refusal), u64>,
-    /// Export records held per cluster (for the records limit).
+    /// What peers' objects must pass before they get here, and what they were refused.
+    gate: Gate,
+    /// Export records held per cluster (for the limit on records).
     record_counts: BTreeMap<ClusterId, usize>,
-}
-
-/// What the guard refused of one object, for the service it concerns.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Refused {
-    key: Key,
-    lines: Vec<String>,
 }
 
 /// Why a cluster's records are left out, and which services they concern.
@@ -101,30 +69,19 @@ struct Exclusion {
     keys: BTreeSet<Key>,
 }
 
-fn key_of(labels: Option<&BTreeMap<String, String>>) -> Option<Key> {
-    let labels = labels?;
-    Some(Key::new(
-        labels.get(LABEL_SERVICE_NAMESPACE)?.clone(),
-        labels.get(LABEL_SERVICE_NAME)?.clone(),
-    ))
-}
-
 impl View {
     /// A view that holds the records of `local` as they are and every peer's through `guard`.
     pub fn guarded(local: ClusterId, guard: Guard) -> Self {
         Self {
-            guard: Some(Arc::new(guard)),
-            local: Some(local),
+            gate: Gate::guarded(local, guard),
             ..Self::default()
         }
     }
 
-    /// An empty view with the same guard, local cluster and ranges.
+    /// An empty view with the same gate policy (guard, local cluster and ranges).
     fn same_policy(&self) -> Self {
         Self {
-            guard: self.guard.clone(),
-            local: self.local.clone(),
-            ranges: self.ranges.clone(),
+            gate: self.gate.same_policy(),
             ..Self::default()
         }
     }
@@ -132,101 +89,47 @@ impl View {
     /// Declares the only ranges `peer`'s endpoint addresses may be in (empty: any allowed
     /// address). Takes effect for the records it publishes from now on.
     pub fn set_ranges(&mut self, peer: &ClusterId, ranges: Vec<ipnet::IpNet>) {
-        if ranges.is_empty() {
-            self.ranges.remove(peer);
-        } else {
-            self.ranges.insert(peer.clone(), ranges);
-        }
+        self.gate.set_ranges(peer, ranges);
     }
 
-    /// The guard for what `cluster` publishes (none for this cluster itself).
-    fn guard_for(&self, cluster: &ClusterId) -> Option<Arc<Guard>> {
-        (self.local.as_ref() != Some(cluster))
-            .then(|| self.guard.clone())
-            .flatten()
-    }
-
-    /// Notes that the guard refused (part of) `object` of `cluster` for `key`, for each reason
-    /// and line given; logs when what is refused of the object changes.
-    fn refuse(
-        &mut self,
-        cluster: &ClusterId,
-        object: (Kind, String),
-        key: &Key,
-        refusals: Vec<(Refusal, String)>,
-    ) {
-        for (reason, _) in &refusals {
-            *self.refusals.entry((cluster.clone(), *reason)).or_default() += 1;
-        }
-        let lines: Vec<String> = refusals.into_iter().map(|(_, l)| l).collect();
-        let refused = Refused {
-            key: key.clone(),
-            lines,
-        };
-        let by_object = self.refused.entry(cluster.clone()).or_default();
-        if by_object.get(&object) != Some(&refused) {
-            for line in &refused.lines {
-                tracing::warn!(peer = %cluster, "refused: {line}");
-            }
-            by_object.insert(object, refused);
-        }
-    }
-
-    /// Forgets what was refused of `object` of `cluster` (taken whole, or deleted).
-    fn accept(&mut self, cluster: &ClusterId, object: &(Kind, String)) {
-        if let Some(by_object) = self.refused.get_mut(cluster) {
-            by_object.remove(object);
-        }
-    }
-
-    /// What the guard left out of `key`, one line each (for `mcsd why`).
+    /// What the gate left out of `key`, one line each (for `mcsd why`).
     pub fn refused_lines(&self, key: &Key) -> Vec<String> {
-        self.refused
-            .values()
-            .flat_map(|by_object| by_object.values())
-            .filter(|r| &r.key == key)
-            .flat_map(|r| r.lines.iter().cloned())
-            .collect()
+        self.gate.refused_lines(key)
     }
 
     /// Refusals so far, per peer and reason.
     pub fn refusal_counts(&self) -> &BTreeMap<(ClusterId, Refusal), u64> {
-        &self.refusals
+        self.gate.refusal_counts()
     }
 
-    /// Adds or replaces one object published by `cluster`. Returns the key it changed, if any.
-    /// A record that cannot be read is dropped (with a warning) as if it were absent. A peer's
-    /// object is first put through the guard: what it refuses is left out and reported.
+    /// Adds or replaces one object published by `cluster`, once the gate has admitted it.
+    /// Returns the key it changed, if any. What the gate refuses (or cannot read) is dropped as
+    /// if it were absent.
     pub fn apply(&mut self, cluster: &ClusterId, object: Object) -> Option<Key> {
-        let guard = self.guard_for(cluster);
-        match object {
-            Object::Record(cm) => {
-                let key = key_of(cm.metadata.labels.as_ref())?;
-                let id = (Kind::Record, cm.metadata.name.clone().unwrap_or_default());
-                if let Some(g) = &guard
-                    && let Some(refusal) = self.check_record(g, cluster, &key, &cm)
-                {
-                    self.refuse(cluster, id, &key, vec![refusal]);
-                    return self.remove_record(cluster, &key);
-                }
-                self.accept(cluster, &id);
-                let record = match ExportRecord::from_config_map(&cm) {
-                    Ok(r)
-                        if r.cluster == *cluster
-                            && (r.namespace.as_str(), r.name.as_str())
-                                == (key.namespace.as_str(), key.name.as_str()) =>
-                    {
-                        r
-                    }
-                    Ok(r) => {
-                        tracing::warn!(%cluster, claimed = %r.cluster, namespace = %key.namespace, name = %key.name, "exchange record names another cluster or service; ignored");
-                        return self.remove_record(cluster, &key);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%cluster, %error, "unreadable exchange record ignored");
-                        return self.remove_record(cluster, &key);
-                    }
-                };
+        let (services, counts) = (&self.services, &self.record_counts);
+        let held = |key: &Key, slice: &str| {
+            let published = services.get(key).and_then(|m| m.get(cluster));
+            Held {
+                record: published.is_some_and(|p| p.record.is_some()),
+                records: counts.get(cluster).copied().unwrap_or(0),
+                other_endpoints: published.map_or(0, |p| {
+                    p.slices
+                        .iter()
+                        .filter(|(n, _)| n.as_str() != slice)
+                        .map(|(_, s)| s.endpoints.len())
+                        .sum()
+                }),
+            }
+        };
+        match self.gate.admit(cluster, object, held) {
+            Verdict::Ignore => None,
+            Verdict::Drop { key, slice: None } => self.remove_record(cluster, &key),
+            Verdict::Drop {
+                key,
+                slice: Some(name),
+            } => self.remove_slice(cluster, &key, &name),
+            Verdict::Take(Admitted::Record { key, record, written }) => {
+                let record = *record;
                 let entry = self.entry(&key, cluster);
                 if entry.record.as_ref() == Some(&record) {
                     return None;
@@ -236,26 +139,10 @@ impl View {
                 }
                 let entry = self.entry(&key, cluster);
                 entry.record = Some(record);
-                entry.record_written = crate::core::exchange::written_at(&cm);
+                entry.record_written = written;
                 Some(key)
             }
-            Object::Slice(mut slice) => {
-                let key = key_of(slice.metadata.labels.as_ref())?;
-                let name = slice.metadata.name.clone()?;
-                let id = (Kind::Slice, name.clone());
-                if let Some(g) = &guard {
-                    match self.check_slice(g, cluster, &key, &mut slice) {
-                        Err(refusal) => {
-                            self.refuse(cluster, id, &key, vec![refusal]);
-                            let entry = self.services.get_mut(&key)?.get_mut(cluster)?;
-                            entry.slices.remove(&name)?;
-                            self.prune(&key, cluster);
-                            return Some(key);
-                        }
-                        Ok(dropped) if !dropped.is_empty() => self.refuse(cluster, id, &key, dropped),
-                        Ok(_) => self.accept(cluster, &id),
-                    }
-                }
+            Verdict::Take(Admitted::Slice { key, name, mut slice }) => {
                 // Decoding leaves up to twice the room the endpoints need; the view keeps every
                 // peer's slices for as long as they exist.
                 slice.endpoints.shrink_to_fit();
@@ -267,7 +154,7 @@ impl View {
                 {
                     return None;
                 }
-                entry.slices.insert(name, Arc::new(slice));
+                entry.slices.insert(name, Arc::new(*slice));
                 Some(key)
             }
         }
@@ -275,22 +162,12 @@ impl View {
 
     /// Removes one object published by `cluster`. Returns the key it changed, if any.
     pub fn delete(&mut self, cluster: &ClusterId, object: &Object) -> Option<Key> {
+        self.gate.forget(cluster, object);
         match object {
-            Object::Record(cm) => {
-                self.accept(
-                    cluster,
-                    &(Kind::Record, cm.metadata.name.clone().unwrap_or_default()),
-                );
-                self.remove_record(cluster, &key_of(cm.metadata.labels.as_ref())?)
-            }
+            Object::Record(cm) => self.remove_record(cluster, &key_of(cm.metadata.labels.as_ref())?),
             Object::Slice(slice) => {
                 let key = key_of(slice.metadata.labels.as_ref())?;
-                let name = slice.metadata.name.as_ref()?;
-                self.accept(cluster, &(Kind::Slice, name.clone()));
-                let entry = self.services.get_mut(&key)?.get_mut(cluster)?;
-                entry.slices.remove(name)?;
-                self.prune(&key, cluster);
-                Some(key)
+                self.remove_slice(cluster, &key, slice.metadata.name.as_ref()?)
             }
         }
     }
@@ -307,15 +184,9 @@ impl View {
         for object in objects {
             fresh.apply(cluster, object);
         }
-        // What the guard refused of this kind is what it refused in this list.
-        let by_object = self.refused.entry(cluster.clone()).or_default();
-        by_object.retain(|(k, _), _| *k != kind);
-        if let Some(fresh_refused) = fresh.refused.remove(cluster) {
-            by_object.extend(fresh_refused);
-        }
-        for (reason, n) in std::mem::take(&mut fresh.refusals) {
-            *self.refusals.entry(reason).or_default() += n;
-        }
+        // What the gate refused of this kind is what it refused in this list.
+        let fresh_gate = std::mem::take(&mut fresh.gate);
+        self.gate.absorb(cluster, kind, fresh_gate);
         // Keep what this re-list does not cover: the other kind's objects.
         for (key, by_cluster) in &self.services {
             if let Some(old) = by_cluster.get(cluster) {
@@ -508,191 +379,19 @@ impl View {
     }
 
     /// What `cluster` publishes for `key`, created empty when missing.
-    /// Why the guard refuses a peer's export record, if it does: with the line that says so.
-    fn check_record(
-        &self,
-        g: &Guard,
-        cluster: &ClusterId,
-        key: &Key,
-        cm: &ConfigMap,
-    ) -> Option<(Refusal, String)> {
-        let service = format!("{}/{}", key.namespace, key.name);
-        if !g.namespaces.permits(&key.namespace) {
-            let why = g.namespaces.why_denied(&key.namespace);
-            return Some((
-                Refusal::Namespace,
-                format!("{cluster}'s export of {service} is ignored: {why}"),
-            ));
-        }
-        let size: usize = cm.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum();
-        if size > g.limits.bytes_per_record {
-            return Some((
-                Refusal::TooLarge,
-                format!(
-                    "{cluster}'s export of {service} is ignored: its record has {size} bytes, more than \
-                     the {} a record may have",
-                    g.limits.bytes_per_record
-                ),
-            ));
-        }
-        if let Ok(record) = ExportRecord::from_config_map(cm)
-            && let Some(bad) = record
-                .ports
-                .iter()
-                .filter_map(|p| p.name.as_deref())
-                .find(|n| !guard::is_dns_label(n))
-        {
-            return Some((
-                Refusal::PortName,
-                format!(
-                    "{cluster}'s export of {service} is ignored: its port name {bad:?} is not a DNS label"
-                ),
-            ));
-        }
-        let holds = self
-            .services
-            .get(key)
-            .and_then(|m| m.get(cluster))
-            .is_some_and(|p| p.record.is_some());
-        let count = self.record_counts.get(cluster).copied().unwrap_or(0);
-        if !holds && count >= g.limits.records {
-            return Some((
-                Refusal::TooManyRecords,
-                format!(
-                    "{cluster}'s export of {service} is ignored: the peer already has {count} exports, \
-                     the most a peer may have"
-                ),
-            ));
-        }
-        None
-    }
-
-    /// Puts a peer's slice through the guard: `Err` refuses it whole (a namespace, a name, a size
-    /// or a limit); `Ok` gives what was dropped of it (addresses), which it no longer holds.
-    fn check_slice(
-        &self,
-        g: &Guard,
-        cluster: &ClusterId,
-        key: &Key,
-        slice: &mut MirroredSlice,
-    ) -> Result<Vec<(Refusal, String)>, (Refusal, String)> {
-        let name = slice.metadata.name.clone().unwrap_or_default();
-        let ignored = |why: String| {
-            format!(
-                "{cluster}'s EndpointSlice {name} of {}/{} is ignored: {why}",
-                key.namespace, key.name
-            )
-        };
-        if !g.namespaces.permits(&key.namespace) {
-            return Err((
-                Refusal::Namespace,
-                ignored(g.namespaces.why_denied(&key.namespace)),
-            ));
-        }
-        if let Some(bad) = slice
-            .endpoints
-            .iter()
-            .filter_map(|e| e.hostname.as_deref())
-            .find(|h| !guard::is_dns_label(h))
-        {
-            return Err((
-                Refusal::Hostname,
-                ignored(format!("the endpoint hostname {bad:?} is not a DNS label")),
-            ));
-        }
-        if let Some(bad) = slice
-            .ports
-            .iter()
-            .flatten()
-            .filter_map(|p| p.name.as_deref())
-            .find(|n| !n.is_empty() && !guard::is_dns_label(n))
-        {
-            return Err((
-                Refusal::PortName,
-                ignored(format!("its port name {bad:?} is not a DNS label")),
-            ));
-        }
-        let size: usize = slice
-            .endpoints
-            .iter()
-            .map(|e| {
-                e.addresses.iter().map(String::len).sum::<usize>()
-                    + [&e.hostname, &e.node_name, &e.zone]
-                        .iter()
-                        .filter_map(|s| s.as_deref())
-                        .map(str::len)
-                        .sum::<usize>()
-            })
-            .sum();
-        if size > g.limits.bytes_per_record {
-            return Err((
-                Refusal::TooLarge,
-                ignored(format!(
-                    "it has {size} bytes of addresses and names, more than the {} a record may have",
-                    g.limits.bytes_per_record
-                )),
-            ));
-        }
-        let mut dropped = Vec::new();
-        let ranges = self.ranges.get(cluster);
-        for endpoint in &mut slice.endpoints {
-            endpoint.addresses.retain(|address| {
-                let verdict = g
-                    .address(&slice.address_type, address)
-                    .and_then(|()| match ranges {
-                        Some(r)
-                            if !address
-                                .parse::<std::net::IpAddr>()
-                                .is_ok_and(|ip| r.iter().any(|n| n.contains(&ip))) =>
-                        {
-                            Err(Refusal::OutsideRanges)
-                        }
-                        _ => Ok(()),
-                    });
-                match verdict {
-                    Ok(()) => true,
-                    Err(why) => {
-                        dropped.push((
-                            why,
-                            format!("{cluster}'s endpoint {address} {}", guard::describe(why)),
-                        ));
-                        false
-                    }
-                }
-            });
-        }
-        slice.endpoints.retain(|e| !e.addresses.is_empty());
-        let others: usize = self
-            .services
-            .get(key)
-            .and_then(|m| m.get(cluster))
-            .map(|p| {
-                p.slices
-                    .iter()
-                    .filter(|(n, _)| **n != name)
-                    .map(|(_, s)| s.endpoints.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        let total = others + slice.endpoints.len();
-        if total > g.limits.endpoints_per_service {
-            return Err((
-                Refusal::TooManyEndpoints,
-                ignored(format!(
-                    "with it the peer would publish {total} endpoints of the service, more than the {} a peer may",
-                    g.limits.endpoints_per_service
-                )),
-            ));
-        }
-        Ok(dropped)
-    }
-
     fn entry(&mut self, key: &Key, cluster: &ClusterId) -> &mut Published {
         self.services
             .entry(key.clone())
             .or_default()
             .entry(cluster.clone())
             .or_default()
+    }
+
+    fn remove_slice(&mut self, cluster: &ClusterId, key: &Key, name: &str) -> Option<Key> {
+        let entry = self.services.get_mut(key)?.get_mut(cluster)?;
+        entry.slices.remove(name)?;
+        self.prune(key, cluster);
+        Some(key.clone())
     }
 
     fn remove_record(&mut self, cluster: &ClusterId, key: &Key) -> Option<Key> {
@@ -740,6 +439,39 @@ mod tests {
 
     fn key(ns: &str, name: &str) -> Key {
         Key::new(ns, name)
+    }
+
+    #[test]
+    fn a_peer_past_its_limit_of_records_loses_the_excess_and_a_deletion_makes_room() {
+        use crate::core::guard::{Limits, NamespacePolicy};
+        let mut view = View::guarded(
+            id("cluster-a"),
+            Guard {
+                namespaces: NamespacePolicy::new("mcsd-system", vec![], vec![]),
+                limits: Limits {
+                    records: 2,
+                    ..Limits::default()
+                },
+            },
+        );
+        for name in ["s1", "s2", "s3"] {
+            view.apply(&id("cluster-b"), record("cluster-b", "demo", name, 0));
+        }
+        assert!(view.merged(&key("demo", "s2")).is_some());
+        assert!(view.merged(&key("demo", "s3")).is_none());
+        assert_eq!(
+            view.refusal_counts()[&(id("cluster-b"), Refusal::TooManyRecords)],
+            1
+        );
+        // A record it holds, rewritten, is no new record.
+        assert_eq!(
+            view.apply(&id("cluster-b"), record("cluster-b", "demo", "s2", 5)),
+            Some(key("demo", "s2"))
+        );
+        view.delete(&id("cluster-b"), &record("cluster-b", "demo", "s1", 0));
+        view.apply(&id("cluster-b"), record("cluster-b", "demo", "s3", 0));
+        assert!(view.merged(&key("demo", "s3")).is_some());
+        assert!(view.refused_lines(&key("demo", "s3")).is_empty());
     }
 
     #[test]
