@@ -38,6 +38,38 @@ pub fn admit_service(
     obj: &mut Value,
     allocated: &mut Vec<(bool, IpAddr)>,
 ) -> ApiResult<()> {
+    let svc_type = service_defaults(obj)?;
+    if svc_type == "ExternalName" {
+        return Ok(());
+    }
+    if let Some(old) = old {
+        return keep_allocated_addresses(old, obj);
+    }
+    let requested_ips = requested_cluster_ips(obj);
+    let headless = requested_ips.first().is_some_and(|ip| ip == "None");
+    let (policy, families) = ip_families(addresses, obj, &requested_ips)?;
+    let fam_names: Vec<&str> = families
+        .iter()
+        .map(|f| if *f { "IPv4" } else { "IPv6" })
+        .collect();
+    let spec = obj["spec"].as_object_mut().expect("an object");
+    spec.insert("ipFamilyPolicy".into(), json!(policy));
+    spec.insert("ipFamilies".into(), json!(fam_names));
+    if headless {
+        spec.insert("clusterIP".into(), json!("None"));
+        spec.insert("clusterIPs".into(), json!(["None"]));
+        return Ok(());
+    }
+    let ips = cluster_ips(addresses, obj, &families, &requested_ips, allocated)?;
+    let spec = obj["spec"].as_object_mut().expect("an object");
+    spec.insert("clusterIP".into(), json!(ips[0]));
+    spec.insert("clusterIPs".into(), json!(ips));
+    obj["status"] = json!({"loadBalancer": {}});
+    Ok(())
+}
+
+/// A Service's type, defaults and ports, checked: its type (`ClusterIP` when unset).
+fn service_defaults(obj: &mut Value) -> ApiResult<String> {
     if !obj.get("spec").is_some_and(Value::is_object) {
         obj["spec"] = json!({});
     }
@@ -106,45 +138,60 @@ pub fn admit_service(
     if !causes.is_empty() {
         return Err(invalid("Service", obj, causes));
     }
-    if svc_type == "ExternalName" {
-        return Ok(());
-    }
+    Ok(svc_type)
+}
+
+/// On update: the allocated addresses carry over when the update leaves them out, and never
+/// change.
+fn keep_allocated_addresses(old: &Value, obj: &mut Value) -> ApiResult<()> {
     let spec = obj["spec"].as_object_mut().expect("an object");
-    if let Some(old) = old {
-        // Allocated addresses carry over when the update leaves them out, and never change.
-        let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
-        for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
-            let given = spec
-                .get(k)
-                .is_some_and(|v| !v.is_null() && v != "" && v != &json!([]));
-            if !given && let Some(v) = old_spec.get(k) {
-                spec.insert(k.into(), v.clone());
-            }
+    // Allocated addresses carry over when the update leaves them out, and never change.
+    let old_spec = old.get("spec").cloned().unwrap_or(json!({}));
+    for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        let given = spec
+            .get(k)
+            .is_some_and(|v| !v.is_null() && v != "" && v != &json!([]));
+        if !given && let Some(v) = old_spec.get(k) {
+            spec.insert(k.into(), v.clone());
         }
-        let old_ip = old_spec.get("clusterIP");
-        if old_ip.is_some() && spec.get("clusterIP") != old_ip {
-            let v = spec.get("clusterIP").cloned().unwrap_or(Value::Null);
-            return Err(cluster_ip_changed(obj, &v));
-        }
-        let old_ips = old_spec.get("clusterIPs");
-        if let (Some(new), Some(old)) = (
-            spec.get("clusterIPs").and_then(Value::as_array),
-            old_ips.and_then(Value::as_array),
-        ) && !new.starts_with(&old[..1.min(old.len())])
-        {
-            let v = json!(new);
-            return Err(cluster_ip_changed(obj, &v));
-        }
-        return Ok(());
     }
-    let requested_ips: Vec<String> = match spec.get("clusterIPs").and_then(Value::as_array) {
+    let old_ip = old_spec.get("clusterIP");
+    if old_ip.is_some() && spec.get("clusterIP") != old_ip {
+        let v = spec.get("clusterIP").cloned().unwrap_or(Value::Null);
+        return Err(cluster_ip_changed(obj, &v));
+    }
+    let old_ips = old_spec.get("clusterIPs");
+    if let (Some(new), Some(old)) = (
+        spec.get("clusterIPs").and_then(Value::as_array),
+        old_ips.and_then(Value::as_array),
+    ) && !new.starts_with(&old[..1.min(old.len())])
+    {
+        let v = json!(new);
+        return Err(cluster_ip_changed(obj, &v));
+    }
+    Ok(())
+}
+
+/// The cluster IPs a new Service asks for (`clusterIPs`, else `clusterIP`).
+fn requested_cluster_ips(obj: &Value) -> Vec<String> {
+    let spec = &obj["spec"];
+    match spec.get("clusterIPs").and_then(Value::as_array) {
         Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
         _ => match spec.get("clusterIP").and_then(Value::as_str) {
             Some(ip) if !ip.is_empty() => vec![ip.to_string()],
             _ => Vec::new(),
         },
-    };
-    let headless = requested_ips.first().is_some_and(|ip| ip == "None");
+    }
+}
+
+/// A new Service's IP family policy and families (`true`: IPv4), in order, as the cluster can
+/// serve them.
+fn ip_families(
+    addresses: &Addresses,
+    obj: &Value,
+    requested_ips: &[String],
+) -> ApiResult<(String, Vec<bool>)> {
+    let spec = &obj["spec"];
     let policy = spec
         .get("ipFamilyPolicy")
         .and_then(Value::as_str)
@@ -208,18 +255,17 @@ pub fn admit_service(
             ));
         }
     }
-    let fam_names: Vec<&str> = families
-        .iter()
-        .map(|f| if *f { "IPv4" } else { "IPv6" })
-        .collect();
-    let spec = obj["spec"].as_object_mut().expect("an object");
-    spec.insert("ipFamilyPolicy".into(), json!(policy));
-    spec.insert("ipFamilies".into(), json!(fam_names));
-    if headless {
-        spec.insert("clusterIP".into(), json!("None"));
-        spec.insert("clusterIPs".into(), json!(["None"]));
-        return Ok(());
-    }
+    Ok((policy, families))
+}
+
+/// Allocates (or reserves, where asked for) one cluster IP per family.
+fn cluster_ips(
+    addresses: &Addresses,
+    obj: &Value,
+    families: &[bool],
+    requested_ips: &[String],
+    allocated: &mut Vec<(bool, IpAddr)>,
+) -> ApiResult<Vec<String>> {
     let mut ips = Vec::new();
     for (i, fam) in families.iter().enumerate() {
         let ip = match requested_ips.get(i) {
@@ -262,11 +308,7 @@ pub fn admit_service(
         allocated.push((true, ip));
         ips.push(ip.to_string());
     }
-    let spec = obj["spec"].as_object_mut().expect("an object");
-    spec.insert("clusterIP".into(), json!(ips[0]));
-    spec.insert("clusterIPs".into(), json!(ips));
-    obj["status"] = json!({"loadBalancer": {}});
-    Ok(())
+    Ok(ips)
 }
 
 /// Pod defaulting; on create the Pod is "scheduled" and "started": it gets addresses from the

@@ -409,33 +409,8 @@ pub fn reconcile_service(api: &Api, ns: &str, name: &str) {
     let slices_info = api
         .resource("discovery.k8s.io", "endpointslices")
         .expect("endpointslices are built in");
-    let is_ours = |s: &Value| {
-        let l = meta::labels(s);
-        let get = |k: &str| l.and_then(|l| l.get(k)).and_then(Value::as_str);
-        get("kubernetes.io/service-name") == Some(name)
-            && get("endpointslice.kubernetes.io/managed-by") == Some(ENDPOINTSLICE_MANAGER)
-    };
     let svc = api.get(&api.core("services"), ns, name).ok();
-    let ours: Vec<Arc<Value>> = match &svc {
-        // Every slice this controller makes names its Service as owner: the store's owner index
-        // finds them without a scan of the namespace (which would make each Service event cost
-        // as much as every slice beside it).
-        Some(svc) => {
-            let gr = slices_info.gr();
-            api.store()
-                .dependents_of(meta::meta_str(svc, "uid"))
-                .into_iter()
-                .filter(|k| k.gr == gr && k.namespace == ns)
-                .filter_map(|k| api.store().get(&k))
-                .filter(|s| is_ours(s))
-                .collect()
-        }
-        // The Service is gone (its slices normally went with it, by garbage collection).
-        None => {
-            let (all_slices, _) = api.list(&slices_info, Some(ns));
-            all_slices.into_iter().filter(|s| is_ours(s)).collect()
-        }
-    };
+    let ours = slices_of(api, &slices_info, ns, name, svc.as_ref());
     let selector = svc
         .as_ref()
         .and_then(|s| s.pointer("/spec/selector"))
@@ -459,17 +434,7 @@ pub fn reconcile_service(api: &Api, ns: &str, name: &str) {
     if meta::is_deleting(&svc) {
         return;
     }
-    let (pods, _) = api.list(&api.core("pods"), Some(ns));
-    let pods: Vec<Arc<Value>> = pods
-        .into_iter()
-        .filter(|p| map_selector_matches(&selector, p))
-        .filter(|p| {
-            !matches!(
-                p.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded" | "Failed")
-            )
-        })
-        .collect();
+    let pods = selected_pods(api, ns, &selector);
     let headless = svc.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
     let families: Vec<String> = svc
         .pointer("/spec/ipFamilies")
@@ -477,25 +442,7 @@ pub fn reconcile_service(api: &Api, ns: &str, name: &str) {
         .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
         .filter(|f: &Vec<String>| !f.is_empty())
         .unwrap_or_else(|| vec!["IPv4".into()]);
-    let ports: Vec<Value> = svc
-        .pointer("/spec/ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            let target = p.get("targetPort").or_else(|| p.get("port"))?;
-            let port = resolve_port(target, &pods)?;
-            let mut out = json!({
-                "name": p.get("name").and_then(Value::as_str).unwrap_or(""),
-                "protocol": p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"),
-                "port": port,
-            });
-            if let Some(ap) = p.get("appProtocol") {
-                out["appProtocol"] = ap.clone();
-            }
-            Some(out)
-        })
-        .collect();
+    let ports = slice_ports(&svc, &pods);
     let mut labels = meta::labels(&svc).cloned().unwrap_or_default();
     labels.insert("kubernetes.io/service-name".into(), json!(name));
     labels.insert(
@@ -511,38 +458,7 @@ pub fn reconcile_service(api: &Api, ns: &str, name: &str) {
     }]);
     let c = ctx(ENDPOINTSLICE_MANAGER);
     for family in &families {
-        let v4 = family == "IPv4";
-        let endpoints: Vec<Value> = pods
-            .iter()
-            .filter_map(|pod| {
-                let ip = pod
-                    .pointer("/status/podIPs")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| i.get("ip").and_then(Value::as_str))
-                    .find(|ip| ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_ipv4() == v4))?;
-                let terminating = meta::is_deleting(pod);
-                let serving = pod_ready(pod);
-                let mut ep = json!({
-                    "addresses": [ip],
-                    "conditions": {"ready": serving && !terminating, "serving": serving, "terminating": terminating},
-                    "targetRef": {"kind": "Pod", "namespace": ns, "name": meta::meta_str(pod, "name"), "uid": meta::meta_str(pod, "uid")},
-                });
-                if let Some(node) = pod.pointer("/spec/nodeName") {
-                    ep["nodeName"] = node.clone();
-                }
-                let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str);
-                let subdomain = pod.pointer("/spec/subdomain").and_then(Value::as_str);
-                if let (Some(h), Some(sub)) = (hostname, subdomain)
-                    && sub == name
-                    && !h.is_empty()
-                {
-                    ep["hostname"] = json!(h);
-                }
-                Some(ep)
-            })
-            .collect();
+        let endpoints = family_endpoints(&pods, ns, name, family == "IPv4");
         let existing = ours
             .iter()
             .find(|s| s.get("addressType").and_then(Value::as_str) == Some(family.as_str()));
@@ -586,4 +502,111 @@ pub fn reconcile_service(api: &Api, ns: &str, name: &str) {
             ),
         );
     }
+}
+
+/// The slices this controller made for the Service `ns/name` (`svc`, if it still exists).
+fn slices_of(
+    api: &Api,
+    slices_info: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    svc: Option<&Arc<Value>>,
+) -> Vec<Arc<Value>> {
+    let is_ours = |s: &Value| {
+        let l = meta::labels(s);
+        let get = |k: &str| l.and_then(|l| l.get(k)).and_then(Value::as_str);
+        get("kubernetes.io/service-name") == Some(name)
+            && get("endpointslice.kubernetes.io/managed-by") == Some(ENDPOINTSLICE_MANAGER)
+    };
+    match svc {
+        // Every slice this controller makes names its Service as owner: the store's owner index
+        // finds them without a scan of the namespace (which would make each Service event cost
+        // as much as every slice beside it).
+        Some(svc) => {
+            let gr = slices_info.gr();
+            api.store()
+                .dependents_of(meta::meta_str(svc, "uid"))
+                .into_iter()
+                .filter(|k| k.gr == gr && k.namespace == ns)
+                .filter_map(|k| api.store().get(&k))
+                .filter(|s| is_ours(s))
+                .collect()
+        }
+        // The Service is gone (its slices normally went with it, by garbage collection).
+        None => {
+            let (all_slices, _) = api.list(slices_info, Some(ns));
+            all_slices.into_iter().filter(|s| is_ours(s)).collect()
+        }
+    }
+}
+
+/// The pods `selector` selects in `ns` that have not finished.
+fn selected_pods(api: &Api, ns: &str, selector: &serde_json::Map<String, Value>) -> Vec<Arc<Value>> {
+    let (pods, _) = api.list(&api.core("pods"), Some(ns));
+    pods.into_iter()
+        .filter(|p| map_selector_matches(selector, p))
+        .filter(|p| {
+            !matches!(
+                p.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .collect()
+}
+
+/// The slice ports of a Service: its ports with their target ports resolved against `pods`.
+fn slice_ports(svc: &Value, pods: &[Arc<Value>]) -> Vec<Value> {
+    svc.pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let target = p.get("targetPort").or_else(|| p.get("port"))?;
+            let port = resolve_port(target, pods)?;
+            let mut out = json!({
+                "name": p.get("name").and_then(Value::as_str).unwrap_or(""),
+                "protocol": p.get("protocol").and_then(Value::as_str).unwrap_or("TCP"),
+                "port": port,
+            });
+            if let Some(ap) = p.get("appProtocol") {
+                out["appProtocol"] = ap.clone();
+            }
+            Some(out)
+        })
+        .collect()
+}
+
+/// One endpoint per pod with an address of the family (`v4`: IPv4) for the Service `ns/name`.
+fn family_endpoints(pods: &[Arc<Value>], ns: &str, name: &str, v4: bool) -> Vec<Value> {
+    pods
+        .iter()
+        .filter_map(|pod| {
+            let ip = pod
+                .pointer("/status/podIPs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get("ip").and_then(Value::as_str))
+                .find(|ip| ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_ipv4() == v4))?;
+            let terminating = meta::is_deleting(pod);
+            let serving = pod_ready(pod);
+            let mut ep = json!({
+                "addresses": [ip],
+                "conditions": {"ready": serving && !terminating, "serving": serving, "terminating": terminating},
+                "targetRef": {"kind": "Pod", "namespace": ns, "name": meta::meta_str(pod, "name"), "uid": meta::meta_str(pod, "uid")},
+            });
+            if let Some(node) = pod.pointer("/spec/nodeName") {
+                ep["nodeName"] = node.clone();
+            }
+            let hostname = pod.pointer("/spec/hostname").and_then(Value::as_str);
+            let subdomain = pod.pointer("/spec/subdomain").and_then(Value::as_str);
+            if let (Some(h), Some(sub)) = (hostname, subdomain)
+                && sub == name
+                && !h.is_empty()
+            {
+                ep["hostname"] = json!(h);
+            }
+            Some(ep)
+        })
+        .collect()
 }

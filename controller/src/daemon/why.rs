@@ -97,6 +97,31 @@ impl Sources {
     }
 
     fn explain_service(&self, key: &Key, out: &mut Explanation) {
+        self.explain_local(key, out);
+        let held = self.held(key, out);
+        let withheld = self.explain_clusters(&held, out);
+        if let Some(m) = &held.merged {
+            out.conflicts = m
+                .conflicts
+                .iter()
+                .map(|c| format!("{}: {}", c.reason, c.message))
+                .collect();
+        }
+        self.explain_slices(key, &held, out);
+        out.slices.extend(withheld);
+        if !out.namespace_exists && held.merged.is_some() {
+            out.left_out.insert(
+                0,
+                format!(
+                    "everything: namespace {} does not exist in {}, so nothing is imported here",
+                    key.namespace, out.cluster
+                ),
+            );
+        }
+    }
+
+    /// What this cluster's own objects say: the namespace, the Service, its export, the import.
+    fn explain_local(&self, key: &Key, out: &mut Explanation) {
         let Key { namespace: ns, name } = key;
         out.namespace_exists = self
             .namespaces
@@ -131,37 +156,51 @@ impl Sources {
                         .unwrap_or_default(),
                 ),
             });
-        let (merged, excluded, published) = {
-            let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
-            out.at_risk = view
-                .warnings(key)
-                .into_iter()
-                .map(|(cluster, why)| format!("{cluster}: {why}"))
-                .collect();
-            let excluded: BTreeMap<ClusterId, String> = view.excluded(key).into_iter().collect();
-            let mut published = BTreeMap::new();
-            for cluster in view.clusters_of(key).chain(excluded.keys().cloned()) {
-                if let Some(p) = view.published(&cluster, key) {
-                    published.insert(cluster, p.clone());
-                } else {
-                    published.entry(cluster).or_default();
-                }
+    }
+
+    /// What the view holds of `key`, taken under one lock; its warnings and what the gate
+    /// refused go straight into `out`.
+    fn held(&self, key: &Key, out: &mut Explanation) -> Held {
+        let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
+        out.at_risk = view
+            .warnings(key)
+            .into_iter()
+            .map(|(cluster, why)| format!("{cluster}: {why}"))
+            .collect();
+        let excluded: BTreeMap<ClusterId, String> = view.excluded(key).into_iter().collect();
+        let mut published = BTreeMap::new();
+        for cluster in view.clusters_of(key).chain(excluded.keys().cloned()) {
+            if let Some(p) = view.published(&cluster, key) {
+                published.insert(cluster, p.clone());
+            } else {
+                published.entry(cluster).or_default();
             }
-            (view.merged(key), excluded, published)
-        };
+        }
+        Held {
+            merged: view.merged(key),
+            excluded,
+            published,
+            refused: view.refused_lines(key),
+        }
+    }
+
+    /// Each cluster's part (what it exports, what of it serves, what is left out and why), in
+    /// `out`; the slices of excluded clusters, which are withheld.
+    fn explain_clusters(&self, held: &Held, out: &mut Explanation) -> Vec<SliceFacts> {
         let peers = self.peers.snapshot();
+        let merged = held.merged.as_ref();
         let mut withheld = Vec::new();
-        for (cluster, p) in &published {
+        for (cluster, p) in &held.published {
             let record = p.record.as_ref();
-            let serving = serving_ports(merged.as_ref(), cluster);
+            let serving = serving_ports(merged, cluster);
             let facts = ClusterFacts {
                 cluster: cluster.to_string(),
                 exports: record.is_some(),
                 since: record.map(|r| r.export_created.0.to_string()),
                 ports: record.iter().flat_map(|r| &r.ports).map(port).collect(),
                 serving: serving.clone(),
-                contributes: merged.as_ref().is_some_and(|m| m.contributes(cluster)),
-                excluded: excluded.get(cluster).cloned(),
+                contributes: merged.is_some_and(|m| m.contributes(cluster)),
+                excluded: held.excluded.get(cluster).cloned(),
                 peer: peers.get(cluster.as_str()).map(|s| peer_text(&s.state)),
             };
             if let Some(why) = &facts.excluded {
@@ -169,7 +208,12 @@ impl Sources {
                 out.left_out.push(format!(
                     "{cluster}: all of its endpoints ({n} published) and ports are left out: {why}"
                 ));
-            } else if let (Some(m), Some(_)) = (&merged, record) {
+                withheld.extend(
+                    p.slices
+                        .values()
+                        .map(|s| slice_facts(&EndpointSlice::from(&**s), cluster.as_str(), false)),
+                );
+            } else if let (Some(m), Some(_)) = (merged, record) {
                 if !facts.contributes {
                     out.left_out.push(format!(
                         "{cluster}: none of its endpoints are imported: its ports lost a port conflict \
@@ -196,33 +240,22 @@ impl Sources {
                 ));
             }
             out.clusters.push(facts);
-            if excluded.contains_key(cluster) {
-                withheld.extend(
-                    p.slices
-                        .values()
-                        .map(|s| slice_facts(&EndpointSlice::from(&**s), cluster.as_str(), false)),
-                );
-            }
         }
-        out.left_out.extend(
-            self.view
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .refused_lines(key),
-        );
-        if let Some(m) = &merged {
-            out.conflicts = m
-                .conflicts
-                .iter()
-                .map(|c| format!("{}: {}", c.reason, c.message))
-                .collect();
-        }
+        out.left_out.extend(held.refused.iter().cloned());
+        withheld
+    }
+
+    /// The MCS EndpointSlices imported here, with their endpoints as their source slices have
+    /// them, and a line for each endpoint that is not ready.
+    fn explain_slices(&self, key: &Key, held: &Held, out: &mut Explanation) {
+        let Key { namespace: ns, name } = key;
         let imported = self.imported_slices.get(&self.slices, key, |s| {
             s.metadata.namespace.as_deref() == Some(ns.as_str())
                 && label(s, names::LABEL_SERVICE_NAME) == Some(name)
                 && label(s, names::LABEL_MANAGED_BY).map(String::as_str) == Some(names::MANAGED_BY)
         });
-        let headless = merged
+        let headless = held
+            .merged
             .as_ref()
             .is_some_and(|m| m.spec.type_ == mcsd_crds::mcs::ServiceImportType::Headless);
         for slice in &imported {
@@ -233,7 +266,7 @@ impl Sources {
             // mcsd keeps its own slices without their endpoints (see `daemon::slim_slice`):
             // they are the source slice's, which the view holds.
             let source = cluster.parse::<ClusterId>().ok().and_then(|id| {
-                let p = published.get(&id)?;
+                let p = held.published.get(&id)?;
                 p.slices
                     .values()
                     .find(|s| {
@@ -265,17 +298,15 @@ impl Sources {
             }
             out.slices.push(facts);
         }
-        out.slices.extend(withheld);
-        if !out.namespace_exists && merged.is_some() {
-            out.left_out.insert(
-                0,
-                format!(
-                    "everything: namespace {ns} does not exist in {}, so nothing is imported here",
-                    out.cluster
-                ),
-            );
-        }
     }
+}
+
+/// What the view holds of one service, for an explanation.
+struct Held {
+    merged: Option<Merged>,
+    excluded: BTreeMap<ClusterId, String>,
+    published: BTreeMap<ClusterId, crate::core::view::Published>,
+    refused: Vec<String>,
 }
 
 /// The ports of `cluster` that serve in the import (all of the import's when it has none).

@@ -438,10 +438,10 @@ async fn start_control_plane(
     let kubeconfig = root.join(format!("{name}.kubeconfig"));
     std::fs::write(&kubeconfig, admin_kubeconfig(&name, &api, &pki))?;
     let mut cluster = Cluster {
-        name: name.clone(),
-        dir: dir.clone(),
-        kubeconfig: kubeconfig.clone(),
-        api: api.clone(),
+        name,
+        dir,
+        kubeconfig,
+        api,
         dns: "127.0.0.1:0".parse()?,
         admin: "127.0.0.1:0".parse()?,
         cluster_dns: "127.0.0.1:0".parse()?,
@@ -450,30 +450,53 @@ async fn start_control_plane(
         mcsd_args: Vec::new(),
         pods: None,
     };
-    let start =
-        |cluster: &mut Cluster, component: &str, program: &Path, args: Vec<String>| -> anyhow::Result<()> {
-            let process = Process::start(
-                format!("{}'s {component}", cluster.name),
-                program,
-                args.into_iter().map(OsString::from).collect(),
-                cluster.dir.join(format!("{component}.log")),
-            )?;
-            cluster.processes.push(process);
-            Ok(())
-        };
+    start_etcd_and_api_server(&mut cluster, programs, &pki, &ranges, api_port).await?;
+    start_controllers(&mut cluster, programs, &pki, &ranges)?;
+    start_kwok(&mut cluster, programs, pod_network.as_ref(), &ranges, api_port).await?;
+    add_node(&mut cluster, &ranges).await?;
+    if let Some((node, ip)) = &pod_network {
+        start_kube_proxy(&mut cluster, programs, node, ip, &ranges, proxy_mode).await?;
+    }
+    Ok(cluster)
+}
 
+impl Cluster {
+    /// Starts `program args…` as this cluster's `component`, its output in `<component>.log`.
+    fn spawn(&mut self, component: &str, program: &Path, args: Vec<String>) -> anyhow::Result<()> {
+        let process = Process::start(
+            format!("{}'s {component}", self.name),
+            program,
+            args.into_iter().map(OsString::from).collect(),
+            self.dir.join(format!("{component}.log")),
+        )?;
+        self.processes.push(process);
+        Ok(())
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// etcd and kube-apiserver, until the API server is ready.
+async fn start_etcd_and_api_server(
+    cluster: &mut Cluster,
+    programs: &Programs,
+    pki: &pki::Pki,
+    ranges: &Ranges,
+    api_port: u16,
+) -> anyhow::Result<()> {
     let etcd_client = free_port()?;
     let etcd_peer = free_port()?;
     let etcd_url = format!("http://127.0.0.1:{etcd_client}");
     let peer_url = format!("http://127.0.0.1:{etcd_peer}");
-    start(
-        &mut cluster,
+    cluster.spawn(
         "etcd",
         &programs.kube,
         vec![
             "etcd".into(),
             "--name=etcd".into(),
-            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--data-dir={}", cluster.dir.join("etcd").display()),
             format!("--listen-client-urls={etcd_url}"),
             format!("--advertise-client-urls={etcd_url}"),
             format!("--listen-peer-urls={peer_url}"),
@@ -486,9 +509,7 @@ async fn start_control_plane(
         ],
     )?;
 
-    let path = |p: &Path| p.display().to_string();
-    start(
-        &mut cluster,
+    cluster.spawn(
         "kube-apiserver",
         &programs.kube,
         vec![
@@ -520,13 +541,20 @@ async fn start_control_plane(
             "--v=1".into(),
         ],
     )?;
-    wait_api_ready(&mut cluster).await?;
+    wait_api_ready(cluster).await
+}
 
+/// kube-controller-manager and kube-scheduler.
+fn start_controllers(
+    cluster: &mut Cluster,
+    programs: &Programs,
+    pki: &pki::Pki,
+    ranges: &Ranges,
+) -> anyhow::Result<()> {
     // The controller manager and the scheduler as the admin (a test control plane); each holds
     // its Lease in kube-system once it runs.
-    let component_kubeconfig = path(&kubeconfig);
-    start(
-        &mut cluster,
+    let component_kubeconfig = path(&cluster.kubeconfig);
+    cluster.spawn(
         "kube-controller-manager",
         &programs.kube,
         vec![
@@ -547,8 +575,7 @@ async fn start_control_plane(
             "--v=1".into(),
         ],
     )?;
-    start(
-        &mut cluster,
+    cluster.spawn(
         "kube-scheduler",
         &programs.kube,
         vec![
@@ -562,6 +589,19 @@ async fn start_control_plane(
             "--v=1".into(),
         ],
     )?;
+    Ok(())
+}
+
+/// kwok, and with the pod network the tier's kubelet in front of it (with the API server relayed
+/// into the node's network namespace).
+async fn start_kwok(
+    cluster: &mut Cluster,
+    programs: &Programs,
+    pod_network: Option<&(network::Node, PathBuf)>,
+    ranges: &Ranges,
+    api_port: u16,
+) -> anyhow::Result<()> {
+    let component_kubeconfig = path(&cluster.kubeconfig);
     // Without the pod network kwok plays the whole kubelet: it gives pods their address and
     // turns them Ready. With it, the tier's kubelet does that (and runs them), serving the
     // node's kubelet port; kwok keeps the node, serves exec behind the kubelet, and deletes pods.
@@ -574,28 +614,26 @@ async fn start_control_plane(
         format!("--server-address=127.0.0.1:{kwok_port}"),
         "--node-lease-duration-seconds=40".into(),
     ];
-    if let Some((node, ip)) = &pod_network {
-        let client = admin_client(&kubeconfig).await?;
+    if let Some((node, ip)) = pod_network {
+        let client = admin_client(&cluster.kubeconfig).await?;
         let kubelet = kubelet::Kubelet::start(
             client,
             kubelet::Config {
-                cluster: name.clone(),
-                node_name: format!("{name}-node"),
+                cluster: cluster.name.clone(),
+                node_name: format!("{}-node", cluster.name),
                 node: node.clone(),
                 ip: ip.clone(),
-                dir: dir.clone(),
+                dir: cluster.dir.clone(),
                 cluster_dns: ranges.dns_service_ip,
                 kwok: SocketAddr::from((Ipv4Addr::LOCALHOST, kwok_port)),
             },
         )
         .await?;
-        let exec = dir.join("kwok-exec.yaml");
+        let exec = cluster.dir.join("kwok-exec.yaml");
         std::fs::write(
             &exec,
-            "# Exec in every pod, as a command on this machine: the kubelet in front rewrites it to
-\
-             # run inside the pod.
-\
+            "# Exec in every pod, as a command on this machine: the kubelet in front rewrites it to\n\
+             # run inside the pod.\n\
              apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterExec\nmetadata: {name: every-pod}\nspec:\n  execs:\n  - local: {workDir: /}\n",
         )?;
         kwok_args.extend([
@@ -612,17 +650,22 @@ async fn start_control_plane(
     } else {
         kwok_args.push(format!("--config={}", path(&programs.kwok_stages)));
     }
-    start(&mut cluster, "kwok", &programs.kwok, kwok_args)?;
+    cluster.spawn("kwok", &programs.kwok, kwok_args)?;
+    Ok(())
+}
 
+/// The cluster's one node, with its pod ranges; waits until it is Ready and the controllers lead.
+async fn add_node(cluster: &mut Cluster, ranges: &Ranges) -> anyhow::Result<()> {
     // One node, with this cluster's pod ranges: kwok gives every pod bound to it an address of
     // each family from them.
+    let name = &cluster.name;
     let node = format!(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}-node\n  annotations: {{kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: \"0\"}}\n  labels: {{kubernetes.io/hostname: {name}-node, kubernetes.io/os: linux, type: kwok}}\nspec:\n  podCIDR: {}\n  podCIDRs: [{}, {}]\n",
         ranges.pods[0], ranges.pods[0], ranges.pods[1]
     );
-    kubectl_apply_text(&kubeconfig, &dir, "node.yaml", &node)?;
+    kubectl_apply_text(&cluster.kubeconfig, &cluster.dir, "node.yaml", &node)?;
     wait_for(
-        &mut cluster,
+        cluster,
         "its node to turn Ready (kwok)",
         Duration::from_secs(60),
         |c| {
@@ -641,7 +684,7 @@ async fn start_control_plane(
     )
     .await?;
     wait_for(
-        &mut cluster,
+        cluster,
         "the controller manager and the scheduler to lead",
         Duration::from_secs(90),
         |c| {
@@ -660,40 +703,51 @@ async fn start_control_plane(
         },
     )
     .await?;
-    if let Some((node, ip)) = &pod_network {
-        start_cluster_dns_service(&cluster, &ranges, node)?;
-        let args = [
-            "netns".into(),
-            "exec".into(),
-            node.netns.clone(),
-            path(&programs.kube),
-            "proxy".into(),
-            format!("--kubeconfig={component_kubeconfig}"),
-            format!("--hostname-override={name}-node"),
-            format!("--proxy-mode={}", proxy_mode.as_str()),
-            format!("--cluster-cidr={},{}", ranges.pods[0], ranges.pods[1]),
-            // Conntrack's table size is the host's, not a namespace's to set.
-            "--conntrack-max-per-core=0".into(),
-            "--metrics-bind-address=127.0.0.1:10249".into(),
-            "--healthz-bind-address=127.0.0.1:10256".into(),
-            "--v=1".into(),
-        ];
-        start(&mut cluster, "kube-proxy", ip, args.to_vec())?;
-        wait_for(
-            &mut cluster,
-            "kube-proxy to program the cluster's Services",
-            Duration::from_secs(60),
-            |c| {
-                let netns = c.pods.as_ref().map(|p| p.node.netns.clone()).unwrap_or_default();
-                network::in_netns(&netns, || {
-                    Ok(healthz_ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 10256))))
-                })
-                .unwrap_or(false)
-            },
-        )
-        .await?;
-    }
-    Ok(cluster)
+    Ok(())
+}
+
+/// The `kube-dns` Service and the node's kube-proxy, until it has programmed the rules.
+async fn start_kube_proxy(
+    cluster: &mut Cluster,
+    programs: &Programs,
+    node: &network::Node,
+    ip: &Path,
+    ranges: &Ranges,
+    proxy_mode: ProxyMode,
+) -> anyhow::Result<()> {
+    let component_kubeconfig = path(&cluster.kubeconfig);
+    start_cluster_dns_service(cluster, ranges, node)?;
+    let args = [
+        "netns".into(),
+        "exec".into(),
+        node.netns.clone(),
+        programs.kube.display().to_string(),
+        "proxy".into(),
+        format!("--kubeconfig={component_kubeconfig}"),
+        format!("--hostname-override={}-node", cluster.name),
+        format!("--proxy-mode={}", proxy_mode.as_str()),
+        format!("--cluster-cidr={},{}", ranges.pods[0], ranges.pods[1]),
+        // Conntrack's table size is the host's, not a namespace's to set.
+        "--conntrack-max-per-core=0".into(),
+        "--metrics-bind-address=127.0.0.1:10249".into(),
+        "--healthz-bind-address=127.0.0.1:10256".into(),
+        "--v=1".into(),
+    ];
+    cluster.spawn("kube-proxy", ip, args.to_vec())?;
+    wait_for(
+        cluster,
+        "kube-proxy to program the cluster's Services",
+        Duration::from_secs(60),
+        |c| {
+            let netns = c.pods.as_ref().map(|p| p.node.netns.clone()).unwrap_or_default();
+            network::in_netns(&netns, || {
+                Ok(healthz_ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 10256))))
+            })
+            .unwrap_or(false)
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Whether `GET /healthz` at `addr` answers 200 (kube-proxy's: once it has programmed the

@@ -7,6 +7,37 @@ use super::{Explanation, Form};
 /// The explanation as text, for a person.
 pub fn render(e: &Explanation) -> String {
     let mut s = String::new();
+    answers(&mut s, e);
+    let Some((ns, name)) = &e.service else {
+        let _ = writeln!(s);
+        let what = match e.form {
+            Form::OutsideZone => "The name is outside the zone this server answers for; it refuses it.",
+            _ => "The name is not a service's name (<service>.<namespace>.svc.<zone>).",
+        };
+        let _ = writeln!(s, "{what}");
+        return s;
+    };
+    let _ = writeln!(s);
+    match &e.form {
+        Form::Srv { port, protocol } => {
+            let _ = writeln!(s, "SRV name of port {port}/{protocol} of service {ns}/{name}.");
+        }
+        Form::Hostname { hostname, cluster } => {
+            let _ = writeln!(s, "Endpoint {hostname} in {cluster} of service {ns}/{name}.");
+        }
+        _ => {
+            let _ = writeln!(s, "Service {ns}/{name}.");
+        }
+    }
+    here(&mut s, e, ns, name);
+    clusters(&mut s, e, ns, name);
+    slices(&mut s, e);
+    left_out(&mut s, e);
+    s
+}
+
+/// Who was asked, and what its DNS server answers now.
+fn answers(s: &mut String, e: &Explanation) {
     let role = match (e.ready, e.leader) {
         (false, _) => "still listing, not ready",
         (true, true) => "leader",
@@ -29,27 +60,10 @@ pub fn render(e: &Explanation) -> String {
             let _ = writeln!(s, "  {:<5} {:<8} {r}", if i == 0 { &a.qtype } else { "" }, rcode);
         }
     }
-    let Some((ns, name)) = &e.service else {
-        let _ = writeln!(s);
-        let what = match e.form {
-            Form::OutsideZone => "The name is outside the zone this server answers for; it refuses it.",
-            _ => "The name is not a service's name (<service>.<namespace>.svc.<zone>).",
-        };
-        let _ = writeln!(s, "{what}");
-        return s;
-    };
-    let _ = writeln!(s);
-    match &e.form {
-        Form::Srv { port, protocol } => {
-            let _ = writeln!(s, "SRV name of port {port}/{protocol} of service {ns}/{name}.");
-        }
-        Form::Hostname { hostname, cluster } => {
-            let _ = writeln!(s, "Endpoint {hostname} in {cluster} of service {ns}/{name}.");
-        }
-        _ => {
-            let _ = writeln!(s, "Service {ns}/{name}.");
-        }
-    }
+}
+
+/// The import here, and this cluster's own export or Service.
+fn here(s: &mut String, e: &Explanation, ns: &str, name: &str) {
     match &e.import {
         Some(i) => {
             let ips = if i.ips.is_empty() {
@@ -95,6 +109,10 @@ pub fn render(e: &Explanation) -> String {
         }
         None => {}
     }
+}
+
+/// Each cluster's part, and the conflicts.
+fn clusters(s: &mut String, e: &Explanation, ns: &str, name: &str) {
     let _ = writeln!(s);
     let _ = writeln!(s, "Clusters:");
     if e.clusters.is_empty() {
@@ -127,6 +145,10 @@ pub fn render(e: &Explanation) -> String {
     for c in &e.conflicts {
         let _ = writeln!(s, "  conflict {c}");
     }
+}
+
+/// The EndpointSlices, imported and withheld.
+fn slices(s: &mut String, e: &Explanation) {
     if !e.slices.is_empty() {
         let _ = writeln!(s);
         let _ = writeln!(s, "EndpointSlices:");
@@ -148,6 +170,10 @@ pub fn render(e: &Explanation) -> String {
             or_none(&slice.ports)
         );
     }
+}
+
+/// What is left out and why, and what is at risk.
+fn left_out(s: &mut String, e: &Explanation) {
     let _ = writeln!(s);
     if e.left_out.is_empty() {
         let _ = writeln!(s, "Left out: nothing.");
@@ -166,7 +192,6 @@ pub fn render(e: &Explanation) -> String {
             let _ = writeln!(s, "  {l}");
         }
     }
-    s
 }
 
 fn or_none(items: &[String]) -> String {

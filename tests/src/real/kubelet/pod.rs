@@ -399,39 +399,8 @@ async fn live(
         host_ips,
     });
 
-    // Init containers, one after the other, each to success.
-    for (index, container) in spec.init_containers.iter().flatten().enumerate() {
-        loop {
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let keeper = tokio::spawn(keep(
-                context.clone(),
-                container.clone(),
-                index,
-                "Never".into(),
-                tx,
-                children.clone(),
-            ));
-            let mut code = None;
-            while let Some(event) = tokio::select! { e = rx.recv() => e, _ = stop.cancelled() => None } {
-                if let Event::Exited { code: c, .. } = event {
-                    code = Some(c);
-                }
-                report.init_event(event);
-                report.send(shared, &pod, &uid).await;
-            }
-            let _ = keeper.await;
-            match code {
-                _ if stop.is_cancelled() => return,
-                Some(0) => break,
-                _ if policy == "Never" => {
-                    report.phase = "Failed";
-                    report.send(shared, &pod, &uid).await;
-                    stop.cancelled().await;
-                    return;
-                }
-                _ => tokio::time::sleep(BACKOFF_FIRST).await,
-            }
-        }
+    if !run_init_containers(&context, &spec, &policy, &mut report, stop).await {
+        return;
     }
     report.initialized = true;
 
@@ -482,6 +451,53 @@ async fn live(
     for task in tasks {
         let _ = task.await;
     }
+}
+
+/// Runs the pod's init containers one after the other, each to success (a failure is retried,
+/// unless the pod's policy is `Never`, which fails the pod). `false` if the pod stopped or failed
+/// meanwhile.
+async fn run_init_containers(
+    context: &Arc<Context>,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    policy: &str,
+    report: &mut Report,
+    stop: &CancellationToken,
+) -> bool {
+    let uid = context.pod.metadata.uid.clone().unwrap_or_default();
+    for (index, container) in spec.init_containers.iter().flatten().enumerate() {
+        loop {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let keeper = tokio::spawn(keep(
+                context.clone(),
+                container.clone(),
+                index,
+                "Never".into(),
+                tx,
+                stop.child_token(),
+            ));
+            let mut code = None;
+            while let Some(event) = tokio::select! { e = rx.recv() => e, _ = stop.cancelled() => None } {
+                if let Event::Exited { code: c, .. } = event {
+                    code = Some(c);
+                }
+                report.init_event(event);
+                report.send(&context.shared, &context.pod, &uid).await;
+            }
+            let _ = keeper.await;
+            match code {
+                _ if stop.is_cancelled() => return false,
+                Some(0) => break,
+                _ if policy == "Never" => {
+                    report.phase = "Failed";
+                    report.send(&context.shared, &context.pod, &uid).await;
+                    stop.cancelled().await;
+                    return false;
+                }
+                _ => tokio::time::sleep(BACKOFF_FIRST).await,
+            }
+        }
+    }
+    true
 }
 
 /// What a container's keeper and prober need of the pod.
