@@ -22,6 +22,7 @@ pub mod import;
 pub mod merge;
 pub mod objects;
 pub mod peer_secret;
+pub mod sandbox_file;
 pub mod status_lease;
 pub mod view;
 pub mod why;

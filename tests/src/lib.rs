@@ -12,9 +12,14 @@ use std::{
 
 pub mod real;
 
-use mcsd::{daemon, process::sandbox::Mcsd};
+use mcsd::{core::sandbox_file, daemon, process::sandbox::Mcsd};
 use mcsd_sandbox::{Cluster, ClusterConfig};
 use tokio_util::sync::CancellationToken;
+
+/// How long an end-to-end test waits for what it expects before it fails: long enough for a
+/// real control plane on a loaded 2-core machine, and only ever reached when something is wrong
+/// (every wait polls, and returns as soon as it holds).
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
@@ -50,8 +55,8 @@ pub struct SandboxProcess {
     child: std::process::Child,
     /// Its `--dir`.
     pub dir: PathBuf,
-    /// `DIR/sandbox.json`: one object per cluster (`name`, `kubeconfig`, `api`, `dns`, `admin`).
-    pub members: Vec<serde_json::Value>,
+    /// `DIR/sandbox.json`: one entry per cluster.
+    pub members: Vec<sandbox_file::Member>,
 }
 
 impl SandboxProcess {
@@ -65,20 +70,18 @@ impl SandboxProcess {
         all.extend(["--dir".as_ref(), dir.as_os_str()]);
         let (child, line) = start_mcsd_binary(&all);
         assert_eq!(line, "sandbox ready\n");
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("sandbox.json")).unwrap()).unwrap();
-        let members = manifest.as_array().unwrap().clone();
+        let members = read_members(&dir);
         Self { child, dir, members }
     }
 
     /// Cluster `i`'s own kubeconfig.
     pub fn kubeconfig_of(&self, i: usize) -> PathBuf {
-        PathBuf::from(self.members[i]["kubeconfig"].as_str().unwrap())
+        self.members[i].kubeconfig.clone()
     }
 
     /// Cluster `i`'s DNS server.
     pub fn dns(&self, i: usize) -> std::net::SocketAddr {
-        self.members[i]["dns"].as_str().unwrap().parse().unwrap()
+        self.members[i].dns
     }
 }
 
@@ -90,6 +93,18 @@ impl Drop for SandboxProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The clusters `DIR/sandbox.json` lists (written by `mcsd sandbox` or `tests/kube/up.sh`).
+pub fn read_members(dir: &Path) -> Vec<sandbox_file::Member> {
+    let file = dir.join(sandbox_file::FILE);
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "{} ({e}): start the clusters with mcsd sandbox or tests/kube/up.sh",
+            file.display()
+        )
+    });
+    sandbox_file::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
 /// `jsonpath` of the peer Secret `mcsd-system/peer-<exporter>` of the cluster `kubeconfig`
@@ -657,34 +672,24 @@ impl ClusterSet {
     /// what earlier tests left is gone: every namespace they made (and with it every export and
     /// import), every exchange record, and every mcsd ready.
     async fn attach_real(n: usize, state: &Path) -> Self {
-        let file = state.join("sandbox.json");
-        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
-            panic!(
-                "{CLUSTERSET_ENV} names {}, which has no sandbox.json ({e}): start the clusters with tests/kube/up.sh",
-                state.display()
-            )
-        });
-        let entries: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        let entries = read_members(state);
         assert!(
             entries.len() >= n,
-            "this test needs {n} clusters; {} has {}",
-            file.display(),
+            "this test needs {n} clusters; {} lists {}",
+            state.join(sandbox_file::FILE).display(),
             entries.len()
         );
-        let addr = |e: &serde_json::Value, key: &str| -> Option<std::net::SocketAddr> {
-            e.get(key)?.as_str()?.parse().ok()
-        };
         let all: Vec<Member> = entries
-            .iter()
+            .into_iter()
             .map(|e| Member {
-                name: e["name"].as_str().unwrap().to_string(),
-                kubeconfig: PathBuf::from(e["kubeconfig"].as_str().unwrap()),
-                dns: addr(e, "dns").unwrap(),
-                admin: addr(e, "admin").unwrap(),
-                cluster_dns: addr(e, "cluster_dns"),
-                reference_dns: addr(e, "reference_dns"),
-                real_dir: Some(state.join(e["name"].as_str().unwrap())),
-                pod_network: e["pod_network"].as_bool().unwrap_or(false),
+                real_dir: Some(state.join(&e.name)),
+                name: e.name,
+                kubeconfig: e.kubeconfig,
+                dns: e.dns,
+                admin: e.admin,
+                cluster_dns: e.cluster_dns,
+                reference_dns: e.reference_dns,
+                pod_network: e.pod_network,
                 sandbox: None,
             })
             .collect();

@@ -12,9 +12,7 @@ use mcsd_crds::{
     },
     names,
 };
-use mcsd_tests::{Answer, ClusterSet, dig, eventually};
-
-const WAIT: Duration = Duration::from_secs(20);
+use mcsd_tests::{Answer, ClusterSet, WAIT, dig, eventually};
 
 fn namespace(ns: &str) -> String {
     format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")

@@ -5,10 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use mcsd_tests::{Answer, ClusterSet, dig, eventually, settled};
+use mcsd_tests::{Answer, ClusterSet, WAIT, dig, eventually, settled};
 use serde_json::json;
-
-const WAIT: Duration = Duration::from_secs(20);
 
 fn cluster_ip_export(ns: &str, name: &str) -> String {
     format!(

@@ -8,9 +8,7 @@ use std::{
     time::Duration,
 };
 
-use mcsd_tests::{SandboxProcess, dig, eventually, kubectl};
-
-const WAIT: Duration = Duration::from_secs(60);
+use mcsd_tests::{SandboxProcess, WAIT, dig, eventually, kubectl};
 
 /// `mcsd sandbox --clusters N --no-peers` as a process, with the joins made through its
 /// `DIR/kubeconfig`.

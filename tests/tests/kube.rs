@@ -5,9 +5,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use mcsd_tests::{Answer, ClusterSet, dig, dig_raw, dig_with, eventually};
-
-const WAIT: Duration = Duration::from_secs(60);
+use mcsd_tests::{Answer, ClusterSet, WAIT, dig, dig_raw, dig_with, eventually};
 
 /// Services in `ns` of one exporting cluster: `web` (ClusterSetIP, dual-stack, a TCP and a UDP
 /// port, a Deployment of 2), `db` (headless, a StatefulSet of 2) and, with `big`, `big`

@@ -14,9 +14,7 @@ use kube::Api;
 use mcsd::{core::import::CONDITION_CLUSTERS_EXCLUDED, daemon::metrics::PeerState};
 use mcsd_crds::mcs::v1beta1::ServiceImport;
 use mcsd_sandbox::ClusterConfig;
-use mcsd_tests::{Answer, ClusterSet, dig, eventually};
-
-const WAIT: Duration = Duration::from_secs(20);
+use mcsd_tests::{Answer, ClusterSet, WAIT, dig, eventually};
 
 fn hello(ns: &str) -> String {
     format!(

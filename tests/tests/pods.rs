@@ -10,9 +10,7 @@
 
 use std::{collections::BTreeSet, process::Output, time::Duration};
 
-use mcsd_tests::{ClusterSet, eventually};
-
-const WAIT: Duration = Duration::from_secs(90);
+use mcsd_tests::{ClusterSet, WAIT, eventually};
 
 /// The real ClusterSet (with its pod network) and namespace `ns` in every cluster.
 async fn real_with_pods(ns: &str) -> ClusterSet {

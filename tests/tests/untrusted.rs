@@ -7,12 +7,8 @@
 //! `mcsd_peer_records_refused_total` and `mcsd why`. Every refusal the guard makes (names,
 //! sizes, limits, each kind of address) is tested, one per row, in `controller/src/core/gate.rs`.
 
-use std::time::Duration;
-
-use mcsd_tests::{Answer, ClusterSet, admin_get, dig, eventually, label, metric_values};
+use mcsd_tests::{Answer, ClusterSet, WAIT, admin_get, dig, eventually, label, metric_values};
 use serde_json::json;
-
-const WAIT: Duration = Duration::from_secs(20);
 
 /// The export record cluster `cluster` would publish for `ns/name`, as a ConfigMap.
 fn record(

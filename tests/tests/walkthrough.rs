@@ -6,11 +6,7 @@
 //! names; `kubectl auth can-i` for mcsd's own identity as `manifests/rbac.yaml` says; events; and
 //! the namespace deleted taking the import and the name with it.
 
-use std::time::Duration;
-
-use mcsd_tests::{Answer, ClusterSet, dig, eventually};
-
-const WAIT: Duration = Duration::from_secs(60);
+use mcsd_tests::{Answer, ClusterSet, WAIT, dig, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomers_walkthrough_with_plain_kubectl_works_across_the_clusterset() {

@@ -4,9 +4,7 @@
 
 use std::{process::Command, time::Duration};
 
-use mcsd_tests::{ClusterSet, eventually, mcsd_binary};
-
-const WAIT: Duration = Duration::from_secs(20);
+use mcsd_tests::{ClusterSet, WAIT, eventually, mcsd_binary};
 
 fn hello(port: u16, pods: &[&str]) -> String {
     let mut yaml = format!(
@@ -206,7 +204,7 @@ fn why_without_a_reachable_mcsd_fails_with_one_line() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("sandbox.json"),
-        r#"[{"name":"cluster-a","admin":"127.0.0.1:1"}]"#,
+        r#"[{"name":"cluster-a","kubeconfig":"cluster-a.kubeconfig","api":"https://127.0.0.1:1","dns":"127.0.0.1:1","admin":"127.0.0.1:1"}]"#,
     )
     .unwrap();
     let out = Command::new(mcsd_binary())

@@ -37,7 +37,7 @@ pub fn percent_encode(s: &str) -> String {
 /// `tests/kube/up.sh` write it).
 pub fn admin_of(dir: &std::path::Path, cluster: &str) -> anyhow::Result<SocketAddr> {
     use anyhow::Context as _;
-    let path = dir.join("sandbox.json");
+    let path = dir.join(crate::core::sandbox_file::FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "reading {} (is `mcsd sandbox --dir {}` or `tests/kube/up.sh --dir {}` running?)",
@@ -46,23 +46,17 @@ pub fn admin_of(dir: &std::path::Path, cluster: &str) -> anyhow::Result<SocketAd
             dir.display()
         )
     })?;
-    let members: Vec<serde_json::Value> =
-        serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
-    let names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
-    let member = members
-        .iter()
-        .find(|m| m["name"].as_str() == Some(cluster))
-        .with_context(|| {
-            format!(
-                "no cluster {cluster} in {} (it has {})",
-                path.display(),
-                names.join(", ")
-            )
-        })?;
-    member["admin"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .with_context(|| format!("{} names no admin address for {cluster}", path.display()))
+    let members =
+        crate::core::sandbox_file::parse(&text).with_context(|| format!("reading {}", path.display()))?;
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    let member = members.iter().find(|m| m.name == cluster).with_context(|| {
+        format!(
+            "no cluster {cluster} in {} (it has {})",
+            path.display(),
+            names.join(", ")
+        )
+    })?;
+    Ok(member.admin)
 }
 
 #[cfg(test)]

@@ -25,8 +25,9 @@ use kube::{
 };
 use mcsd_sandbox::{Cluster, ClusterConfig};
 use serde::{Serialize, de::DeserializeOwned};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
+
+use crate::core::sandbox_file;
 
 use crate::daemon;
 
@@ -211,19 +212,21 @@ where
 }
 
 /// The contents of `DIR/sandbox.json`.
-pub fn manifest(members: &[Member]) -> serde_json::Value {
-    json!(
-        members
-            .iter()
-            .map(|m| json!({
-                "name": m.cluster.name(),
-                "kubeconfig": m.kubeconfig.display().to_string(),
-                "api": m.cluster.api_url(),
-                "dns": m.dns.map(|a| a.to_string()),
-                "admin": m.admin.map(|a| a.to_string()),
-            }))
-            .collect::<Vec<_>>()
-    )
+pub fn manifest(members: &[Member]) -> Vec<sandbox_file::Member> {
+    members
+        .iter()
+        .map(|m| sandbox_file::Member {
+            name: m.cluster.name().to_string(),
+            kubeconfig: m.kubeconfig.clone(),
+            api: m.cluster.api_url(),
+            dns: m.dns.expect("started before it is listed"),
+            admin: m.admin.expect("started before it is listed"),
+            cluster_dns: None,
+            reference_dns: None,
+            pod_network: false,
+            pod_dns: None,
+        })
+        .collect()
 }
 
 /// One kubeconfig with every member's admin credentials, a context per cluster named after it
@@ -273,8 +276,8 @@ pub async fn run(clusters: usize, dir: &Path, peered: bool) -> anyhow::Result<()
     let path = dir.join("kubeconfig");
     std::fs::write(&path, merged_kubeconfig(&members)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    let path = dir.join("sandbox.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&manifest(&members))?)
+    let path = dir.join(sandbox_file::FILE);
+    std::fs::write(&path, sandbox_file::render(&manifest(&members)))
         .with_context(|| format!("writing {}", path.display()))?;
     {
         use std::io::Write;

@@ -34,8 +34,8 @@ use std::{
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use ipnet::IpNet;
+use mcsd::core::sandbox_file;
 pub use process::{Process, free_port};
-use serde_json::json;
 
 /// Where the Go programs are (`tests/kube/build.sh` prints the directory): `kube`, `kwok`,
 /// `coredns`.
@@ -328,27 +328,22 @@ impl ClusterSet {
     /// Writes `DIR/<name>.kubeconfig` (already there), `DIR/kubeconfig` with every cluster as a
     /// context and `DIR/sandbox.json`.
     fn write_state(&self) -> anyhow::Result<()> {
-        let entries: Vec<serde_json::Value> = self
+        let members: Vec<sandbox_file::Member> = self
             .clusters
             .iter()
-            .map(|c| {
-                json!({
-                    "name": c.name,
-                    "kubeconfig": c.kubeconfig,
-                    "api": c.api,
-                    "dns": c.dns.to_string(),
-                    "admin": c.admin.to_string(),
-                    "cluster_dns": c.cluster_dns.to_string(),
-                    "reference_dns": c.reference_dns.to_string(),
-                    "pod_network": c.pods.is_some(),
-                    "pod_dns": c.pods.as_ref().map(|p| format!("{}:53", p.node.dns)),
-                })
+            .map(|c| sandbox_file::Member {
+                name: c.name.clone(),
+                kubeconfig: c.kubeconfig.clone(),
+                api: c.api.clone(),
+                dns: c.dns,
+                admin: c.admin,
+                cluster_dns: Some(c.cluster_dns),
+                reference_dns: Some(c.reference_dns),
+                pod_network: c.pods.is_some(),
+                pod_dns: c.pods.as_ref().map(|p| SocketAddr::from((p.node.dns, 53))),
             })
             .collect();
-        std::fs::write(
-            self.dir.join("sandbox.json"),
-            serde_json::to_string_pretty(&entries)? + "\n",
-        )?;
+        std::fs::write(self.dir.join(sandbox_file::FILE), sandbox_file::render(&members))?;
         let mut merged = serde_yaml::Mapping::new();
         let mut lists: [Vec<serde_yaml::Value>; 3] = Default::default();
         for cluster in &self.clusters {
