@@ -41,6 +41,9 @@ host_network() {
     nft list ruleset 2>/dev/null || true
     ls -A /etc/netns 2>/dev/null || true
 }
+# A run killed before it could stop (a machine restarted under it) left its network behind: the
+# first tier would remove it, and the comparison below would take that for a change.
+"$repo/tests/kube/up.sh" --remove-leftovers | sed 's/^/test.sh: /'
 before=$(host_network)
 
 # run_tier NAME PROXY_MODE CARGO_TEST_ARGS...: brings the clusters up in DIR/NAME, runs the tests,

@@ -17,12 +17,14 @@
 # the real kube-proxy. That needs root, and the programs below (installed with apt-get when
 # missing); --no-pod-network leaves pods as kwok's records.
 # --release runs mcsd built with the release profile (for benchmarks).
+# --remove-leftovers removes what a tier killed before it could stop left of the pod network
+# (namespaces, the host's link, /etc/netns entries), says so, and exits.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 clusters=3
 dir=./kube-state
 profile=debug
-pod_network=(); proxy_mode=(--proxy-mode iptables)
+pod_network=(); proxy_mode=(--proxy-mode iptables); leftovers=()
 while (($#)); do
     case $1 in
         --clusters) clusters=$2; shift 2 ;;
@@ -31,9 +33,10 @@ while (($#)); do
         --dir=*) dir=${1#*=}; shift ;;
         --release) profile=release; shift ;;
         --no-pod-network) pod_network=(--no-pod-network); shift ;;
+        --remove-leftovers) leftovers=(--remove-leftovers); shift ;;
         --proxy-mode) proxy_mode=(--proxy-mode "$2"); shift 2 ;;
         --proxy-mode=*) proxy_mode=(--proxy-mode "${1#*=}"); shift ;;
-        *) echo "up.sh: unknown argument $1 (usage: up.sh [--clusters N] [--dir DIR] [--release] [--no-pod-network] [--proxy-mode iptables|nftables])" >&2; exit 2 ;;
+        *) echo "up.sh: unknown argument $1 (usage: up.sh [--clusters N] [--dir DIR] [--release] [--no-pod-network] [--proxy-mode iptables|nftables] [--remove-leftovers])" >&2; exit 2 ;;
     esac
 done
 
@@ -68,4 +71,4 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 # kubectl of the control plane's own release comes first on PATH (kube-up creates tokens with it).
 export PATH="$bin:$PATH"
 exec "$target/$profile/kube-up" --clusters "$clusters" --dir "$dir" --bin "$bin" --mcsd "$target/$profile/mcsd" \
-    "${pod_network[@]}" "${proxy_mode[@]}"
+    "${pod_network[@]}" "${proxy_mode[@]}" "${leftovers[@]}"

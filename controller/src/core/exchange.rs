@@ -392,10 +392,13 @@ pub enum Kind {
     Slice,
 }
 
+/// A service, by namespace and name: the one service key of mcsd, the DNS side's included.
+pub use mcsd_dns::ServiceRef as Key;
+
 /// The service an exchange object is about, from its labels.
-pub fn key_of(labels: Option<&BTreeMap<String, String>>) -> Option<mcsd_dns::ServiceRef> {
+pub fn key_of(labels: Option<&BTreeMap<String, String>>) -> Option<Key> {
     let labels = labels?;
-    Some(mcsd_dns::ServiceRef::new(
+    Some(Key::new(
         labels.get(LABEL_SERVICE_NAMESPACE)?.clone(),
         labels.get(LABEL_SERVICE_NAME)?.clone(),
     ))

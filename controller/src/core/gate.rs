@@ -20,12 +20,9 @@ use std::{collections::BTreeMap, sync::Arc};
 use mcsd_crds::ClusterId;
 
 use crate::core::{
-    exchange::{ExportRecord, Kind, MirroredSlice, Object, key_of},
+    exchange::{ExportRecord, Key, Kind, MirroredSlice, Object, key_of},
     guard::{self, Guard, Refusal},
 };
-
-/// A service, by namespace and name.
-pub use mcsd_dns::ServiceRef as Key;
 
 /// An exchange object the gate let through, read once.
 #[derive(Clone, Debug)]

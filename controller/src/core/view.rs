@@ -21,16 +21,13 @@ use std::{
 
 use mcsd_crds::ClusterId;
 
-pub use crate::core::exchange::{Kind, Object};
+pub use crate::core::exchange::{Key, Kind, Object};
 use crate::core::{
     exchange::{ExportRecord, MirroredSlice, key_of},
     gate::{Admitted, Gate, Held, Verdict},
     guard::{Guard, Refusal},
     merge::{Merged, merge},
 };
-
-/// A service, by namespace and name: the one service key of mcsd, the DNS side's included.
-pub use mcsd_dns::ServiceRef as Key;
 
 /// What one cluster publishes about one service.
 #[derive(Clone, Debug, Default, PartialEq)]

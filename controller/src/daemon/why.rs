@@ -98,7 +98,7 @@ impl Sources {
 
     fn explain_service(&self, key: &Key, out: &mut Explanation) {
         self.explain_local(key, out);
-        let held = self.held(key, out);
+        let held = self.view_facts(key, out);
         let withheld = self.explain_clusters(&held, out);
         if let Some(m) = &held.merged {
             out.conflicts = m
@@ -160,7 +160,7 @@ impl Sources {
 
     /// What the view holds of `key`, taken under one lock; its warnings and what the gate
     /// refused go straight into `out`.
-    fn held(&self, key: &Key, out: &mut Explanation) -> Held {
+    fn view_facts(&self, key: &Key, out: &mut Explanation) -> ViewFacts {
         let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
         out.at_risk = view
             .warnings(key)
@@ -176,7 +176,7 @@ impl Sources {
                 published.entry(cluster).or_default();
             }
         }
-        Held {
+        ViewFacts {
             merged: view.merged(key),
             excluded,
             published,
@@ -186,7 +186,7 @@ impl Sources {
 
     /// Each cluster's part (what it exports, what of it serves, what is left out and why), in
     /// `out`; the slices of excluded clusters, which are withheld.
-    fn explain_clusters(&self, held: &Held, out: &mut Explanation) -> Vec<SliceFacts> {
+    fn explain_clusters(&self, held: &ViewFacts, out: &mut Explanation) -> Vec<SliceFacts> {
         let peers = self.peers.snapshot();
         let merged = held.merged.as_ref();
         let mut withheld = Vec::new();
@@ -247,7 +247,7 @@ impl Sources {
 
     /// The MCS EndpointSlices imported here, with their endpoints as their source slices have
     /// them, and a line for each endpoint that is not ready.
-    fn explain_slices(&self, key: &Key, held: &Held, out: &mut Explanation) {
+    fn explain_slices(&self, key: &Key, held: &ViewFacts, out: &mut Explanation) {
         let Key { namespace: ns, name } = key;
         let imported = self.imported_slices.get(&self.slices, key, |s| {
             s.metadata.namespace.as_deref() == Some(ns.as_str())
@@ -302,7 +302,7 @@ impl Sources {
 }
 
 /// What the view holds of one service, for an explanation.
-struct Held {
+struct ViewFacts {
     merged: Option<Merged>,
     excluded: BTreeMap<ClusterId, String>,
     published: BTreeMap<ClusterId, crate::core::view::Published>,

@@ -289,7 +289,14 @@ pub async fn run(clusters: usize, dir: &Path, peered: bool) -> anyhow::Result<()
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}
     }
+    // Each mcsd first (its writers finish, it gives its Lease up), then the API servers it
+    // talks to: the other way round, every mcsd would log the API server's disappearance.
     shutdown.cancel();
+    for mcsd in running {
+        if let Err(e) = mcsd.stopped().await {
+            tracing::warn!(error = %e, "an mcsd did not stop cleanly");
+        }
+    }
     for m in members {
         m.cluster.shutdown().await;
     }

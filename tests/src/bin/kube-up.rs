@@ -40,11 +40,29 @@ struct Args {
     /// How each node's kube-proxy programs Services and clusterset IPs.
     #[arg(long, value_enum, default_value_t = ProxyMode::Iptables)]
     proxy_mode: ProxyMode,
+    /// Remove what a tier killed before it could stop left of the pod network, say it, and exit
+    /// (fails while a tier runs).
+    #[arg(long)]
+    remove_leftovers: bool,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if args.remove_leftovers {
+        return match mcsd_tests::real::network::Network::remove_what_a_killed_tier_left() {
+            Ok(names) => {
+                if !names.is_empty() {
+                    println!("removed what a killed tier left: {}", names.join(" "));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kube-up: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let programs = match Programs::in_dir(&args.bin, args.mcsd.clone()) {
         Ok(p) => p,
         Err(e) => {

@@ -143,12 +143,13 @@ impl Shared {
         let _ = writeln!(log, "{now} {line}");
     }
 
-    /// The running pod `namespace/name` (not one being torn down).
-    fn running(&self, namespace: &str, name: &str) -> Option<Arc<pod::Runtime>> {
+    /// The running pod `namespace/name` (not one being torn down), and what is cancelled when
+    /// it stops.
+    fn running(&self, namespace: &str, name: &str) -> Option<(Arc<pod::Runtime>, CancellationToken)> {
         let pods = self.pods.lock().unwrap();
         pods.values()
             .filter(|p| p.namespace == namespace && p.name == name && !p.stop.is_cancelled())
-            .find_map(|p| p.runtime.get().cloned())
+            .find_map(|p| Some((p.runtime.get()?.clone(), p.stop.clone())))
     }
 }
 

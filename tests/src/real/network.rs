@@ -85,6 +85,8 @@ pub struct Network {
     pub nodes: Vec<Node>,
     ip: PathBuf,
     lock: Option<File>,
+    /// Whether `/etc/netns` was there before the tier (then it stays, even empty).
+    etc_netns_existed: bool,
 }
 
 impl Network {
@@ -96,18 +98,13 @@ impl Network {
             is_root(),
             "the pod network needs root (it makes network namespaces): run as root, or pass --no-pod-network"
         );
-        let ip = mcsd_test_tools::find_on(&std::env::var_os("PATH").unwrap_or_default(), "ip")
-            .context("the pod network needs `ip` (Debian package iproute2): apt-get install -y iproute2")?;
-        let lock = File::create(LOCK).with_context(|| format!("creating {LOCK}"))?;
-        if lock.try_lock().is_err() {
-            bail!(
-                "another real tier with a pod network runs on this machine (it holds {LOCK}): stop it, or pass --no-pod-network"
-            );
-        }
+        let ip = find_ip()?;
+        let lock = take_lock()?;
         let mut network = Self {
             nodes: Vec::new(),
             ip,
             lock: Some(lock),
+            etc_netns_existed: Path::new("/etc/netns").exists(),
         };
         network.remove_leftovers();
         network.check_ranges_are_free(clusters)?;
@@ -238,16 +235,39 @@ impl Network {
         Ok(())
     }
 
-    /// Removes what an earlier tier left: processes in `mcsd-` namespaces, the namespaces, the
-    /// root namespace's link and `/etc/netns/mcsd-*`.
-    fn remove_leftovers(&self) {
+    /// Removes what a tier killed before it could stop left on this machine (namespaces, the
+    /// root namespace's link, `/etc/netns/mcsd-*`), and says which namespaces went. Fails when
+    /// a running tier owns the network. `tests/kube/test.sh` calls it (through `kube-up
+    /// --remove-leftovers`) before it notes the host's network, so a killed run does not make
+    /// the next one's before-and-after comparison fail.
+    pub fn remove_what_a_killed_tier_left() -> anyhow::Result<Vec<String>> {
+        anyhow::ensure!(is_root(), "removing the pod network's leftovers needs root");
+        let mut network = Self {
+            nodes: Vec::new(),
+            ip: find_ip()?,
+            lock: Some(take_lock()?),
+            etc_netns_existed: false,
+        };
+        let names = network.leftover_namespaces();
+        network.teardown();
+        Ok(names)
+    }
+
+    /// The `mcsd-` namespaces on this machine.
+    fn leftover_namespaces(&self) -> Vec<String> {
         let names = self.ip_out(&["netns", "list"]).unwrap_or_default();
-        let mut leftovers: Vec<String> = names
+        names
             .lines()
             .filter_map(|l| l.split_whitespace().next())
             .filter(|n| n.starts_with(PREFIX))
             .map(str::to_string)
-            .collect();
+            .collect()
+    }
+
+    /// Removes what an earlier tier left: processes in `mcsd-` namespaces, the namespaces, the
+    /// root namespace's link and `/etc/netns/mcsd-*`.
+    fn remove_leftovers(&self) {
+        let mut leftovers = self.leftover_namespaces();
         // Pods first, the router last: a pod's veth goes with its namespace.
         leftovers.sort_by_key(|n| (n == ROUTER, n.starts_with("mcsd-node-")));
         for netns in &leftovers {
@@ -255,6 +275,10 @@ impl Network {
         }
         let _ = self.ip_quiet(&["link", "del", ROOT_LINK]);
         remove_etc_netns(|name| name.starts_with(PREFIX));
+        if !self.etc_netns_existed {
+            // The tier made it: it goes if nothing else is in it.
+            let _ = std::fs::remove_dir("/etc/netns");
+        }
     }
 
     /// Kills every process in `netns` and deletes it, with its `/etc/netns` directory.
@@ -394,8 +418,22 @@ fn remove_etc_netns(matches: impl Fn(&str) -> bool) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
-    // Leave /etc as it was: the directory goes if the tier made it and nothing else is in it.
-    let _ = std::fs::remove_dir("/etc/netns");
+}
+
+fn find_ip() -> anyhow::Result<PathBuf> {
+    mcsd_test_tools::find_on(&std::env::var_os("PATH").unwrap_or_default(), "ip")
+        .context("the pod network needs `ip` (Debian package iproute2): apt-get install -y iproute2")
+}
+
+/// Takes the lock that says a tier owns the network, or fails with one line.
+fn take_lock() -> anyhow::Result<File> {
+    let lock = File::create(LOCK).with_context(|| format!("creating {LOCK}"))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another real tier with a pod network runs on this machine (it holds {LOCK}): stop it, or pass --no-pod-network"
+        );
+    }
+    Ok(lock)
 }
 
 fn is_root() -> bool {

@@ -151,7 +151,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ["containerLogs", namespace, pod, container] => (true, *namespace, *pod, *container),
         _ => return pass_on(shared, client, head.with_query(&head.query), rest).await,
     };
-    let Some(runtime) = shared.running(namespace, pod) else {
+    let Some((runtime, gone)) = shared.running(namespace, pod) else {
         return answer(
             &mut client,
             404,
@@ -171,14 +171,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             tail_lines: param("tailLines").and_then(|v| v.parse().ok()),
             limit_bytes: param("limitBytes").and_then(|v| v.parse().ok()),
         };
-        let gone = shared
-            .pods
-            .lock()
-            .unwrap()
-            .values()
-            .find(|p| p.namespace == namespace && p.name == pod && !p.stop.is_cancelled())
-            .map(|p| p.stop.clone())
-            .unwrap_or_default();
         return logs(&mut client, &file, &options, &gone, stop).await;
     }
     let mut command = Vec::new();
