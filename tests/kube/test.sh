@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-Kubernetes tier's tests. Brings up three real clusters with tests/kube/up.sh (pods with
 # a network, kube-proxy in iptables mode) and runs against them the end-to-end tests that need no
-# sandbox hook (MCSD_E2E_CLUSTERSET), the tests that exist only here (CoreDNS in front of mcsd,
+# sandbox hook (MCSD_E2E_CLUSTERSET; found by what they call, no list), the tests that exist only here (CoreDNS in front of mcsd,
 # against CoreDNS's own MCS support, real faults) and the tests through pods (pods.rs); stops the
 # clusters; then brings them up again with kube-proxy in nftables mode and runs the tests through
 # pods once more. After each, the host's network must be as it was before: no namespace, link,
@@ -28,7 +28,12 @@ echo "test.sh: clusters, logs and reports in $dir"
 bin=$("$repo/tests/kube/build.sh" | tail -n 1)
 export PATH="$bin:$PATH"
 
-all_tests=(--test clusterset --test conformance --test walkthrough --test kube --test pods)
+# Every test file whose stories take whichever ClusterSet they are pointed at; files that start
+# sandbox clusters of their own stay on the sandbox tier (tests/tests/tiers.rs keeps the rule).
+all_tests=()
+for file in $(grep -lE 'ClusterSet::(start|with_namespace|unpeered)\(' "$repo"/tests/tests/*.rs | sort); do
+    all_tests+=(--test "$(basename "$file" .rs)")
+done
 # Build the tests first, so the clusters are not kept waiting on a compile.
 (cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}")
 

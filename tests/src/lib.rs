@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod fixtures;
 pub mod real;
 
 use mcsd::{core::sandbox_file, daemon, process::sandbox::Mcsd};
@@ -29,15 +30,20 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs the real kubectl against `kubeconfig`; panics with its output if it fails.
-pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+/// Runs the real kubectl against `kubeconfig`, whatever it exits with.
+pub fn kubectl_output(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
     mcsd_test_tools::require(&["kubectl"]);
-    let out = Command::new("kubectl")
+    Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
         .output()
-        .expect("kubectl runs");
+        .expect("kubectl runs")
+}
+
+/// Runs the real kubectl against `kubeconfig`; panics with its output if it fails.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl_output(kubeconfig, args);
     assert!(
         out.status.success(),
         "kubectl {} failed: {}{}",
@@ -150,39 +156,6 @@ pub fn why(admin: std::net::SocketAddr, name: &str, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("mcsd writes UTF-8")
 }
 
-/// The README's first walkthrough, by kubectl: namespace `demo` in every cluster of
-/// `kubeconfigs`, then in `kubeconfigs[from]` the Deployment `hello` (two replicas, rolled out),
-/// `docs/examples/hello.yaml` (its Service and ServiceExport) applied, and the export Ready.
-pub fn export_hello_as_the_readme_does(kubeconfigs: &[PathBuf], from: usize) {
-    for k in kubeconfigs {
-        kubectl(k, &["create", "namespace", "demo"]);
-    }
-    let example = repo_root().join("docs/examples/hello.yaml");
-    for args in [
-        &[
-            "-n",
-            "demo",
-            "create",
-            "deployment",
-            "hello",
-            "--image=nginx",
-            "--replicas=2",
-            "--port=8080",
-        ][..],
-        &["-n", "demo", "rollout", "status", "deployment/hello"],
-        &["apply", "-f", example.to_str().expect("a UTF-8 path")],
-        &[
-            "-n",
-            "demo",
-            "wait",
-            "--for=condition=Ready",
-            "serviceexport/hello",
-        ],
-    ] {
-        kubectl(&kubeconfigs[from], args);
-    }
-}
-
 /// `mcsd ARGS --kubeconfig KUBECONFIG`, which must succeed; its standard output.
 pub fn mcsd_ok(kubeconfig: &Path, args: &[&str]) -> String {
     let out = Command::new(mcsd_binary())
@@ -198,6 +171,26 @@ pub fn mcsd_ok(kubeconfig: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("mcsd writes UTF-8")
+}
+
+/// `kubectl get OBJECT -n NS -o jsonpath=JSONPATH` (`object`: `serviceimport/hello`).
+pub fn kubectl_get(kubeconfig: &Path, ns: &str, object: &str, jsonpath: &str) -> String {
+    kubectl(
+        kubeconfig,
+        &["get", object, "-n", ns, "-o", &format!("jsonpath={jsonpath}")],
+    )
+}
+
+/// kubectl with `kubeconfig`, which must be refused: its error output.
+pub fn kubectl_refused(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = kubectl_output(kubeconfig, args);
+    assert!(
+        !out.status.success(),
+        "kubectl {} should have been refused: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The kubeconfig in the peer Secret `mcsd-system/peer-<exporter>` of the cluster `kubeconfig`
@@ -583,6 +576,38 @@ impl ClusterSet {
         set
     }
 
+    /// [`Self::start`], but with no cluster peered with another, for `mcsd join` to connect
+    /// them: new sandbox clusters started unpeered, or the real ones parted with `mcsd leave`
+    /// (each mcsd then follows no peer). A test that starts here leaves the clusters joined
+    /// again when it ends: the real tier's next test expects a mesh.
+    pub async fn unpeered(n: usize) -> Self {
+        let Some(dir) = real_clusterset() else {
+            let options = mcsd::process::sandbox::Options {
+                peered: false,
+                ..Default::default()
+            };
+            return Self::sandbox_with(n, options).await;
+        };
+        let set = Self::attach_real(n, &dir).await;
+        let names: Vec<&str> = set.members.iter().map(|m| m.name.as_str()).collect();
+        set.mcsd(&[&["leave"], &names[..]].concat());
+        for m in &set.members {
+            eventually(
+                &format!("{}'s mcsd to follow none of {names:?}", m.name),
+                WAIT,
+                || async {
+                    let states = metric_values(&admin_get(m.admin, "/metrics").await, "mcsd_peer_state");
+                    let follows = |(labels, v): &(String, f64)| {
+                        *v == 1.0 && label(labels, "peer").is_some_and(|p| names.contains(&p))
+                    };
+                    (!states.iter().any(follows)).then_some(())
+                },
+            )
+            .await;
+        }
+        set
+    }
+
     /// `n` new sandbox clusters, whatever [`CLUSTERSET_ENV`] says: for tests that reach into
     /// the cluster or mcsd (held requests, API server restarts, write counters).
     pub async fn sandbox(n: usize) -> Self {
@@ -759,10 +784,7 @@ impl ClusterSet {
     /// Creates namespace `ns` in every cluster with kubectl.
     pub fn create_namespace(&self, ns: &str) {
         for i in 0..self.members.len() {
-            self.apply(
-                i,
-                &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
-            );
+            self.apply(i, &fixtures::namespace(ns));
         }
     }
 
@@ -816,6 +838,92 @@ impl ClusterSet {
         kubectl(&self.members[i].kubeconfig, args)
     }
 
+    /// One kubeconfig with every cluster as a context named after it (what `mcsd join`,
+    /// `mcsd leave` and `mcsd status` read): `DIR/kubeconfig` of `mcsd sandbox` and
+    /// `tests/kube/up.sh` alike.
+    pub fn kubeconfig(&self) -> PathBuf {
+        if let Some(dir) = real_clusterset().filter(|_| self.is_real()) {
+            return dir.join("kubeconfig");
+        }
+        let path = self.dir.join("kubeconfig");
+        if !path.exists() {
+            let mut merged: Option<kube::config::Kubeconfig> = None;
+            for m in &self.members {
+                let one = kube::config::Kubeconfig::read_from(&m.kubeconfig).unwrap();
+                merged = Some(match merged {
+                    None => one,
+                    Some(all) => all.merge(one).unwrap(),
+                });
+            }
+            std::fs::write(&path, serde_yaml::to_string(&merged.unwrap()).unwrap()).unwrap();
+        }
+        path
+    }
+
+    /// A kubeconfig for the `i`th cluster as the ServiceAccount `namespace/name`, with a token
+    /// minted by `kubectl create token` (the API server's TokenRequest): kubectl with it has
+    /// exactly the rights that identity has.
+    pub fn kubeconfig_as(&self, i: usize, namespace: &str, name: &str) -> PathBuf {
+        let token = self.kubectl(i, &["create", "token", name, "-n", namespace]);
+        let text = std::fs::read_to_string(&self.members[i].kubeconfig).unwrap();
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        for user in config["users"].as_sequence_mut().expect("a kubeconfig has users") {
+            user["user"] = serde_yaml::from_str(&format!("{{token: {}}}", token.trim())).unwrap();
+        }
+        let file = format!("{}-{namespace}-{name}.kubeconfig", self.members[i].name);
+        self.write(&file, &serde_yaml::to_string(&config).unwrap())
+    }
+
+    /// `mcsd ARGS --kubeconfig` [`Self::kubeconfig`], which must succeed; its standard output.
+    pub fn mcsd(&self, args: &[&str]) -> String {
+        mcsd_ok(&self.kubeconfig(), args)
+    }
+
+    /// A file in the test's scratch directory holding `text` (a kubeconfig made from a peer
+    /// Secret, a manifest).
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Every object `mcsd join` writes (peer identities, their Roles and bindings, peer
+    /// Secrets), with its resourceVersion, in every cluster: equal before and after, nothing
+    /// was written.
+    pub fn join_objects(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for i in 0..self.members.len() {
+            for args in [
+                &[
+                    "get",
+                    "serviceaccounts,roles,rolebindings,secrets",
+                    "-n",
+                    "mcsd-system",
+                ][..],
+                &["get", "clusterrolebindings"],
+            ] {
+                let mut args = args.to_vec();
+                args.extend([
+                    "-o",
+                    "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion}{\"\\n\"}{end}",
+                ]);
+                all.extend(
+                    self.kubectl(i, &args)
+                        .lines()
+                        .filter(|l| l.contains("peer-cluster-") || l.contains("peer-identity-cluster-"))
+                        .map(|l| format!("cluster {i}: {l}")),
+                );
+            }
+        }
+        all.sort();
+        all
+    }
+
+    /// [`kubectl_get`] on the `i`th cluster.
+    pub fn get(&self, i: usize, ns: &str, object: &str, jsonpath: &str) -> String {
+        kubectl_get(&self.members[i].kubeconfig, ns, object, jsonpath)
+    }
+
     /// kubectl apply of a YAML document on the `i`th cluster.
     pub fn apply(&self, i: usize, yaml: &str) {
         let path = self.dir.join(format!("apply-{}-{}.yaml", i, rand_suffix()));
@@ -837,7 +945,13 @@ impl ClusterSet {
     pub async fn stop(self) {
         match self.backend {
             Backend::Sandbox { shutdown, .. } => {
+                // Each mcsd first, then the API servers it talks to (as `mcsd sandbox` stops).
                 shutdown.cancel();
+                for m in &self.members {
+                    if let Some(sandbox) = &m.sandbox {
+                        sandbox.daemon.stopped().await;
+                    }
+                }
                 for m in self.members {
                     if let Some(sandbox) = m.sandbox {
                         sandbox.cluster.shutdown().await;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use mcsd_tests::{Answer, ClusterSet, WAIT, dig, eventually, settled};
+use mcsd_tests::{Answer, ClusterSet, WAIT, dig, eventually, fixtures::resolved, settled};
 use serde_json::json;
 
 fn cluster_ip_export(ns: &str, name: &str) -> String {
@@ -13,15 +13,6 @@ fn cluster_ip_export(ns: &str, name: &str) -> String {
         "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n\
          ---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {{name: {name}, namespace: {ns}}}\n"
     )
-}
-
-/// Waits until `server` answers `name` with one address, and returns it.
-async fn resolved(server: std::net::SocketAddr, name: &str) -> String {
-    eventually(&format!("{name} to resolve"), WAIT, || async {
-        let a = dig(&server, name, "A");
-        (a.status == "NOERROR" && a.records.len() == 1).then(|| a.records[0].clone())
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +207,7 @@ async fn an_api_server_restart_past_its_watch_history_relists_without_a_burst_of
     configs[1].event_log_capacity = 50;
     let set = ClusterSet::sandbox_configs(configs, Default::default()).await;
     for i in 0..2 {
-        set.apply(i, "apiVersion: v1\nkind: Namespace\nmetadata: {name: relist}\n");
+        set.apply(i, &mcsd_tests::fixtures::namespace("relist"));
     }
     let all: String = (0..20)
         .map(|i| cluster_ip_export("relist", &format!("svc-{i}")))

@@ -5,7 +5,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use mcsd_tests::{Answer, ClusterSet, WAIT, dig, dig_raw, dig_with, eventually};
+use mcsd_tests::{
+    Answer, ClusterSet, WAIT, dig, dig_raw, dig_with, eventually,
+    fixtures::{export_when_ready, exported, resolved},
+};
 
 /// Services in `ns` of one exporting cluster: `web` (ClusterSetIP, dual-stack, a TCP and a UDP
 /// port, a Deployment of 2), `db` (headless, a StatefulSet of 2) and, with `big`, `big`
@@ -288,63 +291,6 @@ fn comparable(mut answer: Answer) -> Answer {
     answer
 }
 
-/// A ClusterSetIP Service `name` with one pod, exported, as YAML for `kubectl apply`.
-fn exported(ns: &str, name: &str) -> String {
-    format!("{}{}", served(ns, name), export_of(ns, name))
-}
-
-/// A ClusterSetIP Service `name` with one pod, as YAML for `kubectl apply`.
-fn served(ns: &str, name: &str) -> String {
-    format!(
-        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n\
-         ---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}\nspec: {{containers: [{{name: c, image: nginx}}]}}\n"
-    )
-}
-
-/// The ServiceExport of `name`, as YAML for `kubectl apply`.
-fn export_of(ns: &str, name: &str) -> String {
-    format!(
-        "---\napiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {{name: {name}, namespace: {ns}}}\n"
-    )
-}
-
-/// Exports `name` from cluster `i` once its endpoint is ready there, so that every importer sees
-/// it arrive in one state: what each writes for it is then the same, whatever its timing.
-async fn export_when_ready(set: &ClusterSet, i: usize, ns: &str, name: &str) {
-    set.apply(i, &served(ns, name));
-    eventually(
-        &format!("{name}'s endpoint ready in cluster {i}"),
-        WAIT,
-        || async {
-            let ready = set.kubectl(
-                i,
-                &[
-                    "get",
-                    "endpointslices",
-                    "-n",
-                    ns,
-                    "-l",
-                    &format!("kubernetes.io/service-name={name}"),
-                    "-o",
-                    "jsonpath={.items[*].endpoints[*].conditions.ready}",
-                ],
-            );
-            (ready.trim() == "true").then_some(())
-        },
-    )
-    .await;
-    set.apply(i, &export_of(ns, name));
-}
-
-/// Waits until `server` answers `name` with one address; returns it.
-async fn resolved(server: SocketAddr, name: &str) -> String {
-    eventually(&format!("{name} to resolve"), WAIT, || async {
-        let a = dig(&server, name, "A");
-        (a.status == "NOERROR" && a.records.len() == 1).then(|| a.records[0].clone())
-    })
-    .await
-}
-
 /// The MCS EndpointSlices for `service` in cluster `i` hold a ready endpoint: every write for
 /// that import is done.
 async fn imported_with_endpoints(set: &ClusterSet, i: usize, ns: &str, service: &str) {
@@ -509,7 +455,18 @@ async fn a_revoked_peer_token_is_named_in_one_line_and_a_renewed_one_takes_over(
     let one = format!("one.{ns}.svc.clusterset.local");
     let dns_b = set.members[1].dns;
     let ip = resolved(dns_b, &one).await;
-    set.kubectl(0, &["delete", "serviceaccount", "mcsd-peer", "-n", "mcsd-system"]);
+    // The identity cluster-b's credential for cluster-a is a token of: `mcsd-peer` as up.sh
+    // peers the clusters, `mcsd-peer-cluster-b` once `mcsd join` has (join.rs).
+    let identity = |importer: &mcsd_tests::Member| {
+        let account =
+            mcsd_tests::peer_secret_annotation(&importer.kubeconfig, "cluster-a", "service-account");
+        match account.split_once('/') {
+            Some((_, name)) => name.to_string(),
+            None => "mcsd-peer".to_string(),
+        }
+    };
+    let revoked = identity(&set.members[1]);
+    set.kubectl(0, &["delete", "serviceaccount", &revoked, "-n", "mcsd-system"]);
     let problem = eventually(
         "cluster-b to name the revoked credential",
         Duration::from_secs(90),
@@ -538,22 +495,17 @@ async fn a_revoked_peer_token_is_named_in_one_line_and_a_renewed_one_takes_over(
     let why = set.why(1, &one, &[]);
     assert!(why.contains("401"), "{why}");
 
-    // Renewed as a user renews it: the identity again, a new token, the peer Secret updated in
-    // every cluster that held the revoked one (cluster-c's too).
-    let rbac = mcsd_tests::repo_root().join("manifests/rbac.yaml");
-    set.kubectl(0, &["apply", "-f", rbac.to_str().unwrap()]);
+    // Renewed as a user renews it: the identity again (its bindings name it, and stay), a new
+    // token, the peer Secret updated in every cluster that held the revoked one.
+    let holders: Vec<usize> = (1..set.members.len())
+        .filter(|&i| identity(&set.members[i]) == revoked)
+        .collect();
+    set.kubectl(0, &["create", "serviceaccount", &revoked, "-n", "mcsd-system"]);
     let token = set.kubectl(
         0,
-        &[
-            "create",
-            "token",
-            "mcsd-peer",
-            "-n",
-            "mcsd-system",
-            "--duration=48h",
-        ],
+        &["create", "token", &revoked, "-n", "mcsd-system", "--duration=48h"],
     );
-    for importer in 1..set.members.len() {
+    for &importer in &holders {
         renew_peer_token(&set, importer, "cluster-a", token.trim());
     }
     for importer in &set.members[1..] {
@@ -811,308 +763,4 @@ fn base64_decode(text: &str) -> String {
 fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-/// `mcsd join` on real clusters (already peered by tests/kube/up.sh, so joining replaces its peer
-/// Secrets with join's, a credential change): the mesh works, a second run writes nothing, the
-/// handed-over credential reads the exchange records and nothing else, and `mcsd leave` withdraws
-/// the peer's exports and revokes its token. The mesh is restored at the end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "real Kubernetes only (mcsd join against kube-apiserver): tests/kube/test.sh runs it"]
-async fn mcsd_join_meshes_real_clusters_idempotently_and_leave_revokes() {
-    let ns = "joined";
-    let set = real(3, ns).await;
-    let dir = mcsd_tests::real_clusterset().unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    let mcsd = |args: &[&str]| mcsd_tests::mcsd_ok(&kubeconfig, args);
-    let all = ["join", "cluster-a", "cluster-b", "cluster-c"];
-    let joined = mcsd(&all);
-    assert_eq!(joined.matches("joined: ").count(), 6, "{joined}");
-    set.apply(0, &exported(ns, "one"));
-    let one = format!("one.{ns}.svc.clusterset.local");
-    resolved(set.members[1].dns, &one).await;
-    resolved(set.members[2].dns, &one).await;
-
-    // Again: every object unchanged, and kube-apiserver's resourceVersions say so.
-    let versions = |i: usize| {
-        set.kubectl(
-            i,
-            &[
-                "get",
-                "serviceaccounts,roles,rolebindings,secrets",
-                "-n",
-                "mcsd-system",
-                "-o",
-                "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion}{\"\\n\"}{end}",
-            ],
-        )
-    };
-    let before: Vec<String> = (0..3).map(versions).collect();
-    let again = mcsd(&all);
-    assert!(
-        again
-            .lines()
-            .filter(|l| !l.starts_with("joined: "))
-            .all(|l| l.ends_with(" unchanged")),
-        "{again}"
-    );
-    assert_eq!((0..3).map(versions).collect::<Vec<_>>(), before);
-
-    // cluster-c's credential for cluster-a: the exchange records and its own token, nothing else.
-    let text = mcsd_tests::peer_secret_kubeconfig(&set.members[2].kubeconfig, "cluster-a");
-    let peer = dir.join("join-peer-a-for-c.kubeconfig");
-    std::fs::write(&peer, text).unwrap();
-    mcsd_tests::kubectl(&peer, &["get", "configmaps,endpointslices", "-n", "mcsd-system"]);
-    mcsd_tests::kubectl(
-        &peer,
-        &["create", "token", "mcsd-peer-cluster-c", "-n", "mcsd-system"],
-    );
-    for args in [
-        &["get", "secrets", "-n", "mcsd-system"][..],
-        &["get", "services", "-A"],
-        &["get", "lease", "mcsd-status", "-n", "mcsd-system"],
-        &["create", "configmap", "planted", "-n", "mcsd-system"],
-        &["create", "token", "mcsd", "-n", "mcsd-system"],
-        &["create", "token", "mcsd-peer-cluster-b", "-n", "mcsd-system"],
-    ] {
-        let out = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&peer)
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && stderr.contains("forbidden"),
-            "kubectl {}: {stderr}",
-            args.join(" ")
-        );
-    }
-
-    // leave: withdrawn from cluster-c, and the token it held is revoked at once.
-    mcsd(&["leave", "--one-way", "cluster-a", "cluster-c"]);
-    eventually("one withdrawn in cluster-c", WAIT, || async {
-        (dig(&set.members[2].dns, &one, "A").status == "NXDOMAIN").then_some(())
-    })
-    .await;
-    eventually("the left peer's token revoked", WAIT, || async {
-        let out = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&peer)
-            .args(["get", "configmaps", "-n", "mcsd-system"])
-            .output()
-            .unwrap();
-        (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Unauthorized")).then_some(())
-    })
-    .await;
-    assert_eq!(dig(&set.members[1].dns, &one, "A").status, "NOERROR");
-
-    // The mesh again, for the tests after this one: the import comes back (a new one, with a new
-    // clusterset IP: the old one was withdrawn).
-    mcsd(&["join", "--one-way", "cluster-a", "cluster-c"]);
-    resolved(set.members[2].dns, &one).await;
-    // `mcsd status` reads cluster-c's view with the kubeconfig alone: cluster-a synced again.
-    eventually("cluster-a synced in cluster-c's status", WAIT, || async {
-        let out = mcsd(&["status", "--context", "cluster-c", "-o", "json"]);
-        let status: serde_json::Value = serde_json::from_str(&out).ok()?;
-        status[0]["mcsd"]["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| p["name"] == "cluster-a" && p["state"] == "synced")
-            .then_some(())
-    })
-    .await;
-    set.stop().await;
-}
-
-/// Token renewal through kube-apiserver's TokenRequest, with the rights `mcsd join` grants: the
-/// Secret's expiry is brought forward (kube-apiserver's tokens live at least 10 minutes, too long
-/// to wait for halfway), and cluster-b's mcsd renews at once; then, with the renew RoleBinding
-/// deleted in cluster-a, the refused renewal is reported on the import (`ClustersAtRisk`) and in
-/// `mcsd status` while the token still works, and `mcsd join` again clears it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "real Kubernetes only (TokenRequest of kube-apiserver): tests/kube/test.sh runs it"]
-async fn mcsd_renews_peer_tokens_through_kube_apiserver_and_reports_a_refused_renewal() {
-    let ns = "renewed";
-    let set = real(2, ns).await;
-    let dir = mcsd_tests::real_clusterset().unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    let mcsd = |args: &[&str]| mcsd_tests::mcsd_ok(&kubeconfig, args);
-    mcsd(&["join", "--one-way", "cluster-a", "cluster-b"]);
-    set.apply(0, &exported(ns, "two"));
-    let two = format!("two.{ns}.svc.clusterset.local");
-    let ip = resolved(set.members[1].dns, &two).await;
-
-    let annotation =
-        |name: &str| mcsd_tests::peer_secret_annotation(&set.members[1].kubeconfig, "cluster-a", name);
-    assert_eq!(annotation("token-lifetime"), "86400");
-    // Renewal is due halfway through a token's life: an expiry two minutes away makes it overdue.
-    let bring_forward = || {
-        let soon = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(120);
-        set.kubectl(
-            1,
-            &[
-                "annotate",
-                "--overwrite",
-                "secret",
-                "peer-cluster-a",
-                "-n",
-                "mcsd-system",
-                &format!("mcsd.io/token-expires={soon}"),
-            ],
-        );
-        soon.to_string()
-    };
-    let old = mcsd_tests::peer_secret_kubeconfig(&set.members[1].kubeconfig, "cluster-a");
-    let soon = bring_forward();
-    let renewed = eventually("cluster-b's mcsd to renew its token", WAIT, || async {
-        let now = mcsd_tests::peer_secret_kubeconfig(&set.members[1].kubeconfig, "cluster-a");
-        (now != old && annotation("token-expires") != soon).then_some(now)
-    })
-    .await;
-    let expires: k8s_openapi::jiff::Timestamp = annotation("token-expires").parse().unwrap();
-    let left = expires.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
-    assert!(
-        (86_000..=86_400).contains(&left),
-        "a new day-long token: {left} s left"
-    );
-    let token = dir.join("renewed-peer-a-for-b.kubeconfig");
-    std::fs::write(&token, renewed).unwrap();
-    mcsd_tests::kubectl(&token, &["get", "configmaps", "-n", "mcsd-system"]);
-    assert_eq!(
-        resolved(set.members[1].dns, &two).await,
-        ip,
-        "the import never moved"
-    );
-
-    // cluster-a refuses the next renewal: reported while the token still works.
-    set.kubectl(
-        0,
-        &[
-            "delete",
-            "rolebinding",
-            "mcsd-peer-cluster-b-renew",
-            "-n",
-            "mcsd-system",
-        ],
-    );
-    let soon = bring_forward();
-    let at_risk = || {
-        set.kubectl(
-            1,
-            &[
-                "get",
-                "serviceimport",
-                "two",
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"ClustersAtRisk\")]['status','message']}",
-            ],
-        )
-    };
-    let message = eventually("ClustersAtRisk=True on cluster-b's import", WAIT, || async {
-        at_risk().strip_prefix("True ").map(str::to_string)
-    })
-    .await;
-    assert!(
-        message.starts_with(&format!(
-            "at risk: cluster-a: its credentials expire at {soon} and cannot be renewed: the peer refused a new token for mcsd-peer-cluster-b"
-        )) && message.contains("forbidden")
-            && message.contains("run `mcsd join` for this pair again"),
-        "{message}"
-    );
-    // The status is published at most every 2 s.
-    eventually("the refused renewal in cluster-b's status", WAIT, || async {
-        let status: serde_json::Value =
-            serde_json::from_str(&mcsd(&["status", "--context", "cluster-b", "-o", "json"])).ok()?;
-        let peers = status[0]["mcsd"]["peers"].as_array()?.clone();
-        peers
-            .iter()
-            .any(|p| {
-                p["name"] == "cluster-a"
-                    && p["state"] == "synced"
-                    && p["credentialProblem"]
-                        .as_str()
-                        .is_some_and(|p| p.contains("cannot be renewed"))
-            })
-            .then_some(())
-    })
-    .await;
-    assert_eq!(resolved(set.members[1].dns, &two).await, ip);
-
-    // The fix the message names.
-    mcsd(&["join", "--one-way", "cluster-a", "cluster-b"]);
-    eventually("ClustersAtRisk=False again", WAIT, || async {
-        at_risk().starts_with("False ").then_some(())
-    })
-    .await;
-    assert_eq!(resolved(set.members[1].dns, &two).await, ip);
-    set.stop().await;
-}
-
-/// `mcsd why` against the mcsd of a real cluster: cluster-a and cluster-b export `explained` with
-/// the same port name on different numbers; asked of cluster-c, it names the answer, both
-/// exporters in precedence order, the port conflict and what cluster-b loses to it, and the
-/// import's conditions; asked of cluster-b, its own export's `Conflict`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "real Kubernetes only (mcsd why on kube-apiserver): tests/kube/test.sh runs it"]
-async fn mcsd_why_explains_a_real_import_and_its_conflict() {
-    let ns = "explained";
-    let set = real(3, ns).await;
-    export_when_ready(&set, 0, ns, "explained").await;
-    let name = format!("explained.{ns}.svc.clusterset.local");
-    resolved(set.members[2].dns, &name).await;
-    // cluster-b's export of the same port name on port 8080, created after cluster-a's.
-    set.apply(
-        1,
-        &format!(
-            "{}{}",
-            served(ns, "explained").replace("port: 80}", "port: 8080}"),
-            export_of(ns, "explained")
-        ),
-    );
-    let text = eventually("cluster-c's explanation with both exporters", WAIT, || async {
-        let text = set.why(2, &name, &[]);
-        text.contains("cluster-b: none of its endpoints are imported")
-            .then_some(text)
-    })
-    .await;
-    let ip = set.kubectl(
-        2,
-        &[
-            "get",
-            "serviceimport",
-            "explained",
-            "-n",
-            ns,
-            "-o",
-            "jsonpath={.spec.ips[0]}",
-        ],
-    );
-    for wanted in [
-        format!("{name}.  (asked of cluster-c's mcsd"),
-        format!("A     NOERROR  {ip}"),
-        "Ready=True".to_string(),
-        "ClustersExcluded=False NoneExcluded".to_string(),
-        "ClustersAtRisk=False NoneAtRisk".to_string(),
-        "cluster-a    exports since".to_string(),
-        "serves none of the import's ports [peer synced]".to_string(),
-        "conflict PortConflict".to_string(),
-        "cluster-b: none of its endpoints are imported: its ports lost a port conflict (import ports: http 80/TCP)"
-            .to_string(),
-    ] {
-        assert!(text.contains(&wanted), "{wanted:?} in:\n{text}");
-    }
-    let json: serde_json::Value = serde_json::from_str(&set.why(2, &name, &["-o", "json"])).unwrap();
-    assert_eq!(json["cluster"], "cluster-c");
-    assert_eq!(json["answers"][0]["records"], serde_json::json!([ip]));
-    assert_eq!(json["clusters"][0]["cluster"], "cluster-a");
-    assert_eq!(json["clusters"][1]["contributes"], false);
-    let text = set.why(1, &name, &[]);
-    assert!(
-        text.contains("This cluster exports it:") && text.contains("Conflict=True PortConflict"),
-        "{text}"
-    );
-    set.stop().await;
 }

@@ -93,7 +93,7 @@ async fn a_peer_of_another_cluster_set_is_refused_and_its_exports_are_left_out_v
     // A grace period of 20 s probes peers (and re-checks refused ones) every 2 s.
     let set = ClusterSet::sandbox_configs(configs, mcsd_tests::peer_grace(Duration::from_secs(20))).await;
     for i in 0..3 {
-        set.apply(i, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n");
+        set.apply(i, &mcsd_tests::fixtures::namespace("demo"));
     }
     set.apply(0, &hello("demo"));
     set.apply(2, &hello("demo"));
@@ -153,7 +153,7 @@ async fn an_unreachable_peer_keeps_its_endpoints_through_a_blip_and_loses_them_p
     let grace = Duration::from_secs(4);
     let set = ClusterSet::sandbox_with(3, mcsd_tests::peer_grace(grace)).await;
     for i in 0..3 {
-        set.apply(i, "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n");
+        set.apply(i, &mcsd_tests::fixtures::namespace("demo"));
     }
     set.apply(0, &hello("demo"));
     set.apply(1, &hello("demo"));
@@ -197,6 +197,22 @@ async fn an_unreachable_peer_keeps_its_endpoints_through_a_blip_and_loses_them_p
     })
     .await;
     assert!(message.contains("cluster-b: unreachable for"), "{message}");
+    // `mcsd why` says since when and why. (The daemon's view excludes cluster-b first; the
+    // import's condition follows with the importer's next write: wait for both.)
+    let text = eventually("cluster-b left out in cluster-c's explanation", WAIT, || async {
+        let text = set.why(2, name, &[]);
+        (text.contains("LEFT OUT") && text.contains("ClustersExcluded=True")).then_some(text)
+    })
+    .await;
+    for wanted in [
+        "cluster-b    LEFT OUT: unreachable for",
+        "[peer unreachable:",
+        "ClustersExcluded=True PeersExcluded",
+        "cluster-b: all of its endpoints (1 published) and ports are left out: unreachable for",
+        "(published, not imported)",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} in:\n{text}");
+    }
     // cluster-a's view is the same.
     let dns_a = set.members[0].dns;
     eventually("cluster-b's pod to leave cluster-a's answer", WAIT, || async {

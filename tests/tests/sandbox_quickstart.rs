@@ -13,7 +13,7 @@ async fn a_service_exported_with_kubectl_in_cluster_a_resolves_with_dig_in_clust
     // The README's commands: the namespace everywhere (`kubectl create namespace`, a protobuf
     // body), the example in cluster-a.
     let kubeconfigs: Vec<_> = (0..3).map(kubeconfig).collect();
-    mcsd_tests::export_hello_as_the_readme_does(&kubeconfigs, 0);
+    mcsd_tests::fixtures::export_hello_as_the_readme_does(&kubeconfigs, 0);
 
     let dns_c = sandbox.dns(2);
     let ip = eventually(

@@ -1,0 +1,55 @@
+//! Which test files run on which tier, decided by the files themselves. A file whose stories take
+//! whichever ClusterSet the tests are pointed at (`ClusterSet::start`, `with_namespace`,
+//! `unpeered`) runs on the sandbox tier (`cargo test`) and again on the real one
+//! (`tests/kube/test.sh` finds it by that call, with no list to keep); a file that starts sandbox
+//! clusters of its own (`ClusterSet::sandbox*`, `SandboxProcess`) runs on the sandbox tier only.
+//! One file is one or the other, so the real tier never runs a sandbox story twice.
+
+use std::path::Path;
+
+/// What `tests/kube/test.sh` greps for (extended regular expression) to choose its files.
+const EITHER_TIER: &str = r"ClusterSet::(start|with_namespace|unpeered)\(";
+
+fn either_tier(text: &str) -> bool {
+    // Spelt in pieces, so that this file is not one of them.
+    ["start(", "with_namespace(", "unpeered("]
+        .iter()
+        .any(|call| text.contains(&format!("ClusterSet::{call}")))
+}
+
+fn sandbox_only(text: &str) -> bool {
+    text.contains("ClusterSet::sandbox") || text.contains("SandboxProcess::start")
+}
+
+#[test]
+fn no_test_file_mixes_stories_for_either_tier_with_sandbox_only_ones() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut real_tier = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("tiers.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !(either_tier(&text) && sandbox_only(&text)),
+            "{} has stories for either tier and sandbox-only ones: move the sandbox-only ones to a file of their own, or the real tier runs them too",
+            path.display()
+        );
+        if either_tier(&text) {
+            real_tier.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    // The stories told once for both tiers are among them.
+    for story in ["walkthrough", "join", "why", "clusterset", "conformance"] {
+        assert!(
+            real_tier.iter().any(|f| f == story),
+            "{story}.rs runs on the real tier: {real_tier:?}"
+        );
+    }
+    let test_sh = std::fs::read_to_string(mcsd_tests::repo_root().join("tests/kube/test.sh")).unwrap();
+    assert!(
+        test_sh.contains(EITHER_TIER),
+        "tests/kube/test.sh chooses the real tier's files by {EITHER_TIER}"
+    );
+}
