@@ -29,6 +29,7 @@ mod queue;
 pub mod status;
 pub mod why;
 mod writers;
+pub use writers::DEFAULT_WRITE_CONCURRENCY;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -80,6 +81,9 @@ pub struct Config {
     pub peer_sync_timeout: Duration,
     /// How long a peer may be unreachable before its exports are left out.
     pub peer_grace: Duration,
+    /// How many services each writer (exports, imports) reconciles at once
+    /// ([`writers::DEFAULT_WRITE_CONCURRENCY`] unless told).
+    pub write_concurrency: usize,
     /// Leader election among this cluster's replicas; `None`: this replica always writes.
     pub election: Option<leader::Election>,
     /// What peers' records may bring, and which local namespaces may export.
@@ -165,6 +169,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         peers,
         peer_sync_timeout,
         peer_grace,
+        write_concurrency,
         election,
         guard,
         peer_ranges,
@@ -289,6 +294,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         ready: ready_tx,
         converged: converged_tx,
         peer_sync_timeout,
+        concurrency: write_concurrency.max(1),
         shutdown,
     };
     tokio::spawn(

@@ -1,6 +1,9 @@
-//! A de-duplicating work queue of service keys with retry after failures. A key marked many
-//! times before it is worked is held once: a replica that does not lead (and so works nothing)
-//! holds at most one entry per service, however much changes.
+//! A de-duplicating work queue of service keys with retry after failures, worked by several
+//! reconciles at once. A key marked many times before it is worked is held once: a replica that
+//! does not lead (and so works nothing) holds at most one entry per service, however much
+//! changes. A key is never worked twice at the same time: marked again while it is being worked,
+//! it waits until that reconcile ends and is then worked again, so the writes of one object stay
+//! in order.
 
 use std::{
     collections::BTreeSet,
@@ -17,8 +20,8 @@ use crate::core::view::Key;
 struct State {
     /// Keys marked and not yet taken.
     pending: BTreeSet<Key>,
-    /// Keys of the batch being worked.
-    working: usize,
+    /// Keys being worked.
+    working: BTreeSet<Key>,
     /// Retries waiting out their delay.
     retrying: usize,
 }
@@ -26,7 +29,8 @@ struct State {
 #[derive(Debug, Default)]
 struct Inner {
     state: Mutex<State>,
-    marked: Notify,
+    /// A key was marked, or a key being worked was finished.
+    changed: Notify,
 }
 
 /// The sending side: mark services for reconciliation.
@@ -35,7 +39,7 @@ pub struct Queue {
     inner: Arc<Inner>,
 }
 
-/// The receiving side, owned by one worker.
+/// The receiving side, owned by one worker (which may run several reconciles at once).
 #[derive(Debug)]
 pub struct Worker {
     queue: Queue,
@@ -57,13 +61,13 @@ impl Queue {
     /// Marks `key` dirty.
     pub fn push(&self, key: Key) {
         self.state().pending.insert(key);
-        self.inner.marked.notify_one();
+        self.inner.changed.notify_one();
     }
 
     /// Marks every key dirty.
     pub fn extend(&self, keys: impl IntoIterator<Item = Key>) {
         self.state().pending.extend(keys);
-        self.inner.marked.notify_one();
+        self.inner.changed.notify_one();
     }
 
     /// Marks `key` dirty again after `delay` (a failed reconcile).
@@ -76,49 +80,49 @@ impl Queue {
             state.retrying -= 1;
             state.pending.insert(key);
             drop(state);
-            q.inner.marked.notify_one();
+            q.inner.changed.notify_one();
         });
     }
 
-    /// Whether every key marked so far has been worked through: none waiting, none in the batch
-    /// being worked, none waiting out a retry.
+    /// Whether every key marked so far has been worked through: none waiting, none being
+    /// worked, none waiting out a retry.
     pub fn is_idle(&self) -> bool {
         let state = self.state();
-        state.pending.is_empty() && state.working == 0 && state.retrying == 0
+        state.pending.is_empty() && state.working.is_empty() && state.retrying == 0
     }
 }
 
 impl Worker {
-    /// The next batch of distinct dirty keys, once there is one. The keys count as work not done
-    /// until [`Self::worked`] (or the next batch).
-    pub async fn next_batch(&mut self) -> BTreeSet<Key> {
+    /// The next dirty key that is not being worked, once there is one; it counts as being worked
+    /// until [`Self::done`]. Cancel-safe: a key is taken only when this returns it.
+    pub async fn next(&self) -> Key {
         loop {
-            // Registered before looking, so that a key marked meanwhile wakes it.
-            let marked = self.queue.inner.marked.notified();
+            // Registered before looking, so that a key marked (or finished) meanwhile wakes it.
+            let changed = self.queue.inner.changed.notified();
             {
                 let mut state = self.queue.state();
-                if !state.pending.is_empty() {
-                    let batch = std::mem::take(&mut state.pending);
-                    state.working = batch.len();
-                    return batch;
+                let State { pending, working, .. } = &mut *state;
+                if let Some(key) = pending.iter().find(|k| !working.contains(*k)).cloned() {
+                    pending.remove(&key);
+                    working.insert(key.clone());
+                    return key;
                 }
-                state.working = 0;
             }
-            marked.await;
+            changed.await;
         }
     }
 
-    /// The batch from [`Self::next_batch`] has been worked through (each key reconciled, or
-    /// queued again for a retry).
-    pub fn worked(&mut self) {
-        self.queue.state().working = 0;
-    }
-
-    /// Whether no key is waiting: none marked, none waiting out a retry (the batch taken last
-    /// counts as worked).
-    pub fn is_drained(&mut self) -> bool {
-        self.worked();
-        self.queue.is_idle()
+    /// The reconcile of `key` taken by [`Self::next`] has ended (done, or queued again for a
+    /// retry); if it was marked again meanwhile, it can be taken again now.
+    pub fn done(&self, key: &Key) {
+        let marked_again = {
+            let mut state = self.queue.state();
+            state.working.remove(key);
+            state.pending.contains(key)
+        };
+        if marked_again {
+            self.queue.inner.changed.notify_one();
+        }
     }
 
     /// A sender for this worker's own queue (for retries).
@@ -132,21 +136,40 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn work_is_outstanding_until_its_batch_is_worked_or_while_a_retry_waits() {
-        let (q, mut w) = queue();
+    async fn work_is_outstanding_until_done_or_while_a_retry_waits() {
+        let (q, w) = queue();
         assert!(q.is_idle());
         q.push(Key::new("ns", "a"));
         q.push(Key::new("ns", "a"));
         assert!(!q.is_idle(), "queued");
-        let batch = w.next_batch().await;
-        assert_eq!(batch.len(), 1, "one key, marked twice");
+        let a = w.next().await;
         assert!(!q.is_idle(), "being worked");
-        w.queue().retry(Key::new("ns", "a"), Duration::ZERO);
-        w.worked();
+        w.queue().retry(a.clone(), Duration::ZERO);
+        w.done(&a);
         assert!(!q.is_idle(), "a retry waits");
-        assert_eq!(w.next_batch().await.len(), 1, "the retry comes back");
-        assert!(!w.queue().is_idle());
-        assert!(w.is_drained(), "worked through");
-        assert!(q.is_idle());
+        let again = w.next().await;
+        assert_eq!(again, a, "the retry comes back");
+        assert!(!q.is_idle());
+        w.done(&again);
+        assert!(q.is_idle(), "marked twice, worked once");
+    }
+
+    #[tokio::test]
+    async fn a_key_being_worked_is_not_taken_again_until_it_is_done() {
+        let (q, w) = queue();
+        q.push(Key::new("ns", "a"));
+        let a = w.next().await;
+        // Marked again while being worked: the other key comes first, then nothing…
+        q.push(Key::new("ns", "a"));
+        q.push(Key::new("ns", "b"));
+        assert_eq!(w.next().await, Key::new("ns", "b"));
+        assert_eq!(
+            futures::FutureExt::now_or_never(w.next()),
+            None,
+            "a is still being worked"
+        );
+        // …until the first reconcile of a ends.
+        w.done(&a);
+        assert_eq!(w.next().await, a);
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct Writers {
     pub(super) ready: watch::Sender<bool>,
     pub(super) converged: watch::Sender<bool>,
     pub(super) peer_sync_timeout: Duration,
+    /// How many services each of the two writers reconciles at once.
+    pub(super) concurrency: usize,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -77,9 +79,10 @@ impl Writers {
             view,
             export_queue,
             import_queue,
-            mut export_worker,
-            mut import_worker,
+            export_worker,
+            import_worker,
             leader: mut is_leader,
+            concurrency,
             shutdown,
             ..
         } = self;
@@ -98,11 +101,11 @@ impl Writers {
             export_queue.extend(everything.iter().cloned());
             import_queue.extend(everything);
             import_queue.extend(importer.imports.state().iter().map(|i| key_of(i.as_ref())));
-            let export_loop = work(&mut export_worker, &shutdown, &exports_drained, |key| {
+            let export_loop = work(&export_worker, &shutdown, &exports_drained, concurrency, |key| {
                 let exporter = &exporter;
                 async move { exporter.reconcile(&key).await }
             });
-            let import_loop = work(&mut import_worker, &shutdown, &imports_drained, |key| {
+            let import_loop = work(&import_worker, &shutdown, &imports_drained, concurrency, |key| {
                 let importer = &importer;
                 async move { importer.reconcile(&key).await }
             });
@@ -116,43 +119,222 @@ impl Writers {
     }
 }
 
-/// Reconciles the worker's batches until `shutdown` (a batch in progress is finished first).
-/// A key that fails is retried after 0.5 s, doubling up to 30 s while it keeps failing.
-/// `drained` is set whenever nothing is waiting (nothing queued, nothing to retry).
+/// How many reconciles each writer (the exporter, the importer) runs at once unless told
+/// (`mcsd run --write-concurrency`). Independent
+/// services are written side by side, so that the API server's latency, not mcsd, bounds a
+/// burst, and one slow or failing service never holds the others back; a service is never
+/// reconciled twice at once (the queue sees to it). 16 of each stays well within a
+/// kube-apiserver's default limits (`--max-mutating-requests-inflight` 200, and API Priority
+/// and Fairness's seats for a workload): the client retries a 429 itself, with the server's
+/// `Retry-After`, and a 429 that still comes back halves this writer's concurrency, which then
+/// grows back by one per success.
+pub const DEFAULT_WRITE_CONCURRENCY: u16 = 16;
+
+/// What the worker loop waits for.
+enum Event {
+    Shutdown,
+    Ended(Key, kube::Result<()>),
+    Taken(Key),
+}
+
+/// Whether `error` says the API server is throttling us (after the client's own retries).
+fn throttled(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 429)
+}
+
+/// Reconciles the worker's keys, up to `limit` at once, until `shutdown` (the reconciles under
+/// way are finished first). A key that fails is retried after 0.5 s, doubling up to 30 s while it
+/// keeps failing. `drained` is set whenever nothing is waiting (nothing queued, nothing being
+/// worked, nothing to retry).
 async fn work<F, Fut>(
-    worker: &mut queue::Worker,
+    worker: &queue::Worker,
     shutdown: &CancellationToken,
     drained: &watch::Sender<bool>,
+    limit: usize,
     reconcile: F,
 ) where
     F: Fn(Key) -> Fut,
     Fut: std::future::Future<Output = kube::Result<()>>,
 {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let mut failures: std::collections::HashMap<Key, u32> = std::collections::HashMap::new();
+    let mut running = FuturesUnordered::new();
+    let mut allowed = limit;
+    let mut stopping = false;
     loop {
-        if worker.is_drained() {
-            drained.send_replace(true);
-        }
-        let batch = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            b = worker.next_batch() => b,
-        };
-        for key in batch {
-            match reconcile(key.clone()).await {
-                Ok(()) => {
-                    failures.remove(&key);
-                }
-                Err(error) => {
-                    let n = failures.entry(key.clone()).or_default();
-                    *n = n.saturating_add(1);
-                    let delay = Duration::from_millis(500)
-                        .saturating_mul(1 << (*n - 1).min(6))
-                        .min(Duration::from_secs(30));
-                    tracing::warn!(namespace = %key.namespace, name = %key.name, %error, retry_in = ?delay, "reconcile failed");
-                    worker.queue().retry(key, delay);
-                }
+        if running.is_empty() {
+            if stopping {
+                return;
+            }
+            if worker.queue().is_idle() {
+                drained.send_replace(true);
             }
         }
+        let event = tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !stopping => Event::Shutdown,
+            Some((key, result)) = running.next(), if !running.is_empty() => Event::Ended(key, result),
+            key = worker.next(), if !stopping && running.len() < allowed => Event::Taken(key),
+        };
+        match event {
+            Event::Shutdown => stopping = true,
+            Event::Taken(key) => {
+                let reconciled = reconcile(key.clone());
+                running.push(async move { (key, reconciled.await) });
+            }
+            Event::Ended(key, Ok(())) => {
+                failures.remove(&key);
+                allowed = (allowed + 1).min(limit);
+                worker.done(&key);
+            }
+            Event::Ended(key, Err(error)) => {
+                if throttled(&error) {
+                    allowed = (allowed / 2).max(1);
+                }
+                let n = failures.entry(key.clone()).or_default();
+                *n = n.saturating_add(1);
+                let delay = Duration::from_millis(500)
+                    .saturating_mul(1 << (*n - 1).min(6))
+                    .min(Duration::from_secs(30));
+                tracing::warn!(namespace = %key.namespace, name = %key.name, %error, retry_in = ?delay, "reconcile failed");
+                // Queued for the retry before it counts as done: the queue is never idle between.
+                worker.queue().retry(key.clone(), delay);
+                worker.done(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// Runs `work` over `keys` with `limit` until it drains, `reconcile` standing in for a writer.
+    async fn drain<F, Fut>(keys: &[&str], limit: usize, reconcile: F)
+    where
+        F: Fn(Key) -> Fut,
+        Fut: std::future::Future<Output = kube::Result<()>>,
+    {
+        let (queue, worker) = queue::queue();
+        queue.extend(keys.iter().map(|k| Key::new("ns", *k)));
+        let (drained, mut rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let stop_when_drained = async {
+            let _ = rx.wait_for(|d| *d).await;
+            shutdown.cancel();
+        };
+        tokio::join!(
+            work(&worker, &shutdown, &drained, limit, reconcile),
+            stop_when_drained
+        );
+        assert!(queue.is_idle());
+    }
+
+    #[tokio::test]
+    async fn a_slow_service_does_not_hold_the_others_back_and_the_bound_holds() {
+        let keys: Vec<String> = (0..40).map(|i| format!("s{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let (running, most, others_done) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+        let release = Notify::new();
+        drain(&keys, 4, |key| {
+            let (running, most, others_done, release) = (&running, &most, &others_done, &release);
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                if key.name == "s0" {
+                    // Held until every other service is written.
+                    release.notified().await;
+                } else {
+                    tokio::task::yield_now().await;
+                    if others_done.fetch_add(1, Ordering::SeqCst) + 1 == 39 {
+                        release.notify_one();
+                    }
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(others_done.load(Ordering::SeqCst), 39, "written while s0 hung");
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            4,
+            "side by side, and never more than the bound"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_service_marked_again_while_written_is_written_again_after_never_beside() {
+        let (queue, worker) = queue::queue();
+        let (running, writes) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let (drained, mut rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let reconcile = |_key: Key| {
+            let (running, writes, queue) = (&running, &writes, &queue);
+            async move {
+                assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "never two at once");
+                if writes.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // Changed again while the first write is under way.
+                    queue.push(Key::new("ns", "a"));
+                }
+                tokio::task::yield_now().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        };
+        queue.push(Key::new("ns", "a"));
+        let stop_when_drained = async {
+            let _ = rx.wait_for(|d| *d).await;
+            shutdown.cancel();
+        };
+        tokio::join!(
+            work(&worker, &shutdown, &drained, 8, reconcile),
+            stop_when_drained
+        );
+        assert_eq!(writes.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_throttled_writer_slows_down_and_drops_nothing() {
+        let keys: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let (attempts, running, beside_the_next) =
+            (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+        let written = Mutex::new(BTreeSet::new());
+        drain(&keys, 8, |key| {
+            let (attempts, running, beside_the_next, written) =
+                (&attempts, &running, &beside_the_next, &written);
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+                if attempt == 8 {
+                    beside_the_next.store(now, Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                if attempt < 8 {
+                    // The first eight, side by side, all come back 429.
+                    let status = kube::core::Status::failure("slow down", "TooManyRequests").with_code(429);
+                    return Err(kube::Error::Api(Box::new(status)));
+                }
+                written.lock().unwrap().insert(key);
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(
+            written.lock().unwrap().len(),
+            20,
+            "every service written in the end"
+        );
+        assert_eq!(
+            beside_the_next.load(Ordering::SeqCst),
+            1,
+            "after eight 429s the next write goes alone"
+        );
     }
 }

@@ -87,6 +87,11 @@ pub struct RunArgs {
     /// How long to wait at start-up for peers to list their records before writing anyway.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub peer_sync_timeout: u64,
+    /// How many services each writer (exports, imports) reconciles at once. Each service's own
+    /// writes stay in order; a 429 from the API server (after the client's own retries, which
+    /// honour `Retry-After`) halves it for a while.
+    #[arg(long, default_value_t = crate::daemon::DEFAULT_WRITE_CONCURRENCY, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub write_concurrency: u16,
     /// How long a peer may be unreachable before its endpoints are withdrawn from this cluster's
     /// EndpointSlices and DNS (its ServiceImports then say so in condition `ClustersExcluded`).
     /// A shorter outage withdraws nothing.
@@ -179,6 +184,7 @@ impl RunArgs {
             exchange_namespace,
             peers,
             peer_sync_timeout,
+            write_concurrency,
             peer_grace_period,
             leader_election,
             lease_duration,
@@ -251,6 +257,7 @@ impl RunArgs {
             peers: peer_clients,
             peer_sync_timeout: Duration::from_secs(peer_sync_timeout),
             peer_grace: Duration::from_secs(peer_grace_period),
+            write_concurrency: usize::from(write_concurrency),
             election,
             guard,
             peer_ranges: peer_ranges.into_iter().map(|p| (p.cluster, p.ranges)).collect(),

@@ -144,6 +144,7 @@ pub async fn start_mcsd(
         exchange_namespace: crate::core::exchange::DEFAULT_NAMESPACE.to_string(),
         peers,
         peer_sync_timeout: Duration::from_secs(10),
+        write_concurrency: usize::from(crate::daemon::DEFAULT_WRITE_CONCURRENCY),
         peer_grace: options.peer_grace,
         election: Some(daemon::leader::Election {
             give_up_on_shutdown: options.give_up_lease,
