@@ -92,10 +92,49 @@ impl Queue {
     }
 }
 
+/// A key taken from the queue by [`Worker::next`]: it counts as being worked until this is
+/// dropped. Dropped after [`Self::finish`] (its reconcile ended, or was queued for a retry), the
+/// key is done; dropped without (the writers stop at once when the Lease is lost), it is marked
+/// dirty again. Either way, if it is dirty it can be taken again.
+#[derive(Debug)]
+pub struct Taken {
+    queue: Queue,
+    key: Key,
+    finished: bool,
+}
+
+impl Taken {
+    /// The key being worked.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Its reconcile ended: dropped now, the key is done (unless marked again meanwhile).
+    pub fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        let marked_again = {
+            let mut state = self.queue.state();
+            state.working.remove(&self.key);
+            if !self.finished {
+                state.pending.insert(self.key.clone());
+            }
+            state.pending.contains(&self.key)
+        };
+        if marked_again {
+            self.queue.inner.changed.notify_one();
+        }
+    }
+}
+
 impl Worker {
-    /// The next dirty key that is not being worked, once there is one; it counts as being worked
-    /// until [`Self::done`]. Cancel-safe: a key is taken only when this returns it.
-    pub async fn next(&self) -> Key {
+    /// The next dirty key that is not being worked, once there is one. Cancel-safe: a key is
+    /// taken only when this returns it.
+    pub async fn next(&self) -> Taken {
         loop {
             // Registered before looking, so that a key marked (or finished) meanwhile wakes it.
             let changed = self.queue.inner.changed.notified();
@@ -105,23 +144,14 @@ impl Worker {
                 if let Some(key) = pending.iter().find(|k| !working.contains(*k)).cloned() {
                     pending.remove(&key);
                     working.insert(key.clone());
-                    return key;
+                    return Taken {
+                        queue: self.queue.clone(),
+                        key,
+                        finished: false,
+                    };
                 }
             }
             changed.await;
-        }
-    }
-
-    /// The reconcile of `key` taken by [`Self::next`] has ended (done, or queued again for a
-    /// retry); if it was marked again meanwhile, it can be taken again now.
-    pub fn done(&self, key: &Key) {
-        let marked_again = {
-            let mut state = self.queue.state();
-            state.working.remove(key);
-            state.pending.contains(key)
-        };
-        if marked_again {
-            self.queue.inner.changed.notify_one();
         }
     }
 
@@ -144,32 +174,37 @@ mod tests {
         assert!(!q.is_idle(), "queued");
         let a = w.next().await;
         assert!(!q.is_idle(), "being worked");
-        w.queue().retry(a.clone(), Duration::ZERO);
-        w.done(&a);
+        w.queue().retry(a.key().clone(), Duration::ZERO);
+        a.finish();
         assert!(!q.is_idle(), "a retry waits");
         let again = w.next().await;
-        assert_eq!(again, a, "the retry comes back");
+        assert_eq!(again.key(), &Key::new("ns", "a"), "the retry comes back");
         assert!(!q.is_idle());
-        w.done(&again);
+        again.finish();
         assert!(q.is_idle(), "marked twice, worked once");
     }
 
     #[tokio::test]
-    async fn a_key_being_worked_is_not_taken_again_until_it_is_done() {
+    async fn a_key_being_worked_is_not_taken_again_until_it_is_done_or_abandoned() {
         let (q, w) = queue();
         q.push(Key::new("ns", "a"));
         let a = w.next().await;
         // Marked again while being worked: the other key comes first, then nothing…
         q.push(Key::new("ns", "a"));
         q.push(Key::new("ns", "b"));
-        assert_eq!(w.next().await, Key::new("ns", "b"));
-        assert_eq!(
-            futures::FutureExt::now_or_never(w.next()),
-            None,
+        let b = w.next().await;
+        assert_eq!(b.key(), &Key::new("ns", "b"));
+        b.finish();
+        assert!(
+            futures::FutureExt::now_or_never(w.next()).is_none(),
             "a is still being worked"
         );
         // …until the first reconcile of a ends.
-        w.done(&a);
-        assert_eq!(w.next().await, a);
+        a.finish();
+        let again = w.next().await;
+        assert_eq!(again.key(), &Key::new("ns", "a"));
+        // Abandoned (the Lease lost), it is dirty again.
+        drop(again);
+        assert_eq!(w.next().await.key(), &Key::new("ns", "a"));
     }
 }

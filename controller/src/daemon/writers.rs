@@ -133,8 +133,8 @@ pub const DEFAULT_WRITE_CONCURRENCY: u16 = 16;
 /// What the worker loop waits for.
 enum Event {
     Shutdown,
-    Ended(Key, kube::Result<()>),
-    Taken(Key),
+    Ended(queue::Taken, kube::Result<()>),
+    Taken(queue::Taken),
 }
 
 /// Whether `error` says the API server is throttling us (after the client's own retries).
@@ -173,21 +173,25 @@ async fn work<F, Fut>(
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled(), if !stopping => Event::Shutdown,
-            Some((key, result)) = running.next(), if !running.is_empty() => Event::Ended(key, result),
-            key = worker.next(), if !stopping && running.len() < allowed => Event::Taken(key),
+            Some((taken, result)) = running.next(), if !running.is_empty() => Event::Ended(taken, result),
+            taken = worker.next(), if !stopping && running.len() < allowed => Event::Taken(taken),
         };
+        // A key stays taken (never worked twice at once) until its `Taken` is finished, in the arm
+        // below that handles its result, or dropped with `running` if the Lease is lost (then it
+        // is dirty again).
         match event {
             Event::Shutdown => stopping = true,
-            Event::Taken(key) => {
-                let reconciled = reconcile(key.clone());
-                running.push(async move { (key, reconciled.await) });
+            Event::Taken(taken) => {
+                let reconciled = reconcile(taken.key().clone());
+                running.push(async move { (taken, reconciled.await) });
             }
-            Event::Ended(key, Ok(())) => {
-                failures.remove(&key);
+            Event::Ended(taken, Ok(())) => {
+                failures.remove(taken.key());
                 allowed = (allowed + 1).min(limit);
-                worker.done(&key);
+                taken.finish();
             }
-            Event::Ended(key, Err(error)) => {
+            Event::Ended(taken, Err(error)) => {
+                let key = taken.key().clone();
                 if throttled(&error) {
                     allowed = (allowed / 2).max(1);
                 }
@@ -198,8 +202,8 @@ async fn work<F, Fut>(
                     .min(Duration::from_secs(30));
                 tracing::warn!(namespace = %key.namespace, name = %key.name, %error, retry_in = ?delay, "reconcile failed");
                 // Queued for the retry before it counts as done: the queue is never idle between.
-                worker.queue().retry(key.clone(), delay);
-                worker.done(&key);
+                worker.queue().retry(key, delay);
+                taken.finish();
             }
         }
     }
@@ -336,5 +340,44 @@ mod tests {
             1,
             "after eight 429s the next write goes alone"
         );
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_abandoned_when_the_lease_is_lost_is_worked_again_on_the_next_lead() {
+        let (queue, worker) = queue::queue();
+        queue.push(Key::new("ns", "a"));
+        let (drained, mut rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        // Leading: the write hangs (an API server that does not answer)…
+        let started = Notify::new();
+        let hung = work(&worker, &shutdown, &drained, 4, |_key| {
+            let started = &started;
+            async move {
+                started.notify_one();
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+        // …and the Lease is lost: the loop is dropped with the write under way.
+        tokio::select! {
+            _ = hung => unreachable!("a hung write never ends"),
+            _ = started.notified() => {}
+        }
+        assert!(!queue.is_idle(), "abandoned, not done");
+        // Leading again, the service is written.
+        let written = AtomicUsize::new(0);
+        let stop_when_drained = async {
+            let _ = rx.wait_for(|d| *d).await;
+            shutdown.cancel();
+        };
+        let writes = work(&worker, &shutdown, &drained, 4, |_key| {
+            let written = &written;
+            async move {
+                written.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        tokio::join!(writes, stop_when_drained);
+        assert_eq!(written.load(Ordering::SeqCst), 1);
     }
 }
