@@ -879,6 +879,18 @@ impl ClusterSet {
         mcsd_ok(&self.kubeconfig(), args)
     }
 
+    /// What `mcsd status --context CONTEXT -o json` says of `peer` (its state, reason, credential
+    /// expiry and problem), once the status names it.
+    pub fn peer_status(&self, context: &str, peer: &str) -> Option<serde_json::Value> {
+        let status: serde_json::Value =
+            serde_json::from_str(&self.mcsd(&["status", "--context", context, "-o", "json"])).ok()?;
+        status[0]["mcsd"]["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == peer)
+            .cloned()
+    }
+
     /// A file in the test's scratch directory holding `text` (a kubeconfig made from a peer
     /// Secret, a manifest).
     pub fn write(&self, name: &str, text: &str) -> PathBuf {

@@ -183,13 +183,8 @@ async fn join_meshes_three_clusters_idempotently_with_read_only_credentials_and_
     set.mcsd(&["join", "--one-way", "cluster-a", "cluster-c"]);
     resolved(dns[2], HELLO).await;
     eventually("cluster-a synced in cluster-c's status", WAIT, || async {
-        let status: serde_json::Value =
-            serde_json::from_str(&set.mcsd(&["status", "--context", "cluster-c", "-o", "json"])).ok()?;
-        status[0]["mcsd"]["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| p["name"] == "cluster-a" && p["state"] == "synced")
-            .then_some(())
+        let peer = set.peer_status("cluster-c", "cluster-a")?;
+        (peer["state"] == "synced").then_some(())
     })
     .await;
     set.stop().await;
@@ -291,19 +286,9 @@ async fn a_peer_token_renews_through_the_api_server_and_a_refused_renewal_is_rep
     assert_eq!(failing().await, Some(1.0));
     // The status is published at most every 2 s.
     eventually("the refused renewal in cluster-b's status", WAIT, || async {
-        let status: serde_json::Value =
-            serde_json::from_str(&set.mcsd(&["status", "--context", "cluster-b", "-o", "json"])).ok()?;
-        status[0]["mcsd"]["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| {
-                p["name"] == "cluster-a"
-                    && p["state"] == "synced"
-                    && p["credentialProblem"]
-                        .as_str()
-                        .is_some_and(|p| p.contains("cannot be renewed"))
-            })
-            .then_some(())
+        let peer = set.peer_status("cluster-b", "cluster-a")?;
+        let problem = peer["credentialProblem"].as_str()?;
+        (peer["state"] == "synced" && problem.contains("cannot be renewed")).then_some(())
     })
     .await;
 

@@ -120,9 +120,8 @@ impl Writers {
 }
 
 /// How many reconciles each writer (the exporter, the importer) runs at once unless told
-/// (`mcsd run --write-concurrency`). Independent
-/// services are written side by side, so that the API server's latency, not mcsd, bounds a
-/// burst, and one slow or failing service never holds the others back; a service is never
+/// (`mcsd run --write-concurrency`). Independent services are written side by side, so that the
+/// API server's latency, not mcsd, bounds a burst, and one slow or failing service never holds the others back; a service is never
 /// reconciled twice at once (the queue sees to it). 16 of each stays well within a
 /// kube-apiserver's default limits (`--max-mutating-requests-inflight` 200, and API Priority
 /// and Fairness's seats for a workload): the client retries a 429 itself, with the server's
@@ -217,14 +216,13 @@ mod tests {
 
     use super::*;
 
-    /// Runs `work` over `keys` with `limit` until it drains, `reconcile` standing in for a writer.
-    async fn drain<F, Fut>(keys: &[&str], limit: usize, reconcile: F)
+    /// Runs `work` on `worker` with `limit` until its queue drains, `reconcile` standing in for
+    /// a writer; then the queue is idle.
+    async fn drain<F, Fut>(worker: &queue::Worker, limit: usize, reconcile: F)
     where
         F: Fn(Key) -> Fut,
         Fut: std::future::Future<Output = kube::Result<()>>,
     {
-        let (queue, worker) = queue::queue();
-        queue.extend(keys.iter().map(|k| Key::new("ns", *k)));
         let (drained, mut rx) = watch::channel(false);
         let shutdown = CancellationToken::new();
         let stop_when_drained = async {
@@ -232,10 +230,17 @@ mod tests {
             shutdown.cancel();
         };
         tokio::join!(
-            work(&worker, &shutdown, &drained, limit, reconcile),
+            work(worker, &shutdown, &drained, limit, reconcile),
             stop_when_drained
         );
-        assert!(queue.is_idle());
+        assert!(worker.queue().is_idle());
+    }
+
+    /// A queue holding `keys` (in namespace `ns`), and its worker.
+    fn queued(keys: &[&str]) -> queue::Worker {
+        let (queue, worker) = queue::queue();
+        queue.extend(keys.iter().map(|k| Key::new("ns", *k)));
+        worker
     }
 
     #[tokio::test]
@@ -244,7 +249,7 @@ mod tests {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (running, most, others_done) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
         let release = Notify::new();
-        drain(&keys, 4, |key| {
+        drain(&queued(&keys), 4, |key| {
             let (running, most, others_done, release) = (&running, &most, &others_done, &release);
             async move {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -273,12 +278,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_service_marked_again_while_written_is_written_again_after_never_beside() {
-        let (queue, worker) = queue::queue();
+        let worker = queued(&["a"]);
         let (running, writes) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        let (drained, mut rx) = watch::channel(false);
-        let shutdown = CancellationToken::new();
-        let reconcile = |_key: Key| {
-            let (running, writes, queue) = (&running, &writes, &queue);
+        drain(&worker, 8, |_key: Key| {
+            let (running, writes, queue) = (&running, &writes, worker.queue());
             async move {
                 assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "never two at once");
                 if writes.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -289,16 +292,8 @@ mod tests {
                 running.fetch_sub(1, Ordering::SeqCst);
                 Ok(())
             }
-        };
-        queue.push(Key::new("ns", "a"));
-        let stop_when_drained = async {
-            let _ = rx.wait_for(|d| *d).await;
-            shutdown.cancel();
-        };
-        tokio::join!(
-            work(&worker, &shutdown, &drained, 8, reconcile),
-            stop_when_drained
-        );
+        })
+        .await;
         assert_eq!(writes.load(Ordering::SeqCst), 2);
     }
 
@@ -309,7 +304,7 @@ mod tests {
         let (attempts, running, beside_the_next) =
             (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
         let written = Mutex::new(BTreeSet::new());
-        drain(&keys, 8, |key| {
+        drain(&queued(&keys), 8, |key| {
             let (attempts, running, beside_the_next, written) =
                 (&attempts, &running, &beside_the_next, &written);
             async move {
@@ -344,9 +339,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_reconcile_abandoned_when_the_lease_is_lost_is_worked_again_on_the_next_lead() {
-        let (queue, worker) = queue::queue();
-        queue.push(Key::new("ns", "a"));
-        let (drained, mut rx) = watch::channel(false);
+        let worker = queued(&["a"]);
+        let (drained, _) = watch::channel(false);
         let shutdown = CancellationToken::new();
         // Leading: the write hangs (an API server that does not answer)…
         let started = Notify::new();
@@ -363,21 +357,17 @@ mod tests {
             _ = hung => unreachable!("a hung write never ends"),
             _ = started.notified() => {}
         }
-        assert!(!queue.is_idle(), "abandoned, not done");
+        assert!(!worker.queue().is_idle(), "abandoned, not done");
         // Leading again, the service is written.
         let written = AtomicUsize::new(0);
-        let stop_when_drained = async {
-            let _ = rx.wait_for(|d| *d).await;
-            shutdown.cancel();
-        };
-        let writes = work(&worker, &shutdown, &drained, 4, |_key| {
+        drain(&worker, 4, |_key| {
             let written = &written;
             async move {
                 written.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
-        });
-        tokio::join!(writes, stop_when_drained);
+        })
+        .await;
         assert_eq!(written.load(Ordering::SeqCst), 1);
     }
 }
