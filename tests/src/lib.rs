@@ -513,6 +513,23 @@ impl Member {
             .collect()
     }
 
+    /// What mcsd wrote since `before` (a [`Member::writes`] reading), kinds with no new write
+    /// left out.
+    pub async fn writes_since(
+        &self,
+        before: &std::collections::BTreeMap<(String, String), u64>,
+    ) -> std::collections::BTreeMap<(String, String), u64> {
+        self.writes()
+            .await
+            .into_iter()
+            .map(|(k, v)| {
+                let since = v - before.get(&k).copied().unwrap_or(0);
+                (k, since)
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect()
+    }
+
     /// Whether this cluster's mcsd, leading, has worked through its first full pass
     /// (`mcsd_writers_converged`).
     pub async fn converged(&self) -> bool {

@@ -535,3 +535,61 @@ metadata: {name: db, namespace: flaky}
     .await;
     set.stop().await;
 }
+
+/// What one export costs in writes, read from each mcsd's `/metrics` as an operator would: an
+/// importing cluster writes the derived Service, the ServiceImport (once, already carrying the
+/// Service's IP), the import's status and one EndpointSlice; the exporting cluster also writes its
+/// exchange record, the mirrored slice its peers read, and the export's conditions once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_export_costs_an_importing_cluster_four_writes_and_its_own_cluster_seven() {
+    let ns = "thrifty";
+    let set = ClusterSet::with_namespace(3, ns).await;
+    let mut before = Vec::new();
+    for member in &set.members {
+        before.push(member.writes().await);
+    }
+    mcsd_tests::fixtures::export_when_ready(&set, 0, ns, "one").await;
+    // Done everywhere: the import's status (each importer's last write) names cluster-a, and
+    // the export says it is unconflicted (the exporter's last).
+    for i in 0..3 {
+        eventually(&format!("one's import status in cluster {i}"), WAIT, || async {
+            let clusters = set.get(i, ns, "serviceimport/one", "{.status.clusters[*].cluster}");
+            let ips = set.get(i, ns, "serviceimport/one", "{.spec.ips[*]}");
+            (clusters.trim() == "cluster-a" && !ips.trim().is_empty()).then_some(())
+        })
+        .await;
+    }
+    eventually("one's export to say Conflict=False", WAIT, || async {
+        let conflict = set.get(
+            0,
+            ns,
+            "serviceexport/one",
+            r#"{.status.conditions[?(@.type=="Conflict")].status}"#,
+        );
+        (conflict.trim() == "False").then_some(())
+    })
+    .await;
+    let apply = |kind: &str, n: u64| ((kind.to_string(), "apply".to_string()), n);
+    let importing: std::collections::BTreeMap<_, _> = [
+        apply("EndpointSlice", 1),
+        apply("Service", 1),
+        apply("ServiceImport", 1),
+        apply("ServiceImport/status", 1),
+    ]
+    .into();
+    let mut exporting = importing.clone();
+    exporting.extend([
+        apply("ConfigMap", 1),
+        apply("EndpointSlice", 2),
+        apply("ServiceExport/status", 1),
+    ]);
+    assert_eq!(
+        set.members[0].writes_since(&before[0]).await,
+        exporting,
+        "cluster-a"
+    );
+    for (member, before) in set.members.iter().zip(&before).skip(1) {
+        assert_eq!(member.writes_since(before).await, importing, "{}", member.name);
+    }
+    set.stop().await;
+}

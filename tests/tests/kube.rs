@@ -317,18 +317,6 @@ async fn imported_with_endpoints(set: &ClusterSet, i: usize, ns: &str, service: 
     .await;
 }
 
-/// What mcsd wrote between two readings of its write counters.
-fn writes_since(
-    before: &std::collections::BTreeMap<(String, String), u64>,
-    after: &std::collections::BTreeMap<(String, String), u64>,
-) -> std::collections::BTreeMap<(String, String), u64> {
-    after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, v)| *v > 0)
-        .collect()
-}
-
 /// kube-apiserver frozen (SIGSTOP: every request hangs) and then killed (SIGKILL; restarted with
 /// its data): the importing cluster's mcsd keeps answering from memory throughout, catches up when
 /// its API server returns, and a peer's restart costs no rewrite of what is already right. (A real
@@ -386,8 +374,8 @@ async fn frozen_and_killed_api_servers_leave_dns_answering_and_mcsd_catches_up()
     imported_with_endpoints(&set, 1, ns, "three").await;
     imported_with_endpoints(&set, 2, ns, "three").await;
     assert_eq!(
-        writes_since(&before, &set.members[1].writes().await),
-        writes_since(&before_c, &set.members[2].writes().await),
+        set.members[1].writes_since(&before).await,
+        set.members[2].writes_since(&before_c).await,
         "cluster-b wrote more than cluster-c, which only imported `three`: the re-list rewrote something"
     );
     set.stop().await;

@@ -101,8 +101,6 @@ pub fn evaluate(export: &ServiceExport, service: Option<&Service>) -> Result<Exp
 pub enum Progress<'a> {
     /// The export is invalid: nothing is published.
     Invalid(&'a Invalid),
-    /// The export is valid but its exchange record is not written yet.
-    Publishing,
     /// The record is published; `merged` is the ClusterSet's view of the service, once known.
     Published(Option<&'a crate::core::merge::Merged>),
 }
@@ -144,17 +142,6 @@ pub fn export_conditions(
                 "False",
                 ready::PENDING,
                 "the ServiceExport is not valid".into(),
-                now,
-            ),
-        ],
-        Progress::Publishing => vec![
-            valid_true(),
-            condition(
-                previous,
-                READY,
-                "Unknown",
-                ready::PENDING,
-                "publishing the export to the ClusterSet".into(),
                 now,
             ),
         ],

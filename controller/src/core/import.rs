@@ -2,9 +2,10 @@
 //! the objects one importing cluster must hold for one service.
 //!
 //! ```text
-//!  Merged + endpoint records ──▶ desired_import()          ServiceImport  (spec.ips from ↓)
-//!                            ──▶ desired_derived_service() derived-<hash>  (selector-less)
-//!                            ──▶ desired_slices()          MCS EndpointSlices, one per source slice
+//!  Merged + endpoint records ──▶ desired_derived_service() derived-<hash>  (selector-less), first
+//!                            ──▶ desired_import()          ServiceImport  (spec.ips from ↑)
+//!                            ──▶ desired_slices()          MCS EndpointSlices, one per source
+//!                                                          slice, owned by the ServiceImport
 //! ```
 //!
 //! The import controller applies these with server-side apply under one field manager and
@@ -233,7 +234,7 @@ impl ClustersCondition {
     }
 }
 
-/// An owner reference to the ServiceImport, so that deleting it collects what was derived from it.
+/// An owner reference to the ServiceImport, so that deleting it collects its EndpointSlices.
 pub fn owner(import_name: &str, import_uid: &str) -> OwnerReference {
     OwnerReference {
         api_version: format!("{}/{}", names::MCS_GROUP, names::STORED_VERSION),
@@ -247,12 +248,7 @@ pub fn owner(import_name: &str, import_uid: &str) -> OwnerReference {
 
 /// The derived Service: selector-less, the import's ports, families, affinity and policies. Its
 /// cluster IPs become the ServiceImport's `spec.ips`; headless imports get a headless Service.
-pub fn desired_derived_service(
-    namespace: &str,
-    name: &str,
-    merged: &Merged,
-    owner: OwnerReference,
-) -> Service {
+pub fn desired_derived_service(namespace: &str, name: &str, merged: &Merged) -> Service {
     let spec = &merged.spec;
     let headless = spec.type_ == ServiceImportType::Headless;
     let families: Vec<String> = spec.ip_families.iter().map(|f| f.as_str().to_string()).collect();
@@ -261,7 +257,6 @@ pub fn desired_derived_service(
             name: Some(derived_service_name(namespace, name)),
             namespace: Some(namespace.to_string()),
             labels: Some([(LABEL_DERIVED_FROM.to_string(), name.to_string())].into()),
-            owner_references: Some(vec![owner]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
@@ -491,12 +486,12 @@ mod tests {
                 .ips
                 .is_empty()
         );
-        let svc = desired_derived_service("demo", "hello", &m, owner("hello", "uid-1"));
+        let svc = desired_derived_service("demo", "hello", &m);
         assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
     }
 
     #[test]
-    fn the_derived_service_is_selector_less_owned_and_named_by_hash() {
+    fn the_derived_service_is_selector_less_unowned_labelled_and_named_by_hash() {
         let m = merge(&[export(
             "cluster-a",
             0,
@@ -504,9 +499,11 @@ mod tests {
             ServiceImportType::ClusterSetIP,
         )])
         .unwrap();
-        let svc = desired_derived_service("demo", "serve", &m, owner("serve", "uid-1"));
+        let svc = desired_derived_service("demo", "serve", &m);
         assert_eq!(svc.metadata.name.as_deref(), Some("derived-ovtkn0laet"));
-        assert_eq!(svc.metadata.owner_references.as_ref().unwrap()[0].uid, "uid-1");
+        // No owner: it is written before its import, whose first write then carries its IPs.
+        assert!(svc.metadata.owner_references.is_none());
+        assert_eq!(svc.metadata.labels.as_ref().unwrap()[LABEL_DERIVED_FROM], "serve");
         let spec = svc.spec.unwrap();
         assert!(spec.selector.is_none());
         assert_eq!(spec.ports.unwrap()[0].port, 42);

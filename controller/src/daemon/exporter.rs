@@ -55,6 +55,48 @@ pub struct Exporter {
     pub writes: Writes,
     /// Which namespaces may export.
     pub namespaces: crate::core::guard::NamespacePolicy,
+    /// The conditions last written to each export, until the watch delivers them.
+    pub statuses_in_flight: StatusesInFlight,
+}
+
+/// Export conditions written but not yet seen by the watch: by export, the resourceVersion the
+/// write replaced and the conditions written. While the store still holds that resourceVersion,
+/// a reconcile wanting the same conditions has nothing to write (in a burst the watch lags the
+/// writes by seconds, and every export was otherwise written twice).
+#[derive(Clone, Debug, Default)]
+pub struct StatusesInFlight(Arc<Mutex<std::collections::HashMap<Key, InFlight>>>);
+
+/// The resourceVersion a status write replaced, and the conditions it wrote.
+type InFlight = (String, Vec<Condition>);
+
+impl StatusesInFlight {
+    /// Whether `conditions` were written over `resource_version` and the watch has not yet
+    /// delivered that write. Forgets the entry once the store has moved past it.
+    fn pending(&self, key: &Key, resource_version: Option<&str>, conditions: &[Condition]) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(key) {
+            Some((replaced, written)) if Some(replaced.as_str()) == resource_version => {
+                same_conditions(conditions, written)
+            }
+            Some(_) => {
+                map.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn written(&self, key: &Key, replaced: Option<String>, conditions: Vec<Condition>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match replaced {
+            Some(rv) => map.insert(key.clone(), (rv, conditions)),
+            None => map.remove(key),
+        };
+    }
+
+    fn forget(&self, key: &Key) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
 }
 
 impl Exporter {
@@ -132,7 +174,10 @@ impl Exporter {
             }
         }
 
-        let Some(export) = export else { return Ok(()) };
+        let Some(export) = export else {
+            self.statuses_in_flight.forget(key);
+            return Ok(());
+        };
         let (published, merged) = {
             let view = self.view.lock().unwrap_or_else(|e| e.into_inner());
             let published = desired_record.as_ref().is_some_and(|want| {
@@ -148,10 +193,18 @@ impl Exporter {
         let progress = match &evaluation {
             Some(Err(invalid)) => Progress::Invalid(invalid),
             _ if published => Progress::Published(merged.as_ref()),
-            _ => Progress::Publishing,
+            // The record is written (or was just now) but the view has not seen it yet: its
+            // arrival queues this export again, and one status write then says Published. A
+            // "publishing" status written now would be a second write nobody waits for.
+            _ => return Ok(()),
         };
         let conditions = export_conditions(progress, &previous, Timestamp::now());
-        if same_conditions(&conditions, &previous) {
+        let resource_version = export.resource_version();
+        if same_conditions(&conditions, &previous)
+            || self
+                .statuses_in_flight
+                .pending(key, resource_version.as_deref(), &conditions)
+        {
             return Ok(());
         }
         let api: Api<ServiceExport> = Api::namespaced(self.client.clone(), ns);
@@ -169,6 +222,9 @@ impl Exporter {
             .await;
         self.writes
             .record("ServiceExport/status", "apply", result.is_ok());
+        if result.is_ok() {
+            self.statuses_in_flight.written(key, resource_version, conditions);
+        }
         match result {
             Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
             other => other.map(|_| ()),
@@ -195,4 +251,41 @@ fn same_conditions(desired: &[Condition], previous: &[Condition]) -> bool {
         && observed.iter().zip(&wanted).all(|(o, w)| {
             o.type_ == w.type_ && o.status == w.status && o.reason == w.reason && o.message == w.message
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::conditions::condition;
+
+    fn ready(status: &str) -> Vec<Condition> {
+        vec![condition(
+            &[],
+            "Ready",
+            status,
+            "Ready",
+            "m".into(),
+            Timestamp::now(),
+        )]
+    }
+
+    #[test]
+    fn a_status_in_flight_stands_until_the_store_moves_past_what_it_replaced() {
+        let in_flight = StatusesInFlight::default();
+        let key = Key::new("demo".to_string(), "hello".to_string());
+        assert!(
+            !in_flight.pending(&key, Some("7"), &ready("True")),
+            "nothing written yet"
+        );
+        in_flight.written(&key, Some("7".into()), ready("True"));
+        // The store still holds resourceVersion 7: the write is on its way.
+        assert!(in_flight.pending(&key, Some("7"), &ready("True")));
+        assert!(
+            !in_flight.pending(&key, Some("7"), &ready("False")),
+            "other conditions are written"
+        );
+        // The store moved on (our write, or anyone's): it is the truth again, and the entry goes.
+        assert!(!in_flight.pending(&key, Some("9"), &ready("True")));
+        assert!(!in_flight.pending(&key, Some("7"), &ready("True")));
+    }
 }

@@ -102,7 +102,9 @@ impl Importer {
         let Some(merged) = observed.merged.take() else {
             return self.withdraw(key, &apis, &observed).await;
         };
-        let derived = observed.service.as_ref().map(DerivedState::of);
+        // The derived Service comes first: the import is then written once, with its IPs.
+        let service = self.write_derived_service(key, &apis, &merged, &observed).await?;
+        let derived = service.as_ref().map(DerivedState::of);
         let desired = desired_import(ns, name, &merged, derived.as_ref());
         let origin = observed.record_written.map(|t| (&self.flow, t));
         let written = apply_traced(
@@ -119,9 +121,6 @@ impl Importer {
         };
         let Some(uid) = import.uid() else { return Ok(()) };
         let owner = owner(name, &uid);
-        let import = self
-            .write_derived_service(key, &apis, &merged, &observed, derived, import, &owner)
-            .await?;
         self.write_slices(key, &apis, &merged, &observed, &owner).await?;
         self.write_status(key, &apis, &merged, &observed, &import).await
     }
@@ -200,22 +199,23 @@ impl Importer {
         Ok(())
     }
 
-    /// The derived Service (headlessness cannot change in place: it is replaced); once it has its
-    /// cluster IPs, the import carries them. Returns the import as it is now.
-    #[allow(clippy::too_many_arguments)]
+    /// The derived Service (headlessness cannot change in place: it is replaced). Returns it as
+    /// the server holds it, with its cluster IPs once allocated.
+    ///
+    /// It has no owner reference: the import that would own it is written after it, so that the
+    /// import's first write already carries the Service's IPs (an owner needs the import's UID,
+    /// which would cost the import a second write per cluster). mcsd deletes it when the
+    /// import is withdrawn; deleting a ServiceImport by hand keeps it, and with it the IP.
     async fn write_derived_service(
         &self,
         key: &Key,
         apis: &Apis,
         merged: &Merged,
         observed: &Observed,
-        derived: Option<DerivedState>,
-        mut import: ServiceImport,
-        owner: &OwnerReference,
-    ) -> kube::Result<ServiceImport> {
+    ) -> kube::Result<Option<Service>> {
         let Key { namespace: ns, name } = key;
         let derived_name = derived_service_name(ns, name);
-        let desired_service = desired_derived_service(ns, name, merged, owner.clone());
+        let desired_service = desired_derived_service(ns, name, merged);
         let want_headless = merged.spec.type_ == ServiceImportType::Headless;
         let mut observed_service = observed.service.clone();
         if let Some(s) = &observed_service {
@@ -225,26 +225,14 @@ impl Importer {
                 observed_service = None;
             }
         }
-        let service = apply_if_changed(
+        Ok(apply_if_changed(
             &apis.services,
             observed_service.as_ref(),
             desired_service,
             &self.writes,
         )
         .await?
-        .or(observed_service);
-        if let Some(service) = &service {
-            let state = DerivedState::of(service);
-            if derived.as_ref() != Some(&state) {
-                let desired = desired_import(ns, name, merged, Some(&state));
-                if let Some(written) =
-                    apply_if_changed(&apis.imports, Some(&import), desired, &self.writes).await?
-                {
-                    import = written;
-                }
-            }
-        }
-        Ok(import)
+        .or(observed_service))
     }
 
     /// The MCS EndpointSlices: one per source slice of each contributing cluster; the rest go.

@@ -246,6 +246,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         view: view.clone(),
         writes: writes.clone(),
         namespaces: namespace_policy,
+        statuses_in_flight: Default::default(),
     };
     let importer = Importer {
         client,

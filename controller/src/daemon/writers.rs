@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -101,6 +102,12 @@ impl Writers {
             export_queue.extend(everything.iter().cloned());
             import_queue.extend(everything);
             import_queue.extend(importer.imports.state().iter().map(|i| key_of(i.as_ref())));
+            // A derived Service whose import is gone (mcsd stopped between the two writes, or
+            // the import was deleted by hand) is found by its label.
+            import_queue.extend(importer.services.state().iter().filter_map(|s| {
+                let from = s.labels().get(crate::core::import::LABEL_DERIVED_FROM)?;
+                Some(Key::new(s.namespace()?, from.clone()))
+            }));
             let export_loop = work(&export_worker, &shutdown, &exports_drained, concurrency, |key| {
                 let exporter = &exporter;
                 async move { exporter.reconcile(&key).await }
