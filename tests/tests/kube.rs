@@ -1,5 +1,6 @@
-//! What only real clusters show: mcsd behind the real CoreDNS, and mcsd's answers beside CoreDNS's
-//! own MCS support (`kubernetes … { multicluster clusterset.local }`) over the same objects.
+//! What only real clusters show: mcsd behind the real CoreDNS, mcsd's answers beside CoreDNS's
+//! own MCS support (`kubernetes … { multicluster clusterset.local }`) over the same objects, and
+//! the admission policies that confine mcsd's own token, which only kube-apiserver enforces.
 //! `tests/kube/test.sh` runs these against the clusters of `tests/kube/up.sh`; in the sandbox
 //! tier there is no CoreDNS, so `cargo test` lists them as ignored, with that reason.
 
@@ -751,4 +752,145 @@ fn base64_decode(text: &str) -> String {
 fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// mcsd's own token (its ServiceAccount, which the ClusterRole lets write Services and
+/// EndpointSlices anywhere) confined by `manifests/admission.yaml`, enforced by kube-apiserver:
+/// every write to what mcsd did not make is refused with the rule that refused it, while mcsd's
+/// own flow goes through (here an export imported in both clusters; every other real-tier test
+/// runs with the policies in place too). Removing the policies is not mcsd's to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (admission policies): tests/kube/test.sh runs it"]
+async fn mcsd_own_token_may_write_only_what_mcsd_makes() {
+    let ns = "confined";
+    let set = real(2, ns).await;
+    export_when_ready(&set, 0, ns, "one").await;
+    resolved(set.members[1].dns, &format!("one.{ns}.svc.clusterset.local")).await;
+    imported_with_endpoints(&set, 0, ns, "one").await;
+    set.apply(
+        0,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: victim, namespace: kube-system}\nspec: {ports: [{port: 443}]}\n",
+    );
+    let as_mcsd = set.kubeconfig_as(0, "mcsd-system", "mcsd");
+    let refused = |args: &[&str], rule: &str| {
+        let stderr = mcsd_tests::kubectl_refused(&as_mcsd, args);
+        assert!(
+            stderr.contains("denied request") && stderr.contains(rule),
+            "kubectl {} as mcsd: refused, but not by \"{rule}\": {stderr}",
+            args.join(" ")
+        );
+    };
+    let refused_create = |file: &str, yaml: &str, rule: &str| {
+        let path = set.write(file, yaml);
+        refused(&["create", "-f", path.to_str().unwrap()], rule);
+    };
+    let hijack = r#"{"spec":{"selector":{"app":"evil"}}}"#;
+    let services = "ValidatingAdmissionPolicy 'mcsd-derived-services'";
+    let slices = "ValidatingAdmissionPolicy 'mcsd-endpointslices'";
+    // A user's Service, one in kube-system, and deleting either.
+    for (namespace, name) in [(ns, "one"), ("kube-system", "victim")] {
+        refused(
+            &[
+                "patch",
+                "service",
+                name,
+                "-n",
+                namespace,
+                "--type=merge",
+                "-p",
+                hijack,
+            ],
+            services,
+        );
+        refused(&["delete", "service", name, "-n", namespace], "is not one");
+    }
+    // A Service that is not a derived one, and a derived-looking one that would route to pods.
+    refused(
+        &["create", "service", "clusterip", "evil", "-n", ns, "--tcp=80"],
+        "is not one",
+    );
+    let selecting = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: derived-0123456789, namespace: {ns}, labels: {{mcsd.io/derived-from: one}}}}\nspec: {{selector: {{app: one}}, ports: [{{port: 80}}]}}\n"
+    );
+    refused_create("selecting.yaml", &selecting, "selector-less ClusterIP");
+    // A derived-looking Service mcsd did not make (no label): not its to change.
+    set.apply(
+        0,
+        &format!("apiVersion: v1\nkind: Service\nmetadata: {{name: derived-0123456789, namespace: {ns}}}\nspec: {{ports: [{{port: 80}}]}}\n"),
+    );
+    refused(
+        &[
+            "label",
+            "service",
+            "derived-0123456789",
+            "-n",
+            ns,
+            "mcsd.io/derived-from=one",
+        ],
+        "is not labelled mcsd.io/derived-from",
+    );
+    // The user's Service's own slice (the EndpointSlice controller's), and a slice of mcsd's kind
+    // that would feed the user's Service.
+    let own_slice = set.kubectl(
+        0,
+        &[
+            "get",
+            "endpointslices",
+            "-n",
+            ns,
+            "-l",
+            "kubernetes.io/service-name=one",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ],
+    );
+    assert!(!own_slice.trim().is_empty(), "one has its own EndpointSlice");
+    refused(
+        &["label", "endpointslice", own_slice.trim(), "-n", ns, "evil=yes"],
+        "is not managed-by mcsd.io",
+    );
+    refused(&["delete", "endpointslice", own_slice.trim(), "-n", ns], slices);
+    let feeding = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: evil, namespace: {ns}, labels: {{kubernetes.io/service-name: one, endpointslice.kubernetes.io/managed-by: mcsd.io}}}}\naddressType: IPv4\nendpoints: [{{addresses: [10.160.9.9]}}]\n"
+    );
+    refused_create("feeding.yaml", &feeding, "belong to derived Services only");
+    // The policies are the administrator's: mcsd's RBAC cannot remove them.
+    for policy in ["mcsd-derived-services", "mcsd-endpointslices"] {
+        let stderr =
+            mcsd_tests::kubectl_refused(&as_mcsd, &["delete", "validatingadmissionpolicybinding", policy]);
+        assert!(stderr.contains("forbidden"), "{stderr}");
+    }
+    // Meanwhile mcsd's own writes pass: the import is in cluster-b with its derived Service.
+    imported_with_endpoints(&set, 1, ns, "one").await;
+    set.kubectl(0, &["delete", "service", "victim", "-n", "kube-system"]);
+    set.stop().await;
+}
+
+/// The install manifests pass the API server's own checks as they are: a server-side dry run of
+/// `kubectl apply -k manifests/` is admitted without a single warning, so the Deployment meets
+/// the `restricted` Pod Security level that `mcsd-system` enforces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (Pod Security admission): tests/kube/test.sh runs it"]
+async fn the_manifests_are_admitted_without_a_warning_under_restricted_pod_security() {
+    let set = real(1, "podsecurity").await;
+    let manifests = mcsd_tests::repo_root().join("manifests");
+    let out = mcsd_tests::kubectl_output(
+        &set.members[0].kubeconfig,
+        &["apply", "-k", manifests.to_str().unwrap(), "--dry-run=server"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Warning"), "{stderr}");
+    let enforce = set.kubectl(
+        0,
+        &[
+            "get",
+            "namespace",
+            "mcsd-system",
+            "-o",
+            r"jsonpath={.metadata.labels.pod-security\.kubernetes\.io/enforce}",
+        ],
+    );
+    assert_eq!(enforce.trim(), "restricted");
+    set.stop().await;
 }

@@ -66,6 +66,8 @@ fn kustomize_renders_the_crds_namespace_rbac_deployment_and_services() {
         "Role",
         "Deployment",
         "Service",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ] {
         assert!(kinds.iter().any(|k| k == kind), "{kind} missing from {kinds:?}");
     }
@@ -186,4 +188,70 @@ fn dns_is_served_on_udp_and_tcp_port_53() {
         .collect();
     seen.sort();
     assert_eq!(seen, [(53, "TCP".to_string()), (53, "UDP".to_string())]);
+}
+
+/// RBAC cannot narrow a cluster-wide write by name or label, so every core resource mcsd's
+/// ClusterRole may write anywhere is confined by an admission policy that matches requests made
+/// as mcsd's ServiceAccount and is bound to deny. The exceptions are mcsd's own kinds: imports
+/// (mcsd's alone), export status (a subresource) and its ClusterProperty.
+#[test]
+fn every_cluster_wide_write_of_the_daemon_is_confined_by_an_admission_policy() {
+    let docs = rendered();
+    let role: ClusterRole = find(&docs, "ClusterRole", "mcsd");
+    let writes = ["create", "update", "patch", "delete"];
+    let own = [
+        "serviceimports",
+        "serviceimports/status",
+        "serviceexports/status",
+        "clusterproperties",
+    ];
+    let policies: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .collect();
+    for (group, resource, verbs) in rules_of(&role.rules) {
+        if own.contains(&resource.as_str()) || !verbs.iter().any(|v| writes.contains(&v.as_str())) {
+            continue;
+        }
+        let policy = policies
+            .iter()
+            .find(|p| {
+                p["spec"]["matchConstraints"]["resourceRules"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| {
+                        r["apiGroups"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|g| g == group.as_str())
+                            && r["resources"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|x| x == resource.as_str())
+                            && ["CREATE", "UPDATE", "DELETE"]
+                                .iter()
+                                .all(|op| r["operations"].as_array().unwrap().iter().any(|o| o == op))
+                    })
+            })
+            .unwrap_or_else(|| panic!("no admission policy confines mcsd's writes to {group}/{resource}"));
+        let name = policy["metadata"]["name"].as_str().unwrap();
+        let conditions = policy["spec"]["matchConditions"].to_string();
+        assert!(
+            conditions.contains("system:serviceaccount:mcsd-system:mcsd"),
+            "{name} matches mcsd's ServiceAccount: {conditions}"
+        );
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail", "{name}");
+        let binding = docs
+            .iter()
+            .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding" && d["spec"]["policyName"] == name)
+            .unwrap_or_else(|| panic!("{name} is bound"));
+        assert_eq!(
+            binding["spec"]["validationActions"],
+            serde_json::json!(["Deny"]),
+            "{name}"
+        );
+    }
 }
