@@ -8,6 +8,7 @@
 //!  dns_index: ServiceImports + MCS EndpointSlices + Namespaces ──▶ the DNS zone
 //!  why: what an explanation of a name holds, and its text
 //!  peer_secret, status_lease: the formats of the peer Secret and the status Lease
+//!  fuzzing: what a peer controls (exchange objects, the peer Secret), fuzzed through the guard
 //! ```
 
 pub mod conditions;
@@ -16,6 +17,7 @@ pub mod exchange;
 pub mod export;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod fuzzing;
 pub mod gate;
 pub mod guard;
 pub mod import;
