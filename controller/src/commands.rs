@@ -1,6 +1,7 @@
 //! The command line: one subcommand per job. Each subcommand's `run` is where its wiring lives.
 
 pub mod admin_client;
+pub mod hub;
 pub mod join;
 pub mod status;
 pub mod why;
@@ -66,10 +67,29 @@ enum Command {
     /// Undo `mcsd join`: the peer Secrets removed and the identities deleted, so every token
     /// issued for them stops working at once.
     Leave(LeaveArgs),
+    /// Set up a hub: any Kubernetes API server that holds a ClusterSet's exchange records, so
+    /// members connect to it instead of to each other (`mcsd hub init CONTEXT`; then
+    /// `mcsd join --hub CONTEXT MEMBER...`).
+    #[command(subcommand)]
+    Hub(HubCommand),
     /// Show the ClusterSet as a cluster's mcsd sees it: its id, ClusterSet and leader, each peer's
     /// state (with the one-line reason), sync lag and credential expiry, and the counts of
     /// exports, imports and conflicts. Needs only a kubeconfig.
     Status(StatusArgs),
+}
+
+/// `mcsd hub`.
+#[derive(Debug, Subcommand)]
+enum HubCommand {
+    /// Install what a hub needs (`manifests/hub.yaml`: the ClusterRoles members are bound to).
+    Init {
+        /// The hub's kubeconfig context (an admin's).
+        #[arg(value_name = "CONTEXT")]
+        context: String,
+        /// The kubeconfig holding it (as for `mcsd join`).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 /// `mcsd status`.
@@ -93,12 +113,22 @@ struct StatusArgs {
 /// `mcsd join`.
 #[derive(Debug, clap::Args)]
 struct JoinArgs {
-    /// The kubeconfig contexts of the clusters to join (two or more): every pair, both ways.
-    #[arg(value_name = "CONTEXT", num_args = 2.., required = true)]
+    /// The kubeconfig contexts of the clusters to join (two or more): every pair, both ways. With
+    /// `--hub`, the members to enrol in the hub (one or more).
+    #[arg(value_name = "CONTEXT", num_args = 1.., required = true)]
     contexts: Vec<String>,
     /// Only the first context exports to the others (they import from it; it imports nothing).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hub")]
     one_way: bool,
+    /// Enrol the clusters in the hub of this context (`mcsd hub init` first) instead of joining
+    /// them with each other: each gets its namespace and identity on the hub, and Secret
+    /// `mcsd-system/hub` holding a short-lived token for it.
+    #[arg(long, value_name = "CONTEXT")]
+    hub: Option<String>,
+    /// With `--hub`: the only ranges a member's endpoint addresses may be in, declared on its hub
+    /// namespace for every reader (`--ranges ctx-a=10.1.0.0/16,fd00:1::/64`); may be repeated.
+    #[arg(long, value_name = "CONTEXT=CIDR,...", value_parser = context_ranges, requires = "hub")]
+    ranges: Vec<(String, String)>,
     /// Check every cluster and print each object that would be created or updated (in full) or is
     /// in place already (`unchanged`); write nothing.
     #[arg(long)]
@@ -119,12 +149,17 @@ struct JoinArgs {
 /// `mcsd leave`.
 #[derive(Debug, clap::Args)]
 struct LeaveArgs {
-    /// The kubeconfig contexts of the clusters to part (two or more): every pair, both ways.
-    #[arg(value_name = "CONTEXT", num_args = 2.., required = true)]
+    /// The kubeconfig contexts of the clusters to part (two or more): every pair, both ways. With
+    /// `--hub`, the members to remove from the hub (one or more).
+    #[arg(value_name = "CONTEXT", num_args = 1.., required = true)]
     contexts: Vec<String>,
     /// Only the first context stops exporting to the others.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hub")]
     one_way: bool,
+    /// Remove the clusters from the hub of this context: their Secret `hub`, and their namespace
+    /// (with their records and identity) on the hub.
+    #[arg(long, value_name = "CONTEXT")]
+    hub: Option<String>,
     /// The kubeconfig holding the contexts (as for `mcsd join`).
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
@@ -137,6 +172,18 @@ fn context_value(s: &str) -> Result<(String, String), String> {
             Ok((context.to_string(), url.to_string()))
         }
         _ => Err(format!("{s:?} is not CONTEXT=https://HOST:PORT")),
+    }
+}
+
+/// `CONTEXT=CIDR,...`: the ranges as given, parsed when they are used.
+fn context_ranges(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((context, ranges)) if !context.is_empty() && !ranges.is_empty() => {
+            Ok((context.to_string(), ranges.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?} is not CONTEXT=CIDR,... (`cluster-a=10.1.0.0/16,fd00:1::/64`)"
+        )),
     }
 }
 
@@ -187,8 +234,13 @@ struct SandboxArgs {
     dir: PathBuf,
     /// Start the clusters unconnected: each mcsd has no peers until `mcsd join` connects them
     /// (`mcsd join --kubeconfig DIR/kubeconfig cluster-a cluster-b …`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "hub")]
     no_peers: bool,
+    /// Connect the clusters through a hub instead of with each other: one more API server
+    /// (`DIR/hub.kubeconfig`, context `hub` in `DIR/kubeconfig`) holding every member's
+    /// exchange records, each member enrolled in it (README, "A hub for many clusters").
+    #[arg(long)]
+    hub: bool,
 }
 
 /// `mcsd dns`.
@@ -284,6 +336,10 @@ impl Cli {
             Command::Why(args) => args.run(),
             Command::Join(args) => args.run(),
             Command::Leave(args) => args.run(),
+            Command::Hub(HubCommand::Init { context, kubeconfig }) => {
+                block_on(crate::commands::hub::init(kubeconfig.as_deref(), &context))
+                    .and_then(|lines| print_lines(&lines))
+            }
             Command::Status(args) => args.run(),
         };
         match result {
@@ -329,15 +385,17 @@ impl SandboxArgs {
             clusters,
             dir,
             no_peers,
+            hub,
         } = self;
         // Three daemons' worth of info lines would bury the sandbox's own output.
         init_tracing_at("warn");
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(crate::process::sandbox::run(
-            usize::from(clusters),
-            &dir,
-            !no_peers,
-        ))
+        let connect = match (no_peers, hub) {
+            (_, true) => crate::process::sandbox::Connect::Hub,
+            (true, false) => crate::process::sandbox::Connect::Later,
+            (false, false) => crate::process::sandbox::Connect::Mesh,
+        };
+        runtime.block_on(crate::process::sandbox::run(usize::from(clusters), &dir, connect))
     }
 }
 impl WhyArgs {
@@ -369,6 +427,8 @@ impl JoinArgs {
         let Self {
             contexts,
             one_way,
+            hub,
+            ranges,
             dry_run,
             server,
             token_ttl,
@@ -376,7 +436,7 @@ impl JoinArgs {
         } = self;
         for (context, _) in &server {
             anyhow::ensure!(
-                contexts.contains(context),
+                contexts.contains(context) || hub.as_ref() == Some(context),
                 "--server names context {context:?}, which is not one of those to join ({})",
                 contexts.join(", ")
             );
@@ -385,6 +445,40 @@ impl JoinArgs {
             dry_run,
             token_ttl: Duration::from_secs(token_ttl),
         };
+        if let Some(hub) = hub {
+            let mut declared = std::collections::BTreeMap::new();
+            for (context, text) in ranges {
+                anyhow::ensure!(
+                    contexts.contains(&context),
+                    "--ranges names context {context:?}, which is not one of those to enrol ({})",
+                    contexts.join(", ")
+                );
+                let parsed = text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(|r| {
+                        r.parse::<ipnet::IpNet>().map_err(|e| {
+                            anyhow::anyhow!("--ranges {context}: {r:?} is not a CIDR range: {e}")
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                declared.insert(context, parsed);
+            }
+            let lines = block_on(crate::commands::hub::join(
+                kubeconfig.as_deref(),
+                &hub,
+                &contexts,
+                &server.into_iter().collect(),
+                &declared,
+                &options,
+            ))?;
+            return print_lines(&lines);
+        }
+        anyhow::ensure!(
+            contexts.len() >= 2,
+            "mcsd join connects two or more contexts (or enrols members in a hub with --hub CONTEXT)"
+        );
         let lines = block_on(crate::commands::join::join(
             kubeconfig.as_deref(),
             &contexts,
@@ -401,8 +495,21 @@ impl LeaveArgs {
         let Self {
             contexts,
             one_way,
+            hub,
             kubeconfig,
         } = self;
+        if let Some(hub) = hub {
+            let lines = block_on(crate::commands::hub::leave(
+                kubeconfig.as_deref(),
+                &hub,
+                &contexts,
+            ))?;
+            return print_lines(&lines);
+        }
+        anyhow::ensure!(
+            contexts.len() >= 2,
+            "mcsd leave parts two or more contexts (or removes members from a hub with --hub CONTEXT)"
+        );
         let lines = block_on(crate::commands::join::leave(
             kubeconfig.as_deref(),
             &contexts,

@@ -7,6 +7,7 @@
 //!          conditions ◀── import (ServiceImport, derived Service, slices) ◀────┘
 //!  dns_index: ServiceImports + MCS EndpointSlices + Namespaces ──▶ the DNS zone
 //!  why: what an explanation of a name holds, and its text
+//!  hub: hub mode's names and rules (member namespaces, what a member reads, the hub's copy)
 //!  peer_secret, status_lease: the formats of the peer Secret and the status Lease
 //!  fuzzing: what a peer controls (exchange objects, the peer Secret), fuzzed through the guard
 //! ```
@@ -20,6 +21,7 @@ pub(crate) mod fixtures;
 pub mod fuzzing;
 pub mod gate;
 pub mod guard;
+pub mod hub;
 pub mod import;
 pub mod merge;
 pub mod objects;

@@ -78,6 +78,10 @@ impl Admission {
                 }
                 Ok(())
             }
+            ("", "Secret") => {
+                behaviour::fold_string_data(obj);
+                Ok(())
+            }
             ("", "Service") => behaviour::admit_service(&self.addresses, old, obj, allocated),
             ("", "Pod") => {
                 behaviour::admit_pod(&self.behaviour.cluster, &self.addresses, old, obj, allocated)

@@ -413,6 +413,22 @@ pub fn admit_pod(
     Ok(())
 }
 
+/// A Secret's `stringData`, as kube-apiserver takes it: each key, encoded, replaces the same
+/// key of `data`, and `stringData` itself is never stored.
+pub fn fold_string_data(obj: &mut Value) {
+    use base64::Engine as _;
+    let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    if !obj["data"].is_object() {
+        obj["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        obj["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
 /// EndpointSlice validation: `addressType` required, one of IPv4/IPv6/FQDN, immutable; every
 /// endpoint has at least one address.
 pub fn validate_endpoint_slice(old: Option<&Value>, obj: &mut Value) -> ApiResult<()> {

@@ -5,6 +5,16 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{Api, api::ListParams};
+use mcsd_crds::{
+    mcs::{
+        ServiceImportType,
+        v1beta1::{ServiceExport, ServiceImport},
+    },
+    names,
+};
+
 use crate::{ClusterSet, WAIT, dig, eventually, kubectl, repo_root};
 
 /// A Namespace `ns`.
@@ -119,4 +129,145 @@ pub fn export_hello_as_the_readme_does(kubeconfigs: &[PathBuf], from: usize) {
     ] {
         kubectl(&kubeconfigs[from], args);
     }
+}
+
+/// `hello` in `ns`: a ClusterIP Service with a TCP and a UDP port 42 and ClientIP session
+/// affinity, and its one pod.
+pub fn two_port_hello(ns: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: hello, namespace: {ns}}}
+spec:
+  selector: {{app: hello}}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 10}}}}
+  ports:
+  - {{name: tcp, port: 42, protocol: TCP, targetPort: 8042}}
+  - {{name: udp, port: 42, protocol: UDP, targetPort: 8042}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hello-0, namespace: {ns}, labels: {{app: hello}}}}
+spec:
+  containers:
+  - name: hello
+    image: alpine/socat
+    ports: [{{containerPort: 8042}}]
+"#
+    )
+}
+
+/// The ServiceExport of `hello` in `ns`.
+pub fn hello_export(ns: &str) -> String {
+    format!(
+        "apiVersion: multicluster.x-k8s.io/v1beta1\nkind: ServiceExport\nmetadata: {{name: hello, namespace: {ns}}}\n"
+    )
+}
+
+/// The ServiceImport of `hello` in `ns` in cluster `i`, if any.
+pub async fn hello_import(set: &ClusterSet, i: usize, ns: &str) -> Option<ServiceImport> {
+    let client = set.members[i].client().await;
+    Api::<ServiceImport>::namespaced(client, ns)
+        .get_opt("hello")
+        .await
+        .unwrap()
+}
+
+/// Exports `demo/hello` from the first of three clusters, checks its import, derived Service and
+/// slices in every cluster and its conditions, unexports it and waits for every import to go.
+pub async fn exported_everywhere_then_withdrawn(set: ClusterSet) -> ClusterSet {
+    set.apply(0, &two_port_hello("demo"));
+    set.apply(0, &hello_export("demo"));
+
+    for i in 0..3 {
+        let import = eventually("a ClusterSetIP import with an IP", WAIT, || async {
+            hello_import(&set, i, "demo")
+                .await
+                .filter(|imp| !imp.spec.ips.is_empty())
+        })
+        .await;
+        assert_eq!(import.spec.type_, ServiceImportType::ClusterSetIP);
+        assert_eq!(import.spec.ports.len(), 2);
+        assert_eq!(import.spec.ips.len(), import.spec.ip_families.len());
+        let client = set.members[i].client().await;
+        // The clusterset IP is the derived Service's cluster IP, from this cluster's range.
+        let derived = Api::<Service>::namespaced(client.clone(), "demo")
+            .get(&names::derived_service_name("demo", "hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            derived.spec.unwrap().cluster_ip.as_deref(),
+            Some(import.spec.ips[0].as_str())
+        );
+        assert!(
+            import.spec.ips[0].starts_with(&format!("10.{}.", 96 + i)),
+            "{:?}",
+            import.spec.ips
+        );
+        // Session affinity is copied.
+        assert_eq!(
+            import
+                .spec
+                .session_affinity_config
+                .unwrap()
+                .client_ip
+                .unwrap()
+                .timeout_seconds,
+            Some(10)
+        );
+        // MCS EndpointSlices with the required labels, holding cluster-a's pod.
+        let slices = eventually("an MCS EndpointSlice with an endpoint", WAIT, || {
+            let client = client.clone();
+            async move {
+                let slices = Api::<EndpointSlice>::namespaced(client, "demo")
+                    .list(&ListParams::default().labels(&format!("{}=hello", names::LABEL_SERVICE_NAME)))
+                    .await
+                    .unwrap();
+                Some(slices.items).filter(|s| s.iter().any(|s| !s.endpoints.is_empty()))
+            }
+        })
+        .await;
+        let labels = slices[0].metadata.labels.clone().unwrap();
+        assert_eq!(labels[names::LABEL_SOURCE_CLUSTER], "cluster-a");
+        assert_eq!(labels[names::LABEL_MANAGED_BY], "mcsd.io");
+        assert_eq!(
+            labels[names::LABEL_KUBERNETES_SERVICE_NAME],
+            names::derived_service_name("demo", "hello")
+        );
+        assert!(
+            slices[0].endpoints[0].addresses[0].starts_with("10.160."),
+            "cluster-a's pod range"
+        );
+    }
+
+    // The export says it is valid, published, and unconflicted.
+    let client = set.members[0].client().await;
+    let conditions = eventually("Valid, Ready and Conflict on the export", WAIT, || {
+        let client = client.clone();
+        async move {
+            let e = Api::<ServiceExport>::namespaced(client, "demo")
+                .get("hello")
+                .await
+                .unwrap();
+            let c = e.status.map(|s| s.conditions).unwrap_or_default();
+            (c.len() == 3).then_some(c)
+        }
+    })
+    .await;
+    let got: Vec<_> = conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(got, [("Valid", "True"), ("Ready", "True"), ("Conflict", "False")]);
+
+    // Unexport: the import goes everywhere.
+    set.kubectl(0, &["delete", "serviceexport", "hello", "-n", "demo"]);
+    for i in 0..3 {
+        eventually("the import to go", WAIT, || async {
+            hello_import(&set, i, "demo").await.is_none().then_some(())
+        })
+        .await;
+    }
+    set
 }

@@ -158,12 +158,7 @@ pub fn why(admin: std::net::SocketAddr, name: &str, extra: &[&str]) -> String {
 
 /// `mcsd ARGS --kubeconfig KUBECONFIG`, which must succeed; its standard output.
 pub fn mcsd_ok(kubeconfig: &Path, args: &[&str]) -> String {
-    let out = Command::new(mcsd_binary())
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .output()
-        .expect("mcsd runs");
+    let out = mcsd_output(kubeconfig, args);
     assert!(
         out.status.success(),
         "mcsd {} failed: {}",
@@ -171,6 +166,28 @@ pub fn mcsd_ok(kubeconfig: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("mcsd writes UTF-8")
+}
+
+/// What `mcsd ARGS --kubeconfig KUBECONFIG` did.
+fn mcsd_output(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(mcsd_binary())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .expect("mcsd runs")
+}
+
+/// `mcsd ARGS --kubeconfig KUBECONFIG`, which must fail: its error output.
+pub fn mcsd_refused(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = mcsd_output(kubeconfig, args);
+    assert!(
+        !out.status.success(),
+        "mcsd {} should have failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `kubectl get OBJECT -n NS -o jsonpath=JSONPATH` (`object`: `serviceimport/hello`).
@@ -554,9 +571,20 @@ enum Backend {
     Sandbox {
         shutdown: CancellationToken,
         options: mcsd::process::sandbox::Options,
+        /// The hub API server the members are enrolled in, for a hub ClusterSet.
+        hub: Option<Box<Hub>>,
     },
     /// A running set of real clusters (`tests/kube/up.sh`), shared by the tests one at a time.
     Real,
+}
+
+/// The hub of a hub ClusterSet on the sandbox: an API server beside the members.
+#[derive(Debug)]
+pub struct Hub {
+    /// The hub's API server.
+    pub cluster: Cluster,
+    /// Its admin kubeconfig (`DIR/hub.kubeconfig`).
+    pub kubeconfig: PathBuf,
 }
 
 /// A ClusterSet of clusters, each running mcsd, peered with every other: sandbox clusters
@@ -706,7 +734,81 @@ impl ClusterSet {
         Self {
             members,
             dir,
-            backend: Backend::Sandbox { shutdown, options },
+            backend: Backend::Sandbox {
+                shutdown,
+                options,
+                hub: None,
+            },
+        }
+    }
+
+    /// `n` new sandbox clusters connected through a hub (`mcsd sandbox --clusters n --hub`): a
+    /// hub API server beside them with `manifests/hub.yaml`, every member enrolled (its pod ranges
+    /// declared) and given Secret `mcsd-system/hub`; no member has a peer.
+    pub async fn sandbox_hub(n: usize) -> Self {
+        Self::sandbox_hub_with(n, Default::default()).await
+    }
+
+    /// [`Self::sandbox_hub`] with these options for every mcsd (but no peers).
+    pub async fn sandbox_hub_with(n: usize, options: mcsd::process::sandbox::Options) -> Self {
+        let options = mcsd::process::sandbox::Options {
+            peered: false,
+            ..options
+        };
+        let mut set = Self::sandbox_with(n, options).await;
+        set.add_hub().await;
+        set
+    }
+
+    /// Starts a hub API server beside these sandbox clusters, and enrols every one of them in it
+    /// (as [`Self::sandbox_hub`] does), whatever peers they have.
+    pub async fn add_hub(&mut self) {
+        let hub = mcsd::process::sandbox::start_hub(self.members.len(), &self.dir, true)
+            .await
+            .expect("the hub starts");
+        for (i, m) in self.members.iter().enumerate() {
+            mcsd::process::sandbox::enrol(&hub, &ClusterConfig::nth(i), &m.client().await)
+                .await
+                .expect("a member is enrolled in the hub");
+        }
+        let kubeconfig = self.dir.join("hub.kubeconfig");
+        match &mut self.backend {
+            Backend::Sandbox { hub: slot, .. } => {
+                *slot = Some(Box::new(Hub {
+                    cluster: hub,
+                    kubeconfig,
+                }))
+            }
+            Backend::Real => panic!("add_hub needs sandbox clusters"),
+        }
+    }
+
+    /// The kubeconfig member `i`'s mcsd holds for the hub (Secret `mcsd-system/hub`), written to
+    /// a file: the member's identity on the hub.
+    pub fn hub_credential(&self, i: usize) -> PathBuf {
+        use base64::Engine as _;
+        let data = self.get(i, "mcsd-system", "secret/hub", "{.data.kubeconfig}");
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .expect("the hub Secret's kubeconfig is base64");
+        self.write(
+            &format!("hub-credential-{i}.kubeconfig"),
+            &String::from_utf8(text).unwrap(),
+        )
+    }
+
+    /// [`Self::sandbox_hub`], then creates namespace `ns` in every member with kubectl.
+    pub async fn sandbox_hub_with_namespace(n: usize, ns: &str) -> Self {
+        let set = Self::sandbox_hub(n).await;
+        set.create_namespace(ns);
+        set
+    }
+
+    /// The hub of a hub ClusterSet.
+    pub fn hub(&self) -> &Hub {
+        match &self.backend {
+            Backend::Sandbox { hub: Some(hub), .. } => hub,
+            _ => panic!("this ClusterSet has no hub"),
         }
     }
 
@@ -908,6 +1010,11 @@ impl ClusterSet {
             .cloned()
     }
 
+    /// The test's scratch directory (kubeconfigs, manifests, a hub's files).
+    pub fn scratch(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
     /// A file in the test's scratch directory holding `text` (a kubeconfig made from a peer
     /// Secret, a manifest).
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -973,7 +1080,7 @@ impl ClusterSet {
     /// the next test waits until it is gone).
     pub async fn stop(self) {
         match self.backend {
-            Backend::Sandbox { shutdown, .. } => {
+            Backend::Sandbox { shutdown, hub, .. } => {
                 // Each mcsd first, then the API servers it talks to (as `mcsd sandbox` stops).
                 shutdown.cancel();
                 for m in &self.members {
@@ -985,6 +1092,9 @@ impl ClusterSet {
                     if let Some(sandbox) = m.sandbox {
                         sandbox.cluster.shutdown().await;
                     }
+                }
+                if let Some(hub) = hub {
+                    hub.cluster.shutdown().await;
                 }
             }
             Backend::Real => {

@@ -255,3 +255,40 @@ fn every_cluster_wide_write_of_the_daemon_is_confined_by_an_admission_policy() {
         );
     }
 }
+
+#[test]
+fn a_hub_grants_members_their_records_and_the_members_list_and_nothing_more() {
+    let text = std::fs::read_to_string(mcsd_tests::repo_root().join("manifests/hub.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_json::Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["ClusterRole", "ClusterRole"],
+        "the hub holds no more than the two roles"
+    );
+    let write: ClusterRole = find(&docs, "ClusterRole", "mcsd-hub-member-write");
+    let records = |verbs: &[&str]| -> Vec<(String, String, Vec<String>)> {
+        let verbs: Vec<String> = verbs.iter().map(|v| v.to_string()).collect();
+        vec![
+            (String::new(), "configmaps".into(), verbs.clone()),
+            ("discovery.k8s.io".into(), "endpointslices".into(), verbs),
+        ]
+    };
+    // Bound in the member's own namespace only (a RoleBinding there): its records.
+    assert_eq!(
+        rules_of(&write.rules),
+        records(&["get", "list", "watch", "create", "patch", "delete"])
+    );
+    // Across the hub: read the records and the members' namespaces, nothing else.
+    let read: ClusterRole = find(&docs, "ClusterRole", "mcsd-hub-member-read");
+    let mut wanted = records(&["get", "list", "watch"]);
+    wanted.push((
+        String::new(),
+        "namespaces".into(),
+        vec!["get".into(), "list".into(), "watch".into()],
+    ));
+    assert_eq!(rules_of(&read.rules), wanted);
+}

@@ -87,9 +87,19 @@ where
 {
     /// Watches `api` with `config`; `prepare` trims each object before anything holds it.
     pub(crate) fn new(api: Api<K>, config: watcher::Config, prepare: fn(&mut K)) -> Self {
+        Self::of_kind(api, config, prepare, &K::kind(&Default::default()))
+    }
+}
+
+impl<K> Watch<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    /// [`Watch::new`] for a kind known only at run time (a `DynamicObject`), named `kind`.
+    pub(crate) fn of_kind(api: Api<K>, config: watcher::Config, prepare: fn(&mut K), kind: &str) -> Self {
         Self {
             stream: watcher(api, config).default_backoff().modify(prepare).boxed(),
-            kind: K::kind(&Default::default()).into_owned(),
+            kind: kind.to_string(),
             failing: false,
             listed: watch::channel(false).0,
         }

@@ -276,7 +276,7 @@ fn crd(resource: &'static str) -> Access {
 
 /// The CA of `context`'s cluster, PEM, from `certificate-authority-data` or the file
 /// `certificate-authority` names.
-fn ca_of(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<Option<String>> {
+pub(crate) fn ca_of(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<Option<String>> {
     let cluster_name = kubeconfig
         .contexts
         .iter()
@@ -309,7 +309,7 @@ fn ca_of(kubeconfig: &Kubeconfig, context: &str) -> anyhow::Result<Option<String
 
 /// Whether an API server answers at `server` over TLS verified with `ca_pem` (what a peer's
 /// kubeconfig will hold), without credentials: any HTTP answer (401 included) will do.
-async fn reachable_as_handed_over(server: &str, ca_pem: Option<&str>) -> Result<(), String> {
+pub(crate) async fn reachable_as_handed_over(server: &str, ca_pem: Option<&str>) -> Result<(), String> {
     let text = kubeconfig_text("peer", server, ca_pem, "anonymous", None);
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| e.to_string())?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -426,26 +426,43 @@ pub fn renew_role(importer: &ClusterId) -> String {
     format!("mcsd-peer-{importer}-renew")
 }
 
-/// The Role and RoleBinding that let `importer`'s ServiceAccount mint tokens for itself, and only
-/// for itself (`create` on `serviceaccounts/token`, by name).
-fn renewal_objects(importer: &ClusterId) -> (Role, RoleBinding) {
-    let account = peer_account(importer);
-    let name = renew_role(importer);
-    let labels = json!({"app.kubernetes.io/name": "mcsd", mcsd::PEER_FOR: importer.as_str()});
+/// A Role `name` in `namespace` with one rule (`verbs` on the one object `object` of core
+/// `resource`), and its RoleBinding to the ServiceAccount `account` of that namespace.
+pub(crate) fn one_object_role(
+    name: &str,
+    namespace: &str,
+    labels: &serde_json::Value,
+    (resource, object, verbs): (&str, &str, &[&str]),
+    account: &str,
+) -> (Role, RoleBinding) {
     let role = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
-        "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "resourceNames": [account], "verbs": ["create"]}],
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "rules": [{"apiGroups": [""], "resources": [resource], "resourceNames": [object], "verbs": verbs}],
     }))
     .expect("a Role");
     let binding = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": DEFAULT_NAMESPACE}],
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }))
     .expect("a RoleBinding");
     (role, binding)
+}
+
+/// The Role and RoleBinding that let `importer`'s ServiceAccount mint tokens for itself, and only
+/// for itself (`create` on `serviceaccounts/token`, by name).
+fn renewal_objects(importer: &ClusterId) -> (Role, RoleBinding) {
+    let account = peer_account(importer);
+    let labels = json!({"app.kubernetes.io/name": "mcsd", mcsd::PEER_FOR: importer.as_str()});
+    one_object_role(
+        &renew_role(importer),
+        DEFAULT_NAMESPACE,
+        &labels,
+        ("serviceaccounts/token", &account, &["create"]),
+        &account,
+    )
 }
 
 /// The name of the Role (and its binding) in an importing cluster that lets its mcsd write the
@@ -458,22 +475,14 @@ pub fn secret_role(exporter: &ClusterId) -> String {
 /// patch the one peer Secret for `exporter`: its RBAC from `manifests/` reads Secrets and writes
 /// none.
 fn secret_objects(exporter: &ClusterId) -> (Role, RoleBinding) {
-    let name = secret_role(exporter);
     let labels = json!({"app.kubernetes.io/name": "mcsd", mcsd::PEER_OF: exporter.as_str()});
-    let role = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-        "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
-        "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [peer_secret(exporter)], "verbs": ["get", "patch"]}],
-    }))
-    .expect("a Role");
-    let binding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": DEFAULT_NAMESPACE, "labels": labels},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": "mcsd", "namespace": DEFAULT_NAMESPACE}],
-    }))
-    .expect("a RoleBinding");
-    (role, binding)
+    one_object_role(
+        &secret_role(exporter),
+        DEFAULT_NAMESPACE,
+        &labels,
+        ("secrets", &peer_secret(exporter), &["get", "patch"]),
+        "mcsd",
+    )
 }
 
 /// The objects one pair needs in the exporting cluster.
@@ -517,7 +526,7 @@ pub fn peer_kubeconfig(exporter: &Member, user: &str, token: &str) -> String {
 
 /// A kubeconfig of one context `name`: `server` verified with `ca_pem`, as `user` with `token`
 /// (none: no credentials).
-fn kubeconfig_text(
+pub(crate) fn kubeconfig_text(
     name: &str,
     server: &str,
     ca_pem: Option<&str>,
@@ -607,7 +616,7 @@ fn holds(current: &serde_json::Value, desired: &serde_json::Value) -> bool {
 
 /// Server-side applies `object` unless `dry_run` (then prints it, unless it is in place already);
 /// says what changed.
-async fn apply<K>(
+pub(crate) async fn apply<K>(
     api: Api<K>,
     object: K,
     dry_run: bool,
@@ -759,11 +768,7 @@ pub async fn join_pair(
 fn still_good(current: &Secret, exporter: &Member, user: &str, account: &str, ttl: Duration) -> bool {
     use base64::Engine as _;
     let annotations = current.annotations();
-    let half = i64::try_from(ttl.as_secs() / 2).unwrap_or(i64::MAX);
-    let fresh = annotations
-        .get(ANNOTATION_TOKEN_EXPIRES)
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .is_some_and(|at| at.duration_since(Timestamp::now()).as_secs() > half);
+    let fresh = token_fresh(current, ttl);
     let same_account = annotations.get(ANNOTATION_SERVICE_ACCOUNT)
         == Some(&format!("{DEFAULT_NAMESPACE}/{account}"))
         && annotations.get(ANNOTATION_TOKEN_LIFETIME) == Some(&ttl.as_secs().to_string());
@@ -786,6 +791,17 @@ fn still_good(current: &Secret, exporter: &Member, user: &str, account: &str, tt
         }) && kc.auth_infos.first().is_some_and(|a| a.name == user)
     });
     fresh && same_account && same_name && same_target
+}
+
+/// Whether the token in `secret` (as its expiry annotation says) lives for more than half of `ttl`
+/// yet: a join run again leaves it alone.
+pub(crate) fn token_fresh(secret: &Secret, ttl: Duration) -> bool {
+    let half = i64::try_from(ttl.as_secs() / 2).unwrap_or(i64::MAX);
+    secret
+        .annotations()
+        .get(ANNOTATION_TOKEN_EXPIRES)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .is_some_and(|at| at.duration_since(Timestamp::now()).as_secs() > half)
 }
 
 /// A token of `account` in `exporter`, living `ttl` (or what the API server grants).
@@ -837,7 +853,12 @@ pub async fn leave_pair(exporter: &Member, importer: &Member) -> anyhow::Result<
     Ok(out)
 }
 
-async fn delete<K>(api: Api<K>, name: &str, context: &str, out: &mut Vec<String>) -> anyhow::Result<()>
+pub(crate) async fn delete<K>(
+    api: Api<K>,
+    name: &str,
+    context: &str,
+    out: &mut Vec<String>,
+) -> anyhow::Result<()>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,

@@ -151,13 +151,18 @@ pub fn render(statuses: &[ClusterStatus], now: Timestamp) -> String {
             let _ = writeln!(out, "  no peers: connect clusters with `mcsd join`");
             continue;
         }
-        let rows: Vec<[String; 5]> = m
+        let rows: Vec<[String; 6]> = m
             .peers
             .iter()
             .map(|p| {
                 [
                     p.name.clone(),
                     p.state.clone(),
+                    if p.via.is_empty() {
+                        "mesh".into()
+                    } else {
+                        p.via.clone()
+                    },
                     p.last_current
                         .as_deref()
                         .and_then(|t| seconds_between(t, now))
@@ -176,8 +181,8 @@ pub fn render(statuses: &[ClusterStatus], now: Timestamp) -> String {
                 ]
             })
             .collect();
-        let header = ["PEER", "STATE", "SYNC LAG", "CREDENTIALS EXPIRE", "REASON"];
-        let widths: Vec<usize> = (0..4)
+        let header = ["PEER", "STATE", "VIA", "SYNC LAG", "CREDENTIALS EXPIRE", "REASON"];
+        let widths: Vec<usize> = (0..5)
             .map(|i| {
                 rows.iter()
                     .map(|r| r[i].len())
@@ -189,16 +194,18 @@ pub fn render(statuses: &[ClusterStatus], now: Timestamp) -> String {
         for row in std::iter::once(header.map(str::to_string)).chain(rows) {
             let _ = writeln!(
                 out,
-                "  {:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+                "  {:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:<w4$}  {}",
                 row[0],
                 row[1],
                 row[2],
                 row[3],
                 row[4],
+                row[5],
                 w0 = widths[0],
                 w1 = widths[1],
                 w2 = widths[2],
                 w3 = widths[3],
+                w4 = widths[4],
             );
         }
     }
@@ -243,6 +250,7 @@ mod tests {
                         last_current: Some("2026-11-28T11:59:58Z".into()),
                         credential_expiry: Some("2026-11-29T00:00:00Z".into()),
                         credential_problem: None,
+                        via: "mesh".into(),
                     },
                     PeerEntry {
                         name: "cluster-d".into(),
@@ -251,6 +259,7 @@ mod tests {
                         last_current: Some("2026-11-28T11:59:59Z".into()),
                         credential_expiry: Some("2026-11-28T13:00:00Z".into()),
                         credential_problem: Some("renewal refused".into()),
+                        via: "mesh".into(),
                     },
                     PeerEntry {
                         name: "cluster-b".into(),
@@ -259,6 +268,7 @@ mod tests {
                         last_current: Some("2026-11-28T11:55:00Z".into()),
                         credential_expiry: None,
                         credential_problem: None,
+                        via: "hub".into(),
                     },
                 ],
                 written: "2026-11-28T11:59:59Z".into(),
@@ -271,10 +281,10 @@ mod tests {
         assert_eq!(
             text,
             "cluster-c (context ctx-c), ClusterSet prod, leader mcsd-7f9; 2 exports, 3 imports, 1 in conflict; published 1 s ago\n\
-             \x20 PEER       STATE        SYNC LAG  CREDENTIALS EXPIRE  REASON\n\
-             \x20 cluster-a  synced       2 s       in 12 h 0 m         -\n\
-             \x20 cluster-d  synced       1 s       in 1 h 0 m          renewal refused\n\
-             \x20 cluster-b  unreachable  5 m       -                   cannot reach the API server\n"
+             \x20 PEER       STATE        VIA   SYNC LAG  CREDENTIALS EXPIRE  REASON\n\
+             \x20 cluster-a  synced       mesh  2 s       in 12 h 0 m         -\n\
+             \x20 cluster-d  synced       mesh  1 s       in 1 h 0 m          renewal refused\n\
+             \x20 cluster-b  unreachable  hub   5 m       -                   cannot reach the API server\n"
         );
     }
 }

@@ -151,8 +151,18 @@ impl Gate {
                 let record = match ExportRecord::from_config_map(&cm) {
                     Ok(r) if r.cluster == *cluster && r.namespace == key.namespace && r.name == key.name => r,
                     Ok(r) => {
-                        tracing::warn!(%cluster, claimed = %r.cluster, namespace = %key.namespace, name = %key.name, "exchange record names another cluster or service; ignored");
-                        self.accept(cluster, &id);
+                        if guard.is_some() {
+                            // Whose a record is comes from where it was read, never from what it
+                            // says: a peer (or hub member) speaking for another is refused.
+                            let line = format!(
+                                "{cluster}'s record of {}/{} is ignored: it says it is {}'s export of {}/{}",
+                                key.namespace, key.name, r.cluster, r.namespace, r.name
+                            );
+                            self.refuse(cluster, id, &key, vec![(Refusal::Misattributed, line)]);
+                        } else {
+                            tracing::warn!(%cluster, claimed = %r.cluster, namespace = %key.namespace, name = %key.name, "exchange record names another cluster or service; ignored");
+                            self.accept(cluster, &id);
+                        }
                         return drop;
                     }
                     Err(error) => {

@@ -48,6 +48,9 @@ pub enum Refusal {
     TooManyEndpoints,
     /// A record larger than a peer may publish.
     TooLarge,
+    /// A record that names another cluster (or another service) than where it was read: a
+    /// peer, or a hub member, speaking for someone else.
+    Misattributed,
 }
 
 impl Refusal {
@@ -66,11 +69,12 @@ impl Refusal {
             Self::TooManyRecords => "too_many_records",
             Self::TooManyEndpoints => "too_many_endpoints",
             Self::TooLarge => "record_too_large",
+            Self::Misattributed => "names_another_cluster",
         }
     }
 
     /// Every reason, for metrics that list them all.
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Self::Namespace,
         Self::Unspecified,
         Self::Loopback,
@@ -83,6 +87,7 @@ impl Refusal {
         Self::TooManyRecords,
         Self::TooManyEndpoints,
         Self::TooLarge,
+        Self::Misattributed,
     ];
 }
 
@@ -246,6 +251,7 @@ pub fn describe(refusal: Refusal) -> &'static str {
         Refusal::TooManyRecords => "is past the peer's limit of records",
         Refusal::TooManyEndpoints => "is past the peer's limit of endpoints per service",
         Refusal::TooLarge => "is larger than a record may be",
+        Refusal::Misattributed => "names another cluster or service",
     }
 }
 

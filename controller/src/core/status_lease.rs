@@ -47,6 +47,9 @@ pub struct PeerEntry {
     /// Why renewing its credentials fails, while it does, in one line.
     #[serde(default)]
     pub credential_problem: Option<String>,
+    /// Where its records are read: `mesh` (from the peer itself) or `hub`.
+    #[serde(default)]
+    pub via: String,
 }
 
 /// A new status Lease in `namespace` holding `text` (the JSON of a [`Published`]).

@@ -66,6 +66,8 @@ pub(super) struct Local {
     pub(super) slice_index: index::Slices,
     pub(super) imports: Store<ServiceImport>,
     pub(super) namespaces: Store<Namespace>,
+    /// Counts the namespace events: changes whenever a namespace comes, changes or goes.
+    pub(super) namespaces_changed: tokio::sync::watch::Receiver<u64>,
     pub(super) own_records: Store<ConfigMap>,
 }
 
@@ -140,6 +142,7 @@ impl Local {
             shutdown.clone(),
         );
         let (qi, v) = (import_queue.clone(), view.clone());
+        let (namespaces_tx, namespaces_changed) = tokio::sync::watch::channel(0u64);
         let namespaces = store_and_feed(
             Api::<Namespace>::all(client.clone()),
             watcher::Config::default(),
@@ -154,6 +157,7 @@ impl Local {
                     .cloned()
                     .collect();
                 qi.extend(keys);
+                namespaces_tx.send_modify(|n| *n += 1);
             },
             shutdown.clone(),
         );
@@ -180,6 +184,7 @@ impl Local {
             slice_index,
             imports,
             namespaces,
+            namespaces_changed,
             own_records,
         }
     }

@@ -46,6 +46,12 @@ pub fn register(
         flow.propagation.clone(),
     );
     flows.register_collector(Box::new(Conflicts(flow.conflicts.clone())));
+    flows.register(
+        "hub_objects_received",
+        "Exchange objects received from the hub, listed or watched (the hub sends a member only \
+         the records of service namespaces it has)",
+        flow.hub_received.clone(),
+    );
     registry
         .sub_registry_with_prefix("mcsd_peer")
         .register_collector(Box::new(Refusals(view.clone())));
@@ -102,6 +108,8 @@ pub struct PeerStatus {
     /// Why renewing the peer's credentials fails, while it does (they still work until they
     /// expire).
     pub credential_problem: Option<String>,
+    /// Whether its records are read from the hub (a hub member), not from the peer itself.
+    pub via_hub: bool,
 }
 
 impl PeerStatus {
@@ -112,6 +120,7 @@ impl PeerStatus {
             last_contact: None,
             credential_expiry: None,
             credential_problem: None,
+            via_hub: false,
         }
     }
 }
@@ -174,6 +183,18 @@ impl Peers {
             .filter(|s| s.state == PeerState::Synced)
         {
             status.last_contact = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Says `peer` is a hub member read from the hub (`true`), or a mesh peer.
+    pub fn set_via_hub(&self, peer: &str, via_hub: bool) {
+        if let Some(status) = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(peer)
+        {
+            status.via_hub = via_hub;
         }
     }
 
@@ -307,6 +328,9 @@ struct KindLabel {
 pub struct Flow {
     propagation: Family<KindLabel, Histogram, fn() -> Histogram>,
     conflicts: Arc<Mutex<std::collections::HashMap<crate::core::view::Key, Vec<&'static str>>>>,
+    /// Exchange objects received from the hub (listed or watched): what the hub sends this
+    /// member, which its selection keeps to the service namespaces the member has.
+    pub hub_received: prometheus_client::metrics::counter::Counter,
 }
 
 impl Default for Flow {
@@ -314,6 +338,7 @@ impl Default for Flow {
         Self {
             propagation: Family::new_with_constructor(propagation_histogram),
             conflicts: Arc::default(),
+            hub_received: Default::default(),
         }
     }
 }

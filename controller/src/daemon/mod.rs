@@ -19,6 +19,7 @@
 
 pub(crate) mod apply;
 mod exporter;
+mod hub;
 mod importer;
 pub mod index;
 pub mod leader;
@@ -26,6 +27,7 @@ mod local;
 pub mod metrics;
 pub mod peers;
 mod queue;
+mod sources;
 pub mod status;
 pub mod why;
 mod writers;
@@ -218,6 +220,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Handle {
         &view,
         (&export_queue, &import_queue),
         &leader,
+        (&local, &namespace_policy),
+        &flow,
         &shutdown,
     );
 
@@ -343,7 +347,7 @@ fn lead(
 }
 
 /// The followers of the ClusterSet's exchange records: this cluster's own, every configured
-/// peer's and every peer's from a Secret.
+/// peer's, every peer's from a Secret, and the hub's.
 struct Followers {
     /// Every peer's state.
     states: metrics::Peers,
@@ -353,6 +357,9 @@ struct Followers {
     peers_listed: Vec<(ClusterId, watch::Receiver<bool>)>,
     /// Once the peer Secrets have been listed: the same for each of their peers.
     secrets_listed: tokio::sync::oneshot::Receiver<Vec<(ClusterId, watch::Receiver<bool>)>>,
+    /// True once the hub Secret has been looked for and, if there is one, the hub's records
+    /// have been listed.
+    hub_listed: watch::Receiver<bool>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -365,6 +372,8 @@ fn follow_clusterset(
     view: &Arc<Mutex<View>>,
     (export_queue, import_queue): (&queue::Queue, &queue::Queue),
     leader: &watch::Receiver<bool>,
+    (local, namespace_policy): (&Local, &crate::core::guard::NamespacePolicy),
+    flow: &metrics::Flow,
     shutdown: &CancellationToken,
 ) -> Followers {
     let changed = {
@@ -399,6 +408,7 @@ fn follow_clusterset(
         grace: peer_grace,
         leader: leader.clone(),
         shutdown: shutdown.clone(),
+        sources: sources::Sources::counting(flow.hub_received.clone()),
     };
     let mut peers_listed = Vec::new();
     let mut known = BTreeSet::from([identity.cluster.clone()]);
@@ -415,9 +425,21 @@ fn follow_clusterset(
         }
         let (tx, rx) = watch::channel(false);
         peers_listed.push((peer.cluster.clone(), rx));
+        shared.sources.set_mesh(&peer.cluster, true);
         let span = tracing::info_span!("peer", peer = %peer.cluster);
         tokio::spawn(peers::supervise(peer, shared.clone(), tx).instrument(span));
     }
+    let (hub_tx, hub_listed) = watch::channel(false);
+    tokio::spawn(hub::follow_hub(
+        hub::Context {
+            client: client.clone(),
+            cluster: identity.cluster.clone(),
+            shared: shared.clone(),
+            local: local.clone(),
+            namespaces: namespace_policy.clone(),
+        },
+        hub_tx,
+    ));
     let (secrets_tx, secrets_listed) = tokio::sync::oneshot::channel();
     tokio::spawn(
         peers::follow_secrets(client.clone(), shared, known, secrets_tx)
@@ -428,5 +450,6 @@ fn follow_clusterset(
         own_listed,
         peers_listed,
         secrets_listed,
+        hub_listed,
     }
 }

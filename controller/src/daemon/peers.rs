@@ -122,6 +122,8 @@ pub struct Shared<F> {
     pub leader: watch::Receiver<bool>,
     /// Stops everything.
     pub shutdown: CancellationToken,
+    /// Which clusters are followed as mesh peers, and what the hub holds of each member.
+    pub sources: super::sources::Sources,
 }
 
 /// Whether a peer may be followed.
@@ -217,7 +219,7 @@ fn set_state(states: &Peers, peer: &ClusterId, state: PeerState) {
 }
 
 /// Changes the view with `f`, and passes on the keys that changed; returns whether any did.
-fn change_view<F>(shared: &Shared<F>, f: impl FnOnce(&mut View) -> BTreeSet<Key>) -> bool
+pub(super) fn change_view<F>(shared: &Shared<F>, f: impl FnOnce(&mut View) -> BTreeSet<Key>) -> bool
 where
     F: Fn(BTreeSet<Key>),
 {

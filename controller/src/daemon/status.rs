@@ -40,6 +40,7 @@ fn snapshot(identity: &Identity, leader: Option<&str>, peers: &Peers) -> Publish
                 .and_then(|s| Timestamp::from_second(s).ok())
                 .map(|t| t.to_string()),
             credential_problem: status.credential_problem,
+            via: if status.via_hub { "hub" } else { "mesh" }.to_string(),
         })
         .collect();
     Published {

@@ -50,6 +50,8 @@ impl Writers {
                     tracing::warn!(%peer, "peer follower ended before listing");
                 }
             }
+            let mut hub_listed = followers.hub_listed;
+            let _ = hub_listed.wait_for(|s| *s).await;
         };
         if tokio::time::timeout(self.peer_sync_timeout, peers_listed)
             .await

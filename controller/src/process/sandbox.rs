@@ -231,11 +231,12 @@ pub fn manifest(members: &[Member]) -> Vec<sandbox_file::Member> {
 }
 
 /// One kubeconfig with every member's admin credentials, a context per cluster named after it
-/// (`DIR/kubeconfig`: `kubectl --context cluster-b`, `mcsd join cluster-a cluster-b`).
-pub fn merged_kubeconfig(members: &[Member]) -> anyhow::Result<String> {
+/// (`DIR/kubeconfig`: `kubectl --context cluster-b`, `mcsd join cluster-a cluster-b`), and the
+/// hub's (context `hub`) if there is one.
+pub fn merged_kubeconfig(members: &[Member], hub: Option<&Cluster>) -> anyhow::Result<String> {
     let mut merged: Option<kube::config::Kubeconfig> = None;
-    for m in members {
-        let one = kube::config::Kubeconfig::from_yaml(&m.cluster.kubeconfig_yaml())?;
+    for cluster in members.iter().map(|m| &m.cluster).chain(hub) {
+        let one = kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig_yaml())?;
         merged = Some(match merged {
             None => one,
             Some(all) => all.merge(one)?,
@@ -244,10 +245,67 @@ pub fn merged_kubeconfig(members: &[Member]) -> anyhow::Result<String> {
     Ok(serde_yaml::to_string(&merged.unwrap_or_default())?)
 }
 
-/// Starts `clusters` members, each with mcsd and DNS (peered with each other unless `peered` is
-/// false), writes the files, prints `sandbox ready` once every mcsd is ready and every zone is
-/// synced, and runs until SIGINT or SIGTERM.
-pub async fn run(clusters: usize, dir: &Path, peered: bool) -> anyhow::Result<()> {
+/// How the sandbox's clusters are connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connect {
+    /// Each peered with every other (full mesh).
+    Mesh,
+    /// Not at all: `mcsd join` connects them.
+    Later,
+    /// Through a hub API server started beside them, every member enrolled.
+    Hub,
+}
+
+/// The name of the sandbox's hub API server (and of its context in `DIR/kubeconfig`).
+pub const HUB: &str = "hub";
+
+/// Starts a hub API server beside `members` members (its own ranges after theirs), and writes
+/// `DIR/hub.kubeconfig`; with `initialise`, installs what a hub needs (as `mcsd hub init`).
+pub async fn start_hub(members: usize, dir: &Path, initialise: bool) -> anyhow::Result<Cluster> {
+    let config = ClusterConfig {
+        name: HUB.to_string(),
+        install_crds: false,
+        ..ClusterConfig::nth(members)
+    };
+    let hub = Cluster::start(config)
+        .await
+        .context("starting the hub API server")?;
+    let path = dir.join(format!("{HUB}.kubeconfig"));
+    std::fs::write(&path, hub.kubeconfig_yaml()).with_context(|| format!("writing {}", path.display()))?;
+    if initialise {
+        crate::cluster::hub::install(&hub.admin_client().await?)
+            .await
+            .context("installing manifests/hub.yaml on the hub")?;
+    }
+    Ok(hub)
+}
+
+/// Enrols `member` in `hub` (its namespace, identity and rights there, its pod ranges declared),
+/// and gives its mcsd the hub credential: Secret `mcsd-system/hub`.
+pub async fn enrol(hub: &Cluster, member: &ClusterConfig, client: &Client) -> anyhow::Result<()> {
+    let id: mcsd_crds::ClusterId = member.name.parse()?;
+    crate::cluster::hub::enrol(&hub.admin_client().await?, &id, &member.pod_cidrs).await?;
+    let kubeconfig = hub.service_account_kubeconfig(
+        &crate::core::hub::member_namespace(&id),
+        crate::core::hub::MEMBER_SERVICE_ACCOUNT,
+    )?;
+    let secret = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": crate::core::hub::SECRET, "namespace": crate::core::exchange::DEFAULT_NAMESPACE},
+        "stringData": {crate::core::hub::KEY_KUBECONFIG: kubeconfig},
+    });
+    apply::<k8s_openapi::api::core::v1::Secret>(
+        Api::namespaced(client.clone(), crate::core::exchange::DEFAULT_NAMESPACE),
+        secret,
+    )
+    .await
+    .with_context(|| format!("writing Secret mcsd-system/hub in {}", member.name))
+}
+
+/// Starts `clusters` members, each with mcsd and DNS, connected as `connect` says, writes the
+/// files, prints `sandbox ready` once every mcsd is ready and every zone is synced, and runs
+/// until SIGINT or SIGTERM.
+pub async fn run(clusters: usize, dir: &Path, connect: Connect) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -256,12 +314,27 @@ pub async fn run(clusters: usize, dir: &Path, peered: bool) -> anyhow::Result<()
     for index in 0..clusters {
         members.push(start_member(index, &dir).await?);
     }
+    let hub = match connect {
+        Connect::Hub => {
+            let hub = start_hub(clusters, &dir, true).await?;
+            for (index, member) in members.iter().enumerate() {
+                enrol(
+                    &hub,
+                    &ClusterConfig::nth(index),
+                    &member.cluster.admin_client().await?,
+                )
+                .await?;
+            }
+            Some(hub)
+        }
+        Connect::Mesh | Connect::Later => None,
+    };
     let shutdown = CancellationToken::new();
     let mut running = Vec::new();
     for index in 0..clusters {
         let all: Vec<&Cluster> = members.iter().map(|m| &m.cluster).collect();
         let options = Options {
-            peered,
+            peered: connect == Connect::Mesh,
             ..Options::default()
         };
         let mcsd = start_mcsd(&all, index, &options, shutdown.clone()).await?;
@@ -275,7 +348,7 @@ pub async fn run(clusters: usize, dir: &Path, peered: bool) -> anyhow::Result<()
     // Handle SIGTERM from before `sandbox ready` is printed: whoever reads that line may stop us.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, merged_kubeconfig(&members)?)
+    std::fs::write(&path, merged_kubeconfig(&members, hub.as_ref())?)
         .with_context(|| format!("writing {}", path.display()))?;
     let path = dir.join(sandbox_file::FILE);
     std::fs::write(&path, sandbox_file::render(&manifest(&members)))
@@ -300,6 +373,9 @@ pub async fn run(clusters: usize, dir: &Path, peered: bool) -> anyhow::Result<()
     }
     for m in members {
         m.cluster.shutdown().await;
+    }
+    if let Some(hub) = hub {
+        hub.shutdown().await;
     }
     Ok(())
 }

@@ -80,10 +80,12 @@ where
     };
     let cluster = peer.stopped().await;
     shared.states.remove(cluster.as_str());
+    shared.sources.set_mesh(&cluster, false);
+    // What the hub holds of the cluster (if this cluster reads one) takes over in the same
+    // change: a ClusterSet moving from mesh to hub loses nothing on the way.
     change_view(shared, |view| {
-        view.set_ranges(&cluster, Vec::new());
         let mut keys = view.warn(&cluster, None);
-        keys.extend(view.forget(&cluster));
+        keys.extend(shared.sources.take_over(&cluster, view));
         keys.extend(view.include(&cluster));
         keys
     });
@@ -234,7 +236,10 @@ where
         } else {
             tracing::info!(peer = %peer.cluster, secret = %secret_name, "peer added");
         }
-        // The ranges apply to what the new supervisor lists.
+        // Its records come from it from now on, not from the hub; the ranges apply to what the
+        // new supervisor lists.
+        shared.sources.set_mesh(&peer.cluster, true);
+        shared.states.set_via_hub(peer.cluster.as_str(), false);
         change_view(shared, |view| {
             view.set_ranges(&peer.cluster, ranges);
             BTreeSet::new()

@@ -1,0 +1,472 @@
+//! Hub mode on the sandbox (`mcsd sandbox --clusters N --hub`): members connected only through a
+//! hub API server. What a member's hub credential may do, what a reader takes from the hub, what
+//! the hub sends each member, a member removed, the hub down, and a ClusterSet moving from mesh
+//! to hub with a DNS probe running. The ClusterSet flow itself runs through a hub in
+//! `clusterset.rs`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use mcsd_tests::{
+    ClusterSet, WAIT, admin_get, dig, eventually,
+    fixtures::{export_when_ready, exported, exported_everywhere_then_withdrawn, resolved, withdrawn},
+    kubectl, kubectl_refused, label, metric_values,
+};
+
+const HELLO: &str = "hello.demo.svc.clusterset.local";
+
+/// The ClusterSet flow of `clusterset.rs` through a hub: no member has a peer; every record goes
+/// through the hub API server, each member's into its own namespace there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_hub_an_exported_service_is_imported_in_every_member_and_withdrawn_on_unexport() {
+    let set = ClusterSet::sandbox_hub_with_namespace(3, "demo").await;
+    let hub = set.hub().kubeconfig.clone();
+    let set = exported_everywhere_then_withdrawn(set).await;
+    eventually("cluster-a's records to leave the hub", WAIT, || async {
+        let left = kubectl(
+            &hub,
+            &[
+                "get",
+                "configmaps,endpointslices",
+                "-A",
+                "-l",
+                "mcsd.io/exchange",
+                "-o",
+                "name",
+            ],
+        );
+        left.trim().is_empty().then_some(())
+    })
+    .await;
+    set.stop().await;
+}
+
+/// How many exchange objects member `i` has received from the hub so far.
+async fn received(set: &ClusterSet, i: usize) -> f64 {
+    metric_values(
+        &admin_get(set.members[i].admin, "/metrics").await,
+        "mcsd_hub_objects_received_total",
+    )
+    .first()
+    .map_or(0.0, |(_, v)| *v)
+}
+
+/// Waits until the hub (admin kubeconfig `hub`) holds record `name` in namespace `ns`.
+async fn on_the_hub(hub: &std::path::Path, ns: &str, name: &str) {
+    eventually(&format!("record {ns}/{name} on the hub"), WAIT, || async {
+        let held = kubectl(hub, &["get", "configmaps", "-n", ns, "-o", "name"]);
+        held.lines()
+            .any(|l| l == format!("configmap/{name}"))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_hub_credential_writes_its_own_namespace_and_nothing_else() {
+    let set = ClusterSet::sandbox_hub_with_namespace(2, "demo").await;
+    set.apply(0, &exported("demo", "hello"));
+    let hub = set.hub().kubeconfig.clone();
+    on_the_hub(&hub, "mcsd-member-cluster-a", "demo.hello").await;
+    let b = set.hub_credential(1);
+    let record = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: demo.hello, namespace: mcsd-member-cluster-a, labels: {mcsd.io/exchange: v1}}\ndata: {export.json: '{}'}\n";
+    let path = set.write("forged.yaml", record);
+    let path = path.to_str().unwrap();
+    for (what, args) in [
+        ("overwrite cluster-a's record", &["apply", "-f", path][..]),
+        (
+            "delete cluster-a's record",
+            &["delete", "configmap", "demo.hello", "-n", "mcsd-member-cluster-a"],
+        ),
+        (
+            "write a record into the hub's default namespace",
+            &["create", "configmap", "x", "-n", "default"],
+        ),
+        (
+            "make itself a namespace",
+            &["create", "namespace", "mcsd-member-cluster-z"],
+        ),
+        (
+            "change what its own namespace declares",
+            &[
+                "annotate",
+                "namespace",
+                "mcsd-member-cluster-b",
+                "--overwrite",
+                "hub.mcsd.io/ranges=0.0.0.0/0",
+            ],
+        ),
+        ("read the hub's Secrets", &["get", "secrets", "-A"]),
+    ] {
+        let refused = kubectl_refused(&b, args);
+        assert!(
+            refused.contains("forbidden") && refused.contains("mcsd-member-cluster-b:mcsd-member"),
+            "cluster-b's credential may not {what}: {refused}"
+        );
+    }
+    // What it may do: write its own namespace (its mcsd does), and read every member's records.
+    kubectl(&b, &["create", "configmap", "own", "-n", "mcsd-member-cluster-b"]);
+    let seen = kubectl(
+        &b,
+        &["get", "configmaps", "-A", "-l", "mcsd.io/exchange", "-o", "name"],
+    );
+    assert!(seen.contains("configmap/demo.hello"), "{seen}");
+    // cluster-a's record is as cluster-a wrote it: cluster-b still imports it.
+    resolved(set.members[1].dns, HELLO).await;
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_naming_another_cluster_is_refused_and_counted_against_the_member_it_was_read_from() {
+    let set = ClusterSet::sandbox_hub_with_namespace(3, "demo").await;
+    // cluster-b, compromised, publishes in its own hub namespace a record that says it is
+    // cluster-a's, with cluster-a's service name.
+    let b = set.hub_credential(1);
+    let forged = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: demo.hello
+  namespace: mcsd-member-cluster-b
+  labels: {mcsd.io/exchange: v1, mcsd.io/service-namespace: demo, mcsd.io/service-name: hello}
+data:
+  export.json: '{"cluster":"cluster-a","namespace":"demo","name":"hello","exportCreated":"2026-01-01T00:00:00Z","type":"ClusterSetIP","ports":[{"name":"http","protocol":"TCP","port":80}],"sessionAffinity":"None","ipFamilies":["IPv4"]}'
+"#;
+    let path = set.write("forged.yaml", forged);
+    kubectl(&b, &["apply", "-f", path.to_str().unwrap()]);
+    // cluster-c reads it from cluster-b's namespace, so it is cluster-b's, and names another
+    // cluster: refused, and counted against cluster-b.
+    let admin = set.members[2].admin;
+    eventually("cluster-c to refuse cluster-b's record", WAIT, || async {
+        let refused = metric_values(
+            &admin_get(admin, "/metrics").await,
+            "mcsd_peer_records_refused_total",
+        );
+        refused
+            .iter()
+            .any(|(labels, v)| label(labels, "peer") == Some("cluster-b") && *v >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(dig(&set.members[2].dns, HELLO, "A").status, "NXDOMAIN");
+    assert!(
+        set.kubectl(2, &["get", "serviceimports", "-n", "demo", "-o", "name"])
+            .trim()
+            .is_empty(),
+        "no import from a forged record"
+    );
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_is_sent_only_the_service_namespaces_it_has_and_more_once_it_has_them() {
+    let set = ClusterSet::sandbox_hub(3).await;
+    for i in 0..2 {
+        set.apply(i, &mcsd_tests::fixtures::namespace("only-ab"));
+    }
+    for i in 0..3 {
+        set.apply(i, &mcsd_tests::fixtures::namespace("demo"));
+    }
+    let before = received(&set, 2).await;
+    // Exported in only-ab, which cluster-c does not have; then in demo, which it has.
+    export_when_ready(&set, 0, "only-ab", "web").await;
+    resolved(set.members[1].dns, "web.only-ab.svc.clusterset.local").await;
+    export_when_ready(&set, 0, "demo", "hello").await;
+    resolved(set.members[2].dns, HELLO).await;
+    // The hub sent cluster-c demo's record and slice (each watch delivers in order: demo's came
+    // after only-ab's), and nothing of only-ab.
+    let sent = received(&set, 2).await - before;
+    assert!(
+        (2.0..=4.0).contains(&sent),
+        "cluster-c received {sent} objects: demo/hello's record and slice (a record again when its \
+         conditions settle), none of only-ab's"
+    );
+    // Once cluster-c has the namespace, it reads what the hub holds for it.
+    set.apply(2, &mcsd_tests::fixtures::namespace("only-ab"));
+    resolved(set.members[2].dns, "web.only-ab.svc.clusterset.local").await;
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_from_the_hub_has_its_exports_withdrawn_everywhere() {
+    let set = ClusterSet::sandbox_hub_with_namespace(3, "demo").await;
+    set.apply(0, &exported("demo", "hello"));
+    set.apply(1, &exported("demo", "other"));
+    for i in 1..3 {
+        resolved(set.members[i].dns, HELLO).await;
+    }
+    resolved(set.members[2].dns, "other.demo.svc.clusterset.local").await;
+    // The hub's admin removes cluster-a: its namespace, records and identity go.
+    kubectl(
+        &set.hub().kubeconfig,
+        &["delete", "namespace", "mcsd-member-cluster-a"],
+    );
+    for i in 1..3 {
+        withdrawn(set.members[i].dns, HELLO).await;
+    }
+    // The others are unaffected.
+    assert_eq!(
+        dig(&set.members[2].dns, "other.demo.svc.clusterset.local", "A")
+            .records
+            .len(),
+        1
+    );
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_hub_is_down_every_answer_stays_through_the_grace_period_and_leaves_past_it() {
+    let grace = Duration::from_secs(4);
+    let set = ClusterSet::sandbox_hub_with(3, mcsd_tests::peer_grace(grace)).await;
+    for i in 0..3 {
+        set.apply(i, &mcsd_tests::fixtures::namespace("demo"));
+    }
+    set.apply(0, &exported("demo", "hello"));
+    let dns_c = set.members[2].dns;
+    eventually("cluster-c to answer with cluster-a's pod", WAIT, || async {
+        (dig(&dns_c, HELLO, "A").records.len() == 1).then_some(())
+    })
+    .await;
+    let answer = dig(&dns_c, HELLO, "A");
+    let hub = &set.hub().cluster;
+
+    // A blip shorter than the grace period changes no answer.
+    hub.stop_api_server().await;
+    let blip_end = std::time::Instant::now() + grace / 2;
+    while std::time::Instant::now() < blip_end {
+        assert_eq!(dig(&dns_c, HELLO, "A"), answer, "during the blip");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    hub.start_api_server().await.unwrap();
+    // The hub is followed again: a new export arrives through it.
+    set.apply(0, &exported("demo", "after"));
+    resolved(dns_c, "after.demo.svc.clusterset.local").await;
+    assert_eq!(dig(&dns_c, HELLO, "A"), answer);
+
+    // Past the grace period what was read from the hub leaves, and comes back with the hub.
+    // (The import is withdrawn, so it comes back as a new one, with a new clusterset IP.)
+    hub.stop_api_server().await;
+    withdrawn(dns_c, HELLO).await;
+    hub.start_api_server().await.unwrap();
+    resolved(dns_c, HELLO).await;
+    set.stop().await;
+}
+
+/// Sets its flag when dropped: a failing test stops the probe it started.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clusterset_moves_from_mesh_to_hub_and_back_without_an_answer_missing() {
+    let options = mcsd::process::sandbox::Options {
+        peered: false,
+        ..Default::default()
+    };
+    let mut set = ClusterSet::sandbox_with(3, options).await;
+    let names = ["cluster-a", "cluster-b", "cluster-c"];
+    set.mcsd(&[&["join"][..], &names[..]].concat());
+    for i in 0..3 {
+        set.apply(i, &mcsd_tests::fixtures::namespace("demo"));
+    }
+    set.apply(0, &exported("demo", "hello"));
+    let dns_c = set.members[2].dns;
+    resolved(dns_c, HELLO).await;
+    let answer = dig(&dns_c, HELLO, "A");
+
+    // A DNS probe asks cluster-c all along; every answer must be the same. It stops when told,
+    // or when the test fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_failure = StopOnDrop(stop.clone());
+    let probe = {
+        let (stop, answer) = (stop.clone(), answer.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut asked = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let got = dig(&dns_c, HELLO, "A");
+                assert_eq!(got, answer, "answer {asked} of the probe");
+                asked += 1;
+            }
+            asked
+        })
+    };
+
+    // Mesh → hub: the hub is added beside the mesh, then the mesh is taken down.
+    set.add_hub().await;
+    let hub = set.hub().kubeconfig.clone();
+    on_the_hub(&hub, "mcsd-member-cluster-a", "demo.hello").await;
+    // The mesh keeps precedence while both run: cluster-c still reads cluster-a from cluster-a
+    // (its status says so once published again: it is rewritten at most every 2 s).
+    eventually("cluster-c's status to name cluster-a", WAIT, || async {
+        set.peer_status("cluster-c", "cluster-a")
+    })
+    .await;
+    assert_eq!(set.peer_status("cluster-c", "cluster-a").unwrap()["via"], "mesh");
+    set.mcsd(&[&["leave"][..], &names[..]].concat());
+    eventually("cluster-c to read cluster-a from the hub", WAIT, || async {
+        set.peer_status("cluster-c", "cluster-a")
+            .filter(|s| s["state"] == "synced" && s["via"] == "hub")
+    })
+    .await;
+    // Through the hub alone now: a new export arrives.
+    set.apply(0, &exported("demo", "later"));
+    resolved(dns_c, "later.demo.svc.clusterset.local").await;
+
+    // Hub → mesh: joined again, then each member's hub Secret removed.
+    set.mcsd(&[&["join"][..], &names[..]].concat());
+    // Before the hub goes, `mcsd status` says cluster-c reads cluster-a from cluster-a itself.
+    eventually("cluster-c to read cluster-a through the mesh", WAIT, || async {
+        set.peer_status("cluster-c", "cluster-a")
+            .filter(|s| s["state"] == "synced" && s["via"] == "mesh")
+    })
+    .await;
+    for i in 0..3 {
+        set.kubectl(i, &["delete", "secret", "hub", "-n", "mcsd-system"]);
+    }
+    set.apply(0, &exported("demo", "last"));
+    resolved(dns_c, "last.demo.svc.clusterset.local").await;
+
+    stop.store(true, Ordering::SeqCst);
+    let asked = probe.await.expect("every answer of the probe was the same");
+    assert!(asked > 10, "the probe asked {asked} times");
+    assert_eq!(dig(&dns_c, HELLO, "A"), answer);
+    set.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_init_and_join_hub_enrol_members_idempotently_and_leave_hub_removes_one() {
+    let options = mcsd::process::sandbox::Options {
+        peered: false,
+        ..Default::default()
+    };
+    let set = ClusterSet::sandbox_with(2, options).await;
+    // A bare API server to make a hub of, its context `hub` beside the members'.
+    let hub = mcsd::process::sandbox::start_hub(2, &set.scratch(), false)
+        .await
+        .expect("the hub starts");
+    let merged = kube::config::Kubeconfig::read_from(set.kubeconfig())
+        .unwrap()
+        .merge(kube::config::Kubeconfig::from_yaml(&hub.kubeconfig_yaml()).unwrap())
+        .unwrap();
+    let kubeconfig = set.write("with-hub.kubeconfig", &serde_yaml::to_string(&merged).unwrap());
+    let mcsd = |args: &[&str]| mcsd_tests::mcsd_ok(&kubeconfig, args);
+
+    // Not a hub yet: one line naming the fix, nothing written.
+    let refused = mcsd_tests::mcsd_refused(&kubeconfig, &["join", "--hub", "hub", "cluster-a", "cluster-b"]);
+    assert!(refused.contains("run `mcsd hub init hub` first"), "{refused}");
+    let init = mcsd(&["hub", "init", "hub"]);
+    assert!(init.contains("initialised as a hub"), "{init}");
+
+    // --dry-run prints what it would write, and writes nothing.
+    let printed = mcsd(&["join", "--hub", "hub", "--dry-run", "cluster-a", "cluster-b"]);
+    assert!(
+        printed.contains("kind: Namespace") && printed.contains("name: mcsd-member-cluster-a"),
+        "{printed}"
+    );
+    let hub_kubeconfig = set.scratch().join("hub.kubeconfig");
+    let namespaces = kubectl(
+        &hub_kubeconfig,
+        &["get", "namespaces", "-l", "hub.mcsd.io/member", "-o", "name"],
+    );
+    assert!(
+        namespaces.trim().is_empty(),
+        "a dry run writes nothing: {namespaces}"
+    );
+
+    let join = [
+        "join",
+        "--hub",
+        "hub",
+        "cluster-a",
+        "cluster-b",
+        "--ranges",
+        "cluster-a=10.160.0.0/16",
+    ];
+    let joined = mcsd(&join);
+    assert!(
+        joined.contains("joined: cluster-a (cluster-a) exchanges its records through the hub"),
+        "{joined}"
+    );
+    let declared = kubectl(
+        &hub_kubeconfig,
+        &[
+            "get",
+            "namespace",
+            "mcsd-member-cluster-a",
+            "-o",
+            "jsonpath={.metadata.annotations.hub\\.mcsd\\.io/ranges}",
+        ],
+    );
+    assert_eq!(declared, "10.160.0.0/16");
+    // A second run writes nothing.
+    let again = mcsd(&join);
+    assert!(
+        again
+            .lines()
+            .filter(|l| l.starts_with("hub:") || l.starts_with("cluster-"))
+            .all(|l| l.ends_with("unchanged")),
+        "{again}"
+    );
+
+    // Through the hub: an export in cluster-a resolves in cluster-b.
+    set.create_namespace("demo");
+    set.apply(0, &exported("demo", "hello"));
+    resolved(set.members[1].dns, HELLO).await;
+    // The token renews itself halfway through its life: an expiry two minutes away makes it
+    // overdue, and cluster-a's mcsd mints a new day-long one through the hub and writes it.
+    let annotation = || {
+        set.get(
+            0,
+            "mcsd-system",
+            "secret/hub",
+            "{.metadata.annotations.mcsd\\.io/token-expires}",
+        )
+    };
+    let old = std::fs::read_to_string(set.hub_credential(0)).unwrap();
+    let soon = k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(120);
+    set.kubectl(
+        0,
+        &[
+            "annotate",
+            "--overwrite",
+            "secret",
+            "hub",
+            "-n",
+            "mcsd-system",
+            &format!("mcsd.io/token-expires={soon}"),
+        ],
+    );
+    eventually("cluster-a's mcsd to renew its hub token", WAIT, || async {
+        let now = std::fs::read_to_string(set.hub_credential(0)).unwrap();
+        (now != old && annotation() != soon.to_string()).then_some(())
+    })
+    .await;
+    let expires: k8s_openapi::jiff::Timestamp = annotation().parse().unwrap();
+    let left = expires.as_second() - k8s_openapi::jiff::Timestamp::now().as_second();
+    assert!(
+        (86_000..=86_400).contains(&left),
+        "a new day-long token: {left} s left"
+    );
+    // The new token works, and the session goes on with it: a new export arrives.
+    kubectl(
+        &set.hub_credential(0),
+        &["get", "configmaps", "-n", "mcsd-member-cluster-a"],
+    );
+    set.apply(0, &exported("demo", "renewed"));
+    resolved(set.members[1].dns, "renewed.demo.svc.clusterset.local").await;
+
+    // cluster-a leaves the hub: its exports leave cluster-b.
+    let left = mcsd(&["leave", "--hub", "hub", "cluster-a"]);
+    assert!(left.contains("left: cluster-a"), "{left}");
+    withdrawn(set.members[1].dns, HELLO).await;
+    hub.shutdown().await;
+    set.stop().await;
+}
