@@ -470,3 +470,60 @@ async fn hub_init_and_join_hub_enrol_members_idempotently_and_leave_hub_removes_
     hub.shutdown().await;
     set.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_ranges_narrowed_on_the_hub_apply_to_the_endpoints_already_held() {
+    let set = ClusterSet::sandbox_hub_with_namespace(3, "demo").await;
+    set.apply(1, &exported("demo", "web"));
+    let endpoints_in_c = || {
+        set.kubectl(
+            2,
+            &[
+                "get",
+                "endpointslices",
+                "-n",
+                "demo",
+                "-l",
+                "multicluster.kubernetes.io/source-cluster=cluster-b",
+                "-o",
+                "jsonpath={.items[*].endpoints[*].addresses[*]}",
+            ],
+        )
+    };
+    let held = eventually(
+        "cluster-b's pod in cluster-c's MCS EndpointSlice",
+        WAIT,
+        || async { Some(endpoints_in_c()).filter(|a| a.starts_with("10.161.")) },
+    )
+    .await;
+    // The hub's admin narrows what cluster-b may publish to a range its pod is not in.
+    kubectl(
+        &set.hub().kubeconfig,
+        &[
+            "annotate",
+            "--overwrite",
+            "namespace",
+            "mcsd-member-cluster-b",
+            "hub.mcsd.io/ranges=10.99.0.0/16",
+        ],
+    );
+    eventually(
+        "cluster-c to drop cluster-b's endpoint it already held",
+        WAIT,
+        || async { endpoints_in_c().trim().is_empty().then_some(()) },
+    )
+    .await;
+    let refused = metric_values(
+        &admin_get(set.members[2].admin, "/metrics").await,
+        "mcsd_peer_records_refused_total",
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|(labels, v)| label(labels, "peer") == Some("cluster-b")
+                && label(labels, "reason") == Some("address_outside_ranges")
+                && *v >= 1.0),
+        "{held} refused as outside cluster-b's ranges: {refused:?}"
+    );
+    set.stop().await;
+}

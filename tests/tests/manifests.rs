@@ -284,7 +284,7 @@ fn a_hub_grants_members_their_records_and_the_members_list_and_nothing_more() {
     );
     // Across the hub: read the records and the members' namespaces, nothing else.
     let read: ClusterRole = find(&docs, "ClusterRole", "mcsd-hub-member-read");
-    let mut wanted = records(&["get", "list", "watch"]);
+    let mut wanted = records(&["list", "watch"]);
     wanted.push((
         String::new(),
         "namespaces".into(),

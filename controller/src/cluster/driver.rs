@@ -150,10 +150,11 @@ impl<K> Watch<K> {
         step
     }
 
-    /// Feeds `index` until the watch ends or `shutdown`.
+    /// Feeds `index` until the watch ends or `shutdown` (after which it feeds nothing more).
     pub(crate) async fn run(mut self, mut index: impl Index<K>, shutdown: CancellationToken) {
         loop {
             let event = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
                 e = self.next() => match e { Some(e) => e, None => return },
             };

@@ -311,6 +311,17 @@ pub async fn join(
         "context {hub_context} is the hub: name the members after it"
     );
     let members = join::survey(kubeconfig, contexts, servers).await?;
+    for member in &members {
+        let namespace = member_namespace(&member.id);
+        anyhow::ensure!(
+            namespace.len() <= 63,
+            "context {}: cluster id {} is {} characters long, and its hub namespace {namespace} would be longer than the 63 a namespace may have: a hub member's id may have at most {}; give the cluster a shorter id (ClusterProperty cluster.clusterset.k8s.io) or keep it in the mesh",
+            member.context,
+            member.id,
+            member.id.as_str().len(),
+            63 - crate::core::hub::MEMBER_NAMESPACE_PREFIX.len()
+        );
+    }
     let config = join::load_kubeconfig(kubeconfig)?;
     let hub = connect_hub(
         &config,

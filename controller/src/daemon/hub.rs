@@ -171,10 +171,28 @@ where
             namespace: context.shared.namespace.clone(),
             secret: SECRET.to_string(),
         };
+        // A token that cannot be renewed takes every member read from the hub down when it
+        // expires: each says so (`mcsd status`, `mcsd why`, ClustersAtRisk) while it still works.
+        let (shared, own) = (context.shared.clone(), context.cluster.clone());
+        let report = move |problem: Option<String>| {
+            let problem = problem.map(|p| format!("the hub credential: {p}; run `mcsd join --hub` again"));
+            let members = read::hub_members(&shared, &own);
+            for member in &members {
+                shared
+                    .states
+                    .set_credential_problem(member.as_str(), problem.clone());
+            }
+            super::peers::change_view(&shared, |view| {
+                members
+                    .iter()
+                    .flat_map(|m| view.warn(m, problem.clone()))
+                    .collect()
+            });
+        };
         super::peers::renew::renew(
             target,
             renewal,
-            |_| {},
+            report,
             context.shared.leader.clone(),
             stop.clone(),
         )

@@ -29,6 +29,9 @@ pub(in crate::daemon) struct SourcesInner {
     /// declares.
     pub(in crate::daemon) hub: BTreeMap<ClusterId, BTreeMap<(Kind, String), Object>>,
     pub(in crate::daemon) hub_ranges: BTreeMap<ClusterId, Vec<ipnet::IpNet>>,
+    /// While the hub has failed past the grace period: why, and the members left out for it
+    /// (all taken back together, whichever session of the hub sees it answer again).
+    pub(in crate::daemon) hub_down: Option<(String, BTreeSet<ClusterId>)>,
 }
 
 impl Sources {
@@ -63,9 +66,26 @@ impl Sources {
     }
 
     /// Takes `cluster`, no longer a mesh peer, over from the hub: its records in `view` become
-    /// what the hub holds of it (nothing, if the hub holds nothing), in one change. Returns the
-    /// keys that changed.
+    /// what the hub holds of it (nothing, if the hub holds nothing), under the ranges its hub
+    /// namespace declares, in one change; left out at once if the hub is down past its grace
+    /// period. Returns the keys that changed.
     pub fn take_over(&self, cluster: &ClusterId, view: &mut View) -> BTreeSet<Key> {
+        let mut keys = self.reread(cluster, view);
+        let mut inner = self.lock();
+        let held = inner.hub.contains_key(cluster);
+        if let Some((reason, excluded)) = &mut inner.hub_down
+            && held
+        {
+            excluded.insert(cluster.clone());
+            keys.extend(view.exclude(cluster, reason.clone(), BTreeSet::new()));
+        }
+        keys
+    }
+
+    /// Reads member `cluster`'s records into `view` again from what the hub holds, under the
+    /// ranges its hub namespace declares now (the gate judges objects when they arrive, so new
+    /// ranges apply to what is already held only this way). Returns the keys that changed.
+    pub(in crate::daemon) fn reread(&self, cluster: &ClusterId, view: &mut View) -> BTreeSet<Key> {
         let (records, slices, ranges) = {
             let inner = self.lock();
             let objects = inner.hub.get(cluster);
@@ -84,5 +104,12 @@ impl Sources {
         let mut keys = view.reset(cluster, Kind::Record, records);
         keys.extend(view.reset(cluster, Kind::Slice, slices));
         keys
+    }
+
+    /// The hub answers again: every member left out for it is taken back. Returns the keys that
+    /// changed.
+    pub(in crate::daemon) fn hub_up(&self, view: &mut View) -> BTreeSet<Key> {
+        let excluded = self.lock().hub_down.take().map(|(_, e)| e).unwrap_or_default();
+        excluded.iter().flat_map(|c| view.include(c)).collect()
     }
 }

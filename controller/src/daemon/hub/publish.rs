@@ -5,10 +5,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -49,28 +46,37 @@ pub(super) struct Publisher {
 #[derive(Clone, Default)]
 struct Objects {
     held: Arc<Mutex<BTreeMap<(Kind, String), Value>>>,
-    /// Woken by every change of the local side, and by each re-list of the hub's copy (the
-    /// publisher's own writes echoing back do not wake it).
+    /// Woken by every change of either side.
     changed: Arc<Notify>,
-    /// Set by a re-list of the hub's copy: what this publisher remembers writing may no longer
-    /// be there (the hub restored from a backup, an admin deleted it).
-    relisted: Arc<AtomicBool>,
+    /// Of the hub's copy: what the publisher wrote whose echo has not come back yet (`None`:
+    /// deleted). A write counts as done at once; the hub's word on an object (its echo, or
+    /// anyone else's change, or a re-list) replaces the publisher's.
+    written: Arc<Mutex<Written>>,
 }
 
 /// Feeds one kind of one side into [`Objects`].
 struct Feed {
     objects: Objects,
     kind: Kind,
-    /// Whether every change wakes the publisher (the local side), or only re-lists (the hub's).
-    wake_on_change: bool,
+    /// Whether this is the hub's copy (whose changes overrule what the publisher wrote).
+    hub_side: bool,
     relisting: BTreeMap<String, Value>,
 }
 
 impl Feed {
     fn change(&self, f: impl FnOnce(&mut BTreeMap<(Kind, String), Value>)) {
         f(&mut self.objects.held.lock().unwrap_or_else(|e| e.into_inner()));
-        if self.wake_on_change {
-            self.objects.changed.notify_one();
+        self.objects.changed.notify_one();
+    }
+
+    /// The hub's word on `name` replaces what the publisher remembers writing.
+    fn heard(&self, name: &str) {
+        if self.hub_side {
+            self.objects
+                .written
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(self.kind, name.to_string()));
         }
     }
 }
@@ -93,16 +99,19 @@ impl driver::Index<DynamicObject> for Feed {
     fn end_relist(&mut self) {
         let kind = self.kind;
         let listed = std::mem::take(&mut self.relisting);
+        if self.hub_side {
+            let mut written = self.objects.written.lock().unwrap_or_else(|e| e.into_inner());
+            written.retain(|(k, _), _| *k != kind);
+        }
         self.change(|held| {
             held.retain(|(k, _), _| *k != kind);
             held.extend(listed.into_iter().map(|(name, json)| ((kind, name), json)));
         });
-        self.objects.relisted.store(true, Ordering::SeqCst);
-        self.objects.changed.notify_one();
     }
     fn apply(&mut self, object: DynamicObject) {
         let (name, json) = name_and_json(&object);
         let kind = self.kind;
+        self.heard(&name);
         self.change(|held| {
             held.insert((kind, name), json);
         });
@@ -110,6 +119,7 @@ impl driver::Index<DynamicObject> for Feed {
     fn delete(&mut self, object: DynamicObject) {
         let (name, _) = name_and_json(&object);
         let kind = self.kind;
+        self.heard(&name);
         self.change(|held| {
             held.remove(&(kind, name));
         });
@@ -129,7 +139,7 @@ fn watch_side(
     client: &Client,
     namespace: &str,
     objects: &Objects,
-    wake_on_change: bool,
+    hub_side: bool,
     stop: &CancellationToken,
 ) -> [watch::Receiver<bool>; 2] {
     [Kind::Record, Kind::Slice].map(|kind| {
@@ -145,7 +155,7 @@ fn watch_side(
         let feed = Feed {
             objects: objects.clone(),
             kind,
-            wake_on_change,
+            hub_side,
             relisting: BTreeMap::new(),
         };
         tokio::spawn(watch.run(feed, stop.clone()));
@@ -168,13 +178,10 @@ impl Publisher {
             changed: local.changed.clone(),
             ..Objects::default()
         };
-        // What this publisher wrote (`None`: deleted) since the hub's copy was last listed: its
-        // own writes count as done without waiting for their echo.
-        let mut written: Written = BTreeMap::new();
         let mut listed: Vec<watch::Receiver<bool>> =
-            watch_side(&self.local, &self.exchange_namespace, &local, true, &stop)
+            watch_side(&self.local, &self.exchange_namespace, &local, false, &stop)
                 .into_iter()
-                .chain(watch_side(&self.hub, &hub_namespace, &copy, false, &stop))
+                .chain(watch_side(&self.hub, &hub_namespace, &copy, true, &stop))
                 .collect();
         let everything_listed = async {
             for rx in &mut listed {
@@ -182,29 +189,42 @@ impl Publisher {
             }
         };
         tokio::select! { _ = stop.cancelled() => return, _ = everything_listed => {} }
-        let mut failing = false;
+        let mut failing: Option<String> = None;
+        let mut retry = Duration::from_secs(1);
         loop {
-            // Only the leader writes; a replica that becomes leader starts with a full pass.
-            tokio::select! {
+            // Only the leader writes. A replica that becomes leader starts from what the hub
+            // says, not from what it wrote when it last led.
+            if !*self.leader.borrow() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = self.leader.wait_for(|l| *l) => if r.is_err() { return },
+                }
+                copy.written.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+            let ops = {
+                let written = copy.written.lock().unwrap_or_else(|e| e.into_inner());
+                diff(&local, &copy, &written, &hub_namespace)
+            };
+            // Stopped (new credentials, the Secret gone, shutdown): a write hanging on the hub
+            // is dropped.
+            let error = tokio::select! {
                 _ = stop.cancelled() => return,
-                r = self.leader.wait_for(|l| *l) => if r.is_err() { return },
-            }
-            if copy.relisted.swap(false, Ordering::SeqCst) {
-                written.clear();
-            }
-            let ops = diff(&local, &copy, &written, &hub_namespace);
-            let errors = self.write(&hub_namespace, ops, &mut written).await;
-            if let Some(error) = errors {
-                if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(%error, "cannot copy this cluster's records to the hub; retrying");
+                e = self.write(&hub_namespace, ops, &copy.written) => e,
+            };
+            if let Some(error) = error {
+                if failing.as_ref() != Some(&error) {
+                    tracing::warn!(%error, retry_in = ?retry, "cannot copy this cluster's records to the hub; retrying");
+                    failing = Some(error);
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(retry) => {}
                 }
+                retry = (retry * 2).min(Duration::from_secs(30));
                 continue;
             }
-            if std::mem::take(&mut failing) {
+            retry = Duration::from_secs(1);
+            if failing.take().is_some() {
                 tracing::info!("this cluster's records are copied to the hub again");
             }
             tokio::select! {
@@ -215,7 +235,7 @@ impl Publisher {
     }
 
     /// Carries out `ops`, noting each done in `written`; returns the first error, in one line.
-    async fn write(&self, namespace: &str, ops: Vec<Op>, written: &mut Written) -> Option<String> {
+    async fn write(&self, namespace: &str, ops: Vec<Op>, written: &Mutex<Written>) -> Option<String> {
         let results: Vec<(Op, Result<(), kube::Error>)> = futures::stream::iter(ops)
             .map(|op| async move {
                 let result = match &op {
@@ -241,6 +261,7 @@ impl Publisher {
             .collect()
             .await;
         let mut first_error = None;
+        let mut written = written.lock().unwrap_or_else(|e| e.into_inner());
         for (op, result) in results {
             match result {
                 Ok(()) => match op {
@@ -252,7 +273,13 @@ impl Publisher {
                     }
                 },
                 Err(e) => {
-                    first_error.get_or_insert_with(|| preflight::one_line(&e));
+                    first_error.get_or_insert_with(|| match &e {
+                        kube::Error::Api(s) if s.code == 403 || s.code == 404 => format!(
+                            "{}; is this cluster enrolled in the hub, its namespace {namespace} there (mcsd join --hub)?",
+                            preflight::one_line(&e)
+                        ),
+                        _ => preflight::one_line(&e),
+                    });
                 }
             }
         }

@@ -55,31 +55,44 @@ where
 {
     /// Reads the hub until `stop`; sets `listed` once the records of this cluster's namespaces
     /// have been listed (or the hub has been found refusing or unreachable past the first try).
+    /// Returns once every task it started has stopped: nothing it read arrives after.
     pub(in crate::daemon) async fn run(mut self, stop: CancellationToken, listed: Arc<watch::Sender<bool>>) {
         let _ = self.local_namespaces.wait_until_ready().await;
-        tokio::spawn(members(
+        let (members, mut members_listed) = members(
             self.hub.clone(),
             self.cluster.clone(),
             self.shared.clone(),
             stop.clone(),
-        ));
-        tokio::spawn(probe(
-            self.hub.clone(),
-            self.url.clone(),
-            self.cluster.clone(),
-            self.shared.clone(),
-            listed.clone(),
-            stop.clone(),
-        ));
-        loop {
+        );
+        let mut tasks = vec![
+            tokio::spawn(members),
+            tokio::spawn(probe(
+                self.hub.clone(),
+                self.url.clone(),
+                self.cluster.clone(),
+                self.shared.clone(),
+                listed.clone(),
+                stop.clone(),
+            )),
+        ];
+        // The members' declared ranges first: the gate judges each object as it arrives.
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = members_listed.wait_for(|l| *l) => {}
+        }
+        while !stop.is_cancelled() {
             let wanted = interest(&self.local_namespaces, &self.policy);
             let scope = stop.child_token();
+            let mut scoped = Vec::new();
             match interest_selector(&wanted) {
                 Some(selector) => {
-                    let records = self.watch::<ConfigMap>(&selector, Kind::Record, Object::Record, &scope);
-                    let slices = self.watch::<MirroredSlice>(&selector, Kind::Slice, Object::Slice, &scope);
+                    let (records, r) =
+                        self.watch::<ConfigMap>(&selector, Kind::Record, Object::Record, &scope);
+                    let (slices, s) =
+                        self.watch::<MirroredSlice>(&selector, Kind::Slice, Object::Slice, &scope);
+                    scoped.extend([r, s]);
                     let (listed, scope) = (listed.clone(), scope.clone());
-                    tokio::spawn(async move {
+                    scoped.push(tokio::spawn(async move {
                         for mut rx in [records, slices] {
                             tokio::select! {
                                 _ = scope.cancelled() => return,
@@ -87,7 +100,7 @@ where
                             }
                         }
                         listed.send_replace(true);
-                    });
+                    }));
                 }
                 None => {
                     // No namespace here may import: nothing on the hub concerns this cluster.
@@ -100,26 +113,38 @@ where
             // Until the set of namespaces changes (and stays changed for a moment).
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = self.namespaces_changed.changed() => if r.is_err() { return },
+                    _ = stop.cancelled() => break,
+                    r = self.namespaces_changed.changed() => if r.is_err() { break },
                 }
                 tokio::time::sleep(RESCOPE_DELAY).await;
                 if interest(&self.local_namespaces, &self.policy) != wanted {
                     break;
                 }
             }
+            // The old watches stop before the new ones start: nothing of theirs comes late.
             scope.cancel();
+            for task in scoped {
+                let _ = task.await;
+            }
+            if self.namespaces_changed.has_changed().is_err() {
+                break;
+            }
+        }
+        stop.cancel();
+        for task in tasks.drain(..) {
+            let _ = task.await;
         }
     }
 
-    /// Starts the watch of one kind across the hub with `selector`; returns its "listed" signal.
+    /// Starts the watch of one kind across the hub with `selector`; returns its "listed" signal
+    /// and its task.
     fn watch<K>(
         &self,
         selector: &str,
         kind: Kind,
         wrap: fn(K) -> Object,
         scope: &CancellationToken,
-    ) -> watch::Receiver<bool>
+    ) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>)
     where
         K: kube::Resource<DynamicType = ()>
             + Clone
@@ -142,8 +167,7 @@ where
             shared: self.shared.clone(),
             relisting: Vec::new(),
         };
-        tokio::spawn(watch.run(feed, scope.clone()));
-        listed
+        (listed, tokio::spawn(watch.run(feed, scope.clone())))
     }
 }
 
@@ -191,38 +215,38 @@ impl<K: kube::Resource, F: Fn(BTreeSet<Key>)> driver::Index<K> for Feed<K, F> {
         let Some((cluster, name, object)) = self.read(object) else {
             return;
         };
-        let mesh = {
-            let mut sources = self.shared.sources.lock();
-            sources
-                .hub
-                .entry(cluster.clone())
-                .or_default()
-                .insert((self.kind, name), object.clone());
-            sources.mesh.contains(&cluster)
-        };
-        if !mesh {
-            change_view(&self.shared, |view| {
-                view.apply(&cluster, object).into_iter().collect()
-            });
-        }
+        self.shared
+            .sources
+            .lock()
+            .hub
+            .entry(cluster.clone())
+            .or_default()
+            .insert((self.kind, name), object.clone());
+        // Whether the cluster is read from the mesh instead is decided under the view's lock,
+        // where a mesh peer's start and removal change it too.
+        let sources = &self.shared.sources;
+        change_view(&self.shared, |view| {
+            if sources.is_mesh(&cluster) {
+                return BTreeSet::new();
+            }
+            view.apply(&cluster, object).into_iter().collect()
+        });
     }
 
     fn delete(&mut self, object: K) {
         let Some((cluster, name, object)) = self.read(object) else {
             return;
         };
-        let mesh = {
-            let mut sources = self.shared.sources.lock();
-            if let Some(objects) = sources.hub.get_mut(&cluster) {
-                objects.remove(&(self.kind, name));
-            }
-            sources.mesh.contains(&cluster)
-        };
-        if !mesh {
-            change_view(&self.shared, |view| {
-                view.delete(&cluster, &object).into_iter().collect()
-            });
+        if let Some(objects) = self.shared.sources.lock().hub.get_mut(&cluster) {
+            objects.remove(&(self.kind, name));
         }
+        let sources = &self.shared.sources;
+        change_view(&self.shared, |view| {
+            if sources.is_mesh(&cluster) {
+                return BTreeSet::new();
+            }
+            view.delete(&cluster, &object).into_iter().collect()
+        });
     }
 }
 
@@ -258,16 +282,17 @@ fn relisted<F: Fn(BTreeSet<Key>)>(
             if held.is_empty() {
                 sources.hub.remove(&cluster);
             }
-            if !sources.mesh.contains(&cluster) {
-                resets.push((cluster, objects.into_iter().map(|(_, o)| o).collect()));
-            }
+            resets.push((cluster, objects.into_iter().map(|(_, o)| o).collect::<Vec<_>>()));
         }
         resets
     };
     change_view(shared, |view| {
         let mut keys = BTreeSet::new();
         for (cluster, objects) in resets {
-            keys.extend(view.reset(&cluster, kind, objects));
+            // Decided under the view's lock, as in `Feed::apply`.
+            if !shared.sources.is_mesh(&cluster) {
+                keys.extend(view.reset(&cluster, kind, objects));
+            }
         }
         keys
     });
@@ -291,6 +316,7 @@ pub(super) fn withdraw_all<F: Fn(BTreeSet<Key>)>(shared: &Shared<F>, own: &Clust
             .filter(|c| c != own && !sources.mesh.contains(c))
             .collect()
     };
+    change_view(shared, |view| shared.sources.hub_up(view));
     for cluster in &members {
         shared.states.remove(cluster.as_str());
     }
@@ -306,24 +332,32 @@ pub(super) fn withdraw_all<F: Fn(BTreeSet<Key>)>(shared: &Shared<F>, own: &Clust
 }
 
 /// Follows the members' namespaces on the hub: each member's declared ranges hold its records,
-/// and each member has a state (`mcsd status`, `/metrics`) while its namespace exists.
-async fn members<F>(hub: Client, own: ClusterId, shared: Shared<F>, stop: CancellationToken)
+/// and each member has a state (`mcsd status`, `/metrics`) while its namespace exists. Returns
+/// the task, and what says when the members have been listed.
+fn members<F>(
+    hub: Client,
+    own: ClusterId,
+    shared: Shared<F>,
+    stop: CancellationToken,
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    watch::Receiver<bool>,
+)
 where
     F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
 {
     let api: Api<Namespace> = Api::all(hub);
     let watch = driver::Watch::new(api, watcher::Config::default().labels(LABEL_MEMBER), |_| {});
-    watch
-        .run(
-            Members {
-                own,
-                shared,
-                known: BTreeSet::new(),
-                relisting: Vec::new(),
-            },
-            stop,
-        )
-        .await;
+    let listed = watch.listed();
+    // Members known from an earlier session: one that left meanwhile is forgotten at the list.
+    let known = shared.sources.lock().hub_ranges.keys().cloned().collect();
+    let members = Members {
+        own,
+        shared,
+        known,
+        relisting: Vec::new(),
+    };
+    (watch.run(members, stop), listed)
 }
 
 struct Members<F> {
@@ -343,15 +377,20 @@ impl<F: Fn(BTreeSet<Key>)> Members<F> {
             tracing::error!(member = %cluster, %error, "member's declared ranges partly ignored");
         }
         self.known.insert(cluster.clone());
-        let mesh = {
+        let (mesh, changed) = {
             let mut sources = self.shared.sources.lock();
-            sources.hub_ranges.insert(cluster.clone(), ranges.clone());
-            sources.mesh.contains(&cluster)
+            let old = sources.hub_ranges.insert(cluster.clone(), ranges.clone());
+            (sources.mesh.contains(&cluster), old.is_some_and(|o| o != ranges))
         };
         if !mesh {
             change_view(&self.shared, |view| {
-                view.set_ranges(&cluster, ranges);
-                BTreeSet::new()
+                if changed {
+                    // What is held was judged under the old ranges: judged again.
+                    self.shared.sources.reread(&cluster, view)
+                } else {
+                    view.set_ranges(&cluster, ranges);
+                    BTreeSet::new()
+                }
             });
             if self.shared.states.get(cluster.as_str()).is_none() {
                 self.shared.states.set(cluster.as_str(), PeerState::Synced);
@@ -416,7 +455,6 @@ async fn probe<F>(
 {
     let api: Api<ConfigMap> = Api::namespaced(hub, &member_namespace(&own));
     let mut since: Option<tokio::time::Instant> = None;
-    let mut excluded = false;
     let mut failing_logged = false;
     loop {
         let answer = api
@@ -428,12 +466,7 @@ async fn probe<F>(
                 if std::mem::take(&mut failing_logged) {
                     tracing::info!(hub = %url, "hub answers again");
                 }
-                if std::mem::take(&mut excluded) {
-                    let members = hub_members(&shared, &own);
-                    change_view(&shared, |view| {
-                        members.iter().flat_map(|c| view.include(c)).collect()
-                    });
-                }
+                change_view(&shared, |view| shared.sources.hub_up(view));
                 PeerState::Synced
             }
             Err(error) => {
@@ -453,26 +486,38 @@ async fn probe<F>(
                 }
                 listed.send_replace(true);
                 let down = since.get_or_insert_with(tokio::time::Instant::now).elapsed();
-                if !excluded && down >= shared.grace {
-                    excluded = true;
-                    let members = hub_members(&shared, &own);
+                let already = shared.sources.lock().hub_down.is_some();
+                if !already && down >= shared.grace {
                     let reason = format!(
                         "{why} for {}s (grace period {}s)",
                         down.as_secs(),
                         shared.grace.as_secs()
                     );
                     change_view(&shared, |view| {
-                        members
+                        let members = hub_members(&shared, &own);
+                        let keys = members
                             .iter()
                             .flat_map(|c| view.exclude(c, reason.clone(), BTreeSet::new()))
-                            .collect()
+                            .collect();
+                        shared.sources.lock().hub_down =
+                            Some((reason.clone(), members.into_iter().collect()));
+                        keys
                     });
                     tracing::warn!(%why, "hub failing past the grace period; the exports read from it are left out");
                 }
-                PeerState::Unreachable(why)
+                if s_is_refusal(&error) {
+                    PeerState::Refused(why)
+                } else {
+                    PeerState::Unreachable(why)
+                }
             }
         };
-        // Each member read from the hub is as reachable as the hub.
+        // Each member read from the hub is as reachable as the hub; a mesh peer is not read
+        // from it.
+        let mesh: Vec<ClusterId> = shared.sources.lock().mesh.iter().cloned().collect();
+        for peer in mesh {
+            shared.states.set_via_hub(peer.as_str(), false);
+        }
         for member in hub_members(&shared, &own) {
             shared.states.set(member.as_str(), state.clone());
             shared.states.set_via_hub(member.as_str(), true);
@@ -487,8 +532,13 @@ async fn probe<F>(
     }
 }
 
+/// Whether the hub refused this cluster (credentials or rights), rather than not answering.
+fn s_is_refusal(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 401 || s.code == 403)
+}
+
 /// The members read from the hub (not followed as mesh peers).
-fn hub_members<F>(shared: &Shared<F>, own: &ClusterId) -> Vec<ClusterId> {
+pub(super) fn hub_members<F>(shared: &Shared<F>, own: &ClusterId) -> Vec<ClusterId> {
     let sources = shared.sources.lock();
     sources
         .hub
