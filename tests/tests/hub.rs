@@ -527,3 +527,34 @@ async fn a_members_ranges_narrowed_on_the_hub_apply_to_the_endpoints_already_hel
     );
     set.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_hundreds_of_namespaces_is_sent_every_record_and_keeps_its_own() {
+    let set = ClusterSet::sandbox_hub(3).await;
+    for i in 0..3 {
+        set.apply(i, &mcsd_tests::fixtures::namespace("demo"));
+    }
+    set.apply(1, &mcsd_tests::fixtures::namespace("only-ab"));
+    set.apply(0, &mcsd_tests::fixtures::namespace("only-ab"));
+    // cluster-c has 500 more: naming them all would make the selector longer than a proxy in
+    // front of an API server takes, so it asks for every record and keeps those it can import.
+    let many: String = (0..500)
+        .map(|i| mcsd_tests::fixtures::namespace(&format!("team-{i:04}")))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    set.apply(2, &many);
+    let before = received(&set, 2).await;
+    export_when_ready(&set, 0, "only-ab", "web").await;
+    resolved(set.members[1].dns, "web.only-ab.svc.clusterset.local").await;
+    // Sent only-ab's record and slice, which a member naming its namespaces is never sent...
+    eventually("cluster-c to be sent only-ab's records", WAIT, || async {
+        (received(&set, 2).await - before >= 2.0).then_some(())
+    })
+    .await;
+    export_when_ready(&set, 0, "demo", "hello").await;
+    resolved(set.members[2].dns, HELLO).await;
+    // ...and kept only what it can import: once it has only-ab, it reads it from the hub.
+    set.apply(2, &mcsd_tests::fixtures::namespace("only-ab"));
+    resolved(set.members[2].dns, "web.only-ab.svc.clusterset.local").await;
+    set.stop().await;
+}

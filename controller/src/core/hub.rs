@@ -88,18 +88,39 @@ pub fn member_of(namespace: &str) -> Option<ClusterId> {
     ClusterId::new(namespace.strip_prefix(MEMBER_NAMESPACE_PREFIX)?).ok()
 }
 
-/// The label selector of a member's watches of the hub: records of the format this build reads,
-/// for the service namespaces in `interest` (those that exist in the member and its policy
-/// allows). `None` when there are none: nothing on the hub concerns the member.
-pub fn interest_selector(interest: &BTreeSet<String>) -> Option<String> {
+/// The longest label selector a member sends the hub. Past it (a member with a few hundred
+/// namespaces) the URL of every list and watch would grow past what proxies in front of API
+/// servers accept (8 KiB is common), so the member selects every record and keeps its own.
+pub const MAX_SELECTOR: usize = 4096;
+
+/// What a member asks the hub for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// Nothing: no namespace of the member may import.
+    Nothing,
+    /// Records of its namespaces, selected by the hub (this label selector).
+    ByHub(String),
+    /// Every record (this label selector), the member keeping those of these namespaces.
+    ByMember(String, BTreeSet<String>),
+}
+
+/// What a member whose namespaces that may import are `interest` asks the hub for: records of
+/// the format this build reads, of those namespaces, selected by the hub unless the selector
+/// would be longer than [`MAX_SELECTOR`].
+pub fn selection(interest: &BTreeSet<String>) -> Selection {
     if interest.is_empty() {
-        return None;
+        return Selection::Nothing;
     }
     let namespaces: Vec<&str> = interest.iter().map(String::as_str).collect();
-    Some(format!(
+    let selector = format!(
         "{LABEL_EXCHANGE}={FORMAT_VERSION},{LABEL_SERVICE_NAMESPACE} in ({})",
         namespaces.join(",")
-    ))
+    );
+    if selector.len() <= MAX_SELECTOR {
+        Selection::ByHub(selector)
+    } else {
+        Selection::ByMember(format!("{LABEL_EXCHANGE}={FORMAT_VERSION}"), interest.clone())
+    }
 }
 
 /// The ranges a member's hub namespace declares (its [`ANNOTATION_RANGES`]); what does not
@@ -176,11 +197,17 @@ mod tests {
 
     #[test]
     fn a_member_asks_the_hub_only_for_its_own_service_namespaces() {
-        assert_eq!(interest_selector(&BTreeSet::new()), None);
+        assert_eq!(selection(&BTreeSet::new()), Selection::Nothing);
         let interest = BTreeSet::from(["demo".to_string(), "apps".to_string()]);
         assert_eq!(
-            interest_selector(&interest).unwrap(),
-            "mcsd.io/exchange=v1,mcsd.io/service-namespace in (apps,demo)"
+            selection(&interest),
+            Selection::ByHub("mcsd.io/exchange=v1,mcsd.io/service-namespace in (apps,demo)".into())
+        );
+        // Hundreds of namespaces: every record is asked for, and the member keeps its own.
+        let many: BTreeSet<String> = (0..500).map(|i| format!("team-{i:04}")).collect();
+        assert_eq!(
+            selection(&many),
+            Selection::ByMember("mcsd.io/exchange=v1".into(), many.clone())
         );
     }
 

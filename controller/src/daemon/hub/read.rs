@@ -24,9 +24,9 @@ use super::interest;
 use crate::{
     cluster::{driver, preflight},
     core::{
-        exchange::{LABEL_EXCHANGE, MirroredSlice},
+        exchange::{LABEL_EXCHANGE, LABEL_SERVICE_NAMESPACE, MirroredSlice},
         guard::NamespacePolicy,
-        hub::{LABEL_MEMBER, declared_ranges, interest_selector, member_namespace, member_of},
+        hub::{LABEL_MEMBER, Selection, declared_ranges, member_namespace, member_of, selection},
         view::{Key, Kind, Object},
     },
     daemon::{
@@ -84,12 +84,17 @@ where
             let wanted = interest(&self.local_namespaces, &self.policy);
             let scope = stop.child_token();
             let mut scoped = Vec::new();
-            match interest_selector(&wanted) {
+            let (selector, only) = match selection(&wanted) {
+                Selection::Nothing => (None, None),
+                Selection::ByHub(selector) => (Some(selector), None),
+                Selection::ByMember(selector, keep) => (Some(selector), Some(Arc::new(keep))),
+            };
+            match selector {
                 Some(selector) => {
                     let (records, r) =
-                        self.watch::<ConfigMap>(&selector, Kind::Record, Object::Record, &scope);
+                        self.watch::<ConfigMap>(&selector, &only, Kind::Record, Object::Record, &scope);
                     let (slices, s) =
-                        self.watch::<MirroredSlice>(&selector, Kind::Slice, Object::Slice, &scope);
+                        self.watch::<MirroredSlice>(&selector, &only, Kind::Slice, Object::Slice, &scope);
                     scoped.extend([r, s]);
                     let (listed, scope) = (listed.clone(), scope.clone());
                     scoped.push(tokio::spawn(async move {
@@ -141,6 +146,7 @@ where
     fn watch<K>(
         &self,
         selector: &str,
+        only: &Option<Arc<BTreeSet<String>>>,
         kind: Kind,
         wrap: fn(K) -> Object,
         scope: &CancellationToken,
@@ -164,6 +170,7 @@ where
             kind,
             wrap,
             own: self.cluster.clone(),
+            only: only.clone(),
             shared: self.shared.clone(),
             relisting: Vec::new(),
         };
@@ -177,6 +184,8 @@ struct Feed<K, F> {
     kind: Kind,
     wrap: fn(K) -> Object,
     own: ClusterId,
+    /// When the hub sends every record ([`Selection::ByMember`]): the service namespaces kept.
+    only: Option<Arc<BTreeSet<String>>>,
     shared: Shared<F>,
     relisting: Vec<(ClusterId, String, Object)>,
 }
@@ -189,6 +198,12 @@ impl<K: kube::Resource, F> Feed<K, F> {
         let cluster = member_of(object.meta().namespace.as_deref()?)?;
         if cluster == self.own {
             return None;
+        }
+        if let Some(only) = &self.only {
+            let namespace = object.meta().labels.as_ref()?.get(LABEL_SERVICE_NAMESPACE)?;
+            if !only.contains(namespace) {
+                return None;
+            }
         }
         let name = object.meta().name.clone()?;
         Some((cluster, name, (self.wrap)(object)))
