@@ -15,16 +15,8 @@ use std::{
 };
 
 use anyhow::Context;
-use k8s_openapi::api::{
-    core::v1::{Namespace, ServiceAccount},
-    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
-};
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-};
+use kube::Client;
 use mcsd_sandbox::{Cluster, ClusterConfig};
-use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::sandbox_file;
@@ -67,7 +59,7 @@ pub async fn start_member_with(config: ClusterConfig, dir: &Path) -> anyhow::Res
         .with_context(|| format!("writing {}", kubeconfig.display()))?;
     let admin = cluster.admin_client().await?;
     for manifest in MANIFESTS {
-        apply_manifest(&admin, manifest)
+        crate::cluster::manifest::apply_all(&admin, "mcsd-sandbox", manifest)
             .await
             .with_context(|| format!("installing manifests in {}", cluster.name()))?;
     }
@@ -172,46 +164,6 @@ pub async fn start_mcsd(
     Ok(Mcsd::start(config, shutdown).await?)
 }
 
-/// Applies every document of a multi-document manifest (the kinds of `manifests/namespace.yaml`
-/// and `manifests/rbac.yaml`) with server-side apply.
-async fn apply_manifest(client: &Client, text: &str) -> anyhow::Result<()> {
-    use serde::Deserialize;
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        let value = serde_json::Value::deserialize(doc)?;
-        if value.is_null() {
-            continue;
-        }
-        let kind = value["kind"].as_str().unwrap_or_default().to_string();
-        let ns = value["metadata"]["namespace"].as_str().map(str::to_string);
-        match kind.as_str() {
-            "Namespace" => apply::<Namespace>(Api::all(client.clone()), value).await?,
-            "ServiceAccount" => {
-                apply::<ServiceAccount>(Api::namespaced(client.clone(), &ns.unwrap_or_default()), value)
-                    .await?
-            }
-            "ClusterRole" => apply::<ClusterRole>(Api::all(client.clone()), value).await?,
-            "ClusterRoleBinding" => apply::<ClusterRoleBinding>(Api::all(client.clone()), value).await?,
-            "Role" => apply::<Role>(Api::namespaced(client.clone(), &ns.unwrap_or_default()), value).await?,
-            "RoleBinding" => {
-                apply::<RoleBinding>(Api::namespaced(client.clone(), &ns.unwrap_or_default()), value).await?
-            }
-            other => anyhow::bail!("the sandbox does not install {other} objects"),
-        }
-    }
-    Ok(())
-}
-
-async fn apply<K>(api: Api<K>, value: serde_json::Value) -> anyhow::Result<()>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(value)?;
-    let params = PatchParams::apply("mcsd-sandbox").force();
-    api.patch(&object.name_any(), &params, &Patch::Apply(&object))
-        .await?;
-    Ok(())
-}
-
 /// The contents of `DIR/sandbox.json`.
 pub fn manifest(members: &[Member]) -> Vec<sandbox_file::Member> {
     members
@@ -294,12 +246,9 @@ pub async fn enrol(hub: &Cluster, member: &ClusterConfig, client: &Client) -> an
         "metadata": {"name": crate::core::hub::SECRET, "namespace": crate::core::exchange::DEFAULT_NAMESPACE},
         "stringData": {crate::core::hub::KEY_KUBECONFIG: kubeconfig},
     });
-    apply::<k8s_openapi::api::core::v1::Secret>(
-        Api::namespaced(client.clone(), crate::core::exchange::DEFAULT_NAMESPACE),
-        secret,
-    )
-    .await
-    .with_context(|| format!("writing Secret mcsd-system/hub in {}", member.name))
+    crate::cluster::manifest::apply(client, "mcsd-sandbox", &secret)
+        .await
+        .with_context(|| format!("writing Secret mcsd-system/hub in {}", member.name))
 }
 
 /// Starts `clusters` members, each with mcsd and DNS, connected as `connect` says, writes the
