@@ -261,6 +261,39 @@ pub fn builtins() -> Vec<ResourceInfo> {
             false,
             &[],
         ),
+        // Stored as a cluster with these admission plugins off stores them: the sandbox
+        // enforces neither policies nor quotas (a real API server does; the real tier proves
+        // mcsd's).
+        builtin(
+            "",
+            "resourcequotas",
+            "resourcequota",
+            "ResourceQuota",
+            true,
+            &["quota"],
+            true,
+            &[],
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicy",
+            "ValidatingAdmissionPolicy",
+            false,
+            &[],
+            true,
+            &["api-extensions"],
+        ),
+        builtin(
+            "admissionregistration.k8s.io",
+            "validatingadmissionpolicybindings",
+            "validatingadmissionpolicybinding",
+            "ValidatingAdmissionPolicyBinding",
+            false,
+            &[],
+            false,
+            &["api-extensions"],
+        ),
         builtin(
             "apiextensions.k8s.io",
             "customresourcedefinitions",

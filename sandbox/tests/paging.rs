@@ -171,6 +171,47 @@ async fn cluster_wide_cluster_scoped_and_custom_resource_lists_page_too() {
     );
 }
 
+/// As kube-apiserver lists: the items of a built-in kind name no type (the list does), so a
+/// client that writes a listed object back must name it; a custom resource's items keep theirs.
+#[tokio::test]
+async fn a_built_in_kinds_list_items_carry_no_type_and_a_custom_resources_do() {
+    let cluster = cluster().await;
+    let client = cluster.admin_client().await.unwrap();
+    namespace(&client, "typed").await;
+    config_maps(&cluster, "typed", 2);
+    let exports: Api<ServiceExport> = Api::namespaced(client.clone(), "typed");
+    exports
+        .create(
+            &PostParams::default(),
+            &from_json(json!({"metadata": {"name": "e"}, "spec": {}})),
+        )
+        .await
+        .unwrap();
+    let listed = |gvk, plural| {
+        let api = dynamic(&client, gvk, plural, Some("typed"));
+        async move { api.list(&ListParams::default()).await.unwrap().items }
+    };
+    let maps = listed(("", "v1", "ConfigMap"), "configmaps").await;
+    assert!(!maps.is_empty());
+    assert!(maps.iter().all(|o| o.types.is_none()), "{maps:?}");
+    let exports = listed(
+        ("multicluster.x-k8s.io", "v1beta1", "ServiceExport"),
+        "serviceexports",
+    )
+    .await;
+    assert_eq!(exports.len(), 1);
+    assert_eq!(
+        exports[0].types.as_ref().map(|t| t.kind.as_str()),
+        Some("ServiceExport")
+    );
+    // A single object, and a watch's, name their type.
+    let one = dynamic(&client, ("", "v1", "ConfigMap"), "configmaps", Some("typed"))
+        .get(maps[0].metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(one.types.map(|t| t.kind), Some("ConfigMap".to_string()));
+}
+
 #[tokio::test]
 async fn later_pages_are_the_snapshot_of_the_first_and_a_watch_from_it_catches_up() {
     let cluster = cluster().await;

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The real-Kubernetes tier's tests. Brings up three real clusters with tests/kube/up.sh (pods with
 # a network, kube-proxy in iptables mode) and runs against them the end-to-end tests that need no
-# sandbox hook (MCSD_E2E_CLUSTERSET; found by what they call, no list), the tests that exist only here (CoreDNS in front of mcsd,
-# against CoreDNS's own MCS support, real faults) and the tests through pods (pods.rs); stops the
-# clusters; then brings them up again with kube-proxy in nftables mode and runs the tests through
-# pods once more. After each, the host's network must be as it was before: no namespace, link,
-# route, rule or /etc/netns entry left. Logs stay in DIR (default: a new directory under /tmp,
+# sandbox hook (MCSD_E2E_CLUSTERSET; found by what they call, no list), the tests that exist only
+# here (CoreDNS in front of mcsd, against CoreDNS's own MCS support, real faults) and the tests
+# through pods (pods.rs); stops the clusters; then brings them up again with kube-proxy in
+# nftables mode and runs the tests through pods once more. After each, the host's network must be
+# as it was before: no namespace, link, route, rule or /etc/netns entry left. Last, three
+# clusters connected through a hub (up.sh --hub, no pod network: the hub is about the exchange)
+# run the hub's stories (hub.rs, found by ClusterSet::hub_start / hub_with_namespace) and the
+# ClusterSet flow of clusterset.rs. Logs stay in DIR (default: a new directory under /tmp,
 # printed). The upstream conformance suite is not run here: the Go module proxy does not serve it
 # (tests/kube/conformance/run.sh runs it by hand).
 #   tests/kube/test.sh [--dir DIR] [-- extra cargo test arguments]
@@ -34,8 +37,13 @@ all_tests=()
 for file in $(grep -lE 'ClusterSet::(start|with_namespace|unpeered)\(' "$repo"/tests/tests/*.rs | sort); do
     all_tests+=(--test "$(basename "$file" .rs)")
 done
+# The stories told on a hub ClusterSet, and the ClusterSet flow again through the hub.
+hub_tests=(--test clusterset)
+for file in $(grep -lE 'ClusterSet::hub_(start|with_namespace)\(' "$repo"/tests/tests/*.rs | sort); do
+    hub_tests+=(--test "$(basename "$file" .rs)")
+done
 # Build the tests first, so the clusters are not kept waiting on a compile.
-(cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}")
+(cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}" "${hub_tests[@]}")
 
 # What of the host's network a tier could leave behind.
 host_network() {
@@ -51,13 +59,14 @@ host_network() {
 "$repo/tests/kube/up.sh" --remove-leftovers | sed 's/^/test.sh: /'
 before=$(host_network)
 
-# run_tier NAME PROXY_MODE CARGO_TEST_ARGS...: brings the clusters up in DIR/NAME, runs the tests,
-# stops the clusters and checks the host's network.
+# run_tier NAME "UP_SH_ARGS" CARGO_TEST_ARGS...: brings the clusters up in DIR/NAME with up.sh's
+# arguments, runs the tests, stops the clusters and checks the host's network.
 run_tier() {
-    local name=$1 mode=$2; shift 2
+    local name=$1 up_args=$2; shift 2
     local state="$dir/$name"
     mkdir -p "$state"
-    "$repo/tests/kube/up.sh" --clusters 3 --dir "$state" --proxy-mode "$mode" > "$state/up.out" 2> "$state/up.log" &
+    # shellcheck disable=SC2086
+    "$repo/tests/kube/up.sh" --clusters 3 --dir "$state" $up_args > "$state/up.out" 2> "$state/up.log" &
     local up=$!
     # shellcheck disable=SC2064
     trap "kill -TERM $up 2>/dev/null || true; wait $up 2>/dev/null || true" EXIT
@@ -74,7 +83,7 @@ run_tier() {
         fi
         sleep 1
     done
-    echo "test.sh: clusterset ready ($name, kube-proxy in $mode mode) after $((SECONDS - started)) s"
+    echo "test.sh: clusterset ready ($name: up.sh $up_args) after $((SECONDS - started)) s"
     local status=0
     (cd "$repo" && MCSD_E2E_CLUSTERSET=$state cargo test --locked -p mcsd-tests "$@") || status=$?
     started=$SECONDS
@@ -92,6 +101,7 @@ run_tier() {
     fi
 }
 
-run_tier iptables iptables "${all_tests[@]}" -- --include-ignored --test-threads=1 "$@"
-run_tier nftables nftables --test pods -- --include-ignored --test-threads=1 "$@"
-echo "test.sh: both tiers passed and left the host's network as it was"
+run_tier iptables "--proxy-mode iptables" "${all_tests[@]}" -- --include-ignored --test-threads=1 "$@"
+run_tier nftables "--proxy-mode nftables" --test pods -- --include-ignored --test-threads=1 "$@"
+run_tier hub "--hub --no-pod-network" "${hub_tests[@]}" -- --include-ignored --test-threads=1 "$@"
+echo "test.sh: the three tiers passed and left the host's network as it was"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Real Kubernetes on this machine, with the same contract as `mcsd sandbox`:
-#   tests/kube/up.sh [--clusters N] [--dir DIR] [--no-pod-network] [--proxy-mode iptables|nftables]
-#                    (N: 1–3, default 3; DIR default ./kube-state; kube-proxy's mode default iptables)
+#   tests/kube/up.sh [--clusters N] [--hub] [--dir DIR] [--no-pod-network] [--proxy-mode iptables|nftables]
+#                    (N: 1–8, default 3; DIR default ./kube-state; kube-proxy's mode default iptables)
 # brings up N real clusters on 127.0.0.1 (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler built from the published Go modules; kwok for nodes and pods), installs mcsd with
 # `kubectl apply -k manifests/`, runs it per cluster as a host process with the `mcsd`
@@ -10,7 +10,11 @@
 # `multicluster` option (the reference). Writes DIR/<name>.kubeconfig, DIR/kubeconfig (every
 # cluster as a context), DIR/sandbox.json (name, kubeconfig, api, dns, admin, cluster_dns,
 # reference_dns) and each cluster's logs under DIR/<name>/; prints `clusterset ready`; stops
-# everything on SIGINT or SIGTERM. Needs Go (the first run builds the Go programs, a few minutes).
+# everything on SIGINT or SIGTERM.
+# --hub connects the clusters through a hub instead of peer Secrets: a fourth control plane
+# (etcd, kube-apiserver, kube-controller-manager; context `hub`, DIR/hub.kubeconfig) set up with
+# `mcsd hub init hub` and `mcsd join --hub hub cluster-a …`, as the README's hub section says.
+# Needs Go (the first run builds the Go programs, a few minutes).
 # Pods have a network by default (tests/src/real/network.rs): each gets a network namespace on one
 # flat network joining the clusters, runs its containers' commands with this machine's programs,
 # takes `kubectl exec` and `kubectl logs`, and resolves through the cluster DNS; each node runs
@@ -24,11 +28,12 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 clusters=3
 dir=./kube-state
 profile=debug
-pod_network=(); proxy_mode=(--proxy-mode iptables); leftovers=()
+pod_network=(); proxy_mode=(--proxy-mode iptables); leftovers=(); hub=()
 while (($#)); do
     case $1 in
         --clusters) clusters=$2; shift 2 ;;
         --clusters=*) clusters=${1#*=}; shift ;;
+        --hub) hub=(--hub); shift ;;
         --dir) dir=$2; shift 2 ;;
         --dir=*) dir=${1#*=}; shift ;;
         --release) profile=release; shift ;;
@@ -36,7 +41,7 @@ while (($#)); do
         --remove-leftovers) leftovers=(--remove-leftovers); shift ;;
         --proxy-mode) proxy_mode=(--proxy-mode "$2"); shift 2 ;;
         --proxy-mode=*) proxy_mode=(--proxy-mode "${1#*=}"); shift ;;
-        *) echo "up.sh: unknown argument $1 (usage: up.sh [--clusters N] [--dir DIR] [--release] [--no-pod-network] [--proxy-mode iptables|nftables] [--remove-leftovers])" >&2; exit 2 ;;
+        *) echo "up.sh: unknown argument $1 (usage: up.sh [--clusters N] [--hub] [--dir DIR] [--release] [--no-pod-network] [--proxy-mode iptables|nftables] [--remove-leftovers])" >&2; exit 2 ;;
     esac
 done
 
@@ -71,4 +76,4 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 # kubectl of the control plane's own release comes first on PATH (kube-up creates tokens with it).
 export PATH="$bin:$PATH"
 exec "$target/$profile/kube-up" --clusters "$clusters" --dir "$dir" --bin "$bin" --mcsd "$target/$profile/mcsd" \
-    "${pod_network[@]}" "${proxy_mode[@]}" "${leftovers[@]}"
+    "${hub[@]}" "${pod_network[@]}" "${proxy_mode[@]}" "${leftovers[@]}"

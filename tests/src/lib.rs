@@ -498,20 +498,7 @@ impl Member {
             .real_dir
             .as_ref()
             .unwrap_or_else(|| panic!("{}: signals are for real clusters' components", self.name));
-        let pid_file = dir.join(format!("{component}.pid"));
-        let pid =
-            std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(pid.trim())
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "kill -{signal} {} ({}'s {component})",
-            pid.trim(),
-            self.name
-        );
+        signal_component(dir, &self.name, component, signal);
     }
 
     /// mcsd's successful writes so far, by (kind, operation), read from its `/metrics` as an
@@ -575,16 +562,145 @@ enum Backend {
         hub: Option<Box<Hub>>,
     },
     /// A running set of real clusters (`tests/kube/up.sh`), shared by the tests one at a time.
-    Real,
+    Real {
+        /// The hub, when `up.sh --hub` connected the clusters through one.
+        hub: Option<Box<Hub>>,
+    },
 }
 
-/// The hub of a hub ClusterSet on the sandbox: an API server beside the members.
+/// The hub of a hub ClusterSet: an API server beside the members.
 #[derive(Debug)]
 pub struct Hub {
-    /// The hub's API server.
-    pub cluster: Cluster,
+    /// The hub's API server, on the sandbox.
+    pub cluster: Option<Cluster>,
     /// Its admin kubeconfig (`DIR/hub.kubeconfig`).
     pub kubeconfig: PathBuf,
+    /// On the real tier: the directory with each of its components' log and `.pid` file.
+    pub real_dir: Option<PathBuf>,
+}
+
+impl Hub {
+    /// The sandbox hub's API server (sandbox only).
+    pub fn sandbox_cluster(&self) -> &Cluster {
+        self.cluster
+            .as_ref()
+            .expect("the hub is a real kube-apiserver: this story reaches into a sandbox hub")
+    }
+
+    /// Sends `signal` to one of a real hub's components (`kube-apiserver`, `etcd`, …); one that
+    /// exits is started again by `tests/kube/up.sh`, on the same addresses.
+    pub fn signal(&self, component: &str, signal: &str) {
+        let dir = self
+            .real_dir
+            .as_ref()
+            .expect("signals are for a real hub's components");
+        signal_component(dir, "hub", component, signal);
+    }
+}
+
+impl Hub {
+    /// Waits until the hub holds the record (ConfigMap) `name` in namespace `ns`.
+    pub async fn holds(&self, ns: &str, name: &str) {
+        eventually(&format!("record {ns}/{name} on the hub"), WAIT, || async {
+            let held = kubectl(&self.kubeconfig, &["get", "configmaps", "-n", ns, "-o", "name"]);
+            held.lines()
+                .any(|l| l == format!("configmap/{name}"))
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// The ranges declared for `member` on the hub (annotation `hub.mcsd.io/ranges` of its
+    /// namespace there).
+    pub fn declared_ranges(&self, member: &str) -> String {
+        kubectl(
+            &self.kubeconfig,
+            &[
+                "get",
+                "namespace",
+                &format!("mcsd-member-{member}"),
+                "-o",
+                "jsonpath={.metadata.annotations.hub\\.mcsd\\.io/ranges}",
+            ],
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Declares `ranges` for `member`, as the hub's admin does with kubectl.
+    pub fn declare_ranges(&self, member: &str, ranges: &str) {
+        kubectl(
+            &self.kubeconfig,
+            &[
+                "annotate",
+                "--overwrite",
+                "namespace",
+                &format!("mcsd-member-{member}"),
+                &format!("hub.mcsd.io/ranges={ranges}"),
+            ],
+        );
+    }
+
+    /// The exchange objects (records and slices) the hub holds, every member's, as
+    /// `kind/name` lines.
+    pub fn records(&self) -> String {
+        kubectl(
+            &self.kubeconfig,
+            &[
+                "get",
+                "configmaps,endpointslices",
+                "-A",
+                "-l",
+                "mcsd.io/exchange",
+                "-o",
+                "name",
+            ],
+        )
+    }
+}
+
+impl Member {
+    /// How many exchange objects this member's mcsd has received from the hub so far
+    /// (`mcsd_hub_objects_received_total`).
+    pub async fn hub_objects_received(&self) -> f64 {
+        metric_values(
+            &admin_get(self.admin, "/metrics").await,
+            "mcsd_hub_objects_received_total",
+        )
+        .first()
+        .map_or(0.0, |(_, v)| *v)
+    }
+
+    /// How many of `peer`'s records this member's mcsd has refused, for `reason` or any
+    /// (`mcsd_peer_records_refused_total`).
+    pub async fn refused_from(&self, peer: &str, reason: Option<&str>) -> f64 {
+        metric_values(
+            &admin_get(self.admin, "/metrics").await,
+            "mcsd_peer_records_refused_total",
+        )
+        .iter()
+        .filter(|(labels, _)| {
+            label(labels, "peer") == Some(peer) && reason.is_none_or(|r| label(labels, "reason") == Some(r))
+        })
+        .map(|(_, v)| v)
+        .sum()
+    }
+}
+
+/// `kill -SIGNAL` the process whose id is in `dir/<component>.pid` (`who`'s component).
+fn signal_component(dir: &Path, who: &str, component: &str, signal: &str) {
+    let pid_file = dir.join(format!("{component}.pid"));
+    let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.trim())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "kill -{signal} {} ({who}'s {component})",
+        pid.trim()
+    );
 }
 
 /// A ClusterSet of clusters, each running mcsd, peered with every other: sandbox clusters
@@ -772,14 +888,17 @@ impl ClusterSet {
                 .expect("a member is enrolled in the hub");
         }
         let kubeconfig = self.dir.join("hub.kubeconfig");
+        // Made again with the hub's context when next asked for.
+        let _ = std::fs::remove_file(self.dir.join("kubeconfig"));
         match &mut self.backend {
             Backend::Sandbox { hub: slot, .. } => {
                 *slot = Some(Box::new(Hub {
-                    cluster: hub,
+                    cluster: Some(hub),
                     kubeconfig,
+                    real_dir: None,
                 }))
             }
-            Backend::Real => panic!("add_hub needs sandbox clusters"),
+            Backend::Real { .. } => panic!("add_hub needs sandbox clusters"),
         }
     }
 
@@ -804,10 +923,59 @@ impl ClusterSet {
         set
     }
 
+    /// `n` clusters connected through a hub, each with mcsd: the real hub ClusterSet
+    /// [`CLUSTERSET_ENV`] names (`tests/kube/up.sh --hub`; its first `n` members, cleared of what
+    /// earlier tests left and every one enrolled again), or else `n` new sandbox clusters and a
+    /// sandbox hub ([`Self::sandbox_hub`]).
+    pub async fn hub_start(n: usize) -> Self {
+        let Some(dir) = real_clusterset() else {
+            return Self::sandbox_hub(n).await;
+        };
+        let set = Self::attach_real(n, &dir).await;
+        assert!(
+            matches!(set.backend, Backend::Real { hub: Some(_) }),
+            "this story needs a hub ClusterSet: {} was brought up without one (tests/kube/up.sh --hub)",
+            dir.display()
+        );
+        set
+    }
+
+    /// [`Self::hub_start`], then creates namespace `ns` in every member with kubectl.
+    pub async fn hub_with_namespace(n: usize, ns: &str) -> Self {
+        let set = Self::hub_start(n).await;
+        set.create_namespace(ns);
+        set
+    }
+
+    /// On a real hub ClusterSet, enrols again with `mcsd join --hub` every member an earlier test
+    /// removed from the hub (the next story expects all of them).
+    fn rejoin_the_hub(&self) {
+        let Backend::Real { hub: Some(hub) } = &self.backend else {
+            return;
+        };
+        let enrolled = kubectl(
+            &hub.kubeconfig,
+            &["get", "namespaces", "-l", "hub.mcsd.io/member", "-o", "name"],
+        );
+        let missing: Vec<&str> = self
+            .members
+            .iter()
+            .map(|m| m.name.as_str())
+            .filter(|name| {
+                !enrolled
+                    .lines()
+                    .any(|l| l.trim() == format!("namespace/mcsd-member-{name}"))
+            })
+            .collect();
+        if !missing.is_empty() {
+            self.mcsd(&[&["join", "--hub", "hub"], &missing[..]].concat());
+        }
+    }
+
     /// The hub of a hub ClusterSet.
     pub fn hub(&self) -> &Hub {
         match &self.backend {
-            Backend::Sandbox { hub: Some(hub), .. } => hub,
+            Backend::Sandbox { hub: Some(hub), .. } | Backend::Real { hub: Some(hub) } => hub,
             _ => panic!("this ClusterSet has no hub"),
         }
     }
@@ -837,11 +1005,20 @@ impl ClusterSet {
                 sandbox: None,
             })
             .collect();
+        let hub = state.join("hub.kubeconfig");
+        let hub = hub.exists().then(|| {
+            Box::new(Hub {
+                cluster: None,
+                kubeconfig: hub,
+                real_dir: Some(state.join("hub")),
+            })
+        });
         let set = Self {
             members: all,
             dir: scratch_dir(),
-            backend: Backend::Real,
+            backend: Backend::Real { hub },
         };
+        set.rejoin_the_hub();
         set.clear_real().await;
         let mut set = set;
         set.members.truncate(n);
@@ -898,6 +1075,14 @@ impl ClusterSet {
             )
             .await;
         }
+        if let Backend::Real { hub: Some(hub) } = &self.backend {
+            eventually(
+                "the hub to hold no exchange record of earlier tests",
+                Duration::from_secs(120),
+                || async { hub.records().trim().is_empty().then_some(()) },
+            )
+            .await;
+        }
     }
 
     /// Creates namespace `ns` in every cluster with kubectl.
@@ -909,7 +1094,7 @@ impl ClusterSet {
 
     /// Whether the clusters are real ones.
     pub fn is_real(&self) -> bool {
-        matches!(self.backend, Backend::Real)
+        matches!(self.backend, Backend::Real { .. })
     }
 
     /// Starts another mcsd replica in the `i`th cluster (it joins the leader election and serves
@@ -957,8 +1142,8 @@ impl ClusterSet {
         kubectl(&self.members[i].kubeconfig, args)
     }
 
-    /// One kubeconfig with every cluster as a context named after it (what `mcsd join`,
-    /// `mcsd leave` and `mcsd status` read): `DIR/kubeconfig` of `mcsd sandbox` and
+    /// One kubeconfig with every cluster as a context named after it, and a hub's as `hub` (what
+    /// `mcsd join`, `mcsd leave` and `mcsd status` read): `DIR/kubeconfig` of `mcsd sandbox` and
     /// `tests/kube/up.sh` alike.
     pub fn kubeconfig(&self) -> PathBuf {
         if let Some(dir) = real_clusterset().filter(|_| self.is_real()) {
@@ -967,8 +1152,12 @@ impl ClusterSet {
         let path = self.dir.join("kubeconfig");
         if !path.exists() {
             let mut merged: Option<kube::config::Kubeconfig> = None;
-            for m in &self.members {
-                let one = kube::config::Kubeconfig::read_from(&m.kubeconfig).unwrap();
+            let hub = match &self.backend {
+                Backend::Sandbox { hub: Some(hub), .. } => Some(&hub.kubeconfig),
+                _ => None,
+            };
+            for file in self.members.iter().map(|m| &m.kubeconfig).chain(hub) {
+                let one = kube::config::Kubeconfig::read_from(file).unwrap();
                 merged = Some(match merged {
                     None => one,
                     Some(all) => all.merge(one).unwrap(),
@@ -1093,11 +1282,11 @@ impl ClusterSet {
                         sandbox.cluster.shutdown().await;
                     }
                 }
-                if let Some(hub) = hub {
-                    hub.cluster.shutdown().await;
+                if let Some(cluster) = hub.and_then(|hub| hub.cluster) {
+                    cluster.shutdown().await;
                 }
             }
-            Backend::Real => {
+            Backend::Real { .. } => {
                 for m in &self.members {
                     delete_test_namespaces(m);
                 }

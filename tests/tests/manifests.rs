@@ -244,16 +244,21 @@ fn every_cluster_wide_write_of_the_daemon_is_confined_by_an_admission_policy() {
             "{name} matches mcsd's ServiceAccount: {conditions}"
         );
         assert_eq!(policy["spec"]["failurePolicy"], "Fail", "{name}");
-        let binding = docs
-            .iter()
-            .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding" && d["spec"]["policyName"] == name)
-            .unwrap_or_else(|| panic!("{name} is bound"));
-        assert_eq!(
-            binding["spec"]["validationActions"],
-            serde_json::json!(["Deny"]),
-            "{name}"
-        );
+        denies(&docs, name);
     }
+}
+
+/// Policy `name` of `docs` is bound, to deny.
+fn denies(docs: &[serde_json::Value], name: &str) {
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding" && d["spec"]["policyName"] == name)
+        .unwrap_or_else(|| panic!("{name} is bound"));
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"]),
+        "{name}"
+    );
 }
 
 #[test]
@@ -266,9 +271,49 @@ fn a_hub_grants_members_their_records_and_the_members_list_and_nothing_more() {
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["ClusterRole", "ClusterRole"],
-        "the hub holds no more than the two roles"
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        ],
+        "the hub holds the two roles and a bound policy per kind of record, nothing more"
     );
+    // What members may write, the hub checks as they write it: a policy per kind, for members'
+    // identities in members' namespaces, failing closed, denying.
+    for (group, resource) in [("", "configmaps"), ("discovery.k8s.io", "endpointslices")] {
+        let policy = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == "ValidatingAdmissionPolicy"
+                    && d["spec"]["matchConstraints"]["resourceRules"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| {
+                            r["apiGroups"] == serde_json::json!([group])
+                                && r["resources"] == serde_json::json!([resource])
+                                && r["operations"] == serde_json::json!(["CREATE", "UPDATE"])
+                        })
+            })
+            .unwrap_or_else(|| panic!("no hub policy checks members' {resource}"));
+        let name = policy["metadata"]["name"].as_str().unwrap();
+        assert_eq!(policy["spec"]["failurePolicy"], "Fail", "{name}");
+        assert_eq!(
+            policy["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"][0]["key"],
+            "hub.mcsd.io/member",
+            "{name} checks members' namespaces"
+        );
+        assert!(
+            policy["spec"]["matchConditions"]
+                .to_string()
+                .contains("system:serviceaccount:mcsd-member-"),
+            "{name} checks what members write"
+        );
+        denies(&docs, name);
+    }
     let write: ClusterRole = find(&docs, "ClusterRole", "mcsd-hub-member-write");
     let records = |verbs: &[&str]| -> Vec<(String, String, Vec<String>)> {
         let verbs: Vec<String> = verbs.iter().map(|v| v.to_string()).collect();

@@ -3,12 +3,24 @@
 //! `unpeered`) runs on the sandbox tier (`cargo test`) and again on the real one
 //! (`tests/kube/test.sh` finds it by that call, with no list to keep); a file that starts sandbox
 //! clusters of its own (`ClusterSet::sandbox*`, `SandboxProcess`) runs on the sandbox tier only.
-//! One file is one or the other, so the real tier never runs a sandbox story twice.
+//! A file whose stories take a hub ClusterSet (`ClusterSet::hub_start`, `hub_with_namespace`) runs
+//! on the sandbox tier and again on the real tier's hub ClusterSet (`up.sh --hub`). One file is
+//! one of the three, so the real tier never runs a sandbox story twice, nor a story on a
+//! ClusterSet it was not written for.
 
 use std::path::Path;
 
 /// What `tests/kube/test.sh` greps for (extended regular expression) to choose its files.
 const EITHER_TIER: &str = r"ClusterSet::(start|with_namespace|unpeered)\(";
+
+/// What it greps for to choose the files its hub ClusterSet runs.
+const HUB_TIER: &str = r"ClusterSet::hub_(start|with_namespace)\(";
+
+fn hub_tier(text: &str) -> bool {
+    ["hub_start(", "hub_with_namespace("]
+        .iter()
+        .any(|call| text.contains(&format!("ClusterSet::{call}")))
+}
 
 fn either_tier(text: &str) -> bool {
     // Spelt in pieces, so that this file is not one of them.
@@ -31,9 +43,10 @@ fn no_test_file_mixes_stories_for_either_tier_with_sandbox_only_ones() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
+        let kinds = [either_tier(&text), hub_tier(&text), sandbox_only(&text)];
         assert!(
-            !(either_tier(&text) && sandbox_only(&text)),
-            "{} has stories for either tier and sandbox-only ones: move the sandbox-only ones to a file of their own, or the real tier runs them too",
+            kinds.iter().filter(|k| **k).count() <= 1,
+            "{} mixes stories for either tier, for a hub ClusterSet and sandbox-only ones: give each kind a file of its own, or the real tier runs stories on a ClusterSet they were not written for",
             path.display()
         );
         if either_tier(&text) {
@@ -51,5 +64,9 @@ fn no_test_file_mixes_stories_for_either_tier_with_sandbox_only_ones() {
     assert!(
         test_sh.contains(EITHER_TIER),
         "tests/kube/test.sh chooses the real tier's files by {EITHER_TIER}"
+    );
+    assert!(
+        test_sh.contains(HUB_TIER),
+        "tests/kube/test.sh chooses the hub ClusterSet's files by {HUB_TIER}"
     );
 }

@@ -23,7 +23,7 @@ use std::{path::Path, time::Duration};
 use anyhow::{Context as _, bail};
 use k8s_openapi::{
     api::{
-        core::v1::{Namespace, Secret, ServiceAccount},
+        core::v1::{Namespace, ResourceQuota, Secret, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     jiff::Timestamp,
@@ -230,6 +230,16 @@ async fn join_member(
             "ClusterRoleBinding" => {
                 join::apply(
                     Api::<ClusterRoleBinding>::all(hc.clone()),
+                    typed(object)?,
+                    dry,
+                    &mut out,
+                    hctx,
+                )
+                .await?
+            }
+            "ResourceQuota" => {
+                join::apply(
+                    Api::<ResourceQuota>::namespaced(hc.clone(), &ns),
                     typed(object)?,
                     dry,
                     &mut out,

@@ -146,6 +146,9 @@ pub struct Limits {
     pub bytes_per_record: usize,
 }
 
+/// The export records a reader takes from one peer, by default (a hub's quota per member too).
+pub const RECORDS: usize = 20_000;
+
 impl Default for Limits {
     /// Sized for real clusters: 20,000 exported services per cluster (twice the largest tested),
     /// 10,000 endpoints per service per cluster (ten full 1,000-endpoint slices), 256 KiB per
@@ -153,7 +156,7 @@ impl Default for Limits {
     /// tens of KiB).
     fn default() -> Self {
         Self {
-            records: 20_000,
+            records: RECORDS,
             endpoints_per_service: 10_000,
             bytes_per_record: 256 * 1024,
         }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use mcsd_crds::ClusterId;
 use serde_json::{Value, json};
 
-use super::exchange::{FORMAT_VERSION, LABEL_EXCHANGE, LABEL_SERVICE_NAMESPACE};
+use super::exchange::{FORMAT_VERSION, Kind, LABEL_EXCHANGE, LABEL_SERVICE_NAMESPACE};
 
 /// The prefix of a member's namespace on the hub: `mcsd-member-<cluster id>`.
 pub const MEMBER_NAMESPACE_PREFIX: &str = "mcsd-member-";
@@ -75,8 +75,23 @@ pub fn member_objects(cluster: &ClusterId, ranges: &[ipnet::IpNet]) -> Vec<Value
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": READ_ROLE},
             "subjects": subject,
         }),
+        // So that one member cannot fill the hub's etcd for the others: as many records as a
+        // reader takes from one member (guard::Limits), and twice as many slices.
+        json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": MEMBER_SERVICE_ACCOUNT, "namespace": namespace, "labels": labels},
+            "spec": {"hard": {
+                // The records, and the kube-root-ca.crt ConfigMap every namespace gets.
+                "count/configmaps": (QUOTA_RECORDS + 1).to_string(),
+                "count/endpointslices.discovery.k8s.io": (2 * QUOTA_RECORDS).to_string(),
+            }},
+        }),
     ]
 }
+
+/// The export records one member may hold on the hub (its ResourceQuota): what a reader takes
+/// from one peer.
+pub const QUOTA_RECORDS: usize = super::guard::RECORDS;
 
 /// Member `cluster`'s namespace on the hub.
 pub fn member_namespace(cluster: &ClusterId) -> String {
@@ -150,11 +165,17 @@ pub fn declared_ranges(annotations: &BTreeMap<String, String>) -> (Vec<ipnet::Ip
 /// as JSON): the same name, labels, annotations and content, in `namespace`. Everything the API
 /// server sets (uid, resourceVersion, managedFields, timestamps) is left out, so the copy is a
 /// server-side apply body, and the copy of what the hub holds equals it when nothing changed.
-pub fn hub_copy(object: &Value, namespace: &str) -> Value {
+/// Its type is `kind`'s: a real API server's list leaves `apiVersion` and `kind` out of every
+/// item, and an apply body without them is refused.
+pub fn hub_copy(kind: Kind, object: &Value, namespace: &str) -> Value {
     let meta = &object["metadata"];
+    let (api_version, type_name) = match kind {
+        Kind::Record => ("v1", "ConfigMap"),
+        Kind::Slice => ("discovery.k8s.io/v1", "EndpointSlice"),
+    };
     let mut copy = json!({
-        "apiVersion": object["apiVersion"],
-        "kind": object["kind"],
+        "apiVersion": api_version,
+        "kind": type_name,
         "metadata": {
             "name": meta["name"],
             "namespace": namespace,
@@ -236,7 +257,7 @@ mod tests {
             "endpoints": [{"addresses": ["10.1.0.5"]}],
             "ports": null,
         });
-        let copy = hub_copy(&local, "mcsd-member-cluster-a");
+        let copy = hub_copy(Kind::Slice, &local, "mcsd-member-cluster-a");
         assert_eq!(
             copy,
             json!({
@@ -253,8 +274,13 @@ mod tests {
         let mut held = copy.clone();
         held["metadata"]["uid"] = json!("h");
         held["metadata"]["resourceVersion"] = json!("99");
-        assert_eq!(hub_copy(&held, "mcsd-member-cluster-a"), copy);
+        assert_eq!(hub_copy(Kind::Slice, &held, "mcsd-member-cluster-a"), copy);
+        // As a list's item (no type): the same copy, its type named.
+        let mut listed = local.clone();
+        listed.as_object_mut().unwrap().remove("apiVersion");
+        listed.as_object_mut().unwrap().remove("kind");
+        assert_eq!(hub_copy(Kind::Slice, &listed, "mcsd-member-cluster-a"), copy);
         held["endpoints"][0]["addresses"][0] = json!("10.1.0.6");
-        assert_ne!(hub_copy(&held, "mcsd-member-cluster-a"), copy);
+        assert_ne!(hub_copy(Kind::Slice, &held, "mcsd-member-cluster-a"), copy);
     }
 }

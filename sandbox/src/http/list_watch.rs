@@ -109,10 +109,36 @@ pub(super) fn list(
         if i > 0 {
             buf.push(b',');
         }
-        serde_json::to_writer(&mut buf, &**item).map_err(|e| ApiError::internal(e.to_string()))?;
+        // As a real API server lists built-in kinds: the items name no type (the list does);
+        // a CRD's items keep theirs.
+        let written = if info.builtin {
+            serde_json::to_writer(&mut buf, &Untyped(item))
+        } else {
+            serde_json::to_writer(&mut buf, &**item)
+        };
+        written.map_err(|e| ApiError::internal(e.to_string()))?;
     }
     buf.extend_from_slice(b"]}");
     Ok(full(StatusCode::OK, "application/json", buf))
+}
+
+/// An object without its `apiVersion` and `kind`, as an item of a built-in kind's list.
+struct Untyped<'a>(&'a Value);
+
+impl serde::Serialize for Untyped<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let Value::Object(fields) = self.0 else {
+            return self.0.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in fields {
+            if key != "apiVersion" && key != "kind" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 struct WatchFilter {

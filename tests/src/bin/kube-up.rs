@@ -15,9 +15,14 @@ use mcsd_tests::real::{ClusterSet, Options, Programs, ProxyMode};
 /// Real clusters on loopback with mcsd and CoreDNS, as `mcsd sandbox` runs sandbox clusters.
 #[derive(Debug, Parser)]
 struct Args {
-    /// How many clusters (1–3).
+    /// How many clusters (1–8).
     #[arg(long, default_value_t = 3)]
     clusters: usize,
+    /// Connect the clusters through a hub API server (a fourth control plane, context `hub`,
+    /// `DIR/hub.kubeconfig`) with `mcsd hub init` and `mcsd join --hub`, instead of peering
+    /// them with each other.
+    #[arg(long)]
+    hub: bool,
     /// Where the kubeconfigs, `sandbox.json`, and each cluster's data and logs go.
     #[arg(long, default_value = "./kube-state")]
     dir: PathBuf,
@@ -72,6 +77,7 @@ async fn main() -> ExitCode {
     };
     let options = Options {
         clusters: args.clusters,
+        hub: args.hub,
         dir: args.dir.clone(),
         repo: mcsd_tests::repo_root(),
         peer_grace_period: args.peer_grace_period,

@@ -17,7 +17,9 @@
 //! [`ClusterSet::up`] brings it up and writes `DIR/<name>.kubeconfig`, `DIR/kubeconfig` (every
 //! cluster as a context named after it) and `DIR/sandbox.json`, as `mcsd sandbox` does, with
 //! `cluster_dns`, `reference_dns` and `pod_network` added. `tests/kube/up.sh` runs it (binary
-//! `kube-up`).
+//! `kube-up`). With a hub (`--hub`), the clusters peer with no one: a fourth control plane (no
+//! node, no pods) is the hub, `DIR/hub.kubeconfig` and context `hub`, set up with `mcsd hub init`
+//! and `mcsd join --hub` as a user does.
 
 pub mod kubelet;
 pub mod network;
@@ -88,8 +90,11 @@ impl Programs {
 /// How the ClusterSet is brought up.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// How many clusters (1–3).
+    /// How many clusters (1–8).
     pub clusters: usize,
+    /// Whether the clusters exchange records through a hub API server (`hub`, a fourth control
+    /// plane) instead of peering with each other.
+    pub hub: bool,
     /// Where every file goes (kubeconfigs, `sandbox.json`, each cluster's data and logs).
     pub dir: PathBuf,
     /// The repository (for `manifests/`).
@@ -215,7 +220,20 @@ pub struct ClusterSet {
     /// The pod network, if it has one; torn down last (and when dropped, however the tier
     /// ends).
     pub network: Option<network::Network>,
+    /// The hub API server of a hub ClusterSet (etcd, kube-apiserver, kube-controller-manager;
+    /// its files in `DIR/hub/`, its admin's kubeconfig `DIR/hub.kubeconfig`).
+    pub hub: Option<Cluster>,
 }
+
+/// The most clusters the tier brings up (each a control plane of its own: about 0.6 GiB).
+pub const MAX_CLUSTERS: usize = 8;
+
+/// The hub's name: its context in `DIR/kubeconfig`, its directory, `DIR/hub.kubeconfig`.
+pub const HUB: &str = "hub";
+
+/// Which of [`ranges`] the hub takes for its own Services (it runs no pods): past every
+/// cluster's.
+const HUB_RANGES: usize = MAX_CLUSTERS;
 
 /// The `index`th cluster's name, as the sandbox names it.
 pub fn cluster_name(index: usize) -> String {
@@ -228,8 +246,8 @@ impl ClusterSet {
     /// everything started is stopped and the error names the component and its log.
     pub async fn up(programs: &Programs, options: &Options, say: &dyn Fn(&str)) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            (1..=3).contains(&options.clusters),
-            "--clusters must be 1, 2 or 3"
+            (1..=MAX_CLUSTERS).contains(&options.clusters),
+            "--clusters must be 1 to {MAX_CLUSTERS}"
         );
         std::fs::create_dir_all(&options.dir)
             .with_context(|| format!("creating {}", options.dir.display()))?;
@@ -238,6 +256,7 @@ impl ClusterSet {
             clusters: Vec::new(),
             dir: dir.clone(),
             network: None,
+            hub: None,
         };
         match set.bring_up(programs, options, say).await {
             Ok(()) => Ok(set),
@@ -293,7 +312,41 @@ impl ClusterSet {
             install_mcsd(cluster, &options.repo).await?;
         }
         say("mcsd installed in every cluster (kubectl apply -k manifests/)");
-        // Every cluster's mcsd-peer credential, stored as a peer Secret in every other cluster.
+        if options.hub {
+            let started = Instant::now();
+            let hub = start_hub(programs, &self.dir).await?;
+            say(&format!(
+                "hub: control plane ready at {} ({:.1} s)",
+                hub.api,
+                started.elapsed().as_secs_f64()
+            ));
+            self.hub = Some(hub);
+            // As a user enrols clusters: `mcsd hub init`, then `mcsd join --hub` with every
+            // member's pod ranges declared, through DIR/kubeconfig's contexts.
+            self.write_kubeconfig()?;
+            self.enrol_in_hub(programs)?;
+            say("every cluster enrolled in the hub (mcsd hub init; mcsd join --hub)");
+        } else {
+            self.peer_every_cluster()?;
+        }
+        for cluster in &mut self.clusters {
+            start_mcsd(programs, cluster, options).await?;
+            start_coredns(programs, cluster).await?;
+        }
+        for cluster in &self.clusters {
+            wait_mcsd_ready(cluster).await?;
+        }
+        self.write_state()?;
+        say(if options.hub {
+            "every cluster's mcsd is ready and follows the hub, CoreDNS serves in front of it"
+        } else {
+            "every cluster's mcsd is ready and peered, CoreDNS serves in front of it"
+        });
+        Ok(())
+    }
+
+    /// Every cluster's mcsd-peer credential, stored as a peer Secret in every other cluster.
+    fn peer_every_cluster(&self) -> anyhow::Result<()> {
         for (i, exporter) in self.clusters.iter().enumerate() {
             let token = kubectl_out(
                 &exporter.kubeconfig,
@@ -313,16 +366,37 @@ impl ClusterSet {
                 }
             }
         }
-        for cluster in &mut self.clusters {
-            start_mcsd(programs, cluster, options).await?;
-            start_coredns(programs, cluster).await?;
-        }
-        for cluster in &self.clusters {
-            wait_mcsd_ready(cluster).await?;
-        }
-        self.write_state()?;
-        say("every cluster's mcsd is ready and peered, CoreDNS serves in front of it");
         Ok(())
+    }
+
+    /// `mcsd hub init hub`, then `mcsd join --hub hub cluster-a …` with each cluster's pod
+    /// ranges, as the README's hub section says.
+    fn enrol_in_hub(&self, programs: &Programs) -> anyhow::Result<()> {
+        let kubeconfig = self.dir.join("kubeconfig");
+        let mcsd = |args: Vec<String>| -> anyhow::Result<()> {
+            let output = std::process::Command::new(&programs.mcsd)
+                .args(&args)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .output()
+                .with_context(|| format!("running {}", programs.mcsd.display()))?;
+            anyhow::ensure!(
+                output.status.success(),
+                "mcsd {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            Ok(())
+        };
+        mcsd(vec!["hub".into(), "init".into(), HUB.into()])?;
+        let mut join = vec!["join".into(), "--hub".into(), HUB.into()];
+        for (index, cluster) in self.clusters.iter().enumerate() {
+            let pods = ranges(index).pods;
+            join.push("--ranges".into());
+            join.push(format!("{}={},{}", cluster.name, pods[0], pods[1]));
+        }
+        join.extend(self.clusters.iter().map(|c| c.name.clone()));
+        mcsd(join)
     }
 
     /// Writes `DIR/<name>.kubeconfig` (already there), `DIR/kubeconfig` with every cluster as a
@@ -344,9 +418,15 @@ impl ClusterSet {
             })
             .collect();
         std::fs::write(self.dir.join(sandbox_file::FILE), sandbox_file::render(&members))?;
+        self.write_kubeconfig()
+    }
+
+    /// `DIR/kubeconfig`: every cluster as a context named after it, and the hub's (`hub`) in a
+    /// hub ClusterSet; the current context `cluster-a`.
+    fn write_kubeconfig(&self) -> anyhow::Result<()> {
         let mut merged = serde_yaml::Mapping::new();
         let mut lists: [Vec<serde_yaml::Value>; 3] = Default::default();
-        for cluster in &self.clusters {
+        for cluster in self.clusters.iter().chain(&self.hub) {
             let text = std::fs::read_to_string(&cluster.kubeconfig)?;
             let one: serde_yaml::Value = serde_yaml::from_str(&text)?;
             for (list, key) in lists.iter_mut().zip(["clusters", "users", "contexts"]) {
@@ -369,7 +449,7 @@ impl ClusterSet {
     /// exited (killed by a test, or crashed); returns one line per restart.
     pub async fn supervise(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
-        for cluster in &mut self.clusters {
+        for cluster in self.clusters.iter_mut().chain(&mut self.hub) {
             for process in &mut cluster.processes {
                 let Ok(Some(status)) = process.exited() else {
                     continue;
@@ -391,18 +471,23 @@ impl ClusterSet {
     /// Stops everything, last started first; the pods (their processes and namespaces) and the
     /// pod network last.
     pub async fn down(&mut self) {
-        // The clusters side by side: each one's processes last started first.
-        futures::future::join_all(self.clusters.iter_mut().map(|cluster| async move {
-            for process in cluster.processes.iter_mut().rev() {
-                process.stop(Duration::from_secs(10)).await;
-            }
-            if let Some(pods) = &mut cluster.pods {
-                if let Some(kubelet) = pods.kubelet.take() {
-                    kubelet.stop().await;
-                }
-                pods.relay.abort();
-            }
-        }))
+        // The clusters (and the hub) side by side: each one's processes last started first.
+        futures::future::join_all(
+            self.clusters
+                .iter_mut()
+                .chain(&mut self.hub)
+                .map(|cluster| async move {
+                    for process in cluster.processes.iter_mut().rev() {
+                        process.stop(Duration::from_secs(10)).await;
+                    }
+                    if let Some(pods) = &mut cluster.pods {
+                        if let Some(kubelet) = pods.kubelet.take() {
+                            kubelet.stop().await;
+                        }
+                        pods.relay.abort();
+                    }
+                }),
+        )
         .await;
         if let Some(mut network) = self.network.take() {
             let _ = tokio::task::spawn_blocking(move || network.teardown()).await;
@@ -427,12 +512,31 @@ async fn start_control_plane(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let ranges = ranges(index);
+    let (mut cluster, pki, api_port) = new_control_plane(root, name, dir, &ranges)?;
+    start_etcd_and_api_server(&mut cluster, programs, &pki, &ranges, api_port).await?;
+    start_controllers(&mut cluster, programs, &pki, &ranges, true)?;
+    start_kwok(&mut cluster, programs, pod_network.as_ref(), &ranges, api_port).await?;
+    add_node(&mut cluster, &ranges).await?;
+    if let Some((node, ip)) = &pod_network {
+        start_kube_proxy(&mut cluster, programs, node, ip, &ranges, proxy_mode).await?;
+    }
+    Ok(cluster)
+}
+
+/// A control plane named `name` about to start in `dir`: its PKI, its API server's port, and its
+/// admin's kubeconfig `root/<name>.kubeconfig`.
+fn new_control_plane(
+    root: &Path,
+    name: String,
+    dir: PathBuf,
+    ranges: &Ranges,
+) -> anyhow::Result<(Cluster, pki::Pki, u16)> {
     let pki = pki::Pki::create(&name, &ranges.kubernetes_service_ip, &dir)?;
     let api_port = free_port()?;
     let api = format!("https://127.0.0.1:{api_port}");
     let kubeconfig = root.join(format!("{name}.kubeconfig"));
     std::fs::write(&kubeconfig, admin_kubeconfig(&name, &api, &pki))?;
-    let mut cluster = Cluster {
+    let cluster = Cluster {
         name,
         dir,
         kubeconfig,
@@ -445,14 +549,33 @@ async fn start_control_plane(
         mcsd_args: Vec::new(),
         pods: None,
     };
-    start_etcd_and_api_server(&mut cluster, programs, &pki, &ranges, api_port).await?;
-    start_controllers(&mut cluster, programs, &pki, &ranges)?;
-    start_kwok(&mut cluster, programs, pod_network.as_ref(), &ranges, api_port).await?;
-    add_node(&mut cluster, &ranges).await?;
-    if let Some((node, ip)) = &pod_network {
-        start_kube_proxy(&mut cluster, programs, node, ip, &ranges, proxy_mode).await?;
-    }
-    Ok(cluster)
+    Ok((cluster, pki, api_port))
+}
+
+/// The hub of a hub ClusterSet: etcd, kube-apiserver and kube-controller-manager (whose
+/// namespace controller removes a member's records with its namespace); no node, no pods.
+async fn start_hub(programs: &Programs, root: &Path) -> anyhow::Result<Cluster> {
+    let dir = root.join(HUB);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let ranges = ranges(HUB_RANGES);
+    let (mut hub, pki, api_port) = new_control_plane(root, HUB.into(), dir, &ranges)?;
+    start_etcd_and_api_server(&mut hub, programs, &pki, &ranges, api_port).await?;
+    start_controllers(&mut hub, programs, &pki, &ranges, false)?;
+    wait_for(
+        &mut hub,
+        "the controller manager to lead",
+        Duration::from_secs(90),
+        |c| {
+            kubectl_out(
+                &c.kubeconfig,
+                &["get", "lease", "-n", "kube-system", "-o", "name"],
+            )
+            .is_ok_and(|s| s.lines().any(|l| l.ends_with("/kube-controller-manager")))
+        },
+    )
+    .await?;
+    Ok(hub)
 }
 
 impl Cluster {
@@ -539,12 +662,13 @@ async fn start_etcd_and_api_server(
     wait_api_ready(cluster).await
 }
 
-/// kube-controller-manager and kube-scheduler.
+/// kube-controller-manager, and kube-scheduler if `scheduler`.
 fn start_controllers(
     cluster: &mut Cluster,
     programs: &Programs,
     pki: &pki::Pki,
     ranges: &Ranges,
+    scheduler: bool,
 ) -> anyhow::Result<()> {
     // The controller manager and the scheduler as the admin (a test control plane); each holds
     // its Lease in kube-system once it runs.
@@ -570,6 +694,9 @@ fn start_controllers(
             "--v=1".into(),
         ],
     )?;
+    if !scheduler {
+        return Ok(());
+    }
     cluster.spawn(
         "kube-scheduler",
         &programs.kube,

@@ -299,12 +299,12 @@ fn diff(local: &Objects, copy: &Objects, written: &Written, hub_namespace: &str)
     let held = |key: &(Kind, String)| -> Option<Value> {
         match written.get(key) {
             Some(body) => body.clone(),
-            None => copy.get(key).map(|o| hub_copy(o, hub_namespace)),
+            None => copy.get(key).map(|o| hub_copy(key.0, o, hub_namespace)),
         }
     };
     let mut ops = Vec::new();
     for (key, object) in &local {
-        let wanted = hub_copy(object, hub_namespace);
+        let wanted = hub_copy(key.0, object, hub_namespace);
         if held(key).as_ref() != Some(&wanted) {
             ops.push(Op::Put(key.0, key.1.clone(), wanted));
         }
@@ -357,11 +357,14 @@ mod tests {
     fn the_hub_gets_what_it_lacks_loses_what_the_member_no_longer_has_and_nothing_twice() {
         let local = side(&[("demo.a", record("demo.a", "1"))]);
         // The hub holds a record the member no longer has, and an old copy of one it has.
-        let mut stale = hub_copy(&record("demo.a", "0"), HUB_NS);
+        let mut stale = hub_copy(Kind::Record, &record("demo.a", "0"), HUB_NS);
         stale["metadata"]["resourceVersion"] = json!("5");
         let copy = side(&[
             ("demo.a", stale),
-            ("demo.gone", hub_copy(&record("demo.gone", "1"), HUB_NS)),
+            (
+                "demo.gone",
+                hub_copy(Kind::Record, &record("demo.gone", "1"), HUB_NS),
+            ),
         ]);
         let mut written = Written::new();
         let ops = diff(&local, &copy, &written, HUB_NS);
@@ -376,7 +379,7 @@ mod tests {
         assert!(diff(&local, &copy, &written, HUB_NS).is_empty());
         // The echo arrives (with what the hub adds): still nothing to do, once `written` is
         // forgotten at the next re-list.
-        let mut echoed = hub_copy(&record("demo.a", "1"), HUB_NS);
+        let mut echoed = hub_copy(Kind::Record, &record("demo.a", "1"), HUB_NS);
         echoed["metadata"]["uid"] = json!("hub");
         let copy = side(&[("demo.a", echoed)]);
         assert!(diff(&local, &copy, &Written::new(), HUB_NS).is_empty());
