@@ -34,6 +34,7 @@ use hickory_proto::{
     op::{Message, Query, ResponseCode},
     rr::{Name, RData, RecordType},
 };
+use mcsd_benches::ProcessUse;
 use mcsd_tests::{ClusterSet, Member, kubectl, label, metric_values};
 
 /// How long one phase may take before the bench gives up.
@@ -67,29 +68,12 @@ struct Counters {
 
 const COMPONENTS: [&str; 3] = ["mcsd", "kube-apiserver", "etcd"];
 
-fn clock_ticks() -> f64 {
-    let out = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(100.0)
-}
-
 /// User + system CPU seconds of `component` of `member` (real clusters).
-fn cpu_seconds(member: &Member, component: &str, ticks: f64) -> Option<f64> {
-    let pid = std::fs::read_to_string(member.real_dir.as_ref()?.join(format!("{component}.pid"))).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
-    // The fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks)
+fn cpu_seconds(member: &Member, component: &str) -> Option<f64> {
+    Some(ProcessUse::of(member.real_dir.as_ref()?, component).cpu)
 }
 
-async fn counters(set: &ClusterSet, ticks: f64) -> Counters {
+async fn counters(set: &ClusterSet) -> Counters {
     let mut c = Counters {
         mcsd: Vec::new(),
         api: Vec::new(),
@@ -116,7 +100,7 @@ async fn counters(set: &ClusterSet, ticks: f64) -> Counters {
         c.api.push(api);
         let cpu = COMPONENTS
             .iter()
-            .filter_map(|&component| Some((component, cpu_seconds(m, component, ticks)?)))
+            .filter_map(|&component| Some((component, cpu_seconds(m, component)?)))
             .collect();
         c.cpu.push(cpu);
     }
@@ -259,14 +243,7 @@ const REQUESTS_AT_ONCE: usize = 32;
 /// Creates the exports of `services` in cluster-a (`create`), or deletes them,
 /// `REQUESTS_AT_ONCE` at a time; measures until every name of `names` answers (is NXDOMAIN) in
 /// cluster-b and cluster-c and every mcsd has stopped writing.
-async fn run_phase(
-    set: &ClusterSet,
-    ns: &str,
-    services: &[String],
-    names: &[String],
-    create: bool,
-    ticks: f64,
-) -> Phase {
+async fn run_phase(set: &ClusterSet, ns: &str, services: &[String], names: &[String], create: bool) -> Phase {
     let (name, done): (&'static str, fn(&Message) -> bool) = if create {
         ("export", answered)
     } else {
@@ -277,7 +254,7 @@ async fn run_phase(
     use mcsd_crds::mcs::v1beta1::ServiceExport;
     let exports: Api<ServiceExport> = Api::namespaced(set.members[0].client().await, ns);
     let servers = [set.members[1].dns, set.members[2].dns];
-    let before = counters(set, ticks).await;
+    let before = counters(set).await;
     let start = Instant::now();
     let requests = futures::stream::iter(services.iter().enumerate())
         .map(|(i, service)| {
@@ -306,7 +283,7 @@ async fn run_phase(
         sent[i] = at;
     }
     let quiet = until_quiet(set, start).await;
-    let after = counters(set, ticks).await;
+    let after = counters(set).await;
     let last = when.iter().flatten().max().unwrap();
     let per_name = when
         .iter()
@@ -391,7 +368,6 @@ fn services(ns: &str, n: usize) -> String {
 #[tokio::main]
 async fn main() {
     let set = ClusterSet::start(3).await;
-    let ticks = clock_ticks();
     let dir = std::env::temp_dir().join(format!("mcsd-burst-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!(
@@ -412,9 +388,9 @@ async fn main() {
         until_quiet(&set, Instant::now()).await;
 
         let services: Vec<String> = (0..n).map(|i| format!("svc-{i}")).collect();
-        let phase = run_phase(&set, &ns, &services, &names, true, ticks).await;
+        let phase = run_phase(&set, &ns, &services, &names, true).await;
         report(&set, n, &phase);
-        let phase = run_phase(&set, &ns, &services, &names, false, ticks).await;
+        let phase = run_phase(&set, &ns, &services, &names, false).await;
         report(&set, n, &phase);
 
         for i in 0..set.members.len() {

@@ -25,6 +25,9 @@ pub struct Published {
     pub leader: Option<String>,
     /// Every peer, by name.
     pub peers: Vec<PeerEntry>,
+    /// The hub it follows, if it follows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubEntry>,
     /// When it was written (RFC 3339); not compared.
     #[serde(default)]
     pub written: String,
@@ -50,6 +53,18 @@ pub struct PeerEntry {
     /// Where its records are read: `mesh` (from the peer itself) or `hub`.
     #[serde(default)]
     pub via: String,
+}
+
+/// The hub a cluster follows, as its mcsd knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HubEntry {
+    /// The hub's API server.
+    pub server: String,
+    /// When this cluster's records were last copied there (RFC 3339).
+    pub last_write: Option<String>,
+    /// Why copying them fails, while it does, in one line.
+    pub problem: Option<String>,
 }
 
 /// A new status Lease in `namespace` holding `text` (the JSON of a [`Published`]).

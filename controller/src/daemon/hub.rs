@@ -77,6 +77,7 @@ where
             let _ = task.await;
         }
         let Some((print, secret)) = now else {
+            context.shared.states.set_hub(None);
             read::withdraw_all(&context.shared, &context.cluster);
             tracing::info!("hub Secret removed: this cluster has left the hub");
             listed.send_replace(true);
@@ -87,6 +88,7 @@ where
             Ok(task) => running = Some((print, stop, task)),
             Err(why) => {
                 tracing::error!(secret = %format!("{}/{SECRET}", context.shared.namespace), %why, "hub Secret ignored");
+                context.shared.states.set_hub(None);
                 read::withdraw_all(&context.shared, &context.cluster);
                 listed.send_replace(true);
                 running = Some((print, stop, tokio::spawn(async {})));
@@ -146,12 +148,14 @@ where
 {
     let (hub, url) = hub_client(secret).await?;
     tracing::info!(hub = %url, "following the hub");
+    context.shared.states.set_hub(Some(url.clone()));
     let publisher = publish::Publisher {
         local: context.client.clone(),
         hub: hub.clone(),
         exchange_namespace: context.shared.namespace.clone(),
         cluster: context.cluster.clone(),
         leader: context.shared.leader.clone(),
+        states: context.shared.states.clone(),
     };
     let reader = read::Reader {
         hub: hub.clone(),

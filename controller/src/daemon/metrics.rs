@@ -129,6 +129,19 @@ impl PeerStatus {
 #[derive(Clone, Debug, Default)]
 pub struct Peers {
     states: Arc<Mutex<BTreeMap<String, PeerStatus>>>,
+    /// The hub this cluster follows, if it follows one.
+    hub: Arc<Mutex<Option<HubStatus>>>,
+}
+
+/// The hub this cluster follows, as its publisher knows it (`mcsd status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HubStatus {
+    /// The hub's API server.
+    pub server: String,
+    /// When this cluster's records were last copied there (a write that changed something).
+    pub last_write: Option<std::time::SystemTime>,
+    /// Why copying them fails, while it does.
+    pub problem: Option<String>,
 }
 
 fn unix_now() -> u64 {
@@ -196,6 +209,32 @@ impl Peers {
         {
             status.via_hub = via_hub;
         }
+    }
+
+    /// Says which hub this cluster follows (`None`: none).
+    pub fn set_hub(&self, server: Option<String>) {
+        *self.hub.lock().unwrap_or_else(|e| e.into_inner()) = server.map(|server| HubStatus {
+            server,
+            ..HubStatus::default()
+        });
+    }
+
+    /// Notes a write to the hub: done (`Ok`), or failing and why.
+    pub fn hub_wrote(&self, outcome: Result<(), String>) {
+        if let Some(hub) = self.hub.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            match outcome {
+                Ok(()) => {
+                    hub.last_write = Some(std::time::SystemTime::now());
+                    hub.problem = None;
+                }
+                Err(problem) => hub.problem = Some(problem),
+            }
+        }
+    }
+
+    /// The hub this cluster follows, if any.
+    pub fn hub(&self) -> Option<HubStatus> {
+        self.hub.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Forgets `peer` (removed from the configuration).

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::Peers;
 use crate::{
     cluster::identity::Identity,
-    core::status_lease::{self, KEY, NAME, PeerEntry, Published},
+    core::status_lease::{self, HubEntry, KEY, NAME, PeerEntry, Published},
 };
 
 /// The shortest time between two writes.
@@ -21,6 +21,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// What the peers' states say now.
 fn snapshot(identity: &Identity, leader: Option<&str>, peers: &Peers) -> Published {
     let now = std::time::SystemTime::now();
+    let peers_hub = peers.hub();
     let peers = peers
         .snapshot()
         .into_iter()
@@ -43,11 +44,22 @@ fn snapshot(identity: &Identity, leader: Option<&str>, peers: &Peers) -> Publish
             via: if status.via_hub { "hub" } else { "mesh" }.to_string(),
         })
         .collect();
+    let hub = peers_hub.map(|hub| HubEntry {
+        server: hub.server,
+        // To the second, as `lastCurrent`.
+        last_write: hub
+            .last_write
+            .and_then(|t| Timestamp::try_from(t).ok())
+            .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+            .map(|t| t.to_string()),
+        problem: hub.problem,
+    });
     Published {
         cluster: identity.cluster.to_string(),
         clusterset: identity.clusterset.clone(),
         leader: leader.map(str::to_string),
         peers,
+        hub,
         written: String::new(),
     }
 }

@@ -40,6 +40,8 @@ pub(super) struct Publisher {
     pub exchange_namespace: String,
     pub cluster: ClusterId,
     pub leader: watch::Receiver<bool>,
+    /// Where the last write and its failures are noted (`mcsd status`).
+    pub states: crate::daemon::metrics::Peers,
 }
 
 /// One side's exchange objects (local, or the hub's copy), by kind and name, as JSON.
@@ -205,6 +207,7 @@ impl Publisher {
                 let written = copy.written.lock().unwrap_or_else(|e| e.into_inner());
                 diff(&local, &copy, &written, &hub_namespace)
             };
+            let writing = !ops.is_empty();
             // Stopped (new credentials, the Secret gone, shutdown): a write hanging on the hub
             // is dropped.
             let error = tokio::select! {
@@ -212,6 +215,7 @@ impl Publisher {
                 e = self.write(&hub_namespace, ops, &copy.written) => e,
             };
             if let Some(error) = error {
+                self.states.hub_wrote(Err(error.clone()));
                 if failing.as_ref() != Some(&error) {
                     tracing::warn!(%error, retry_in = ?retry, "cannot copy this cluster's records to the hub; retrying");
                     failing = Some(error);
@@ -224,6 +228,9 @@ impl Publisher {
                 continue;
             }
             retry = Duration::from_secs(1);
+            if writing {
+                self.states.hub_wrote(Ok(()));
+            }
             if failing.take().is_some() {
                 tracing::info!("this cluster's records are copied to the hub again");
             }
