@@ -15,8 +15,8 @@
 //!   has listed: reported as bootstrap;
 //! - **churn** for `HUB_WINDOW` seconds (default 60): every member changes one of its slices
 //!   `HUB_CHURN` times a minute (default 1), at random moments; meanwhile `HUB_PROBES` exports
-//!   (default 10) are made one after another in cluster-a, in a namespace cluster-b has, and
-//!   cluster-b's DNS is asked every 5 ms until it answers;
+//!   (default 10) are made one after another in cluster-a (each Service's endpoint ready first),
+//!   in a namespace cluster-b has, and cluster-b's DNS is asked every 5 ms until it answers;
 //! - **report**: the hub's kube-apiserver and etcd CPU seconds over the window (and per churn
 //!   write), their resident memory at its end, the events each simulated member received in the
 //!   window (mean, max, and what its interest predicts), cluster-b's mcsd CPU and resident memory,
@@ -446,7 +446,7 @@ async fn main() {
         let mut latencies = Vec::new();
         for p in 0..probes {
             let name = format!("p{n}-{p}");
-            set.apply(0, &fixtures::served(PROBE_NS, &name));
+            fixtures::served_and_ready(&set, 0, PROBE_NS, &name).await;
             let export: DynamicObject = serde_json::from_value(serde_json::json!({
                 "apiVersion": "multicluster.x-k8s.io/v1beta1", "kind": "ServiceExport",
                 "metadata": {"name": name, "namespace": PROBE_NS},

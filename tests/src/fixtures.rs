@@ -46,6 +46,12 @@ pub fn exported(ns: &str, name: &str) -> String {
 /// importer sees it arrive in one state: what each writes for it is then the same, whatever its
 /// timing.
 pub async fn export_when_ready(set: &ClusterSet, i: usize, ns: &str, name: &str) {
+    served_and_ready(set, i, ns, name).await;
+    set.apply(i, &export_of(ns, name));
+}
+
+/// Serves `name` ([`served`]) in cluster `i` and waits until its endpoint is ready there.
+pub async fn served_and_ready(set: &ClusterSet, i: usize, ns: &str, name: &str) {
     set.apply(i, &served(ns, name));
     eventually(
         &format!("{name}'s endpoint ready in cluster {i}"),
@@ -68,7 +74,6 @@ pub async fn export_when_ready(set: &ClusterSet, i: usize, ns: &str, name: &str)
         },
     )
     .await;
-    set.apply(i, &export_of(ns, name));
 }
 
 /// Deletes, in cluster `exporter`, the RoleBinding `mcsd join` made to let `importer`'s peer

@@ -231,6 +231,9 @@ pub const MAX_CLUSTERS: usize = 8;
 /// The hub's name: its context in `DIR/kubeconfig`, its directory, `DIR/hub.kubeconfig`.
 pub const HUB: &str = "hub";
 
+/// The hub's audit log, in its directory: every list and watch of the exchange (JSON lines).
+pub const HUB_AUDIT_LOG: &str = "audit.log";
+
 /// Which of [`ranges`] the hub takes for its own Services (it runs no pods): past every
 /// cluster's.
 const HUB_RANGES: usize = MAX_CLUSTERS;
@@ -513,7 +516,7 @@ async fn start_control_plane(
     std::fs::create_dir_all(&dir)?;
     let ranges = ranges(index);
     let (mut cluster, pki, api_port) = new_control_plane(root, name, dir, &ranges)?;
-    start_etcd_and_api_server(&mut cluster, programs, &pki, &ranges, api_port).await?;
+    start_etcd_and_api_server(&mut cluster, programs, &pki, &ranges, api_port, Vec::new()).await?;
     start_controllers(&mut cluster, programs, &pki, &ranges, true)?;
     start_kwok(&mut cluster, programs, pod_network.as_ref(), &ranges, api_port).await?;
     add_node(&mut cluster, &ranges).await?;
@@ -560,7 +563,21 @@ async fn start_hub(programs: &Programs, root: &Path) -> anyhow::Result<Cluster> 
     std::fs::create_dir_all(&dir)?;
     let ranges = ranges(HUB_RANGES);
     let (mut hub, pki, api_port) = new_control_plane(root, HUB.into(), dir, &ranges)?;
-    start_etcd_and_api_server(&mut hub, programs, &pki, &ranges, api_port).await?;
+    // An audit log of the reads members make of the hub: what a test counts after a restart.
+    let policy = hub.dir.join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "# Who lists and watches the exchange on the hub (tests count members' relists).\n\
+         apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+         - level: Metadata\n  verbs: [list, watch]\n  resources:\n  - group: \"\"\n    resources: [configmaps, namespaces]\n  - group: discovery.k8s.io\n    resources: [endpointslices]\n\
+         - level: None\n",
+    )?;
+    let audit = vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", hub.dir.join(HUB_AUDIT_LOG).display()),
+        "--audit-log-maxsize=100".into(),
+    ];
+    start_etcd_and_api_server(&mut hub, programs, &pki, &ranges, api_port, audit).await?;
     start_controllers(&mut hub, programs, &pki, &ranges, false)?;
     wait_for(
         &mut hub,
@@ -603,6 +620,7 @@ async fn start_etcd_and_api_server(
     pki: &pki::Pki,
     ranges: &Ranges,
     api_port: u16,
+    extra: Vec<String>,
 ) -> anyhow::Result<()> {
     let etcd_client = free_port()?;
     let etcd_peer = free_port()?;
@@ -657,7 +675,10 @@ async fn start_etcd_and_api_server(
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
             "--v=1".into(),
-        ],
+        ]
+        .into_iter()
+        .chain(extra)
+        .collect(),
     )?;
     wait_api_ready(cluster).await
 }
