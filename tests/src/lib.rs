@@ -916,13 +916,6 @@ impl ClusterSet {
         )
     }
 
-    /// [`Self::sandbox_hub`], then creates namespace `ns` in every member with kubectl.
-    pub async fn sandbox_hub_with_namespace(n: usize, ns: &str) -> Self {
-        let set = Self::sandbox_hub(n).await;
-        set.create_namespace(ns);
-        set
-    }
-
     /// `n` clusters connected through a hub, each with mcsd: the real hub ClusterSet
     /// [`CLUSTERSET_ENV`] names (`tests/kube/up.sh --hub`; its first `n` members, cleared of what
     /// earlier tests left and every one enrolled again), or else `n` new sandbox clusters and a

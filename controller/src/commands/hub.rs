@@ -197,20 +197,11 @@ async fn join_member(
     for object in member_objects(&member.id, ranges) {
         let kind = object["kind"].as_str().unwrap_or_default().to_string();
         let change = match kind.as_str() {
-            "Namespace" => {
-                join::apply(
-                    Api::<Namespace>::all(hc.clone()),
-                    typed(object)?,
-                    dry,
-                    &mut out,
-                    hctx,
-                )
-                .await?
-            }
+            "Namespace" => apply_json(Api::<Namespace>::all(hc.clone()), object, dry, &mut out, hctx).await?,
             "ServiceAccount" => {
-                join::apply(
+                apply_json(
                     Api::<ServiceAccount>::namespaced(hc.clone(), &ns),
-                    typed(object)?,
+                    object,
                     dry,
                     &mut out,
                     hctx,
@@ -218,9 +209,9 @@ async fn join_member(
                 .await?
             }
             "RoleBinding" => {
-                join::apply(
+                apply_json(
                     Api::<RoleBinding>::namespaced(hc.clone(), &ns),
-                    typed(object)?,
+                    object,
                     dry,
                     &mut out,
                     hctx,
@@ -228,9 +219,9 @@ async fn join_member(
                 .await?
             }
             "ClusterRoleBinding" => {
-                join::apply(
+                apply_json(
                     Api::<ClusterRoleBinding>::all(hc.clone()),
-                    typed(object)?,
+                    object,
                     dry,
                     &mut out,
                     hctx,
@@ -238,9 +229,9 @@ async fn join_member(
                 .await?
             }
             "ResourceQuota" => {
-                join::apply(
+                apply_json(
                     Api::<ResourceQuota>::namespaced(hc.clone(), &ns),
-                    typed(object)?,
+                    object,
                     dry,
                     &mut out,
                     hctx,
@@ -301,8 +292,19 @@ async fn join_member(
     Ok(out)
 }
 
-fn typed<K: serde::de::DeserializeOwned>(object: Value) -> anyhow::Result<K> {
-    Ok(serde_json::from_value(object)?)
+/// [`join::apply`] of `object`, one of `core/hub.rs`'s objects as JSON, as a `K`.
+async fn apply_json<K>(
+    api: Api<K>,
+    object: Value,
+    dry: bool,
+    out: &mut Vec<String>,
+    context: &str,
+) -> anyhow::Result<Change>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    join::apply(api, serde_json::from_value(object)?, dry, out, context).await
 }
 
 /// `mcsd join --hub HUB MEMBER...`: checks the hub and every member, then enrols each member
