@@ -1,7 +1,7 @@
 //! A hub for many members (issue #24): one process acts as N members of a hub ClusterSet, each
 //! with its own identity on the hub (enrolled as `mcsd join --hub` enrols one), its own
-//! connections, its records in its own namespace there and the three watches a member's mcsd
-//! holds on the hub; beside them two real mcsd members (cluster-a exports, cluster-b imports)
+//! connections, its records in its own namespace there, the five watches a member's mcsd holds
+//! on the hub (with kube-rs's default backoff, as mcsd's) and its probe of the hub; beside them two real mcsd members (cluster-a exports, cluster-b imports)
 //! whose export → DNS answer is measured. Run against the real tier's hub kube-apiserver, which
 //! enforces the hub's policies and quotas as a production hub does.
 //!
@@ -11,8 +11,9 @@
 //!   of 200 (`ns-000`…, Zipf: a few namespaces are in many members, most in few), each member
 //!   interested in 5 of them (its own among them);
 //! - **start** every member's watches (members across the hub; records and slices across the
-//!   hub, selected by its namespaces, as `daemon/hub/read.rs` selects) and wait until every one
-//!   has listed: reported as bootstrap;
+//!   hub, selected by its namespaces, as `daemon/hub/read.rs` selects; its own records and slices,
+//!   as `daemon/hub/publish.rs` watches them) and its probe (a list of one of its records every
+//!   10 s), and wait until every watch has listed: reported as bootstrap;
 //! - **churn** for `HUB_WINDOW` seconds (default 60): every member changes one of its slices
 //!   `HUB_CHURN` times a minute (default 1), at random moments; meanwhile `HUB_PROBES` exports
 //!   (default 10) are made one after another in cluster-a (each Service's endpoint ready first),
@@ -21,7 +22,19 @@
 //!   hub spends with nothing changing (its rate over a 20-s quiet spell after the window), the
 //!   rest per event delivered to a member, kube-apiserver's resident memory at the window's end,
 //!   the events each simulated member received in the window (mean, max, and what its interest
-//!   predicts), cluster-b's mcsd CPU and resident memory, and export → answer p50, p99 and max.
+//!   predicts), cluster-b's mcsd CPU and resident memory, and export → answer p50, p99 and max;
+//! - **probes**: the quiet rate again with the probes off, and with them served from the API
+//!   server's cache (`resourceVersion=0`) instead of mcsd's quorum read: what a probe costs.
+//!
+//! `HUB_STREAMING=1` makes every simulated watch start with a streaming list (`sendInitialEvents`,
+//! served from the API server's watch cache) instead of a list, to compare.
+//!
+//! Then (unless `HUB_RESTART=0`) a **restart storm** at the largest N: with every member churning,
+//! the hub's kube-apiserver is killed (SIGKILL; `up.sh` starts it again over the same etcd);
+//! reported: when it serves again, when every watch of every member has listed again, the
+//! members' lists (from the hub's audit log): in all, per member at most, at the peak second and
+//! over how many seconds they spread; the restarted kube-apiserver's CPU and peak memory; and
+//! whether cluster-b's answer for an export made before changed at any moment.
 //!
 //! Run: `tests/kube/up.sh --release --clusters 2 --hub --no-pod-network --dir /tmp/kh` until
 //! `clusterset ready`, then
@@ -31,29 +44,24 @@
 
 use std::{
     collections::BTreeSet,
-    net::{SocketAddr, UdpSocket},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt as _, TryStreamExt as _};
-use hickory_proto::{
-    op::{Message, Query},
-    rr::{Name, RData, RecordType},
-};
+use futures::StreamExt as _;
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Namespace, ServiceAccount},
     discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
-    runtime::watcher,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams},
+    runtime::{WatchStreamExt as _, watcher},
 };
-use mcsd_benches::{ProcessUse, Rng};
+use mcsd_benches::{ProcessUse, Rng, churn_slices, env_or, percentile, wait_answer};
 use mcsd_crds::ClusterId;
 use mcsd_tests::{ClusterSet, fixtures, kubectl};
 use tokio_util::sync::CancellationToken;
@@ -69,17 +77,6 @@ const PROBE_NS: &str = "hub-probe";
 const QUIET: Duration = Duration::from_secs(20);
 /// How often cluster-b's DNS is asked while a probe waits.
 const ASK_EVERY: Duration = Duration::from_millis(5);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("{name}: not a number: {v}"))
-        })
-        .unwrap_or(default)
-}
 
 fn sizes() -> Vec<usize> {
     std::env::var("HUB_MEMBERS")
@@ -239,37 +236,61 @@ async fn enrol(hub: &Client, base: &kube::Config, index: usize, records: usize, 
     sim
 }
 
-/// The three watches of a member's mcsd on the hub; `listed` counts those that have listed.
+/// The five watches of a member's mcsd on the hub, as `daemon/hub/` makes them (the same
+/// selectors and kube-rs's default backoff): the members; records and slices across the hub,
+/// selected by its namespaces; its own records and slices in its namespace. `listed` counts the
+/// complete lists they deliver (every relist too).
 fn watch(sim: &Sim, listed: &Arc<AtomicU64>, stop: &CancellationToken) {
     let selector = format!(
         "mcsd.io/exchange=v1,mcsd.io/service-namespace in ({})",
         sim.interest.join(",")
     );
-    let members: Api<Namespace> = Api::all(sim.client.clone());
-    let maps: Api<ConfigMap> = Api::all(sim.client.clone());
-    let slices: Api<EndpointSlice> = Api::all(sim.client.clone());
+    let (client, own) = (&sim.client, sim.namespace());
+    // HUB_STREAMING=1: each watch starts with a streaming list (`sendInitialEvents`) instead.
+    let config = || {
+        let config = watcher::Config::default();
+        if env_or("HUB_STREAMING", 0) == 1 {
+            config.streaming_lists()
+        } else {
+            config
+        }
+    };
+    let across = config().labels(&selector);
+    let mine = config().labels("mcsd.io/exchange");
+    let members: Api<Namespace> = Api::all(client.clone());
+    spawn_watch(members, config().labels("hub.mcsd.io/member"), sim, listed, stop);
     spawn_watch(
-        members,
-        watcher::Config::default().labels("hub.mcsd.io/member"),
+        Api::<ConfigMap>::all(client.clone()),
+        across.clone(),
         sim,
         listed,
         stop,
     );
     spawn_watch(
-        maps,
-        watcher::Config::default().labels(&selector),
+        Api::<EndpointSlice>::all(client.clone()),
+        across,
         sim,
         listed,
         stop,
     );
     spawn_watch(
-        slices,
-        watcher::Config::default().labels(&selector),
+        Api::<ConfigMap>::namespaced(client.clone(), &own),
+        mine.clone(),
+        sim,
+        listed,
+        stop,
+    );
+    spawn_watch(
+        Api::<EndpointSlice>::namespaced(client.clone(), &own),
+        mine,
         sim,
         listed,
         stop,
     );
 }
+
+/// How many watches [`watch`] starts per member.
+const WATCHES: u64 = 5;
 
 fn spawn_watch<K>(
     api: Api<K>,
@@ -282,91 +303,212 @@ fn spawn_watch<K>(
 {
     let (events, listed, stop) = (sim.events.clone(), listed.clone(), stop.clone());
     tokio::spawn(async move {
-        let mut stream = watcher(api, config).boxed();
+        let mut stream = watcher(api, config).default_backoff().boxed();
         loop {
             let event = tokio::select! {
                 _ = stop.cancelled() => return,
-                e = stream.try_next() => e,
+                e = stream.next() => e,
             };
             match event {
-                Ok(Some(watcher::Event::InitDone)) => {
+                Some(Ok(watcher::Event::InitDone)) => {
                     listed.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Some(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
                     events.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => return,
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                // Errors are retried after the backoff, as mcsd's watches are.
+                Some(_) => {}
+                None => return,
             }
+        }
+    });
+}
+
+/// How the simulated members probe the hub (mcsd's probe: a list of one of its own records every
+/// [`PROBE_EVERY`]): not at all; as mcsd does (a quorum read); or from the API server's cache
+/// (`resourceVersion=0`), to compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProbeMode {
+    Off = 0,
+    Quorum = 1,
+    Cache = 2,
+}
+
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+/// Probes the hub as member `sim`'s mcsd does, every [`PROBE_EVERY`] from a random phase, in the
+/// mode `mode` holds.
+fn probe(sim: &Sim, mode: &Arc<AtomicU8>, stop: &CancellationToken, seed: u64) {
+    let api: Api<ConfigMap> = Api::namespaced(sim.client.clone(), &sim.namespace());
+    let (mode, stop) = (mode.clone(), stop.clone());
+    let phase = PROBE_EVERY.mul_f64(Rng::new(seed ^ sim.index as u64 ^ 0x5eed).unit());
+    tokio::spawn(async move {
+        let mut next = tokio::time::Instant::now() + phase;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            next += PROBE_EVERY;
+            let params = ListParams::default().labels("mcsd.io/exchange").limit(1);
+            let params = match mode.load(Ordering::Relaxed) {
+                m if m == ProbeMode::Quorum as u8 => params,
+                m if m == ProbeMode::Cache as u8 => params.match_any(),
+                _ => continue,
+            };
+            let _ = api.list_metadata(&params).await;
         }
     });
 }
 
 /// Changes one of `sim`'s slices `per_minute` times a minute, at random moments; counts writes.
 fn churn(sim: &Sim, per_minute: f64, writes: &Arc<AtomicU64>, stop: &CancellationToken, seed: u64) {
+    if sim.exports.is_empty() {
+        return;
+    }
     let slices: Api<EndpointSlice> = Api::namespaced(sim.client.clone(), &sim.namespace());
     let exports = sim.exports.clone();
     let addresses: Vec<String> = (0..250).map(|n| sim.address(n)).collect();
-    let (writes, stop) = (writes.clone(), stop.clone());
-    let mut rng = Rng::new(seed ^ sim.index as u64);
-    tokio::spawn(async move {
-        if exports.is_empty() || per_minute <= 0.0 {
-            return;
-        }
-        loop {
-            // Exponential gaps: a Poisson process of per_minute a minute.
-            let gap = -(1.0 - rng.unit()).ln() * 60.0 / per_minute;
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs_f64(gap)) => {}
-            }
-            let (ns, name) = &exports[rng.below(exports.len())];
-            let address = &addresses[rng.below(addresses.len())];
-            let patch =
-                serde_json::json!({"endpoints": [{"addresses": [address], "conditions": {"ready": true}}]});
-            if slices
-                .patch(
-                    &format!("{ns}.{name}-s"),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
+    let next = move |rng: &mut Rng| {
+        let (ns, name) = &exports[rng.below(exports.len())];
+        (
+            format!("{ns}.{name}-s"),
+            addresses[rng.below(addresses.len())].clone(),
+        )
+    };
+    let rng = Rng::new(seed ^ sim.index as u64);
+    churn_slices(slices, per_minute, rng, next, writes.clone(), stop.clone());
+}
+
+/// The hub kube-apiserver's CPU rate (cores) over a [`QUIET`] spell.
+async fn quiet_rate(hub_dir: &std::path::Path) -> f64 {
+    let before = ProcessUse::of(hub_dir, "kube-apiserver");
+    tokio::time::sleep(QUIET).await;
+    (ProcessUse::of(hub_dir, "kube-apiserver").cpu - before.cpu) / QUIET.as_secs_f64()
+}
+
+/// The hub's kube-apiserver killed (SIGKILL; `up.sh` starts it again over the same etcd) while
+/// every member churns: how long until it serves and until every watch of every member has
+/// listed again, how many lists that took and how they spread (from the hub's audit log), what
+/// the restarted kube-apiserver spent meanwhile, and whether cluster-b's answer for an export
+/// made before changed at any moment.
+async fn restart_storm(
+    set: &ClusterSet,
+    sims: &[Sim],
+    listed: &Arc<AtomicU64>,
+    per_minute: f64,
+    seed: u64,
+    stop: &CancellationToken,
+) {
+    let hub_dir = set.hub().real_dir.clone().expect("a real hub");
+    let hub_kubeconfig = set.hub().kubeconfig.clone();
+    fixtures::served_and_ready(set, 0, PROBE_NS, "steady").await;
+    set.apply(0, &fixtures::exported(PROBE_NS, "steady"));
+    let dns = set.members[1].dns;
+    let fqdn = format!("steady.{PROBE_NS}.svc.clusterset.local");
+    let answer = {
+        let fqdn = fqdn.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_answer(dns, &fqdn, ASK_EVERY, Duration::from_secs(60))
+                .expect("steady answered in cluster-b");
+            mcsd_tests::dig(&dns, &fqdn, "A")
+        })
+        .await
+        .unwrap()
+    };
+    let writes = Arc::new(AtomicU64::new(0));
+    let storm_stop = stop.child_token();
+    for sim in sims {
+        churn(sim, per_minute, &writes, &storm_stop, seed ^ 0x57);
+    }
+    // Half a minute of churn first, so every watch's resource version is behind the hub's.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let target = listed.load(Ordering::Relaxed) + WATCHES * sims.len() as u64;
+    let killed_at = k8s_openapi::jiff::Timestamp::now();
+    let killed = Instant::now();
+    set.hub().signal("kube-apiserver", "KILL");
+    let (mut serving, mut all_listed, mut changed, mut asked) = (None, None, 0u32, 0u32);
+    let mut peak_rss: f64 = 0.0;
+    let mut last = ProcessUse::default();
+    while killed.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let got = {
+            let fqdn = fqdn.clone();
+            tokio::task::spawn_blocking(move || mcsd_tests::dig(&dns, &fqdn, "A"))
                 .await
-                .is_ok()
-            {
-                writes.fetch_add(1, Ordering::Relaxed);
-            }
+                .unwrap()
+        };
+        asked += 1;
+        if got != answer {
+            changed += 1;
         }
-    });
-}
-
-/// Asks `server` for `name` (A) every [`ASK_EVERY`] until it answers with an address.
-fn wait_answer(server: SocketAddr, name: &str, timeout: Duration) -> Option<Instant> {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(ASK_EVERY)).unwrap();
-    let mut query = Message::query();
-    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let bytes = query.to_vec().unwrap();
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 2048];
-    while Instant::now() < deadline {
-        let _ = socket.send_to(&bytes, server);
-        if let Ok((n, _)) = socket.recv_from(&mut buf)
-            && let Ok(reply) = Message::from_vec(&buf[..n])
-            && reply.answers.iter().any(|r| matches!(r.data, RData::A(_)))
+        let now = ProcessUse::of(&hub_dir, "kube-apiserver");
+        if serving.is_some() {
+            peak_rss = peak_rss.max(now.rss_mib);
+            last = now;
+        }
+        if serving.is_none()
+            && mcsd_tests::kubectl_output(&hub_kubeconfig, &["get", "--raw", "/readyz"])
+                .status
+                .success()
         {
-            return Some(Instant::now());
+            serving = Some(killed.elapsed());
         }
-        std::thread::sleep(ASK_EVERY);
+        if all_listed.is_none() && listed.load(Ordering::Relaxed) >= target {
+            all_listed = Some(killed.elapsed());
+            break;
+        }
     }
-    None
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+    storm_stop.cancel();
+    let serving = serving.expect("the hub's kube-apiserver serves again within 300 s");
+    let relisted = listed.load(Ordering::Relaxed) + WATCHES * sims.len() as u64 - target;
+    // The simulated members' lists since the kill, by member and by second after it.
+    let reads = set.hub().member_reads_since(killed_at);
+    let lists: Vec<_> = reads
+        .iter()
+        .filter(|r| r.verb == "list" && r.member.starts_with("sim-"))
+        .collect();
+    let watches = reads
+        .iter()
+        .filter(|r| r.verb == "watch" && r.member.starts_with("sim-"))
+        .count();
+    let mut per_member = std::collections::BTreeMap::<&str, u32>::new();
+    let mut per_second = std::collections::BTreeMap::<i64, u32>::new();
+    for r in &lists {
+        *per_member.entry(&r.member).or_default() += 1;
+        *per_second
+            .entry(r.at.as_second() - killed_at.as_second())
+            .or_default() += 1;
     }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+    let max_per_member = per_member.values().copied().max().unwrap_or(0);
+    let peak = per_second.values().copied().max().unwrap_or(0);
+    let spread = match (per_second.keys().next(), per_second.keys().last()) {
+        (Some(first), Some(last)) => last - first + 1,
+        _ => 0,
+    };
+    println!();
+    println!(
+        "Restart storm: the hub's kube-apiserver killed (SIGKILL) with {} members churning ({per_minute} change(s) a minute each), {} watches each.",
+        sims.len(),
+        WATCHES
+    );
+    println!(
+        "| members | serving again s | every watch listed again s | watches relisted / of | lists by members (per member max) | watch requests | peak lists per s | lists spread over s | restarted apiserver CPU s / RSS MiB (peak) | cluster-b answers changed |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {:.1} | {} | {relisted} / {} | {} ({max_per_member}) | {watches} | {peak} | {spread} | {:.1} / {peak_rss:.0} | {changed} of {asked} |",
+        sims.len(),
+        serving.as_secs_f64(),
+        all_listed.map_or("not within 300 s".to_string(), |d| format!(
+            "{:.1}",
+            d.as_secs_f64()
+        )),
+        WATCHES * sims.len() as u64,
+        lists.len(),
+        last.cpu,
+    );
+    let _ = set.kubectl(0, &["delete", "serviceexport", "steady", "-n", PROBE_NS]);
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -416,6 +558,8 @@ async fn main() {
     let mut sims: Vec<Sim> = Vec::new();
     let stop = CancellationToken::new();
     let listed = Arc::new(AtomicU64::new(0));
+    let probe_mode = Arc::new(AtomicU8::new(ProbeMode::Quorum as u8));
+    let mut quiet_rows = Vec::new();
     for n in sizes() {
         // Enrol and write the new members, 16 at a time.
         let started = Instant::now();
@@ -426,10 +570,11 @@ async fn main() {
             .await;
         for sim in &new {
             watch(sim, &listed, &stop);
+            probe(sim, &probe_mode, &stop, seed);
         }
         sims.extend(new);
         sims.sort_by_key(|s| s.index);
-        let watches = 3 * sims.len() as u64;
+        let watches = WATCHES * sims.len() as u64;
         while listed.load(Ordering::Relaxed) < watches {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -459,11 +604,12 @@ async fn main() {
             let created = Instant::now();
             let dns = set.members[1].dns;
             let fqdn = format!("{name}.{PROBE_NS}.svc.clusterset.local");
-            let answered =
-                tokio::task::spawn_blocking(move || wait_answer(dns, &fqdn, Duration::from_secs(60)))
-                    .await
-                    .unwrap()
-                    .unwrap_or_else(|| panic!("{name} not answered in cluster-b within 60 s"));
+            let answered = tokio::task::spawn_blocking(move || {
+                wait_answer(dns, &fqdn, ASK_EVERY, Duration::from_secs(60))
+            })
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} not answered in cluster-b within 60 s"));
             latencies.push((answered - created).as_secs_f64() * 1000.0);
             // Spread over the window.
             let next = window_started + window.mul_f64((p + 1) as f64 / probes.max(1) as f64);
@@ -479,9 +625,21 @@ async fn main() {
         // A quiet spell after it: what the hub spends on N members' watches with nothing
         // changing (their probes, bookmarks, the controllers), to tell from what changes cost.
         // (After the window, not before it: the hub is still settling the bootstrap then.)
-        let quiet = ProcessUse::of(&hub_dir, "kube-apiserver");
-        tokio::time::sleep(QUIET).await;
-        let idle_per_s = (ProcessUse::of(&hub_dir, "kube-apiserver").cpu - quiet.cpu) / QUIET.as_secs_f64();
+        let idle_per_s = quiet_rate(&hub_dir).await;
+        // The probes' share of it: quiet spells without them, and with them served from cache.
+        probe_mode.store(ProbeMode::Off as u8, Ordering::Relaxed);
+        let no_probes = quiet_rate(&hub_dir).await;
+        probe_mode.store(ProbeMode::Cache as u8, Ordering::Relaxed);
+        let cached = quiet_rate(&hub_dir).await;
+        probe_mode.store(ProbeMode::Quorum as u8, Ordering::Relaxed);
+        quiet_rows.push(format!(
+            "| {n} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} |",
+            no_probes * 100.0,
+            idle_per_s * 100.0,
+            cached * 100.0,
+            (idle_per_s - no_probes).max(0.0) * 1e6 * PROBE_EVERY.as_secs_f64() / n as f64,
+            (cached - no_probes).max(0.0) * 1e6 * PROBE_EVERY.as_secs_f64() / n as f64,
+        ));
         let per_minute_events: Vec<f64> = sims
             .iter()
             .zip(&before_events)
@@ -534,6 +692,22 @@ async fn main() {
                 .delete(&format!("p{n}-{p}"), &DeleteParams::default())
                 .await;
         }
+    }
+    println!();
+    println!(
+        "The hub's kube-apiserver with nothing changing, % of a core over {} s: the members' watches without probes, with mcsd's probe (a quorum read) every {} s, and with it served from cache (resourceVersion=0); the probe's cost per request above no probes.",
+        QUIET.as_secs(),
+        PROBE_EVERY.as_secs()
+    );
+    println!(
+        "| members | no probes % | quorum probes % | cached probes % | µs per quorum probe | µs per cached probe |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in &quiet_rows {
+        println!("{row}");
+    }
+    if env_or("HUB_RESTART", 1) == 1 {
+        restart_storm(&set, &sims, &listed, per_minute, seed, &stop).await;
     }
     stop.cancel();
     if std::env::var("HUB_KEEP").is_err() {

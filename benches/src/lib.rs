@@ -1,7 +1,93 @@
-//! What the benchmarks share: what a process of the real tier has used, and a seeded generator
-//! (a bench's random choices are the same from run to run).
+//! What the benchmarks share: what a process of the real tier has used, a seeded generator (a
+//! bench's random choices are the same from run to run), settings from the environment, quantiles,
+//! and waiting for a DNS answer.
 
-use std::path::Path;
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams};
+use tokio_util::sync::CancellationToken;
+
+/// Changes one EndpointSlice of `slices` `per_minute` times a minute, at random moments (a
+/// Poisson process), until `stop`: `next` picks which (its name) and its one ready address.
+/// Counts in `changes` those the API server took.
+pub fn churn_slices(
+    slices: Api<EndpointSlice>,
+    per_minute: f64,
+    mut rng: Rng,
+    mut next: impl FnMut(&mut Rng) -> (String, String) + Send + 'static,
+    changes: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    if per_minute <= 0.0 {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            let gap = -(1.0 - rng.unit()).ln() * 60.0 / per_minute;
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs_f64(gap)) => {}
+            }
+            let (name, address) = next(&mut rng);
+            let patch =
+                serde_json::json!({"endpoints": [{"addresses": [address], "conditions": {"ready": true}}]});
+            if slices
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .is_ok()
+            {
+                changes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+}
+
+/// The number in environment variable `name`, or `default` when it is not set; a value that is
+/// not a number stops the bench with its name.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: not a number: {v}"))
+        })
+        .unwrap_or(default)
+}
+
+/// The `p` quantile (0–1) of `sorted`, nearest rank; NaN when it is empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Asks `server` for `name` (A) every `every` until it answers with an address; when it first
+/// did, or `None` after `timeout`.
+pub fn wait_answer(server: SocketAddr, name: &str, every: Duration, timeout: Duration) -> Option<Instant> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(every)).unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut id = 0u16;
+    while Instant::now() < deadline {
+        id = id.wrapping_add(1);
+        if !mcsd_tests::ask_a(&socket, server, name, id).is_empty() {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(every);
+    }
+    None
+}
 
 /// CPU seconds (user + system) and resident memory of one process of the real tier, read from
 /// `/proc` through the `<component>.pid` file `tests/kube/up.sh` keeps in `dir`. Zero when the

@@ -126,7 +126,8 @@ struct JoinArgs {
     #[arg(long, value_name = "CONTEXT")]
     hub: Option<String>,
     /// With `--hub`: the only ranges a member's endpoint addresses may be in, declared on its hub
-    /// namespace for every reader (`--ranges ctx-a=10.1.0.0/16,fd00:1::/64`); may be repeated.
+    /// namespace for every reader (`--ranges ctx-a=10.1.0.0/16,fd00:1::/64`); may be repeated. A
+    /// member not named keeps the ranges already declared for it.
     #[arg(long, value_name = "CONTEXT=CIDR,...", value_parser = context_ranges, requires = "hub")]
     ranges: Vec<(String, String)>,
     /// Check every cluster and print each object that would be created or updated (in full) or is

@@ -641,6 +641,59 @@ impl Hub {
         );
     }
 
+    /// Every list and watch of the exchange a member made on this real hub at or after `since`,
+    /// read from the hub's audit log (`tests/kube/up.sh --hub` keeps one, rotated at 100 MB);
+    /// mcsd's probe of the hub (a list of one object, every 10 s) is not a read of the exchange
+    /// and is left out.
+    pub fn member_reads_since(&self, since: k8s_openapi::jiff::Timestamp) -> Vec<HubRead> {
+        let dir = self.real_dir.as_ref().expect("the audit log of a real hub");
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("audit") && n.ends_with(".log"))
+            })
+            .collect();
+        logs.sort();
+        let mut reads = Vec::new();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            for line in text.lines() {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let user = event["user"]["username"].as_str().unwrap_or_default();
+                let Some(member) = user
+                    .strip_prefix("system:serviceaccount:mcsd-member-")
+                    .and_then(|rest| rest.strip_suffix(":mcsd-member"))
+                else {
+                    continue;
+                };
+                let Some(at) = event["requestReceivedTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                    .filter(|at| *at >= since)
+                else {
+                    continue;
+                };
+                let probe = event["requestURI"]
+                    .as_str()
+                    .and_then(|uri| uri.split_once('?'))
+                    .is_some_and(|(_, query)| query.split('&').any(|p| p == "limit=1"));
+                if !probe {
+                    reads.push(HubRead {
+                        member: member.to_string(),
+                        verb: event["verb"].as_str().unwrap_or_default().to_string(),
+                        at,
+                    });
+                }
+            }
+        }
+        reads
+    }
+
     /// The exchange objects (records and slices) the hub holds, every member's, as
     /// `kind/name` lines.
     pub fn records(&self) -> String {
@@ -657,6 +710,17 @@ impl Hub {
             ],
         )
     }
+}
+
+/// One read of the exchange on a real hub, from its audit log ([`Hub::member_reads_since`]).
+#[derive(Clone, Debug)]
+pub struct HubRead {
+    /// The member's cluster id.
+    pub member: String,
+    /// `list` or `watch`.
+    pub verb: String,
+    /// When the hub received it.
+    pub at: k8s_openapi::jiff::Timestamp,
 }
 
 impl Member {

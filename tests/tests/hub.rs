@@ -2,10 +2,18 @@
 //! only through a hub API server. What a member's hub credential may do, what a reader takes from
 //! the hub, what the hub sends each member, a member removed and enrolled again, and ranges
 //! narrowed by the hub's admin. Every story runs on the sandbox and again on the real tier's hub
-//! ClusterSet; the ClusterSet flow of `clusterset.rs` runs there too. The hub down past the grace
-//! period, moving between mesh and hub, and the enrolment commands are in `hub_lifecycle.rs`.
+//! ClusterSet; the ClusterSet flow of `clusterset.rs` runs there too. A ClusterSet moving from
+//! hub to mesh and back with a DNS probe running is here too. The hub down past the grace period
+//! and the enrolment commands from a bare API server are in `hub_lifecycle.rs`.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use k8s_openapi::jiff::Timestamp;
 use mcsd_tests::{
@@ -69,6 +77,97 @@ async fn mcsd_status_shows_each_members_records_and_last_write_on_the_hub() {
     let row = hub_row(&text).unwrap();
     assert_eq!(&row[4..6], ["s", "ago"], "{text}");
     assert!(row[6].starts_with("10.160.0.0/16"), "{text}");
+    set.stop().await;
+}
+
+/// Sets its flag when dropped: a failing test stops the probe it started.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A hub ClusterSet moved to a full mesh and back, the way the README says, with a DNS probe
+/// asking cluster-c all along: every answer is the same, never NXDOMAIN. Hub → mesh: `mcsd join`
+/// peers the members beside the hub (the mesh takes precedence at once), then `mcsd leave --hub`
+/// takes them out of the hub. Mesh → hub: `mcsd join --hub` enrols them again, then `mcsd leave`
+/// unpeers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clusterset_moves_from_hub_to_mesh_and_back_without_an_answer_missing() {
+    let set = ClusterSet::hub_with_namespace(3, "demo").await;
+    let names = ["cluster-a", "cluster-b", "cluster-c"];
+    let ranges: Vec<String> = names
+        .iter()
+        .map(|m| (m, set.hub().declared_ranges(m)))
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(m, r)| format!("--ranges={m}={r}"))
+        .collect();
+    export_when_ready(&set, 0, "demo", "hello").await;
+    let dns_c = set.members[2].dns;
+    resolved(dns_c, HELLO).await;
+    let answer = dig(&dns_c, HELLO, "A");
+    let via = |how: &'static str| {
+        let set = &set;
+        move || async move {
+            set.peer_status("cluster-c", "cluster-a")
+                .filter(|s| s["state"] == "synced" && s["via"] == how)
+        }
+    };
+    eventually("cluster-c to read cluster-a from the hub", WAIT, via("hub")).await;
+
+    // The probe: it stops when told, or when the test fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_failure = StopOnDrop(stop.clone());
+    let probe = {
+        let (stop, answer) = (stop.clone(), answer.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut asked = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let got = dig(&dns_c, HELLO, "A");
+                assert_eq!(got, answer, "answer {asked} of the probe");
+                asked += 1;
+            }
+            asked
+        })
+    };
+
+    // Hub → mesh: peered beside the hub, cluster-c reads cluster-a from cluster-a itself (its
+    // status is rewritten at most every 2 s); then out of the hub.
+    set.mcsd(&[&["join"][..], &names[..]].concat());
+    eventually("cluster-c to read cluster-a through the mesh", WAIT, via("mesh")).await;
+    let left = set.mcsd(&[&["leave", "--hub", "hub"][..], &names[..]].concat());
+    assert!(left.contains("left: cluster-c"), "{left}");
+    eventually("the members' hub namespaces to be gone", WAIT, || async {
+        let held = kubectl(
+            &set.hub().kubeconfig,
+            &["get", "namespaces", "-l", "hub.mcsd.io/member", "-o", "name"],
+        );
+        (!names.iter().any(|m| held.contains(&format!("mcsd-member-{m}")))).then_some(())
+    })
+    .await;
+    set.apply(0, &exported("demo", "meshed"));
+    resolved(dns_c, "meshed.demo.svc.clusterset.local").await;
+
+    // Mesh → hub: enrolled again, with the ranges they had; while both run the mesh keeps
+    // precedence. Then unpeered: cluster-c reads cluster-a from the hub.
+    let ranges: Vec<&str> = ranges.iter().map(String::as_str).collect();
+    set.mcsd(&[&["join", "--hub", "hub"][..], &ranges[..], &names[..]].concat());
+    set.hub().holds("mcsd-member-cluster-a", "demo.meshed").await;
+    assert!(
+        via("mesh")().await.is_some(),
+        "the mesh keeps precedence while both run"
+    );
+    set.mcsd(&[&["leave"][..], &names[..]].concat());
+    eventually("cluster-c to read cluster-a from the hub", WAIT, via("hub")).await;
+    set.apply(0, &exported("demo", "hubbed"));
+    resolved(dns_c, "hubbed.demo.svc.clusterset.local").await;
+
+    stop.store(true, Ordering::SeqCst);
+    let asked = probe.await.expect("every answer of the probe was the same");
+    assert!(asked > 10, "the probe asked {asked} times");
+    assert_eq!(dig(&dns_c, HELLO, "A"), answer);
     set.stop().await;
 }
 
@@ -337,40 +436,6 @@ async fn a_members_ranges_narrowed_on_the_hub_apply_to_the_endpoints_already_hel
     set.stop().await;
 }
 
-/// The lists and watches each member made of the hub since `since`, by member and verb (its
-/// probes left out), from the hub's audit log (`tests/kube/up.sh --hub` keeps one of every list
-/// and watch of the exchange).
-fn member_reads_since(set: &ClusterSet, since: Timestamp) -> BTreeMap<(String, String), u32> {
-    let dir = set.hub().real_dir.as_ref().expect("a real hub");
-    let log = std::fs::read_to_string(dir.join(mcsd_tests::real::HUB_AUDIT_LOG)).unwrap();
-    let mut reads = BTreeMap::new();
-    for line in log.lines() {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let user = event["user"]["username"].as_str().unwrap_or_default();
-        let Some(member) = user
-            .strip_prefix("system:serviceaccount:mcsd-member-")
-            .and_then(|rest| rest.strip_suffix(":mcsd-member"))
-        else {
-            continue;
-        };
-        let at: Option<Timestamp> = event["requestReceivedTimestamp"]
-            .as_str()
-            .and_then(|t| t.parse().ok());
-        // mcsd's probe of the hub, every 10 s, is a list of one object: not a relist.
-        let probe = event["requestURI"]
-            .as_str()
-            .and_then(|uri| uri.split_once('?'))
-            .is_some_and(|(_, query)| query.split('&').any(|p| p == "limit=1"));
-        if at.is_some_and(|at| at >= since) && !probe {
-            let verb = event["verb"].as_str().unwrap_or_default().to_string();
-            *reads.entry((member.to_string(), verb)).or_insert(0) += 1;
-        }
-    }
-    reads
-}
-
 /// The hub's kube-apiserver stopped (SIGSTOP: it hangs, connections stay open) and killed
 /// (SIGKILL: `up.sh` starts it again on the same address, over the same etcd): no member's answer
 /// changes meanwhile, exports made after each reach every member, and after the restart each
@@ -424,7 +489,10 @@ async fn a_hub_stopped_or_killed_changes_no_answer_and_each_member_lists_again_o
     unchanged("after the restart");
     // Each member's five watches (records and slices of its own namespace; members, records and
     // slices across the hub) each list at most once; a member that relisted in a loop would not.
-    let reads = member_reads_since(&set, killed);
+    let mut reads = BTreeMap::new();
+    for read in set.hub().member_reads_since(killed) {
+        *reads.entry((read.member, read.verb)).or_insert(0) += 1;
+    }
     for m in &set.members {
         let lists = reads.get(&(m.name.clone(), "list".into())).copied().unwrap_or(0);
         assert!(

@@ -38,8 +38,8 @@ use crate::{
     core::{
         exchange::DEFAULT_NAMESPACE,
         hub::{
-            KEY_KUBECONFIG, MEMBER_SERVICE_ACCOUNT, READ_ROLE, SECRET, WRITE_ROLE, member_namespace,
-            member_objects,
+            KEY_KUBECONFIG, MEMBER_SERVICE_ACCOUNT, READ_ROLE, SECRET, WRITE_ROLE, declared_ranges,
+            member_namespace, member_objects,
         },
         peer_secret::{ANNOTATION_SERVICE_ACCOUNT, ANNOTATION_TOKEN_EXPIRES, ANNOTATION_TOKEN_LIFETIME},
     },
@@ -344,8 +344,11 @@ pub async fn join(
     .await?;
     let mut out = Vec::new();
     for member in &members {
-        let member_ranges = ranges.get(&member.context).map(Vec::as_slice).unwrap_or_default();
-        out.extend(join_member(&hub, member, member_ranges, options).await?);
+        let member_ranges = match ranges.get(&member.context) {
+            Some(given) => given.clone(),
+            None => kept_ranges(&hub, member, &mut out).await?,
+        };
+        out.extend(join_member(&hub, member, &member_ranges, options).await?);
         if !options.dry_run {
             out.push(format!(
                 "joined: {} ({}) exchanges its records through the hub ({hub_context}), in namespace {}",
@@ -356,6 +359,38 @@ pub async fn join(
         }
     }
     Ok(out)
+}
+
+/// The ranges already declared on the hub for `member`, which a join without `--ranges` for it
+/// keeps (so enrolling again never widens what a member may announce); none for a new member.
+async fn kept_ranges(hub: &Hub, member: &Member, out: &mut Vec<String>) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let namespace = member_namespace(&member.id);
+    let current = Api::<Namespace>::all(hub.client.clone())
+        .get_opt(&namespace)
+        .await
+        .with_context(|| format!("context {}: reading Namespace {namespace}", hub.context))?;
+    let Some(current) = current else {
+        return Ok(Vec::new());
+    };
+    let (ranges, error) = declared_ranges(&current.metadata.annotations.unwrap_or_default());
+    if let Some(error) = error {
+        anyhow::bail!(
+            "context {}: Namespace {namespace}: {error}; name {}'s ranges with --ranges {}=CIDR,...",
+            hub.context,
+            member.id,
+            member.context
+        );
+    }
+    if !ranges.is_empty() {
+        let text: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+        out.push(format!(
+            "{}: keeps the ranges declared on the hub: {} (--ranges {}=CIDR,... to change them)",
+            member.context,
+            text.join(","),
+            member.context
+        ));
+    }
+    Ok(ranges)
 }
 
 /// `mcsd leave --hub HUB MEMBER...`: each member's Secret `hub` and its Role go, and its namespace
