@@ -1,7 +1,8 @@
 //! A hub for many members (issue #24): one process acts as N members of a hub ClusterSet, each
 //! with its own identity on the hub (enrolled as `mcsd join --hub` enrols one), its own
 //! connections, its records in its own namespace there, the five watches a member's mcsd holds
-//! on the hub (with kube-rs's default backoff, as mcsd's) and its probe of the hub; beside them two real mcsd members (cluster-a exports, cluster-b imports)
+//! on the hub (with the backoff mcsd's have there, `cluster::driver::Spread`) and its probe of
+//! the hub; beside them two real mcsd members (cluster-a exports, cluster-b imports)
 //! whose export → DNS answer is measured. Run against the real tier's hub kube-apiserver, which
 //! enforces the hub's policies and quotas as a production hub does.
 //!
@@ -61,6 +62,7 @@ use kube::{
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams},
     runtime::{WatchStreamExt as _, watcher},
 };
+use mcsd::cluster::driver::Spread;
 use mcsd_benches::{ProcessUse, Rng, churn_slices, env_or, percentile, wait_answer};
 use mcsd_crds::ClusterId;
 use mcsd_tests::{ClusterSet, fixtures, kubectl};
@@ -222,16 +224,27 @@ async fn enrol(hub: &Client, base: &kube::Config, index: usize, records: usize, 
     let maps: Api<ConfigMap> = Api::namespaced(sim.client.clone(), &ns);
     let slices: Api<EndpointSlice> = Api::namespaced(sim.client.clone(), &ns);
     for (n, (service_ns, name)) in sim.exports.iter().enumerate() {
-        maps.create(&PostParams::default(), &sim.record(service_ns, name))
-            .await
-            .unwrap();
-        slices
-            .create(
-                &PostParams::default(),
-                &sim.slice(service_ns, name, &sim.address(n as u64)),
-            )
-            .await
-            .unwrap();
+        let record = sim.record(service_ns, name);
+        let slice = sim.slice(service_ns, name, &sim.address(n as u64));
+        // The hub's authorizer learns of a new RoleBinding a moment after it is written.
+        let mut tries = 0;
+        loop {
+            let created = match maps.create(&PostParams::default(), &record).await {
+                Ok(_) => slices.create(&PostParams::default(), &slice).await.map(|_| ()),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    slices.create(&PostParams::default(), &slice).await.map(|_| ())
+                }
+                Err(e) => Err(e),
+            };
+            match created {
+                Ok(()) => break,
+                Err(kube::Error::Api(s)) if s.code == 403 && tries < 40 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => panic!("{}: writing {service_ns}/{name}: {e}", sim.id),
+            }
+        }
     }
     sim
 }
@@ -240,7 +253,7 @@ async fn enrol(hub: &Client, base: &kube::Config, index: usize, records: usize, 
 /// selectors and kube-rs's default backoff): the members; records and slices across the hub,
 /// selected by its namespaces; its own records and slices in its namespace. `listed` counts the
 /// complete lists they deliver (every relist too).
-fn watch(sim: &Sim, listed: &Arc<AtomicU64>, stop: &CancellationToken) {
+fn watch(sim: &Sim, spread: &Spread, listed: &Arc<AtomicU64>, stop: &CancellationToken) {
     let selector = format!(
         "mcsd.io/exchange=v1,mcsd.io/service-namespace in ({})",
         sim.interest.join(",")
@@ -258,6 +271,7 @@ fn watch(sim: &Sim, listed: &Arc<AtomicU64>, stop: &CancellationToken) {
     let across = config().labels(&selector);
     let mine = config().labels("mcsd.io/exchange");
     let members: Api<Namespace> = Api::all(client.clone());
+    let (sim, listed) = ((spread, sim), listed);
     spawn_watch(members, config().labels("hub.mcsd.io/member"), sim, listed, stop);
     spawn_watch(
         Api::<ConfigMap>::all(client.clone()),
@@ -295,15 +309,16 @@ const WATCHES: u64 = 5;
 fn spawn_watch<K>(
     api: Api<K>,
     config: watcher::Config,
-    sim: &Sim,
+    (spread, sim): (&Spread, &Sim),
     listed: &Arc<AtomicU64>,
     stop: &CancellationToken,
 ) where
     K: kube::Resource + Clone + std::fmt::Debug + k8s_openapi::serde::de::DeserializeOwned + Send + 'static,
 {
     let (events, listed, stop) = (sim.events.clone(), listed.clone(), stop.clone());
+    let backoff = spread.backoff();
     tokio::spawn(async move {
-        let mut stream = watcher(api, config).default_backoff().boxed();
+        let mut stream = watcher(api, config).backoff(backoff).boxed();
         loop {
             let event = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -325,7 +340,7 @@ fn spawn_watch<K>(
 }
 
 /// How the simulated members probe the hub (mcsd's probe: a list of one of its own records every
-/// [`PROBE_EVERY`]): not at all; as mcsd does (a quorum read); or from the API server's cache
+/// [`probe_every`]): not at all; as mcsd does (a quorum read); or from the API server's cache
 /// (`resourceVersion=0`), to compare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ProbeMode {
@@ -334,14 +349,19 @@ enum ProbeMode {
     Cache = 2,
 }
 
-const PROBE_EVERY: Duration = Duration::from_secs(10);
+/// How often each member probes: `HUB_PROBE_EVERY` seconds, default 30 (mcsd's with the default
+/// 300-s grace period: `hub_probe_interval` in `daemon/hub/read.rs`).
+fn probe_every() -> Duration {
+    Duration::from_secs_f64(env_or("HUB_PROBE_EVERY", 30.0))
+}
 
-/// Probes the hub as member `sim`'s mcsd does, every [`PROBE_EVERY`] from a random phase, in the
+/// Probes the hub as member `sim`'s mcsd does, every [`probe_every`] from a random phase, in the
 /// mode `mode` holds.
 fn probe(sim: &Sim, mode: &Arc<AtomicU8>, stop: &CancellationToken, seed: u64) {
     let api: Api<ConfigMap> = Api::namespaced(sim.client.clone(), &sim.namespace());
     let (mode, stop) = (mode.clone(), stop.clone());
-    let phase = PROBE_EVERY.mul_f64(Rng::new(seed ^ sim.index as u64 ^ 0x5eed).unit());
+    let every = probe_every();
+    let phase = every.mul_f64(Rng::new(seed ^ sim.index as u64 ^ 0x5eed).unit());
     tokio::spawn(async move {
         let mut next = tokio::time::Instant::now() + phase;
         loop {
@@ -349,7 +369,7 @@ fn probe(sim: &Sim, mode: &Arc<AtomicU8>, stop: &CancellationToken, seed: u64) {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => {}
             }
-            next += PROBE_EVERY;
+            next += every;
             let params = ListParams::default().labels("mcsd.io/exchange").limit(1);
             let params = match mode.load(Ordering::Relaxed) {
                 m if m == ProbeMode::Quorum as u8 => params,
@@ -559,6 +579,7 @@ async fn main() {
     let stop = CancellationToken::new();
     let listed = Arc::new(AtomicU64::new(0));
     let probe_mode = Arc::new(AtomicU8::new(ProbeMode::Quorum as u8));
+    let spread = Spread::default();
     let mut quiet_rows = Vec::new();
     for n in sizes() {
         // Enrol and write the new members, 16 at a time.
@@ -568,8 +589,9 @@ async fn main() {
             .buffer_unordered(16)
             .collect()
             .await;
+        spread.set_members(n);
         for sim in &new {
-            watch(sim, &listed, &stop);
+            watch(sim, &spread, &listed, &stop);
             probe(sim, &probe_mode, &stop, seed);
         }
         sims.extend(new);
@@ -637,8 +659,8 @@ async fn main() {
             no_probes * 100.0,
             idle_per_s * 100.0,
             cached * 100.0,
-            (idle_per_s - no_probes).max(0.0) * 1e6 * PROBE_EVERY.as_secs_f64() / n as f64,
-            (cached - no_probes).max(0.0) * 1e6 * PROBE_EVERY.as_secs_f64() / n as f64,
+            (idle_per_s - no_probes).max(0.0) * 1e6 * probe_every().as_secs_f64() / n as f64,
+            (cached - no_probes).max(0.0) * 1e6 * probe_every().as_secs_f64() / n as f64,
         ));
         let per_minute_events: Vec<f64> = sims
             .iter()
@@ -697,7 +719,7 @@ async fn main() {
     println!(
         "The hub's kube-apiserver with nothing changing, % of a core over {} s: the members' watches without probes, with mcsd's probe (a quorum read) every {} s, and with it served from cache (resourceVersion=0); the probe's cost per request above no probes.",
         QUIET.as_secs(),
-        PROBE_EVERY.as_secs()
+        probe_every().as_secs_f64()
     );
     println!(
         "| members | no probes % | quorum probes % | cached probes % | µs per quorum probe | µs per cached probe |"
@@ -711,11 +733,18 @@ async fn main() {
     }
     stop.cancel();
     if std::env::var("HUB_KEEP").is_err() {
-        let names: Vec<String> = sims.iter().map(Sim::namespace).collect();
-        for chunk in names.chunks(200) {
-            let mut args = vec!["delete", "namespace", "--wait=false"];
-            args.extend(chunk.iter().map(String::as_str));
-            kubectl(&hub_kubeconfig, &args);
+        // As `mcsd leave --hub` removes a member: its namespace and its read binding.
+        let namespaces: Vec<String> = sims.iter().map(Sim::namespace).collect();
+        let bindings: Vec<String> = sims
+            .iter()
+            .map(|s| format!("{}-{}", mcsd::core::hub::READ_ROLE, s.id))
+            .collect();
+        for (kind, names) in [("namespace", namespaces), ("clusterrolebinding", bindings)] {
+            for chunk in names.chunks(200) {
+                let mut args = vec!["delete", kind, "--wait=false"];
+                args.extend(chunk.iter().map(String::as_str));
+                kubectl(&hub_kubeconfig, &args);
+            }
         }
     }
     set.stop().await;

@@ -4,13 +4,88 @@
 //! failing watch once (and once more when it recovers, not at every retry), and says when the
 //! first complete list has been applied.
 
+use std::{
+    hash::BuildHasher as _,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
 use futures::{StreamExt, stream::BoxStream};
 use kube::{
     Api, Resource,
-    runtime::{WatchStreamExt, watcher},
+    runtime::{WatchStreamExt, utils::Backoff, watcher, watcher::DefaultBackoff},
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// Spreads the retries of a hub's watches over time, so that a hub that restarts is not asked to
+/// list by all its members at once: each retry waits kube-rs's backoff plus a random share of
+/// [`Spread::PER_MEMBER`] per member the hub has, at most [`Spread::MAX`]. Shared by a member's
+/// watches of one hub; told how many members there are as it learns.
+#[derive(Clone, Debug, Default)]
+pub struct Spread(Arc<AtomicU64>);
+
+impl Spread {
+    /// The window each member adds. At 1,000 members a restarted hub is listed again over 25 s:
+    /// about 200 lists a second, where all at once overwhelmed a 2-core hub (`benches/hub.rs`).
+    pub const PER_MEMBER: Duration = Duration::from_millis(25);
+    /// The widest window: well inside the grace period.
+    pub const MAX: Duration = Duration::from_secs(60);
+
+    /// The hub has `members` members.
+    pub fn set_members(&self, members: usize) {
+        self.0.store(members as u64, Ordering::Relaxed);
+    }
+
+    /// The window retries are spread over now.
+    pub fn window(&self) -> Duration {
+        (Self::PER_MEMBER * u32::try_from(self.0.load(Ordering::Relaxed)).unwrap_or(u32::MAX)).min(Self::MAX)
+    }
+
+    /// A backoff for one watch: kube-rs's default, each delay lengthened by a random share of
+    /// [`Spread::window`].
+    pub fn backoff(&self) -> SpreadBackoff {
+        SpreadBackoff {
+            inner: DefaultBackoff::default(),
+            spread: self.clone(),
+        }
+    }
+}
+
+/// The backoff of [`Spread::backoff`].
+pub struct SpreadBackoff {
+    inner: DefaultBackoff,
+    spread: Spread,
+}
+
+impl std::fmt::Debug for SpreadBackoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpreadBackoff")
+            .field("window", &self.spread.window())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for SpreadBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        // A random fraction from the standard library's randomly keyed hasher.
+        let bits = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+        let share = (bits >> 11) as f64 / (1u64 << 53) as f64;
+        let delay = self.inner.next()?;
+        Some(delay + self.spread.window().mul_f64(share))
+    }
+}
+
+impl Backoff for SpreadBackoff {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
 
 /// What a watch feeds: an in-memory index of one kind of object.
 pub(crate) trait Index<K> {
@@ -97,8 +172,19 @@ where
 {
     /// [`Watch::new`] for a kind known only at run time (a `DynamicObject`), named `kind`.
     pub(crate) fn of_kind(api: Api<K>, config: watcher::Config, prepare: fn(&mut K), kind: &str) -> Self {
+        Self::with_backoff(api, config, prepare, kind, DefaultBackoff::default())
+    }
+
+    /// [`Watch::of_kind`], its failures retried after `backoff` (a hub's: [`Spread::backoff`]).
+    pub(crate) fn with_backoff(
+        api: Api<K>,
+        config: watcher::Config,
+        prepare: fn(&mut K),
+        kind: &str,
+        backoff: impl Backoff + 'static,
+    ) -> Self {
         Self {
-            stream: watcher(api, config).default_backoff().modify(prepare).boxed(),
+            stream: watcher(api, config).backoff(backoff).modify(prepare).boxed(),
             kind: kind.to_string(),
             failing: false,
             listed: watch::channel(false).0,

@@ -149,6 +149,7 @@ where
     let (hub, url) = hub_client(secret).await?;
     tracing::info!(hub = %url, "following the hub");
     context.shared.states.set_hub(Some(url.clone()));
+    let spread = crate::cluster::driver::Spread::default();
     let publisher = publish::Publisher {
         local: context.client.clone(),
         hub: hub.clone(),
@@ -156,6 +157,7 @@ where
         cluster: context.cluster.clone(),
         leader: context.shared.leader.clone(),
         states: context.shared.states.clone(),
+        spread: spread.clone(),
     };
     let reader = read::Reader {
         hub: hub.clone(),
@@ -165,6 +167,7 @@ where
         local_namespaces: context.local.namespaces.clone(),
         namespaces_changed: context.local.namespaces_changed.clone(),
         policy: context.namespaces.clone(),
+        spread,
     };
     // A Secret written by `mcsd join --hub` asks for its token to be renewed halfway through
     // its life, as a peer Secret does; the new token restarts this session (records stay).

@@ -42,6 +42,8 @@ pub(super) struct Publisher {
     pub leader: watch::Receiver<bool>,
     /// Where the last write and its failures are noted (`mcsd status`).
     pub states: crate::daemon::metrics::Peers,
+    /// Spreads the retries of its watches of the hub (shared with the reader).
+    pub spread: driver::Spread,
 }
 
 /// One side's exchange objects (local, or the hub's copy), by kind and name, as JSON.
@@ -141,18 +143,19 @@ fn watch_side(
     client: &Client,
     namespace: &str,
     objects: &Objects,
-    hub_side: bool,
+    hub: Option<&driver::Spread>,
     stop: &CancellationToken,
 ) -> [watch::Receiver<bool>; 2] {
+    let hub_side = hub.is_some();
     [Kind::Record, Kind::Slice].map(|kind| {
         let resource = resource(kind);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-        let watch = driver::Watch::of_kind(
-            api,
-            watcher::Config::default().labels(LABEL_EXCHANGE),
-            crate::daemon::local::slim,
-            &resource.kind,
-        );
+        let config = watcher::Config::default().labels(LABEL_EXCHANGE);
+        let slim = crate::daemon::local::slim;
+        let watch = match hub {
+            Some(spread) => driver::Watch::with_backoff(api, config, slim, &resource.kind, spread.backoff()),
+            None => driver::Watch::of_kind(api, config, slim, &resource.kind),
+        };
         let listed = watch.listed();
         let feed = Feed {
             objects: objects.clone(),
@@ -181,9 +184,15 @@ impl Publisher {
             ..Objects::default()
         };
         let mut listed: Vec<watch::Receiver<bool>> =
-            watch_side(&self.local, &self.exchange_namespace, &local, false, &stop)
+            watch_side(&self.local, &self.exchange_namespace, &local, None, &stop)
                 .into_iter()
-                .chain(watch_side(&self.hub, &hub_namespace, &copy, true, &stop))
+                .chain(watch_side(
+                    &self.hub,
+                    &hub_namespace,
+                    &copy,
+                    Some(&self.spread),
+                    &stop,
+                ))
                 .collect();
         let everything_listed = async {
             for rx in &mut listed {

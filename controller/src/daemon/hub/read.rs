@@ -47,6 +47,8 @@ pub(in crate::daemon) struct Reader<F> {
     pub local_namespaces: Store<Namespace>,
     pub namespaces_changed: watch::Receiver<u64>,
     pub policy: NamespacePolicy,
+    /// Spreads this member's retries after the hub fails (shared with the publisher).
+    pub spread: driver::Spread,
 }
 
 impl<F> Reader<F>
@@ -62,6 +64,7 @@ where
             self.hub.clone(),
             self.cluster.clone(),
             self.shared.clone(),
+            &self.spread,
             stop.clone(),
         );
         let mut tasks = vec![
@@ -71,6 +74,7 @@ where
                 self.url.clone(),
                 self.cluster.clone(),
                 self.shared.clone(),
+                self.spread.clone(),
                 listed.clone(),
                 stop.clone(),
             )),
@@ -160,10 +164,12 @@ where
             + Sync
             + 'static,
     {
-        let watch = driver::Watch::new(
+        let watch = driver::Watch::with_backoff(
             Api::<K>::all(self.hub.clone()),
             watcher::Config::default().labels(selector),
             crate::daemon::local::slim,
+            &K::kind(&()),
+            self.spread.backoff(),
         );
         let listed = watch.listed();
         let feed = Feed {
@@ -353,6 +359,7 @@ fn members<F>(
     hub: Client,
     own: ClusterId,
     shared: Shared<F>,
+    spread: &driver::Spread,
     stop: CancellationToken,
 ) -> (
     impl std::future::Future<Output = ()> + Send + 'static,
@@ -362,7 +369,13 @@ where
     F: Fn(BTreeSet<Key>) + Send + Sync + Clone + 'static,
 {
     let api: Api<Namespace> = Api::all(hub);
-    let watch = driver::Watch::new(api, watcher::Config::default().labels(LABEL_MEMBER), |_| {});
+    let watch = driver::Watch::with_backoff(
+        api,
+        watcher::Config::default().labels(LABEL_MEMBER),
+        |_| {},
+        "Namespace",
+        spread.backoff(),
+    );
     let listed = watch.listed();
     // Members known from an earlier session: one that left meanwhile is forgotten at the list.
     let known = shared.sources.lock().hub_ranges.keys().cloned().collect();
@@ -463,6 +476,7 @@ async fn probe<F>(
     url: String,
     own: ClusterId,
     shared: Shared<F>,
+    spread: driver::Spread,
     listed: Arc<watch::Sender<bool>>,
     stop: CancellationToken,
 ) where
@@ -533,7 +547,9 @@ async fn probe<F>(
         for peer in mesh {
             shared.states.set_via_hub(peer.as_str(), false);
         }
-        for member in hub_members(&shared, &own) {
+        let members = hub_members(&shared, &own);
+        spread.set_members(members.len() + 1);
+        for member in members {
             shared.states.set(member.as_str(), state.clone());
             shared.states.set_via_hub(member.as_str(), true);
             if state == PeerState::Synced {
@@ -542,9 +558,18 @@ async fn probe<F>(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(shared.probe_interval) => {}
+            _ = tokio::time::sleep(hub_probe_interval(shared.grace)) => {}
         }
     }
+}
+
+/// How often a member probes its hub: a tenth of the grace period, between 200 ms and 30 s. A
+/// peer is probed every 10 s at most; a hub is probed by every member, and at 1,000 members the
+/// probes (a quorum list, about 1.9 ms of the hub's CPU each) were nine tenths of what an idle
+/// hub spent at 10 s (`benches/benches/hub.rs`). With the default 300-s grace period, what was
+/// read from an unreachable hub leaves between 300 and 330 s after it stopped answering.
+pub(crate) fn hub_probe_interval(grace: Duration) -> Duration {
+    (grace / 10).clamp(Duration::from_millis(200), Duration::from_secs(30))
 }
 
 /// Whether the hub refused this cluster (credentials or rights), rather than not answering.
