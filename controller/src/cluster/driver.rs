@@ -334,4 +334,29 @@ mod tests {
             ["begin", "relisted a", "relisted b", "end", "apply c", "delete a"]
         );
     }
+
+    #[test]
+    fn a_hubs_retries_are_spread_over_a_window_that_grows_with_its_members_up_to_a_minute() {
+        let spread = Spread::default();
+        assert_eq!(spread.window(), Duration::ZERO);
+        spread.set_members(1000);
+        assert_eq!(spread.window(), Duration::from_secs(25));
+        spread.set_members(1_000_000);
+        assert_eq!(spread.window(), Spread::MAX);
+        spread.set_members(1000);
+        // Each first retry: kube-rs's (under a second) plus a share of 25 s, different each time.
+        let mut backoff = spread.backoff();
+        let delays: Vec<Duration> = (0..100)
+            .map(|_| {
+                backoff.reset();
+                backoff.next().unwrap()
+            })
+            .collect();
+        assert!(delays.iter().all(|d| *d < Duration::from_secs(26)), "{delays:?}");
+        let late = delays.iter().filter(|d| **d > Duration::from_secs(13)).count();
+        assert!(
+            (20..=80).contains(&late),
+            "about half past the middle: {delays:?}"
+        );
+    }
 }
