@@ -510,3 +510,112 @@ async fn a_hub_stopped_or_killed_changes_no_answer_and_each_member_lists_again_o
     );
     set.stop().await;
 }
+
+/// Puts a member's hub quota back when dropped, so a failing story leaves the hub as it was.
+struct QuotaBack {
+    hub: std::path::PathBuf,
+    namespace: String,
+    hard: String,
+}
+
+impl QuotaBack {
+    fn set(&self, configmaps: &str) {
+        let patch = format!(r#"{{"spec":{{"hard":{{"count/configmaps":"{configmaps}"}}}}}}"#);
+        kubectl(
+            &self.hub,
+            &[
+                "patch",
+                "resourcequota",
+                "mcsd-member",
+                "-n",
+                &self.namespace,
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+        );
+    }
+}
+
+impl Drop for QuotaBack {
+    fn drop(&mut self) {
+        self.set(&self.hard.clone());
+    }
+}
+
+/// A member cannot fill the hub for the others: past its quota (the ResourceQuota `mcsd join
+/// --hub` writes in its namespace, narrowed here by the hub's admin to what it holds), the hub's
+/// kube-apiserver refuses its writes, a record written by hand and its own mcsd's alike, and
+/// `mcsd status` says why; given room again, its mcsd writes what waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real Kubernetes only (the sandbox's API server stores quotas but does not enforce them): tests/kube/test.sh runs it"]
+async fn a_member_past_its_quota_on_the_hub_is_refused_and_says_so() {
+    let set = ClusterSet::hub_with_namespace(2, "demo").await;
+    export_when_ready(&set, 1, "demo", "hello").await;
+    set.hub().holds("mcsd-member-cluster-b", "demo.hello").await;
+    let hub = set.hub().kubeconfig.clone();
+    let namespace = "mcsd-member-cluster-b";
+    let quota = |path: &str| {
+        kubectl(
+            &hub,
+            &[
+                "get",
+                "resourcequota",
+                "mcsd-member",
+                "-n",
+                namespace,
+                "-o",
+                &format!("jsonpath={{{path}}}"),
+            ],
+        )
+    };
+    let hard = quota(".spec.hard.count/configmaps");
+    assert_eq!(hard, "20001", "the quota `mcsd join --hub` wrote");
+    // The hub's admin narrows it to what cluster-b holds (its record and the namespace's CA).
+    let used = eventually("the hub to count cluster-b's ConfigMaps", WAIT, || async {
+        Some(quota(".status.used.count/configmaps")).filter(|u| u.trim() == "2")
+    })
+    .await;
+    let back = QuotaBack {
+        hub: hub.clone(),
+        namespace: namespace.into(),
+        hard,
+    };
+    back.set(&used);
+    eventually("the hub to enforce the narrowed quota", WAIT, || async {
+        (quota(".status.hard.count/configmaps") == used).then_some(())
+    })
+    .await;
+
+    // A well-formed record of its own, written with cluster-b's credential: refused.
+    let record = set.write(
+        "record.yaml",
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: demo.extra
+  namespace: mcsd-member-cluster-b
+  labels: {mcsd.io/exchange: v1, mcsd.io/service-namespace: demo, mcsd.io/service-name: extra}
+data:
+  export.json: '{"cluster":"cluster-b","namespace":"demo","name":"extra","exportCreated":"2026-12-01T00:00:00Z","type":"ClusterSetIP","ports":[{"name":"http","protocol":"TCP","port":80}],"sessionAffinity":"None","ipFamilies":["IPv4"]}'
+"#,
+    );
+    let refused = kubectl_refused(
+        &set.hub_credential(1),
+        &["apply", "--server-side", "-f", record.to_str().unwrap()],
+    );
+    assert!(refused.contains("exceeded quota"), "{refused}");
+
+    // Its own mcsd's next record: refused too, and `mcsd status` says so.
+    set.apply(1, &exported("demo", "more"));
+    eventually("cluster-b's status to say its hub writes fail", WAIT, || async {
+        let text = set.mcsd(&["status", "--context", "cluster-b"]);
+        (text.contains("writing fails:") && text.contains("exceeded quota")).then_some(())
+    })
+    .await;
+    // Room again: what waited is written, and reaches cluster-a.
+    drop(back);
+    set.hub().holds(namespace, "demo.more").await;
+    resolved(set.members[0].dns, "more.demo.svc.clusterset.local").await;
+    set.stop().await;
+}
