@@ -80,6 +80,22 @@ async fn mcsd_status_shows_each_members_records_and_last_write_on_the_hub() {
     set.stop().await;
 }
 
+/// An export record of service `demo/<name>`, written by hand into `writer`'s namespace on the
+/// hub, saying it is `claims`'s.
+fn record_by_hand(writer: &str, claims: &str, name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: demo.{name}
+  namespace: mcsd-member-{writer}
+  labels: {{mcsd.io/exchange: v1, mcsd.io/service-namespace: demo, mcsd.io/service-name: {name}}}
+data:
+  export.json: '{{"cluster":"{claims}","namespace":"demo","name":"{name}","exportCreated":"2026-01-01T00:00:00Z","type":"ClusterSetIP","ports":[{{"name":"http","protocol":"TCP","port":80}}],"sessionAffinity":"None","ipFamilies":["IPv4"]}}'
+"#
+    )
+}
+
 /// Sets its flag when dropped: a failing test stops the probe it started.
 struct StopOnDrop(Arc<AtomicBool>);
 
@@ -285,16 +301,8 @@ async fn a_record_naming_another_cluster_is_refused_and_counted_against_the_memb
     set.apply(0, &exported("demo", "hello"));
     resolved(set.members[2].dns, HELLO).await;
     let b = set.hub_credential(1);
-    let forged = r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: demo.forged
-  namespace: mcsd-member-cluster-b
-  labels: {mcsd.io/exchange: v1, mcsd.io/service-namespace: demo, mcsd.io/service-name: forged}
-data:
-  export.json: '{"cluster":"cluster-a","namespace":"demo","name":"forged","exportCreated":"2026-01-01T00:00:00Z","type":"ClusterSetIP","ports":[{"name":"http","protocol":"TCP","port":80}],"sessionAffinity":"None","ipFamilies":["IPv4"]}'
-"#;
-    let path = set.write("forged.yaml", forged);
+    let forged = record_by_hand("cluster-b", "cluster-a", "forged");
+    let path = set.write("forged.yaml", &forged);
     let path = path.to_str().unwrap();
     let c = &set.members[2];
     if set.is_real() {
@@ -588,18 +596,7 @@ async fn a_member_past_its_quota_on_the_hub_is_refused_and_says_so() {
     .await;
 
     // A well-formed record of its own, written with cluster-b's credential: refused.
-    let record = set.write(
-        "record.yaml",
-        r#"apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: demo.extra
-  namespace: mcsd-member-cluster-b
-  labels: {mcsd.io/exchange: v1, mcsd.io/service-namespace: demo, mcsd.io/service-name: extra}
-data:
-  export.json: '{"cluster":"cluster-b","namespace":"demo","name":"extra","exportCreated":"2026-12-01T00:00:00Z","type":"ClusterSetIP","ports":[{"name":"http","protocol":"TCP","port":80}],"sessionAffinity":"None","ipFamilies":["IPv4"]}'
-"#,
-    );
+    let record = set.write("record.yaml", &record_by_hand("cluster-b", "cluster-b", "extra"));
     let refused = kubectl_refused(
         &set.hub_credential(1),
         &["apply", "--server-side", "-f", record.to_str().unwrap()],
