@@ -63,7 +63,7 @@ use kube::{
     runtime::{WatchStreamExt as _, watcher},
 };
 use mcsd::cluster::driver::Spread;
-use mcsd_benches::{ProcessUse, Rng, churn_slices, env_or, percentile, wait_answer};
+use mcsd_benches::{ProcessUse, Rng, churn_slices, env_or, percentile, require_real_clusterset, wait_answer};
 use mcsd_crds::ClusterId;
 use mcsd_tests::{ClusterSet, fixtures, kubectl};
 use tokio_util::sync::CancellationToken;
@@ -533,12 +533,7 @@ async fn restart_storm(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if mcsd_tests::real_clusterset().is_none() {
-        println!(
-            "hub: needs a real hub ClusterSet: tests/kube/up.sh --release --clusters 2 --hub --no-pod-network --dir DIR, then MCSD_E2E_CLUSTERSET=DIR"
-        );
-        std::process::exit(2);
-    }
+    require_real_clusterset("hub", "--release --clusters 2 --hub --no-pod-network");
     let records: usize = env_or("HUB_RECORDS", 5);
     let per_minute: f64 = env_or("HUB_CHURN", 1.0);
     let window = Duration::from_secs(env_or("HUB_WINDOW", 60));

@@ -36,7 +36,7 @@ use std::{
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use mcsd_benches::{ProcessUse, Rng, churn_slices, env_or, percentile, wait_answer};
+use mcsd_benches::{ProcessUse, Rng, churn_slices, env_or, percentile, require_real_clusterset, wait_answer};
 use mcsd_tests::{ClusterSet, admin_get, eventually, fixtures, label, metric_values};
 use tokio_util::sync::CancellationToken;
 
@@ -110,12 +110,7 @@ fn minus(after: &[f64], before: &[f64]) -> Vec<f64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if mcsd_tests::real_clusterset().is_none() {
-        println!(
-            "mesh: needs a real ClusterSet: tests/kube/up.sh --release --clusters 8 --no-pod-network --dir DIR, then MCSD_E2E_CLUSTERSET=DIR"
-        );
-        std::process::exit(2);
-    }
+    require_real_clusterset("mesh", "--release --clusters 8 --no-pod-network");
     let mut sizes: Vec<usize> = std::env::var("MESH_SIZES")
         .unwrap_or_else(|_| "8,4,2".into())
         .split(',')

@@ -51,6 +51,18 @@ pub fn churn_slices(
     });
 }
 
+/// Stops the bench `bench` with one line and status 2 unless a real ClusterSet is named
+/// (`MCSD_E2E_CLUSTERSET`); `up` is the `tests/kube/up.sh` flags that bring the one it needs up.
+#[allow(clippy::print_stdout, reason = "a bench's output, as its reports are")]
+pub fn require_real_clusterset(bench: &str, up: &str) {
+    if mcsd_tests::real_clusterset().is_none() {
+        println!(
+            "{bench}: needs a real ClusterSet: tests/kube/up.sh {up} --dir DIR, then MCSD_E2E_CLUSTERSET=DIR"
+        );
+        std::process::exit(2);
+    }
+}
+
 /// The number in environment variable `name`, or `default` when it is not set; a value that is
 /// not a number stops the bench with its name.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

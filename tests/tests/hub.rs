@@ -527,27 +527,27 @@ struct QuotaBack {
 }
 
 impl QuotaBack {
-    fn set(&self, configmaps: &str) {
+    /// Sets the member's quota of ConfigMaps; whether kube-apiserver took it.
+    fn set(&self, configmaps: &str) -> bool {
         let patch = format!(r#"{{"spec":{{"hard":{{"count/configmaps":"{configmaps}"}}}}}}"#);
-        kubectl(
-            &self.hub,
-            &[
-                "patch",
-                "resourcequota",
-                "mcsd-member",
-                "-n",
-                &self.namespace,
-                "--type=merge",
-                "-p",
-                &patch,
-            ],
-        );
+        let args = [
+            "patch",
+            "resourcequota",
+            "mcsd-member",
+            "-n",
+            &self.namespace,
+            "--type=merge",
+            "-p",
+            &patch,
+        ];
+        mcsd_tests::kubectl_output(&self.hub, &args).status.success()
     }
 }
 
 impl Drop for QuotaBack {
+    // Not a panic here: this may run while a failing story unwinds.
     fn drop(&mut self) {
-        self.set(&self.hard.clone());
+        let _ = self.set(&self.hard.clone());
     }
 }
 
@@ -589,7 +589,7 @@ async fn a_member_past_its_quota_on_the_hub_is_refused_and_says_so() {
         namespace: namespace.into(),
         hard,
     };
-    back.set(&used);
+    assert!(back.set(&used), "the hub's admin narrows cluster-b's quota");
     eventually("the hub to enforce the narrowed quota", WAIT, || async {
         (quota(".status.hard.count/configmaps") == used).then_some(())
     })
