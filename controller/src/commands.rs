@@ -292,11 +292,45 @@ struct CrdsArgs {
     dir: Option<PathBuf>,
 }
 
+/// What the user typed to run mcsd: `kubectl mcsd` when the binary was started as kubectl's plugin
+/// (`kubectl-mcsd` on `PATH`, which kubectl runs for `kubectl mcsd …`), else `mcsd`.
+fn invoked_as(argv0: Option<std::ffi::OsString>) -> &'static str {
+    let file = argv0
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_stem)
+        .and_then(std::ffi::OsStr::to_str)
+        .unwrap_or_default();
+    if file == "kubectl-mcsd" {
+        "kubectl mcsd"
+    } else {
+        "mcsd"
+    }
+}
+
+/// A bad command line in one line: clap's first paragraph (it lists missing arguments on the
+/// lines after the first) joined, and where to look.
+fn one_line(error: &clap::Error, name: &str) -> String {
+    let rendered = error.render().to_string();
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = paragraph.join(" ");
+    let first = match joined.trim_start_matches("error: ") {
+        "" => "invalid arguments",
+        message => message,
+    };
+    format!("{name}: {first} (see `{name} --help`)")
+}
+
 impl Cli {
     /// Parses the command line. `--help` and `--version` print as usual; a bad flag prints one
     /// line that names the problem (and where to look), and gives the exit code to leave with.
     pub fn parse_args() -> Result<Self, ExitCode> {
-        Self::try_parse().map_err(|error| {
+        let name = invoked_as(std::env::args_os().next());
+        Self::try_parse_as(name, std::env::args_os()).map_err(|error| {
             use clap::error::ErrorKind;
             if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
                 || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
@@ -304,25 +338,23 @@ impl Cli {
                 let _ = error.print();
                 return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
             }
-            let rendered = error.render().to_string();
-            // The message is the first paragraph (clap lists missing arguments on the lines
-            // after the first), joined into one line.
-            let paragraph: Vec<&str> = rendered
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let joined = paragraph.join(" ");
-            let first = match joined.trim_start_matches("error: ") {
-                "" => "invalid arguments",
-                message => message,
-            };
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("mcsd: {first} (see `mcsd --help`)");
+                eprintln!("{}", one_line(&error, name));
             }
             ExitCode::from(2)
         })
+    }
+
+    /// Parses `args` (the program's name first) for a program called `name` in usage and help.
+    fn try_parse_as<I, T>(name: &'static str, args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut matches = Self::command().bin_name(name).try_get_matches_from(args)?;
+        Self::from_arg_matches_mut(&mut matches)
     }
 
     /// Runs the chosen subcommand; errors are printed as one line on standard error.

@@ -188,7 +188,6 @@ macro_rules! mcs_version {
             printcolumn(name = "Conflict", type_ = "string", json_path = ".status.conditions[?(@.type==\"Conflict\")].status"),
             printcolumn(name = "Reason", type_ = "string", priority = "1", json_path = ".status.conditions[?(@.type==\"Conflict\")].reason"),
             printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-            label("multicluster.x-k8s.io/release-version", "v0.5.0"),
         )]
         #[serde(rename_all = "camelCase")]
         pub struct ServiceExportSpec {
@@ -221,7 +220,6 @@ macro_rules! mcs_version {
             printcolumn(name = "IP", type_ = "string", json_path = ".spec.ips"),
             printcolumn(name = "Clusters", type_ = "string", priority = "1", json_path = ".status.clusters[*].cluster"),
             printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-            label("multicluster.x-k8s.io/release-version", "v0.5.0"),
         )]
         #[serde(rename_all = "camelCase")]
         pub struct ServiceImportSpec {

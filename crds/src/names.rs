@@ -47,8 +47,16 @@ pub const ABOUT_GROUP: &str = "about.k8s.io";
 pub const STORED_VERSION: &str = "v1beta1";
 /// The older version, still served: CoreDNS reads ServiceImports at it.
 pub const LEGACY_VERSION: &str = "v1alpha1";
-/// `multicluster.x-k8s.io/release-version` of the upstream CRDs our schema matches or extends.
-pub const MCS_RELEASE_VERSION: &str = "v0.5.0";
+/// Upstream's label naming the mcs-api release a CRD's schema comes from.
+pub const LABEL_RELEASE_VERSION: &str = "multicluster.x-k8s.io/release-version";
+/// Upstream's label counting the schema's changes within that release (reset to 0 by each
+/// release).
+pub const LABEL_CRD_SCHEMA_REVISION: &str = "multicluster.x-k8s.io/crd-schema-revision";
+/// The mcs-api release whose ServiceExport and ServiceImport CRDs ours match, field by field,
+/// but for the extensions `docs/crds.md` lists.
+pub const MCS_RELEASE_VERSION: &str = "v0.5.2";
+/// The schema revision within [`MCS_RELEASE_VERSION`] that ours match.
+pub const MCS_CRD_SCHEMA_REVISION: &str = "0";
 
 /// Condition types and reasons of ServiceExport and ServiceImport status.
 pub mod conditions {

@@ -45,6 +45,9 @@ done
 # Build the tests first, so the clusters are not kept waiting on a compile.
 (cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}" "${hub_tests[@]}")
 
+# What needs the Go-built tools but no cluster: our CRDs against upstream's release.
+(cd "$repo" && cargo test --locked -p mcsd-crds --test upstream -- --include-ignored)
+
 # What of the host's network a tier could leave behind.
 host_network() {
     ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort

@@ -17,7 +17,7 @@ use std::{
 
 use k8s_openapi::jiff::Timestamp;
 use mcsd_tests::{
-    ClusterSet, WAIT, dig, eventually,
+    ClusterSet, WAIT, dig, eventually, eventually_or_none,
     fixtures::{export_when_ready, exported, exported_everywhere_then_withdrawn, resolved, withdrawn},
     kubectl, kubectl_refused,
 };
@@ -579,21 +579,39 @@ async fn a_member_past_its_quota_on_the_hub_is_refused_and_says_so() {
     };
     let hard = quota(".spec.hard.count/configmaps");
     assert_eq!(hard, "20001", "the quota `mcsd join --hub` wrote");
-    // The hub's admin narrows it to what cluster-b holds (its record and the namespace's CA).
-    let used = eventually("the hub to count cluster-b's ConfigMaps", WAIT, || async {
-        Some(quota(".status.used.count/configmaps")).filter(|u| u.trim() == "2")
-    })
-    .await;
+    // The hub's admin narrows it to what cluster-b holds now (its record and the namespace's CA),
+    // counted from the objects themselves: the quota's `status.used` may lag deletions until
+    // kube-controller-manager recounts, which it does when the quota changes.
+    let held = || {
+        kubectl(&hub, &["get", "configmaps", "-n", namespace, "-o", "name"])
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let used = held().len().to_string();
     let back = QuotaBack {
         hub: hub.clone(),
         namespace: namespace.into(),
         hard,
     };
     assert!(back.set(&used), "the hub's admin narrows cluster-b's quota");
-    eventually("the hub to enforce the narrowed quota", WAIT, || async {
-        (quota(".status.hard.count/configmaps") == used).then_some(())
+    let mut last = String::new();
+    let enforced = eventually_or_none(WAIT, || {
+        let (hard_now, used_now) = (
+            quota(".status.hard.count/configmaps"),
+            quota(".status.used.count/configmaps"),
+        );
+        last = format!(
+            "status.hard {hard_now}, status.used {used_now}, held {:?}",
+            held()
+        );
+        std::future::ready((hard_now == used && used_now == used).then_some(()))
     })
     .await;
+    assert!(
+        enforced.is_some(),
+        "the hub's quota on cluster-b never counted {used} ConfigMaps as used of {used}: {last}"
+    );
 
     // A well-formed record of its own, written with cluster-b's credential: refused.
     let record = set.write("record.yaml", &record_by_hand("cluster-b", "cluster-b", "extra"));
