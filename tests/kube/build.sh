@@ -6,6 +6,8 @@
 #   kwok     fake nodes and pods (sigs.k8s.io/kwok, with kwok/exec_fixes.go's fixes), with
 #            kwok-stages.yaml and kwok-node-stages.yaml
 #   coredns  CoreDNS (github.com/coredns/coredns)
+#   helm     Helm (helm.sh/helm/v4): the chart's lint and rendering
+#   promtool Prometheus's (github.com/prometheus/prometheus): the alert rules' checks and unit tests
 # Each is keyed by its version, its inputs and the Go version, so a reused machine rebuilds
 # nothing and a changed version rebuilds only that program. Progress goes to standard error.
 # Cache: $MCSD_KUBE_CACHE, default ${XDG_CACHE_HOME:-~/.cache}/mcsd/kube.
@@ -103,12 +105,15 @@ kwok_build() {
 kube=$(build kube "v$KUBERNETES_VERSION-$(sum_of "$here/controlplane/go.mod" "$here/controlplane/go.sum" "$here/controlplane/main.go" <(echo "$gover"))" kube_build)
 kwok=$(build kwok "$KWOK_VERSION-$(sum_of "$here/kwok/exec_fixes.go" <(echo "$gover") <(declare -f kwok_build))" kwok_build)
 coredns=$(build coredns "$COREDNS_VERSION-$gover" go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION")
+helm=$(build helm "$HELM_VERSION-$gover" go_install helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION")
+promtool=$(build promtool "$PROMETHEUS_VERSION-$gover" go_install promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION")
 
 # One directory of links, so callers find every program in one place.
-bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns"))"
+bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns $helm $promtool"))"
 if [ ! -d "$bin" ]; then
     mkdir -p "$bin.tmp"
-    ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$kwok-node-stages.yaml" "$coredns" "$bin.tmp/"
+    ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$kwok-node-stages.yaml" "$coredns" "$helm" \
+        "$promtool" "$bin.tmp/"
     ln -sf "$kube" "$bin.tmp/kubectl"
     rm -rf "$bin" && mv "$bin.tmp" "$bin"
 fi

@@ -45,8 +45,11 @@ done
 # Build the tests first, so the clusters are not kept waiting on a compile.
 (cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}" "${hub_tests[@]}")
 
-# What needs the Go-built tools but no cluster: our CRDs against upstream's release.
+# What needs the Go-built tools but no cluster: our CRDs against upstream's release; the Helm
+# chart (lint, and the same objects as manifests/); the alert rules (promtool's checks and unit
+# tests).
 (cd "$repo" && cargo test --locked -p mcsd-crds --test upstream -- --include-ignored)
+(cd "$repo" && cargo test --locked -p mcsd-tests --test chart --test monitoring -- --include-ignored)
 
 # What of the host's network a tier could leave behind.
 host_network() {

@@ -25,7 +25,8 @@ fn kubectl_with(bin: &Path, kubeconfig: &Path, args: &[&str]) -> std::process::O
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_mcsd_joins_shows_status_and_explains_a_name() {
     mcsd_test_tools::require(&["kubectl"]);
-    let set = ClusterSet::with_namespace(2, "demo").await;
+    let set = ClusterSet::unpeered(2).await;
+    set.create_namespace("demo");
     let bin = set.scratch().join("plugins");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(mcsd_tests::mcsd_binary(), bin.join("kubectl-mcsd")).unwrap();

@@ -1,0 +1,198 @@
+//! The Helm chart (`manifests/chart`): with default values it renders exactly the objects
+//! `kubectl kustomize manifests/` does, so the two installs never drift; it passes `helm lint
+//! --strict`; and each value reaches the object it names.
+//!
+//! Helm comes from the Go module proxy (`tests/kube/build.sh`), so these are ignored by `cargo
+//! test` and run by `tests/kube/test.sh`.
+
+use std::{collections::BTreeMap, process::Command};
+
+use serde::Deserialize;
+
+fn chart() -> std::path::PathBuf {
+    mcsd_tests::repo_root().join("manifests/chart")
+}
+
+/// Runs `program ARGS`, failing the test with its standard error unless it succeeds.
+fn output(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| {
+        panic!("{program} did not run ({e}): tests/kube/build.sh builds helm; kubectl comes with the tests")
+    });
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `value` with every whole number as an integer: kustomize writes the CRDs' `minimum: 0.0` as `0`,
+/// Helm leaves it as written; both are the number 0.
+fn whole_numbers(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, whole_numbers(v))).collect()),
+        other => other,
+    }
+}
+
+/// The objects of a YAML stream, by kind, namespace and name.
+fn objects(text: &str) -> BTreeMap<String, serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| serde_json::Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .map(whole_numbers)
+        .map(|v| {
+            let key = format!(
+                "{} {}/{}",
+                v["kind"].as_str().unwrap_or_default(),
+                v["metadata"]["namespace"].as_str().unwrap_or_default(),
+                v["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            (key, v)
+        })
+        .collect()
+}
+
+/// `helm template` of the chart with `sets` (`--set` arguments), CRDs included.
+fn rendered(sets: &[&str]) -> BTreeMap<String, serde_json::Value> {
+    let chart = chart();
+    let mut args = vec!["template", "mcsd", chart.to_str().unwrap(), "--include-crds"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    objects(&output("helm", &args))
+}
+
+#[test]
+#[ignore = "needs helm from tests/kube/build.sh (the Go module proxy): tests/kube/test.sh runs it"]
+fn the_chart_with_default_values_renders_what_kustomize_applies() {
+    let manifests = mcsd_tests::repo_root().join("manifests");
+    let kustomized = objects(&output("kubectl", &["kustomize", manifests.to_str().unwrap()]));
+    let helm = rendered(&[]);
+    let only = |a: &BTreeMap<String, serde_json::Value>, b: &BTreeMap<String, serde_json::Value>| {
+        a.keys()
+            .filter(|k| !b.contains_key(*k))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        only(&helm, &kustomized),
+        Vec::<String>::new(),
+        "rendered by helm only"
+    );
+    assert_eq!(
+        only(&kustomized, &helm),
+        Vec::<String>::new(),
+        "rendered by kustomize only"
+    );
+    for (key, object) in &kustomized {
+        assert_eq!(
+            &helm[key], object,
+            "{key} differs between `helm template manifests/chart` and `kubectl kustomize manifests/`"
+        );
+    }
+    assert!(kustomized.len() >= 20, "{:?}", kustomized.keys());
+}
+
+#[test]
+#[ignore = "needs helm from tests/kube/build.sh (the Go module proxy): tests/kube/test.sh runs it"]
+fn the_chart_lints_and_each_value_reaches_the_object_it_names() {
+    let chart = chart();
+    let lint = output("helm", &["lint", "--strict", chart.to_str().unwrap()]);
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+
+    let objects = rendered(&[
+        "image.repository=registry.example/mcsd",
+        "image.tag=1.2.3",
+        "replicas=3",
+        "dns.servicePort=5353",
+        "admin.port=9090",
+        "allowedNamespaces={kube-dns-exports,team-*}",
+        "deniedNamespaces={secret}",
+        "peerLimits.maxRecords=5000",
+        "peerLimits.maxEndpointsPerService=200",
+        "peerLimits.maxRecordBytes=65536",
+        "peerGracePeriod=120",
+        "logFormat=json",
+        "extraArgs={--ttl=10}",
+        "prometheusRule.enabled=true",
+        "prometheusRule.labels.release=kube-prometheus",
+    ]);
+    let deployment = &objects["Deployment mcsd-system/mcsd"];
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/mcsd:1.2.3");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "run",
+            "--dns-listen=0.0.0.0:5353",
+            "--admin-listen=0.0.0.0:9090",
+            "--allow-namespace=kube-dns-exports",
+            "--allow-namespace=team-*",
+            "--deny-namespace=secret",
+            "--max-peer-records=5000",
+            "--max-peer-endpoints-per-service=200",
+            "--max-peer-record-bytes=65536",
+            "--peer-grace-period=120",
+            "--log-format=json",
+            "--ttl=10",
+        ]
+    );
+    // Every flag the chart writes is one `mcsd run` takes.
+    let help = output(mcsd_tests::mcsd_binary().to_str().unwrap(), &["run", "--help"]);
+    for arg in &args[1..] {
+        let flag = arg.split('=').next().unwrap();
+        assert!(
+            help.contains(&format!("{flag} <")),
+            "`mcsd run` has no flag {flag}"
+        );
+    }
+    let admin_port = &container["ports"].as_array().unwrap()[2];
+    assert_eq!(admin_port["containerPort"], 9090);
+    let dns = &objects["Service mcsd-system/mcsd-dns"];
+    assert_eq!(dns["spec"]["ports"][0]["port"], 5353);
+    assert_eq!(
+        objects["Service mcsd-system/mcsd-metrics"]["spec"]["ports"][0]["port"],
+        9090
+    );
+
+    // The PrometheusRule carries the rule file operators load without the operator, unchanged.
+    let rule = &objects["PrometheusRule mcsd-system/mcsd"];
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let file = std::fs::read_to_string(chart.join("files/alerts.yaml")).unwrap();
+    let alerts: serde_json::Value = serde_yaml::from_str(&file).unwrap();
+    assert_eq!(rule["spec"], alerts);
+    assert!(!alerts["groups"][0]["rules"].as_array().unwrap().is_empty());
+
+    // NOTES (rendered by an install, here a client-side dry run) give CoreDNS's stub, with the
+    // port when it is not 53.
+    let dry = output(
+        "helm",
+        &[
+            "install",
+            "mcsd",
+            chart.to_str().unwrap(),
+            "--dry-run=client",
+            "--set",
+            "dns.servicePort=5353",
+        ],
+    );
+    assert!(
+        dry.contains("clusterset.local:53 {") && dry.contains("forward . <that IP>:5353"),
+        "{dry}"
+    );
+}
