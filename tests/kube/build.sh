@@ -7,7 +7,9 @@
 #            kwok-stages.yaml and kwok-node-stages.yaml
 #   coredns  CoreDNS (github.com/coredns/coredns)
 #   helm     Helm (helm.sh/helm/v4): the chart's lint and rendering
-#   promtool Prometheus's (github.com/prometheus/prometheus): the alert rules' checks and unit tests
+#   prometheus, promtool   Prometheus (github.com/prometheus/prometheus): a server scraping the
+#            real tier's mcsd for the dashboard's and alerts' queries; the alert rules' checks and
+#            unit tests
 # Each is keyed by its version, its inputs and the Go version, so a reused machine rebuilds
 # nothing and a changed version rebuilds only that program. Progress goes to standard error.
 # Cache: $MCSD_KUBE_CACHE, default ${XDG_CACHE_HOME:-~/.cache}/mcsd/kube.
@@ -67,7 +69,7 @@ kube_build() {
         -X k8s.io/component-base/version.gitMajor=${KUBERNETES_VERSION%%.*} \
         -X k8s.io/component-base/version.gitMinor=$(echo "$KUBERNETES_VERSION" | cut -d. -f2)" .)
 }
-go_install() { GOBIN=$out go_with_progress "$1" install -trimpath -ldflags "-s -w" "$2"; }
+go_install() { local what=$1; shift; GOBIN=$out go_with_progress "$what" install -trimpath -ldflags "-s -w" "$@"; }
 # kwok, with mcsd's fixes to exec (kwok/exec_fixes.go, put in place of the module's own
 # debugging_exec_other.go in a copy of the module, Go taking no overlay of the module cache; and
 # one line of debugging_exec.go made to report an exit status through it), and the stages it
@@ -106,14 +108,16 @@ kube=$(build kube "v$KUBERNETES_VERSION-$(sum_of "$here/controlplane/go.mod" "$h
 kwok=$(build kwok "$KWOK_VERSION-$(sum_of "$here/kwok/exec_fixes.go" <(echo "$gover") <(declare -f kwok_build))" kwok_build)
 coredns=$(build coredns "$COREDNS_VERSION-$gover" go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION")
 helm=$(build helm "$HELM_VERSION-$gover" go_install helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION")
-promtool=$(build promtool "$PROMETHEUS_VERSION-$gover" go_install promtool "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION")
+prometheus=$(build prometheus "$PROMETHEUS_VERSION-$gover" go_install prometheus \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION")
 
 # One directory of links, so callers find every program in one place.
-bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns $helm $promtool"))"
+bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns $helm $prometheus"))"
 if [ ! -d "$bin" ]; then
     mkdir -p "$bin.tmp"
     ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$kwok-node-stages.yaml" "$coredns" "$helm" \
-        "$promtool" "$bin.tmp/"
+        "$prometheus" "$(dirname "$prometheus")/promtool" "$bin.tmp/"
     ln -sf "$kube" "$bin.tmp/kubectl"
     rm -rf "$bin" && mv "$bin.tmp" "$bin"
 fi

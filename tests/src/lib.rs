@@ -881,15 +881,21 @@ impl ClusterSet {
             let cluster = Cluster::start(config).await.expect("sandbox cluster starts");
             let kubeconfig = dir.join(format!("{}.kubeconfig", cluster.name()));
             std::fs::write(&kubeconfig, cluster.kubeconfig_yaml()).unwrap();
+            // Server-side: one idempotent request per object. CI once saw a client-side apply's
+            // create refused with AlreadyExists on a fresh cluster under load (a request sent
+            // twice); an apply sent twice is the same apply.
             let manifests = repo_root().join("manifests");
-            kubectl(
-                &kubeconfig,
-                &["apply", "-f", manifests.join("namespace.yaml").to_str().unwrap()],
-            );
-            kubectl(
-                &kubeconfig,
-                &["apply", "-f", manifests.join("rbac.yaml").to_str().unwrap()],
-            );
+            for manifest in ["namespace.yaml", "rbac.yaml"] {
+                kubectl(
+                    &kubeconfig,
+                    &[
+                        "apply",
+                        "--server-side",
+                        "-f",
+                        manifests.join(manifest).to_str().unwrap(),
+                    ],
+                );
+            }
             clusters.push((cluster, kubeconfig));
         }
         let shutdown = CancellationToken::new();

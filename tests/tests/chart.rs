@@ -124,6 +124,8 @@ fn the_chart_lints_and_each_value_reaches_the_object_it_names() {
         "extraArgs={--ttl=10}",
         "prometheusRule.enabled=true",
         "prometheusRule.labels.release=kube-prometheus",
+        "dashboard.enabled=true",
+        "dashboard.namespace=monitoring",
     ]);
     let deployment = &objects["Deployment mcsd-system/mcsd"];
     assert_eq!(deployment["spec"]["replicas"], 3);
@@ -177,6 +179,15 @@ fn the_chart_lints_and_each_value_reaches_the_object_it_names() {
     let alerts: serde_json::Value = serde_yaml::from_str(&file).unwrap();
     assert_eq!(rule["spec"], alerts);
     assert!(!alerts["groups"][0]["rules"].as_array().unwrap().is_empty());
+
+    // The dashboard's ConfigMap carries the file operators import by hand, unchanged.
+    let dashboard = &objects["ConfigMap monitoring/mcsd-dashboard"];
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = std::fs::read_to_string(chart.join("files/dashboard.json")).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(dashboard["data"]["mcsd.json"].as_str().unwrap()).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()
+    );
 
     // NOTES (rendered by an install, here a client-side dry run) give CoreDNS's stub, with the
     // port when it is not 53.
