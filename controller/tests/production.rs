@@ -1,5 +1,6 @@
-//! The production build (`Dockerfile`: `--no-default-features`) carries no sandbox: neither the
-//! sandbox crate nor the certificate stack only it needs is in its dependency tree.
+//! The production build (`.ci/static-binary`, which the Dockerfile and `.ci/image` run:
+//! `--no-default-features`) carries no sandbox: neither the sandbox crate nor the certificate
+//! stack only it needs is in its dependency tree.
 
 use std::process::Command;
 
@@ -49,9 +50,13 @@ fn the_production_build_has_no_sandbox_in_its_dependency_tree() {
     let default = dependency_tree(&[]);
     assert!(default.iter().any(|c| c == "mcsd-sandbox"));
     assert!(production.len() < default.len());
-    let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile")).unwrap();
+    // The Dockerfile and .ci/image both take the binary .ci/static-binary builds.
+    let read =
+        |file: &str| std::fs::read_to_string(format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     assert!(
-        dockerfile.contains("-p mcsd --no-default-features"),
-        "the Dockerfile builds the production binary"
+        read(".ci/static-binary").contains("-p mcsd --no-default-features"),
+        ".ci/static-binary builds the production binary"
     );
+    assert!(read("Dockerfile").contains("RUN .ci/static-binary /out/mcsd"));
+    assert!(read(".ci/image").contains("\"$repo/.ci/static-binary\""));
 }

@@ -10,6 +10,8 @@
 #   prometheus, promtool   Prometheus (github.com/prometheus/prometheus): a server scraping the
 #            real tier's mcsd for the dashboard's and alerts' queries; the alert rules' checks and
 #            unit tests
+# and, asked for alone (`build.sh --only crane`, whose last line is then the program's path):
+#   crane    crane (github.com/google/go-containerregistry): assembles the image (.ci/image)
 # Each is keyed by its version, its inputs and the Go version, so a reused machine rebuilds
 # nothing and a changed version rebuilds only that program. Progress goes to standard error.
 # Cache: $MCSD_KUBE_CACHE, default ${XDG_CACHE_HOME:-~/.cache}/mcsd/kube.
@@ -103,6 +105,17 @@ kwok_build() {
         pod/fast/pod-delete > "$out/kwok-node-stages.yaml"
     rm -rf "$out/src"
 }
+
+crane_build() { build crane "$CRANE_VERSION-$gover" go_install crane "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION"; }
+case "${1:-}" in
+    "") ;;
+    --only)
+        case "${2:-}" in
+            crane) crane_build; exit ;;
+            *) say "--only takes crane (the tier's programs are built together)"; exit 2 ;;
+        esac ;;
+    *) say "unknown argument $1 (usage: build.sh [--only crane])"; exit 2 ;;
+esac
 
 kube=$(build kube "v$KUBERNETES_VERSION-$(sum_of "$here/controlplane/go.mod" "$here/controlplane/go.sum" "$here/controlplane/main.go" <(echo "$gover"))" kube_build)
 kwok=$(build kwok "$KWOK_VERSION-$(sum_of "$here/kwok/exec_fixes.go" <(echo "$gover") <(declare -f kwok_build))" kwok_build)

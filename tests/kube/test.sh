@@ -45,6 +45,23 @@ done
 # Build the tests first, so the clusters are not kept waiting on a compile.
 (cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}" "${hub_tests[@]}")
 
+# The production image (.ci/image: no daemon, no registry), which tests/tests/image.rs runs with
+# podman (and runc, which starts containers where crun cannot) against a real cluster. Both are
+# Debian's; installed here when missing, as the tools of the README's test command are.
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "test.sh: installing podman and runc (apt-get) to run the image"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman runc >/dev/null
+    else
+        echo "test.sh: the image test needs podman and runc: apt-get install podman runc" >&2
+        exit 1
+    fi
+fi
+if [ -z "${MCSD_IMAGE:-}" ]; then
+    "$repo/.ci/image" --out "$dir/mcsd-image.tar"
+    export MCSD_IMAGE="$dir/mcsd-image.tar"
+fi
+
 # What needs the Go-built tools but no cluster: our CRDs against upstream's release; the Helm
 # chart (lint, and the same objects as manifests/); the alert rules (promtool's checks and unit
 # tests).

@@ -32,10 +32,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(dir: &Path, targets: &[SocketAddr], rules: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = mcsd_tests::real::free_port().expect("a free port");
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let targets: Vec<String> = targets.iter().map(ToString::to_string).collect();
         let config = json!({
@@ -158,10 +155,7 @@ impl Drop for Remove {
 /// A Secret naming a peer `ghost` whose API server nothing serves: mcsd finds it unreachable.
 fn ghost_peer() -> String {
     use base64::Engine as _;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = mcsd_tests::real::free_port().unwrap();
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: ghost\n  cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}\nusers:\n- name: ghost\n  user: {{token: nothing}}\ncontexts:\n- name: ghost\n  context: {{cluster: ghost, user: ghost}}\ncurrent-context: ghost\n"
     );

@@ -1,0 +1,225 @@
+//! The production image, as an operator runs it: built by `.ci/image` (no daemon, no registry),
+//! loaded into podman, it carries the Dockerfile's user, entrypoint and command and no sandbox,
+//! and, run as non-root on a read-only root filesystem with nothing but a ServiceAccount token,
+//! it serves as one more replica of a real cluster's mcsd: ready, and answering DNS as the
+//! cluster's mcsd does.
+//!
+//! Needs podman and the image (`MCSD_IMAGE`, the tarball `.ci/image` writes): ignored by `cargo
+//! test`; `tests/kube/test.sh` builds the image and runs it on the real tier.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use mcsd_tests::{ClusterSet, WAIT, dig, eventually, fixtures::export_when_ready, fixtures::resolved};
+
+/// podman, with runc as its runtime: on CI's machines (cgroups v1 alongside v2) crun refuses to
+/// start a container; runc does. Debian's `runc`, installed by `tests/kube/test.sh`.
+fn podman_command() -> Command {
+    let mut command = Command::new("podman");
+    command.args(["--runtime", "runc"]);
+    command
+}
+
+/// The resource limits a container asks for: podman's defaults are above what CI's machines let
+/// a process set (`setrlimit` is refused), so ask for what this process has, at most plenty.
+fn ulimits() -> Vec<String> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let hard = |name: &str, at_most: u64| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l[name.len()..].split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(at_most, |h| h.min(at_most))
+    };
+    let nofile = hard("Max open files", 65_536);
+    vec![
+        "--ulimit".into(),
+        format!("nofile={nofile}:{nofile}"),
+        "--ulimit".into(),
+        "nproc=4096:4096".into(),
+    ]
+}
+
+/// `podman ARGS`, failing the test with podman's own words unless it succeeds.
+fn podman(args: &[&str]) -> String {
+    let out = podman_command()
+        .args(args)
+        .output()
+        .expect("podman runs (Debian's package `podman`)");
+    assert!(
+        out.status.success(),
+        "podman {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Removes the container when dropped, failed or not.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = podman_command()
+            .args(["rm", "--force", "--time", "5", &self.0])
+            .output();
+    }
+}
+
+/// The Dockerfile's value of `instruction` in its last stage (`USER`, `ENTRYPOINT`, `CMD`).
+fn dockerfile(instruction: &str) -> String {
+    let text = std::fs::read_to_string(mcsd_tests::repo_root().join("Dockerfile")).unwrap();
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(&format!("{instruction} ")))
+        .unwrap_or_else(|| panic!("the Dockerfile has no {instruction}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs podman, the image from .ci/image (MCSD_IMAGE) and a real cluster: tests/kube/test.sh runs it"]
+async fn the_image_runs_as_non_root_read_only_and_serves_as_a_replica_of_a_real_cluster() {
+    let archive = std::env::var("MCSD_IMAGE")
+        .expect("MCSD_IMAGE names the image tarball: build it with `.ci/image --out FILE`");
+    let set = ClusterSet::with_namespace(2, "demo").await;
+    assert!(
+        set.is_real(),
+        "this story runs on the real tier (tests/kube/test.sh)"
+    );
+
+    let loaded = podman(&["load", "--quiet", "--input", &archive]);
+    let image = loaded
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap_or_else(|| panic!("podman load named no image: {loaded}"))
+        .trim()
+        .to_string();
+    // What the Dockerfile says, the image says.
+    let config: serde_json::Value = serde_json::from_str(&podman(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config}}",
+        &image,
+    ]))
+    .unwrap();
+    assert_eq!(config["User"], dockerfile("USER"));
+    assert_eq!(config["Entrypoint"].to_string(), dockerfile("ENTRYPOINT"));
+    assert_eq!(config["Cmd"].to_string(), dockerfile("CMD"));
+    let limits = ulimits();
+    let limits: Vec<&str> = limits.iter().map(String::as_str).collect();
+    let help = podman(&[&["run", "--rm"], &limits[..], &[&image, "--help"]].concat());
+    assert!(help.contains("Usage: mcsd"), "{help}");
+    // The production binary carries no sandbox.
+    let sandbox = podman_command()
+        .args(
+            [
+                &["run", "--rm"],
+                &limits[..],
+                &[&image, "sandbox", "--clusters", "1"],
+            ]
+            .concat(),
+        )
+        .output()
+        .unwrap();
+    assert!(!sandbox.status.success());
+    assert!(
+        String::from_utf8_lossy(&sandbox.stderr).contains("unrecognized subcommand 'sandbox'"),
+        "{}",
+        String::from_utf8_lossy(&sandbox.stderr)
+    );
+
+    // One more replica of cluster-a's mcsd, with what a pod would have: the mcsd ServiceAccount's
+    // token and the cluster's CA, in a kubeconfig mounted read-only.
+    let a = &set.members[0];
+    let token = set.kubectl(
+        0,
+        &["create", "token", "mcsd", "-n", "mcsd-system", "--duration=1h"],
+    );
+    let mut kubeconfig = kube::config::Kubeconfig::read_from(&a.kubeconfig).unwrap();
+    for user in &mut kubeconfig.auth_infos {
+        user.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.trim().to_string().into()),
+            ..Default::default()
+        });
+    }
+    let file = set.write(
+        "image-mcsd.kubeconfig",
+        &serde_yaml::to_string(&kubeconfig).unwrap(),
+    );
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let args_file = a.real_dir.as_ref().expect("a real member").join("mcsd.args");
+    let host_args = std::fs::read_to_string(&args_file).unwrap();
+    let dns: SocketAddr = format!("127.0.0.1:{}", mcsd_tests::real::free_port().unwrap())
+        .parse()
+        .unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", mcsd_tests::real::free_port().unwrap())
+        .parse()
+        .unwrap();
+    let mut args: Vec<String> = host_args
+        .lines()
+        .filter(|l| {
+            !["--kubeconfig", "--dns-listen", "--admin-listen"]
+                .iter()
+                .any(|f| l.starts_with(f))
+        })
+        .map(str::to_string)
+        .collect();
+    args.extend([
+        "--kubeconfig=/etc/mcsd/kubeconfig".into(),
+        format!("--dns-listen={dns}"),
+        format!("--admin-listen={admin}"),
+    ]);
+    let name = format!("mcsd-image-{}", std::process::id());
+    let mount = format!("{}:/etc/mcsd/kubeconfig:ro", file.display());
+    let mut run = vec![
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--read-only",
+        "--network",
+        "host",
+        "--env",
+        "MCSD_POD_NAME=mcsd-image",
+        "--volume",
+        &mount,
+    ];
+    run.extend(&limits);
+    run.push(&image);
+    run.extend(args.iter().map(String::as_str));
+    podman(&run);
+    let _container = Container(name.clone());
+
+    eventually("the image's mcsd to turn ready (/readyz 200)", WAIT, || async {
+        let reply = mcsd::commands::admin_client::get(admin, "/readyz", Duration::from_secs(5)).await;
+        reply.is_ok_and(|r| r.status == 200).then_some(())
+    })
+    .await;
+    // Non-root and read-only, as it runs.
+    let user = podman(&["top", &name, "user", "huser"]);
+    assert!(
+        user.lines()
+            .skip(1)
+            .all(|l| l.split_whitespace().eq(["65532", "65532"])),
+        "{user}"
+    );
+    assert_eq!(
+        podman(&["inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", &name]).trim(),
+        "true"
+    );
+
+    // It answers as cluster-a's mcsd does: cluster-b's export resolves through it.
+    export_when_ready(&set, 1, "demo", "hello").await;
+    resolved(a.dns, "hello.demo.svc.clusterset.local").await;
+    let answer = eventually("the image's mcsd to answer hello", WAIT, || async {
+        let answer = dig(&dns, "hello.demo.svc.clusterset.local", "A");
+        (answer.status == "NOERROR" && !answer.records.is_empty()).then_some(answer)
+    })
+    .await;
+    assert_eq!(
+        answer.records,
+        dig(&a.dns, "hello.demo.svc.clusterset.local", "A").records
+    );
+    set.stop().await;
+}
