@@ -49,8 +49,9 @@ done
 # podman (and runc, which starts containers where crun cannot) against a real cluster. Both are
 # Debian's; installed here when missing, as the tools of the README's test command are.
 if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${MCSD_TEST_INSTALL:-1}" != 0 ]; then
         echo "test.sh: installing podman and runc (apt-get) to run the image"
+        apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends podman runc >/dev/null
     else
         echo "test.sh: the image test needs podman and runc: apt-get install podman runc" >&2

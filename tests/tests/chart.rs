@@ -70,6 +70,26 @@ fn rendered(sets: &[&str]) -> BTreeMap<String, serde_json::Value> {
     objects(&output("helm", &args))
 }
 
+/// `helm template` of the chart with a values file holding `values` (as operators keep them:
+/// Helm reads a file's numbers as floating point, where `--set` keeps whole numbers whole).
+fn rendered_from_file(values: &str) -> BTreeMap<String, serde_json::Value> {
+    let file = std::env::temp_dir().join(format!("mcsd-chart-values-{}.yaml", std::process::id()));
+    std::fs::write(&file, values).unwrap();
+    let chart = chart();
+    let out = output(
+        "helm",
+        &[
+            "template",
+            "mcsd",
+            chart.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    objects(&out)
+}
+
 #[test]
 #[ignore = "needs helm from tests/kube/build.sh (the Go module proxy): tests/kube/test.sh runs it"]
 fn the_chart_with_default_values_renders_what_kustomize_applies() {
@@ -171,6 +191,53 @@ fn the_chart_lints_and_each_value_reaches_the_object_it_names() {
         objects["Service mcsd-system/mcsd-metrics"]["spec"]["ports"][0]["port"],
         9090
     );
+
+    // From a values file: large numbers stay whole numbers in flags; the pod's placement,
+    // metadata, environment and resources are as given; one replica has no disruption budget
+    // (it would block every node drain).
+    let objects_from_file = rendered_from_file(
+        "replicas: 1\n\
+         image: {pullPolicy: IfNotPresent}\n\
+         imagePullSecrets: [{name: registry}]\n\
+         dns: {containerPort: 1053}\n\
+         peerLimits: {maxRecords: 2000000, maxRecordBytes: 1048576}\n\
+         peerGracePeriod: 86400\n\
+         extraEnv: [{name: RUST_LOG, value: debug}]\n\
+         podLabels: {team: platform}\n\
+         podAnnotations: {prometheus.io/scrape: \"true\"}\n\
+         nodeSelector: {kubernetes.io/os: linux}\n\
+         tolerations: [{key: edge, operator: Exists}]\n\
+         priorityClassName: system-cluster-critical\n\
+         resources: {requests: {cpu: 50m, memory: 32Mi}, limits: {memory: 256Mi}}\n",
+    );
+    assert!(!objects_from_file.contains_key("PodDisruptionBudget mcsd-system/mcsd"));
+    let pod = &objects_from_file["Deployment mcsd-system/mcsd"]["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for wanted in [
+        "--dns-listen=0.0.0.0:1053",
+        "--max-peer-records=2000000",
+        "--max-peer-record-bytes=1048576",
+        "--peer-grace-period=86400",
+    ] {
+        assert!(args.contains(&wanted), "{wanted} in {args:?}");
+    }
+    assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(container["ports"][0]["containerPort"], 1053);
+    assert_eq!(container["env"][2]["name"], "RUST_LOG");
+    assert_eq!(container["resources"]["limits"]["memory"], "256Mi");
+    assert_eq!(pod["metadata"]["labels"]["team"], "platform");
+    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/name"], "mcsd");
+    assert_eq!(pod["metadata"]["annotations"]["prometheus.io/scrape"], "true");
+    assert_eq!(pod["spec"]["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(pod["spec"]["tolerations"][0]["key"], "edge");
+    assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
+    assert_eq!(pod["spec"]["imagePullSecrets"][0]["name"], "registry");
 
     // The PrometheusRule carries the rule file operators load without the operator, unchanged.
     let rule = &objects["PrometheusRule mcsd-system/mcsd"];

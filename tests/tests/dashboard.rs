@@ -115,7 +115,7 @@ fn selectors(node: &Value, out: &mut BTreeSet<(String, Vec<String>)>) {
 }
 
 /// Every panel target's query, with Grafana's `$__rate_interval` as a window that holds several
-/// scrapes here.
+/// scrapes here, and the dashboard's `$job` variable at "All".
 fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for panel in dashboard["panels"].as_array().unwrap() {
@@ -123,7 +123,8 @@ fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
             let expr = target["expr"]
                 .as_str()
                 .unwrap()
-                .replace("$__rate_interval", "20s");
+                .replace("$__rate_interval", "20s")
+                .replace("$job", ".*");
             out.push((panel["title"].as_str().unwrap().to_string(), expr));
         }
     }

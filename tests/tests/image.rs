@@ -54,14 +54,20 @@ fn podman(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Removes the container when dropped, failed or not.
-struct Container(String);
+/// Removes the container (if any) and then the loaded image when dropped, failed or not.
+struct Loaded {
+    image: String,
+    container: Option<String>,
+}
 
-impl Drop for Container {
+impl Drop for Loaded {
     fn drop(&mut self) {
-        let _ = podman_command()
-            .args(["rm", "--force", "--time", "5", &self.0])
-            .output();
+        if let Some(container) = &self.container {
+            let _ = podman_command()
+                .args(["rm", "--force", "--time", "5", container])
+                .output();
+        }
+        let _ = podman_command().args(["rmi", "--force", &self.image]).output();
     }
 }
 
@@ -87,13 +93,17 @@ async fn the_image_runs_as_non_root_read_only_and_serves_as_a_replica_of_a_real_
         "this story runs on the real tier (tests/kube/test.sh)"
     );
 
-    let loaded = podman(&["load", "--quiet", "--input", &archive]);
-    let image = loaded
+    let load = podman(&["load", "--quiet", "--input", &archive]);
+    let image = load
         .lines()
         .find_map(|l| l.strip_prefix("Loaded image: "))
-        .unwrap_or_else(|| panic!("podman load named no image: {loaded}"))
+        .unwrap_or_else(|| panic!("podman load named no image: {load}"))
         .trim()
         .to_string();
+    let mut loaded = Loaded {
+        image: image.clone(),
+        container: None,
+    };
     // What the Dockerfile says, the image says.
     let config: serde_json::Value = serde_json::from_str(&podman(&[
         "image",
@@ -130,13 +140,30 @@ async fn the_image_runs_as_non_root_read_only_and_serves_as_a_replica_of_a_real_
     );
 
     // One more replica of cluster-a's mcsd, with what a pod would have: the mcsd ServiceAccount's
-    // token and the cluster's CA, in a kubeconfig mounted read-only.
+    // token and the cluster's CA, in a kubeconfig mounted read-only. Its API server is named
+    // `localhost` (its certificate's name too): the static binary resolves names with no C
+    // library in the image.
     let a = &set.members[0];
     let token = set.kubectl(
         0,
         &["create", "token", "mcsd", "-n", "mcsd-system", "--duration=1h"],
     );
     let mut kubeconfig = kube::config::Kubeconfig::read_from(&a.kubeconfig).unwrap();
+    for cluster in &mut kubeconfig.clusters {
+        if let Some(c) = cluster.cluster.as_mut() {
+            c.server = c
+                .server
+                .as_ref()
+                .map(|s| s.replace("https://127.0.0.1:", "https://localhost:"));
+            assert!(
+                c.server
+                    .as_ref()
+                    .is_some_and(|s| s.starts_with("https://localhost:")),
+                "{:?}",
+                c.server
+            );
+        }
+    }
     for user in &mut kubeconfig.auth_infos {
         user.auth_info = Some(kube::config::AuthInfo {
             token: Some(token.trim().to_string().into()),
@@ -188,8 +215,8 @@ async fn the_image_runs_as_non_root_read_only_and_serves_as_a_replica_of_a_real_
     run.extend(&limits);
     run.push(&image);
     run.extend(args.iter().map(String::as_str));
+    loaded.container = Some(name.clone());
     podman(&run);
-    let _container = Container(name.clone());
 
     eventually("the image's mcsd to turn ready (/readyz 200)", WAIT, || async {
         let reply = mcsd::commands::admin_client::get(admin, "/readyz", Duration::from_secs(5)).await;
@@ -221,5 +248,6 @@ async fn the_image_runs_as_non_root_read_only_and_serves_as_a_replica_of_a_real_
         answer.records,
         dig(&a.dns, "hello.demo.svc.clusterset.local", "A").records
     );
+    drop(loaded);
     set.stop().await;
 }
