@@ -60,6 +60,16 @@ fn objects(text: &str) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
+/// A container's `args`.
+fn args_of(container: &serde_json::Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
 /// `helm template` of the chart with `sets` (`--set` arguments), CRDs included.
 fn rendered(sets: &[&str]) -> BTreeMap<String, serde_json::Value> {
     let chart = chart();
@@ -151,12 +161,7 @@ fn the_chart_lints_and_each_value_reaches_the_object_it_names() {
     assert_eq!(deployment["spec"]["replicas"], 3);
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "registry.example/mcsd:1.2.3");
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(container);
     assert_eq!(
         args,
         [
@@ -213,12 +218,7 @@ fn the_chart_lints_and_each_value_reaches_the_object_it_names() {
     assert!(!objects_from_file.contains_key("PodDisruptionBudget mcsd-system/mcsd"));
     let pod = &objects_from_file["Deployment mcsd-system/mcsd"]["spec"]["template"];
     let container = &pod["spec"]["containers"][0];
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args_of(container);
     for wanted in [
         "--dns-listen=0.0.0.0:1053",
         "--max-peer-records=2000000",
