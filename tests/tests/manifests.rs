@@ -337,3 +337,33 @@ fn a_hub_grants_members_their_records_and_the_members_list_and_nothing_more() {
     ));
     assert_eq!(rules_of(&read.rules), wanted);
 }
+
+/// One version everywhere an operator reads one: the workspace's (what `.ci/image` tags the image
+/// with), the image the manifests run, and the chart's appVersion (its default image tag).
+#[test]
+fn the_manifests_the_chart_and_the_image_name_one_version() {
+    let root = mcsd_tests::repo_root();
+    let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap();
+    // The workspace's version: the first `version = "…"` line of the root Cargo.toml.
+    let cargo = read("Cargo.toml");
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \"")?.strip_suffix('"'))
+        .expect("a version line in Cargo.toml");
+    let docs = rendered();
+    let deployment: Deployment = find(&docs, "Deployment", "mcsd");
+    let image = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert_eq!(
+        image,
+        format!("mcsd:{version}"),
+        "manifests/kustomization.yaml's newTag"
+    );
+    let chart: serde_json::Value = serde_yaml::from_str(&read("manifests/chart/Chart.yaml")).unwrap();
+    assert_eq!(
+        chart["appVersion"], version,
+        "manifests/chart/Chart.yaml's appVersion"
+    );
+}
