@@ -118,13 +118,22 @@ async fn the_image_runs_as_non_root_read_only_and_serves_as_a_replica_of_a_real_
     assert_eq!(config["Cmd"].to_string(), dockerfile("CMD"));
     let limits = ulimits();
     let limits: Vec<&str> = limits.iter().map(String::as_str).collect();
-    let help = podman(&[&["run", "--rm"], &limits[..], &[&image, "--help"]].concat());
+    // With no network: podman's default bridge would add a link and firewall rules to the host,
+    // which the tier must leave as it found it.
+    let help = podman(
+        &[
+            &["run", "--rm", "--network", "none"],
+            &limits[..],
+            &[&image, "--help"],
+        ]
+        .concat(),
+    );
     assert!(help.contains("Usage: mcsd"), "{help}");
     // The production binary carries no sandbox.
     let sandbox = podman_command()
         .args(
             [
-                &["run", "--rm"],
+                &["run", "--rm", "--network", "none"],
                 &limits[..],
                 &[&image, "sandbox", "--clusters", "1"],
             ]
