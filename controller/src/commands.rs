@@ -329,8 +329,13 @@ impl Cli {
     /// Parses the command line. `--help` and `--version` print as usual; a bad flag prints one
     /// line that names the problem (and where to look), and gives the exit code to leave with.
     pub fn parse_args() -> Result<Self, ExitCode> {
+        use clap::{CommandFactory, FromArgMatches};
         let name = invoked_as(std::env::args_os().next());
-        Self::try_parse_as(name, std::env::args_os()).map_err(|error| {
+        let parsed = Self::command()
+            .bin_name(name)
+            .try_get_matches()
+            .and_then(|mut matches| Self::from_arg_matches_mut(&mut matches));
+        parsed.map_err(|error| {
             use clap::error::ErrorKind;
             if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
                 || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
@@ -344,17 +349,6 @@ impl Cli {
             }
             ExitCode::from(2)
         })
-    }
-
-    /// Parses `args` (the program's name first) for a program called `name` in usage and help.
-    fn try_parse_as<I, T>(name: &'static str, args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        use clap::{CommandFactory, FromArgMatches};
-        let mut matches = Self::command().bin_name(name).try_get_matches_from(args)?;
-        Self::from_arg_matches_mut(&mut matches)
     }
 
     /// Runs the chosen subcommand; errors are printed as one line on standard error.

@@ -148,12 +148,18 @@ pub fn why(admin: std::net::SocketAddr, name: &str, extra: &[&str]) -> String {
         .args(extra)
         .output()
         .expect("mcsd runs");
+    succeeded(&format!("mcsd why {name}"), out)
+}
+
+/// The standard output of a program that must have succeeded (`what` names it and its arguments
+/// in the failure, with its standard error).
+pub fn succeeded(what: &str, out: std::process::Output) -> String {
     assert!(
         out.status.success(),
-        "mcsd why {name} failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("mcsd writes UTF-8")
+    String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
 /// `mcsd ARGS --kubeconfig KUBECONFIG`, which must succeed; its standard output.
@@ -478,6 +484,33 @@ struct SandboxMember {
 }
 
 impl Member {
+    /// The flags of this real member's mcsd (`DIR/<cluster>/mcsd.args`) for another replica of
+    /// it, as the Deployment's next pod: the same, but DNS and admin on new loopback ports, which
+    /// are returned too.
+    pub fn replica_args(&self) -> (Vec<String>, std::net::SocketAddr, std::net::SocketAddr) {
+        let dir = self.real_dir.as_ref().expect("a real member");
+        let args = std::fs::read_to_string(dir.join("mcsd.args")).unwrap();
+        let port = || -> std::net::SocketAddr {
+            format!("127.0.0.1:{}", real::free_port().unwrap())
+                .parse()
+                .unwrap()
+        };
+        let (dns, admin) = (port(), port());
+        let args = args
+            .lines()
+            .map(|a| {
+                if a.starts_with("--dns-listen=") {
+                    format!("--dns-listen={dns}")
+                } else if a.starts_with("--admin-listen=") {
+                    format!("--admin-listen={admin}")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        (args, dns, admin)
+    }
+
     fn sandbox(&self) -> &SandboxMember {
         self.sandbox.as_ref().unwrap_or_else(|| {
             panic!(

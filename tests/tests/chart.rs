@@ -18,13 +18,7 @@ fn output(program: &str, args: &[&str]) -> String {
     let out = Command::new(program).args(args).output().unwrap_or_else(|e| {
         panic!("{program} did not run ({e}): tests/kube/build.sh builds helm; kubectl comes with the tests")
     });
-    assert!(
-        out.status.success(),
-        "{program} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    mcsd_tests::succeeded(&format!("{program} {}", args.join(" ")), out)
 }
 
 /// `value` with every whole number as an integer: kustomize writes the CRDs' `minimum: 0.0` as `0`,

@@ -7,7 +7,7 @@
 //! Needs podman and the image (`MCSD_IMAGE`, the tarball `.ci/image` writes): ignored by `cargo
 //! test`; `tests/kube/test.sh` builds the image and runs it on the real tier.
 
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use mcsd_tests::{ClusterSet, WAIT, dig, eventually, fixtures::export_when_ready, fixtures::resolved};
 
@@ -45,13 +45,7 @@ fn podman(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("podman runs (Debian's package `podman`)");
-    assert!(
-        out.status.success(),
-        "podman {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    mcsd_tests::succeeded(&format!("podman {}", args.join(" ")), out)
 }
 
 /// Removes the container (if any) and then the loaded image when dropped, failed or not.
@@ -184,28 +178,12 @@ async fn the_image_runs_as_non_root_read_only_and_serves_as_a_replica_of_a_real_
         &serde_yaml::to_string(&kubeconfig).unwrap(),
     );
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let args_file = a.real_dir.as_ref().expect("a real member").join("mcsd.args");
-    let host_args = std::fs::read_to_string(&args_file).unwrap();
-    let dns: SocketAddr = format!("127.0.0.1:{}", mcsd_tests::real::free_port().unwrap())
-        .parse()
-        .unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", mcsd_tests::real::free_port().unwrap())
-        .parse()
-        .unwrap();
-    let mut args: Vec<String> = host_args
-        .lines()
-        .filter(|l| {
-            !["--kubeconfig", "--dns-listen", "--admin-listen"]
-                .iter()
-                .any(|f| l.starts_with(f))
-        })
-        .map(str::to_string)
-        .collect();
-    args.extend([
-        "--kubeconfig=/etc/mcsd/kubeconfig".into(),
-        format!("--dns-listen={dns}"),
-        format!("--admin-listen={admin}"),
-    ]);
+    let (mut args, dns, admin) = a.replica_args();
+    for arg in &mut args {
+        if arg.starts_with("--kubeconfig=") {
+            *arg = "--kubeconfig=/etc/mcsd/kubeconfig".into();
+        }
+    }
     let name = format!("mcsd-image-{}", std::process::id());
     let mount = format!("{}:/etc/mcsd/kubeconfig:ro", file.display());
     let mut run = vec![

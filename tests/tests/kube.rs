@@ -489,7 +489,19 @@ async fn a_revoked_peer_token_is_named_in_one_line_and_a_renewed_one_takes_over(
     let holders: Vec<usize> = (1..set.members.len())
         .filter(|&i| identity(&set.members[i]) == revoked)
         .collect();
-    set.kubectl(0, &["create", "serviceaccount", &revoked, "-n", "mcsd-system"]);
+    // With its configuration saved, as `kubectl apply -k manifests/` made it: a later apply of the
+    // manifests (the Pod Security story's dry run) then has nothing to warn about.
+    set.kubectl(
+        0,
+        &[
+            "create",
+            "serviceaccount",
+            &revoked,
+            "-n",
+            "mcsd-system",
+            "--save-config",
+        ],
+    );
     let token = set.kubectl(
         0,
         &["create", "token", &revoked, "-n", "mcsd-system", "--duration=48h"],
@@ -569,25 +581,7 @@ impl Replica {
     fn start(set: &ClusterSet, i: usize, pod: &str) -> Self {
         let member = &set.members[i];
         let dir = member.real_dir.as_ref().unwrap();
-        let args = std::fs::read_to_string(dir.join("mcsd.args")).unwrap();
-        let dns: SocketAddr = format!("127.0.0.1:{}", mcsd_tests::real::free_port().unwrap())
-            .parse()
-            .unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", mcsd_tests::real::free_port().unwrap())
-            .parse()
-            .unwrap();
-        let args: Vec<String> = args
-            .lines()
-            .map(|a| {
-                if a.starts_with("--dns-listen=") {
-                    format!("--dns-listen={dns}")
-                } else if a.starts_with("--admin-listen=") {
-                    format!("--admin-listen={admin}")
-                } else {
-                    a.to_string()
-                }
-            })
-            .collect();
+        let (args, dns, admin) = member.replica_args();
         let log = std::fs::File::create(dir.join(format!("{pod}.log"))).unwrap();
         let child = std::process::Command::new(mcsd_tests::mcsd_binary())
             .args(&args)

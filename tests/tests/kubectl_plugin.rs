@@ -32,16 +32,7 @@ async fn kubectl_mcsd_joins_shows_status_and_explains_a_name() {
     std::os::unix::fs::symlink(mcsd_tests::mcsd_binary(), bin.join("kubectl-mcsd")).unwrap();
     let kubeconfig = set.kubeconfig();
     let run = |args: &[&str]| kubectl_with(&bin, &kubeconfig, args);
-    let ok = |args: &[&str]| {
-        let out = run(args);
-        assert!(
-            out.status.success(),
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let ok = |args: &[&str]| mcsd_tests::succeeded(&format!("kubectl {}", args.join(" ")), run(args));
 
     let plugins = ok(&["plugin", "list", "--name-only"]);
     assert!(plugins.lines().any(|l| l.trim() == "kubectl-mcsd"), "{plugins}");
