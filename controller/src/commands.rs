@@ -281,6 +281,10 @@ struct DnsArgs {
     /// The EDNS(0) UDP payload size advertised, and the largest UDP reply sent (512–4096).
     #[arg(long, value_name = "BYTES", default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..=4096))]
     max_udp_payload: u16,
+    /// On SIGTERM, go on answering this long (`/readyz` failing meanwhile) while whatever sends
+    /// queries here stops.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=300))]
+    shutdown_delay: u64,
 }
 
 /// `mcsd crds`.
@@ -599,6 +603,7 @@ impl DnsArgs {
             workers,
             tcp_idle_timeout,
             max_udp_payload,
+            shutdown_delay,
         } = self;
         init_tracing();
         let options = crate::process::DnsOptions {
@@ -608,6 +613,7 @@ impl DnsArgs {
             workers,
             tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
             max_udp_payload,
+            drain: Duration::from_secs(shutdown_delay),
         };
         let config = options.zone_config();
         let runtime = tokio::runtime::Builder::new_multi_thread()

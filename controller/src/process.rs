@@ -31,6 +31,11 @@ pub struct DnsOptions {
     pub tcp_idle_timeout: Duration,
     /// The EDNS(0) UDP payload size advertised, and the largest UDP reply.
     pub max_udp_payload: u16,
+    /// How long the DNS server goes on answering once shutdown begins, `/readyz` saying it is
+    /// shutting down meanwhile: the time a Service takes to stop sending it queries (the
+    /// endpoint withdrawn, every node's kube-proxy reprogrammed), so that a rollout or a drain
+    /// leaves no query unanswered.
+    pub drain: Duration,
 }
 
 impl Default for DnsOptions {
@@ -43,6 +48,7 @@ impl Default for DnsOptions {
             workers: 1,
             tcp_idle_timeout: Duration::from_secs(30),
             max_udp_payload: 1232,
+            drain: Duration::ZERO,
         }
     }
 }
@@ -103,12 +109,12 @@ pub struct Dns {
 impl Dns {
     /// Binds every address of `options.listen` (UDP and TCP) and `admin`, and serves `zone` on
     /// them, with `extras` (the daemon's metrics, readiness and `/why`) on the admin listener,
-    /// until `shutdown`.
+    /// until `options.drain` after `shutdown` (not ready meanwhile).
     pub async fn start(
         zone: SharedZone,
         options: &DnsOptions,
         admin: SocketAddr,
-        extras: AdminExtras,
+        mut extras: AdminExtras,
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
         let listen_error = |addr: &dyn std::fmt::Display| {
@@ -134,6 +140,17 @@ impl Dns {
             .await
             .map_err(listen_error(&admin))?;
         let admin = admin_listener.local_addr().map_err(listen_error(&admin))?;
+        let (shutdown, draining) = drain_after(shutdown, options.drain);
+        let not_ready = extras.not_ready.take();
+        extras.not_ready = Some(Arc::new(move || {
+            if draining.load(std::sync::atomic::Ordering::Relaxed) {
+                return Some(
+                    "shutting down: answering DNS until the Service stops sending queries (--shutdown-delay)"
+                        .into(),
+                );
+            }
+            not_ready.as_ref().and_then(|f| f())
+        }));
         let workers = usize::from(options.workers);
         let metrics = Arc::new(mcsd_dns::Metrics::new(udp.len() * workers + 1));
         let serve_options = mcsd_dns::ServeOptions {
@@ -176,6 +193,28 @@ impl Dns {
         }
         first
     }
+}
+
+/// A token cancelled `drain` after `shutdown` is, and a flag that is set meanwhile.
+fn drain_after(
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> (CancellationToken, Arc<std::sync::atomic::AtomicBool>) {
+    if drain.is_zero() {
+        return (shutdown, Arc::default());
+    }
+    let (stop, draining) = (
+        CancellationToken::new(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let (stop_later, flag) = (stop.clone(), draining.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(drain).await;
+        stop_later.cancel();
+    });
+    (stop, draining)
 }
 
 /// Everything a running mcsd needs, its connections made and its identity established.

@@ -81,6 +81,11 @@ fn objects() -> String {
 }
 
 fn start(tag: &str, yaml: &str) -> Server {
+    start_with(tag, yaml, &[])
+}
+
+/// [`start`] with `extra` flags.
+fn start_with(tag: &str, yaml: &str, extra: &[&str]) -> Server {
     let dir = TempDir::new(tag);
     let file = dir.0.join("objects.yaml");
     std::fs::write(&file, yaml).unwrap();
@@ -95,6 +100,7 @@ fn start(tag: &str, yaml: &str) -> Server {
             "--admin",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -369,6 +375,47 @@ fn admin_listener_serves_metrics_liveness_and_readiness() {
         assert!(m.contains(name), "{name} in {m}");
     }
     assert_eq!(http_get(s.admin, "/nope").status, 404);
+}
+
+#[test]
+fn on_sigterm_it_answers_through_the_shutdown_delay_while_not_ready_then_stops() {
+    // What a rollout relies on: the pod turns unready at once (its endpoint is withdrawn), and
+    // queries already on their way, sent before every node's proxy has caught up, are answered.
+    let mut s = start_with("drain", &objects(), &["--shutdown-delay", "3"]);
+    assert_eq!(http_get(s.admin, "/readyz").status, 200);
+    let kill = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let readyz = loop {
+        let reply = http_get(s.admin, "/readyz");
+        if reply.status != 200 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(readyz.status, 503, "not ready once SIGTERM arrives: {readyz:?}");
+    assert!(readyz.body.contains("shutting down"), "{readyz:?}");
+    for transport in ["+notcp", "+tcp"] {
+        assert_eq!(
+            dig(
+                s.dns4,
+                &["+short", transport, "hello.demo.svc.clusterset.local", "A"]
+            )
+            .trim(),
+            "10.96.0.10",
+            "answered after SIGTERM ({transport})"
+        );
+    }
+    let status = s.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "it exits cleanly once the delay is over: {status}"
+    );
+    let after = dig(s.dns4, &["hello.demo.svc.clusterset.local", "A"]);
+    assert!(!after.contains("status: NOERROR"), "stopped: {after}");
 }
 
 #[test]

@@ -5,7 +5,11 @@
 # here (CoreDNS in front of mcsd, against CoreDNS's own MCS support, real faults) and the tests
 # through pods (pods.rs); stops the clusters; then brings them up again with kube-proxy in
 # nftables mode and runs the tests through pods once more. After each, the host's network must be
-# as it was before: no namespace, link, route, rule or /etc/netns entry left. Last, three
+# as it was before: no namespace, link, route, rule or /etc/netns entry left. Then three
+# clusters with mcsd installed as an operator installs it (up.sh --install helm: helm install,
+# the release's pods run mcsd, mcsd join) run the Helm stories (helm.rs, found by
+# ClusterSet::installed_with_helm: the upgrade with a DNS probe) and the ClusterSet flow of
+# clusterset.rs. Last, three
 # clusters connected through a hub (up.sh --hub, no pod network: the hub is about the exchange)
 # run the hub's stories (hub.rs, found by ClusterSet::hub_start / hub_with_namespace) and the
 # ClusterSet flow of clusterset.rs. Logs stay in DIR (default: a new directory under /tmp,
@@ -42,8 +46,13 @@ hub_tests=(--test clusterset)
 for file in $(grep -lE 'ClusterSet::hub_(start|with_namespace)\(' "$repo"/tests/tests/*.rs | sort); do
     hub_tests+=(--test "$(basename "$file" .rs)")
 done
+# The stories told on clusters installed with Helm, and the ClusterSet flow through them.
+helm_tests=(--test clusterset)
+for file in $(grep -lE 'ClusterSet::installed_with_helm\(' "$repo"/tests/tests/*.rs | sort); do
+    helm_tests+=(--test "$(basename "$file" .rs)")
+done
 # Build the tests first, so the clusters are not kept waiting on a compile.
-(cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}" "${hub_tests[@]}")
+(cd "$repo" && cargo test --locked --no-run --quiet -p mcsd-tests "${all_tests[@]}" "${hub_tests[@]}" "${helm_tests[@]}")
 
 # The production image (.ci/image: no daemon, no registry), which tests/tests/image.rs runs with
 # podman (and runc, which starts containers where crun cannot) against a real cluster. Both are
@@ -127,5 +136,6 @@ run_tier() {
 
 run_tier iptables "--proxy-mode iptables" "${all_tests[@]}" -- --include-ignored --test-threads=1 "$@"
 run_tier nftables "--proxy-mode nftables" --test pods -- --include-ignored --test-threads=1 "$@"
+run_tier helm "--install helm" "${helm_tests[@]}" -- --include-ignored --test-threads=1 "$@"
 run_tier hub "--hub --no-pod-network" "${hub_tests[@]}" -- --include-ignored --test-threads=1 "$@"
-echo "test.sh: the three tiers passed and left the host's network as it was"
+echo "test.sh: the four tiers passed and left the host's network as it was"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real Kubernetes on this machine, with the same contract as `mcsd sandbox`:
 #   tests/kube/up.sh [--clusters N] [--hub] [--dir DIR] [--no-pod-network] [--proxy-mode iptables|nftables]
+#                    [--install host|helm]
 #                    (N: 1–8, default 3; DIR default ./kube-state; kube-proxy's mode default iptables)
 # brings up N real clusters on 127.0.0.1 (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler built from the published Go modules; kwok for nodes and pods), installs mcsd with
@@ -20,6 +21,11 @@
 # takes `kubectl exec` and `kubectl logs`, and resolves through the cluster DNS; each node runs
 # the real kube-proxy. That needs root, and the programs below (installed with apt-get when
 # missing); --no-pod-network leaves pods as kwok's records.
+# --install helm installs mcsd as an operator does instead (needs the pod network, no hub):
+# `helm install mcsd manifests/chart` in each cluster, the release's pods run by the tier's
+# kubelet (image `mcsd` is this mcsd, in-cluster with the pod's ServiceAccount token), CoreDNS
+# forwarding to the mcsd-dns Service, and `mcsd join --server …` peering the clusters; dns and
+# admin in sandbox.json are then the release's Services, and helm_release names it.
 # --release runs mcsd built with the release profile (for benchmarks).
 # --remove-leftovers removes what a tier killed before it could stop left of the pod network
 # (namespaces, the host's link, /etc/netns entries), says so, and exits.
@@ -28,7 +34,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 clusters=3
 dir=./kube-state
 profile=debug
-pod_network=(); proxy_mode=(--proxy-mode iptables); leftovers=(); hub=()
+pod_network=(); proxy_mode=(--proxy-mode iptables); leftovers=(); hub=(); install=(--install host)
 while (($#)); do
     case $1 in
         --clusters) clusters=$2; shift 2 ;;
@@ -41,7 +47,9 @@ while (($#)); do
         --remove-leftovers) leftovers=(--remove-leftovers); shift ;;
         --proxy-mode) proxy_mode=(--proxy-mode "$2"); shift 2 ;;
         --proxy-mode=*) proxy_mode=(--proxy-mode "${1#*=}"); shift ;;
-        *) echo "up.sh: unknown argument $1 (usage: up.sh [--clusters N] [--hub] [--dir DIR] [--release] [--no-pod-network] [--proxy-mode iptables|nftables] [--remove-leftovers])" >&2; exit 2 ;;
+        --install) install=(--install "$2"); shift 2 ;;
+        --install=*) install=(--install "${1#*=}"); shift ;;
+        *) echo "up.sh: unknown argument $1 (usage: up.sh [--clusters N] [--hub] [--dir DIR] [--release] [--no-pod-network] [--proxy-mode iptables|nftables] [--install host|helm] [--remove-leftovers])" >&2; exit 2 ;;
     esac
 done
 
@@ -76,4 +84,4 @@ target=${CARGO_TARGET_DIR:-$repo/target}
 # kubectl of the control plane's own release comes first on PATH (kube-up creates tokens with it).
 export PATH="$bin:$PATH"
 exec "$target/$profile/kube-up" --clusters "$clusters" --dir "$dir" --bin "$bin" --mcsd "$target/$profile/mcsd" \
-    "${hub[@]}" "${pod_network[@]}" "${proxy_mode[@]}" "${leftovers[@]}"
+    "${hub[@]}" "${pod_network[@]}" "${proxy_mode[@]}" "${install[@]}" "${leftovers[@]}"

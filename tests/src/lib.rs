@@ -308,6 +308,29 @@ pub fn start_mcsd_binary(args: &[&std::ffi::OsStr]) -> (std::process::Child, Str
     (child, line)
 }
 
+/// `jsonpath` of the running pods of mcsd's Deployment in `kubeconfig`'s cluster (installed with
+/// the manifests or the chart), split at whitespace: their names with
+/// `{.items[*].metadata.name}`, their addresses with `{.items[*].status.podIP}`.
+pub fn mcsd_pods(kubeconfig: &Path, jsonpath: &str) -> Vec<String> {
+    kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "pods",
+            "-n",
+            "mcsd-system",
+            "-l",
+            "app.kubernetes.io/name=mcsd",
+            "--field-selector=status.phase=Running",
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
 /// The A records `server` answers for `name` over UDP from `socket`, asked with query id `id`
 /// (empty on a timeout, an unreadable reply or a negative answer; late replies to earlier ids are
 /// skipped). For benchmarks that poll faster than spawning `dig` allows.
@@ -472,6 +495,8 @@ pub struct Member {
     pub real_dir: Option<PathBuf>,
     /// On real clusters: whether pods have a network, run their commands and take `kubectl exec`.
     pub pod_network: bool,
+    /// On real clusters installed with Helm (`up.sh --install helm`): the release mcsd runs from.
+    pub helm_release: Option<String>,
     sandbox: Option<SandboxMember>,
 }
 
@@ -546,20 +571,38 @@ impl Member {
         signal_component(dir, &self.name, component, signal);
     }
 
+    /// The admin listener of every replica of this cluster's mcsd: the release's pods (each at
+    /// its pod IP, port [`Self::admin`]'s) when installed with Helm, whose `admin` is a Service
+    /// reaching any one of them; else the one mcsd's.
+    pub fn replica_admins(&self) -> Vec<std::net::SocketAddr> {
+        if self.helm_release.is_none() {
+            return vec![self.admin];
+        }
+        mcsd_pods(&self.kubeconfig, "{.items[*].status.podIP}")
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(ip.parse().unwrap(), self.admin.port()))
+            .collect()
+    }
+
     /// mcsd's successful writes so far, by (kind, operation), read from its `/metrics` as an
-    /// operator would (`mcsd_writes_total{outcome="success"}`).
+    /// operator would (`mcsd_writes_total{outcome="success"}`), summed over its replicas (only
+    /// the leader writes).
     pub async fn writes(&self) -> std::collections::BTreeMap<(String, String), u64> {
-        metric_values(&admin_get(self.admin, "/metrics").await, "mcsd_writes_total")
-            .into_iter()
-            .filter(|(labels, _)| label(labels, "outcome") == Some("success"))
-            .map(|(labels, value)| {
+        let mut writes = std::collections::BTreeMap::new();
+        for admin in self.replica_admins() {
+            let text = admin_get(admin, "/metrics").await;
+            for (labels, value) in metric_values(&text, "mcsd_writes_total") {
+                if label(&labels, "outcome") != Some("success") {
+                    continue;
+                }
                 let key = (
                     label(&labels, "kind").unwrap_or_default().to_string(),
                     label(&labels, "operation").unwrap_or_default().to_string(),
                 );
-                (key, value as u64)
-            })
-            .collect()
+                *writes.entry(key).or_default() += value as u64;
+            }
+        }
+        writes
     }
 
     /// What mcsd wrote since `before` (a [`Member::writes`] reading), kinds with no new write
@@ -580,11 +623,18 @@ impl Member {
     }
 
     /// Whether this cluster's mcsd, leading, has worked through its first full pass
-    /// (`mcsd_writers_converged`).
+    /// (`mcsd_writers_converged`; any replica's, with Helm).
     pub async fn converged(&self) -> bool {
-        metric_values(&admin_get(self.admin, "/metrics").await, "mcsd_writers_converged")
-            .first()
-            .is_some_and(|(_, v)| *v == 1.0)
+        for admin in self.replica_admins() {
+            let text = admin_get(admin, "/metrics").await;
+            if metric_values(&text, "mcsd_writers_converged")
+                .first()
+                .is_some_and(|(_, v)| *v == 1.0)
+            {
+                return true;
+            }
+        }
+        false
     }
 
     /// A kube client with the admin's rights, from the admin kubeconfig (either backend).
@@ -839,6 +889,25 @@ impl ClusterSet {
         }
     }
 
+    /// The first `n` clusters of the real ClusterSet [`CLUSTERSET_ENV`] names, which must have
+    /// mcsd installed with Helm (`tests/kube/up.sh --install helm`: the release's pods run mcsd,
+    /// the clusters joined with `mcsd join`), cleared of what earlier tests left. There is no
+    /// sandbox equivalent: a story told here runs only on that tier.
+    pub async fn installed_with_helm(n: usize) -> Self {
+        let dir = real_clusterset().unwrap_or_else(|| {
+            panic!("this story needs real clusters installed with Helm: {CLUSTERSET_ENV}=DIR of `tests/kube/up.sh --install helm --dir DIR`")
+        });
+        let set = Self::attach_real(n, &dir).await;
+        for m in &set.members {
+            assert!(
+                m.helm_release.is_some(),
+                "{} was not installed with Helm: bring the clusters up with `tests/kube/up.sh --install helm`",
+                m.name
+            );
+        }
+        set
+    }
+
     /// [`Self::start`], then creates namespace `ns` in every cluster with kubectl.
     pub async fn with_namespace(n: usize, ns: &str) -> Self {
         let set = Self::start(n).await;
@@ -955,6 +1024,7 @@ impl ClusterSet {
                 reference_dns: None,
                 real_dir: None,
                 pod_network: false,
+                helm_release: None,
                 sandbox: Some(SandboxMember {
                     cluster,
                     daemon: mcsd.handle,
@@ -1110,6 +1180,7 @@ impl ClusterSet {
                 cluster_dns: e.cluster_dns,
                 reference_dns: e.reference_dns,
                 pod_network: e.pod_network,
+                helm_release: e.helm_release,
                 sandbox: None,
             })
             .collect();

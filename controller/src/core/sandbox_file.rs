@@ -8,6 +8,9 @@
 //!                                           CoreDNS's own MCS support
 //!  pod_network, pod_dns                     whether pods have a network (the real tier's), and
 //!                                           the cluster DNS's address they reach, port 53
+//!  helm_release                             the Helm release mcsd was installed with (the real
+//!                                           tier's `--install helm`; dns and admin are then
+//!                                           its Services' addresses)
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -42,6 +45,10 @@ pub struct Member {
     /// Where its pods reach the cluster DNS, port 53 (with the pod network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_dns: Option<SocketAddr>,
+    /// The Helm release mcsd runs from, when it was installed with Helm (its pods then serve
+    /// `dns` and `admin` through the release's Services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm_release: Option<String>,
 }
 
 /// The members a file lists.
@@ -70,6 +77,7 @@ mod tests {
             reference_dns: None,
             pod_network: false,
             pod_dns: None,
+            helm_release: None,
         };
         let text = render(std::slice::from_ref(&member));
         assert!(

@@ -125,6 +125,11 @@ pub struct RunArgs {
     /// The EDNS(0) UDP payload size advertised, and the largest UDP reply sent (512–4096).
     #[arg(long, value_name = "BYTES", default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..=4096))]
     pub max_udp_payload: u16,
+    /// On SIGTERM, go on answering DNS this long (`/readyz` failing meanwhile) while the
+    /// `mcsd-dns` Service stops sending queries here; the writers stop and the Lease is given up
+    /// at once. Keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub shutdown_delay: u64,
     /// Address of the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).
     #[arg(long = "admin-listen", value_name = "ADDR", default_value = "0.0.0.0:8080")]
     pub admin_listen: std::net::SocketAddr,
@@ -194,6 +199,7 @@ impl RunArgs {
             workers,
             tcp_idle_timeout,
             max_udp_payload,
+            shutdown_delay,
             admin_listen,
             allow_namespaces,
             deny_namespaces,
@@ -269,6 +275,7 @@ impl RunArgs {
             workers,
             tcp_idle_timeout: Duration::from_secs(tcp_idle_timeout),
             max_udp_payload,
+            drain: Duration::from_secs(shutdown_delay),
         };
         let config = crate::process::Config {
             daemon: config,

@@ -178,6 +178,7 @@ pub fn manifest(members: &[Member]) -> Vec<sandbox_file::Member> {
             reference_dns: None,
             pod_network: false,
             pod_dns: None,
+            helm_release: None,
         })
         .collect()
 }

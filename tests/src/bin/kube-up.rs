@@ -10,7 +10,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Parser;
-use mcsd_tests::real::{ClusterSet, Options, Programs, ProxyMode};
+use mcsd_tests::real::{ClusterSet, Install, Options, Programs, ProxyMode};
 
 /// Real clusters on loopback with mcsd and CoreDNS, as `mcsd sandbox` runs sandbox clusters.
 #[derive(Debug, Parser)]
@@ -45,6 +45,11 @@ struct Args {
     /// How each node's kube-proxy programs Services and clusterset IPs.
     #[arg(long, value_enum, default_value_t = ProxyMode::Iptables)]
     proxy_mode: ProxyMode,
+    /// How mcsd is installed: `host` (kubectl apply -k manifests/, mcsd run as a host process
+    /// that tests may stop and restart) or `helm` (helm install, mcsd in the release's pods,
+    /// `mcsd join`; needs the pod network).
+    #[arg(long, value_enum, default_value_t = Install::Host)]
+    install: Install,
     /// Remove what a tier killed before it could stop left of the pod network, say it, and exit
     /// (fails while a tier runs).
     #[arg(long)]
@@ -84,6 +89,7 @@ async fn main() -> ExitCode {
         lease_duration: args.lease_duration,
         pod_network: !args.no_pod_network,
         proxy_mode: args.proxy_mode,
+        install: args.install,
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     let say = |line: &str| eprintln!("kube-up: {line}");

@@ -12,17 +12,21 @@
 //!       readiness probes, and the status a kubelet reports (phase, IPs, conditions)
 //! ```
 //!
-//! What a container runs: `command` + `args` (an image's entrypoint is taken as empty, so a
-//! container with neither runs nothing and stays running), the host's programs, in the pod's
+//! What a container runs: `command` + `args`, or, for an image with a stand-in (`Config::images`:
+//! `mcsd`), that program + `args`; otherwise an image's entrypoint is taken as empty, so a
+//! container with neither runs nothing and stays running. The host's programs run in the pod's
 //! network namespace with the pod's `/etc/resolv.conf`, `/etc/hosts` and `/etc/hostname`, a
-//! private `/tmp` shared by the pod's containers and execs, and the environment a kubelet gives
-//! (`env` and `envFrom` with the downward API, ConfigMaps and Secrets, `$(VAR)` expanded).
-//! Readiness probes (exec, tcpSocket, httpGet) run; liveness and startup probes, volumes,
-//! resource limits and users do not.
+//! private `/tmp` shared by the pod's containers and execs, its volumes mounted read-only
+//! (projected ServiceAccount tokens bound to the pod, ConfigMaps, Secrets: `volumes.rs`), a
+//! `HOME` of its own, and the environment a kubelet gives (the `kubernetes` Service's address,
+//! `env` and `envFrom` with the downward API, ConfigMaps and Secrets, `$(VAR)` expanded). A
+//! deleted pod's containers get SIGTERM, and SIGKILL after its grace period. Readiness probes
+//! (exec, tcpSocket, httpGet) run; liveness and startup probes, resource limits and users do not.
 
 mod containers;
 mod front;
 mod pod;
+mod volumes;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -59,6 +63,12 @@ pub struct Config {
     pub cluster_dns: Ipv4Addr,
     /// Where kwok serves its own kubelet endpoints (plain HTTP): what the front passes on.
     pub kwok: SocketAddr,
+    /// The `kubernetes` Service (cluster IP, port): where every container is told the API
+    /// server is (`KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`).
+    pub api_service: SocketAddr,
+    /// Programs of this machine that stand in for images' entrypoints, by image name (`mcsd`:
+    /// a container of image `…/mcsd:<tag>` with no `command` runs this mcsd with its `args`).
+    pub images: Vec<(String, PathBuf)>,
 }
 
 /// A running kubelet: its pods, its front and the watch that drives them.

@@ -19,7 +19,11 @@
 //! `cluster_dns`, `reference_dns` and `pod_network` added. `tests/kube/up.sh` runs it (binary
 //! `kube-up`). With a hub (`--hub`), the clusters peer with no one: a fourth control plane (no
 //! node, no pods) is the hub, `DIR/hub.kubeconfig` and context `hub`, set up with `mcsd hub init`
-//! and `mcsd join --hub` as a user does.
+//! and `mcsd join --hub` as a user does. With [`Install::Helm`] (`--install helm`, needs the pod
+//! network), mcsd is not a host process: `helm install` puts the chart's Deployment in each
+//! cluster, the kubelet runs its pods (image `mcsd` is this mcsd, in-cluster through the
+//! `kubernetes` Service with the pod's own ServiceAccount token), and `mcsd join --server` peers
+//! the clusters at the addresses their pods reach each other's API servers at.
 
 pub mod kubelet;
 pub mod network;
@@ -28,7 +32,7 @@ mod process;
 
 use std::{
     ffi::OsString,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -55,6 +59,8 @@ pub struct Programs {
     pub kwok_node_stages: PathBuf,
     /// CoreDNS.
     pub coredns: PathBuf,
+    /// Helm (`Install::Helm`).
+    pub helm: PathBuf,
     /// mcsd.
     pub mcsd: PathBuf,
 }
@@ -82,6 +88,7 @@ impl Programs {
             kwok_stages: find("kwok-stages.yaml")?,
             kwok_node_stages: find("kwok-node-stages.yaml")?,
             coredns: find("coredns")?,
+            helm: find("helm")?,
             mcsd,
         })
     }
@@ -107,7 +114,26 @@ pub struct Options {
     pub pod_network: bool,
     /// kube-proxy's mode, with the pod network.
     pub proxy_mode: ProxyMode,
+    /// How mcsd is installed and run.
+    pub install: Install,
 }
+
+/// How the tier installs and runs mcsd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Install {
+    /// `kubectl apply -k manifests/`, the Deployment scaled to zero, and mcsd run as a host
+    /// process with the `mcsd` ServiceAccount's token (tests may stop, restart and signal it);
+    /// the tier's own peer Secrets (or `mcsd join --hub`).
+    Host,
+    /// `helm install mcsd manifests/chart`, its Deployment's pods run by the tier's kubelet
+    /// (image `mcsd` is this mcsd, in-cluster with the pod's ServiceAccount token), CoreDNS
+    /// forwarding to the `mcsd-dns` Service, and `mcsd join` with the addresses pods reach
+    /// each API server at: as an operator installs it. Needs the pod network.
+    Helm,
+}
+
+/// The Helm release the tier installs with [`Install::Helm`].
+pub const HELM_RELEASE: &str = "mcsd";
 
 /// How kube-proxy programs Services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -187,8 +213,8 @@ pub struct Cluster {
     pub processes: Vec<Process>,
     /// mcsd's command line after the program (to restart it as it was).
     pub mcsd_args: Vec<OsString>,
-    /// With the pod network: its node there, its kubelet, and the relay of its API server into
-    /// the node's namespace.
+    /// With the pod network: its node there, its kubelet, and the relays of its API server into
+    /// the node's namespace and onto the node's address in the root namespace.
     pub pods: Option<PodNetwork>,
 }
 
@@ -199,7 +225,10 @@ pub struct PodNetwork {
     pub node: network::Node,
     /// Its kubelet.
     pub kubelet: Option<kubelet::Kubelet>,
-    relay: tokio::task::JoinHandle<()>,
+    /// Where pods (through the `kubernetes` Service) and other clusters' pods reach the API
+    /// server: the node's DNS address in the root namespace, the API server's port.
+    pub api: SocketAddr,
+    relays: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Cluster {
@@ -223,6 +252,8 @@ pub struct ClusterSet {
     /// The hub API server of a hub ClusterSet (etcd, kube-apiserver, kube-controller-manager;
     /// its files in `DIR/hub/`, its admin's kubeconfig `DIR/hub.kubeconfig`).
     pub hub: Option<Cluster>,
+    /// How mcsd was installed.
+    pub install: Install,
 }
 
 /// The most clusters the tier brings up (each a control plane of its own: about 0.6 GiB).
@@ -260,6 +291,7 @@ impl ClusterSet {
             dir: dir.clone(),
             network: None,
             hub: None,
+            install: options.install,
         };
         match set.bring_up(programs, options, say).await {
             Ok(()) => Ok(set),
@@ -276,6 +308,10 @@ impl ClusterSet {
         options: &Options,
         say: &dyn Fn(&str),
     ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            options.install == Install::Host || (options.pod_network && !options.hub),
+            "--install helm runs mcsd in pods, peered with `mcsd join`: it needs the pod network and no hub"
+        );
         if options.pod_network {
             let clusters: Vec<network::ClusterRanges> = (0..options.clusters)
                 .map(|index| {
@@ -312,9 +348,15 @@ impl ClusterSet {
             self.clusters.push(cluster);
         }
         for cluster in &self.clusters {
-            install_mcsd(cluster, &options.repo).await?;
+            match options.install {
+                Install::Host => install_mcsd(cluster, &options.repo).await?,
+                Install::Helm => helm_install(programs, cluster, &options.repo)?,
+            }
         }
-        say("mcsd installed in every cluster (kubectl apply -k manifests/)");
+        say(match options.install {
+            Install::Host => "mcsd installed in every cluster (kubectl apply -k manifests/)",
+            Install::Helm => "mcsd installed in every cluster (helm install mcsd manifests/chart)",
+        });
         if options.hub {
             let started = Instant::now();
             let hub = start_hub(programs, &self.dir).await?;
@@ -329,11 +371,22 @@ impl ClusterSet {
             self.write_kubeconfig()?;
             self.enrol_in_hub(programs)?;
             say("every cluster enrolled in the hub (mcsd hub init; mcsd join --hub)");
+        } else if options.install == Install::Helm {
+            // The release's pods name the cluster (the chart's clusterId and clusterSet) as they
+            // start; `mcsd join` needs the names.
+            for cluster in &mut self.clusters {
+                wait_for_release(cluster).await?;
+            }
+            self.write_kubeconfig()?;
+            self.join(programs)?;
+            say("every cluster joined with every other (mcsd join --server …)");
         } else {
             self.peer_every_cluster()?;
         }
         for cluster in &mut self.clusters {
-            start_mcsd(programs, cluster, options).await?;
+            if options.install == Install::Host {
+                start_mcsd(programs, cluster, options).await?;
+            }
             start_coredns(programs, cluster).await?;
         }
         for cluster in &self.clusters {
@@ -372,25 +425,24 @@ impl ClusterSet {
         Ok(())
     }
 
+    /// `mcsd join cluster-a cluster-b …` through `DIR/kubeconfig`, each cluster's API server
+    /// named for the others as their pods reach it (`--server`), as an operator joins clusters
+    /// whose kubeconfigs name addresses only they themselves can reach.
+    fn join(&self, programs: &Programs) -> anyhow::Result<()> {
+        let mut args: Vec<String> = vec!["join".into()];
+        for cluster in &self.clusters {
+            let pods = cluster.pods.as_ref().context("the pod network")?;
+            args.push(format!("--server={}=https://{}", cluster.name, pods.api));
+        }
+        args.extend(self.clusters.iter().map(|c| c.name.clone()));
+        run_mcsd(programs, &self.dir.join("kubeconfig"), &args)
+    }
+
     /// `mcsd hub init hub`, then `mcsd join --hub hub cluster-a …` with each cluster's pod
     /// ranges, as the README's hub section says.
     fn enrol_in_hub(&self, programs: &Programs) -> anyhow::Result<()> {
         let kubeconfig = self.dir.join("kubeconfig");
-        let mcsd = |args: Vec<String>| -> anyhow::Result<()> {
-            let output = std::process::Command::new(&programs.mcsd)
-                .args(&args)
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .output()
-                .with_context(|| format!("running {}", programs.mcsd.display()))?;
-            anyhow::ensure!(
-                output.status.success(),
-                "mcsd {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-            Ok(())
-        };
+        let mcsd = |args: Vec<String>| run_mcsd(programs, &kubeconfig, &args);
         mcsd(vec!["hub".into(), "init".into(), HUB.into()])?;
         let mut join = vec!["join".into(), "--hub".into(), HUB.into()];
         for (index, cluster) in self.clusters.iter().enumerate() {
@@ -418,6 +470,7 @@ impl ClusterSet {
                 reference_dns: Some(c.reference_dns),
                 pod_network: c.pods.is_some(),
                 pod_dns: c.pods.as_ref().map(|p| SocketAddr::from((p.node.dns, 53))),
+                helm_release: (self.install == Install::Helm).then(|| HELM_RELEASE.to_string()),
             })
             .collect();
         std::fs::write(self.dir.join(sandbox_file::FILE), sandbox_file::render(&members))?;
@@ -487,7 +540,9 @@ impl ClusterSet {
                         if let Some(kubelet) = pods.kubelet.take() {
                             kubelet.stop().await;
                         }
-                        pods.relay.abort();
+                        for relay in &pods.relays {
+                            relay.abort();
+                        }
                     }
                 }),
         )
@@ -515,13 +570,15 @@ async fn start_control_plane(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let ranges = ranges(index);
-    let (mut cluster, pki, api_port) = new_control_plane(root, name, dir, &ranges)?;
+    let also = pod_network.as_ref().map(|(node, _)| IpAddr::V4(node.dns));
+    let (mut cluster, pki, api_port) = new_control_plane(root, name, dir, &ranges, also)?;
     start_etcd_and_api_server(&mut cluster, programs, &pki, &ranges, api_port, Vec::new()).await?;
     start_controllers(&mut cluster, programs, &pki, &ranges, true)?;
     start_kwok(&mut cluster, programs, pod_network.as_ref(), &ranges, api_port).await?;
     add_node(&mut cluster, &ranges).await?;
     if let Some((node, ip)) = &pod_network {
         start_kube_proxy(&mut cluster, programs, node, ip, &ranges, proxy_mode).await?;
+        publish_api_server(&cluster)?;
     }
     Ok(cluster)
 }
@@ -533,8 +590,9 @@ fn new_control_plane(
     name: String,
     dir: PathBuf,
     ranges: &Ranges,
+    also: Option<IpAddr>,
 ) -> anyhow::Result<(Cluster, pki::Pki, u16)> {
-    let pki = pki::Pki::create(&name, &ranges.kubernetes_service_ip, &dir)?;
+    let pki = pki::Pki::create(&name, &ranges.kubernetes_service_ip, also, &dir)?;
     let api_port = free_port()?;
     let api = format!("https://127.0.0.1:{api_port}");
     let kubeconfig = root.join(format!("{name}.kubeconfig"));
@@ -562,7 +620,7 @@ async fn start_hub(programs: &Programs, root: &Path) -> anyhow::Result<Cluster> 
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let ranges = ranges(HUB_RANGES);
-    let (mut hub, pki, api_port) = new_control_plane(root, HUB.into(), dir, &ranges)?;
+    let (mut hub, pki, api_port) = new_control_plane(root, HUB.into(), dir, &ranges, None)?;
     // An audit log of the reads members make of the hub: what a test counts after a restart.
     let policy = hub.dir.join("audit-policy.yaml");
     std::fs::write(
@@ -769,6 +827,8 @@ async fn start_kwok(
                 dir: cluster.dir.clone(),
                 cluster_dns: ranges.dns_service_ip,
                 kwok: SocketAddr::from((Ipv4Addr::LOCALHOST, kwok_port)),
+                api_service: SocketAddr::new(ranges.kubernetes_service_ip.parse()?, 443),
+                images: vec![("mcsd".into(), programs.mcsd.clone())],
             },
         )
         .await?;
@@ -784,11 +844,16 @@ async fn start_kwok(
             format!("--config={}", path(&exec)),
             format!("--node-port={}", kubelet.port),
         ]);
-        let relay = network::relay_loopback(&node.netns, api_port)?;
+        let api = SocketAddr::from((node.dns, api_port));
+        let relays = vec![
+            network::relay_loopback(&node.netns, api_port)?,
+            network::relay_from(api, api_port).await?,
+        ];
         cluster.pods = Some(PodNetwork {
             node: node.clone(),
             kubelet: Some(kubelet),
-            relay,
+            api,
+            relays,
         });
     } else {
         kwok_args.push(format!("--config={}", path(&programs.kwok_stages)));
@@ -929,6 +994,24 @@ fn start_cluster_dns_service(cluster: &Cluster, ranges: &Ranges, node: &network:
     kubectl_apply_text(&cluster.kubeconfig, &cluster.dir, "kube-dns.yaml", &service)
 }
 
+/// The `kubernetes` Service's endpoint (the API server, as pods reach it: the relay on the node's
+/// address), which a control plane's own reconciler would keep but this tier's does not run:
+/// in-cluster clients in pods (mcsd installed with Helm) reach the API server through it.
+fn publish_api_server(cluster: &Cluster) -> anyhow::Result<()> {
+    let api = cluster.pods.as_ref().context("the pod network")?.api;
+    let slice = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: kubernetes-relay\n  namespace: default\n  labels: {{kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: mcsd-tests}}\naddressType: IPv4\nendpoints:\n- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\nports:\n- {{name: https, port: {port}, protocol: TCP}}\n",
+        ip = api.ip(),
+        port = api.port(),
+    );
+    kubectl_apply_text(
+        &cluster.kubeconfig,
+        &cluster.dir,
+        "kubernetes-endpoints.yaml",
+        &slice,
+    )
+}
+
 /// Waits for `/readyz` with the admin's kubeconfig.
 async fn wait_api_ready(cluster: &mut Cluster) -> anyhow::Result<()> {
     wait_for(
@@ -1015,6 +1098,11 @@ async fn install_mcsd(cluster: &Cluster, repo: &Path) -> anyhow::Result<()> {
         &cluster.kubeconfig,
         &["scale", "deployment/mcsd", "-n", "mcsd-system", "--replicas=0"],
     )?;
+    name_cluster(cluster)
+}
+
+/// The cluster's ClusterProperties: its id (its name) and the ClusterSet's.
+fn name_cluster(cluster: &Cluster) -> anyhow::Result<()> {
     let properties = format!(
         "apiVersion: about.k8s.io/v1alpha1\nkind: ClusterProperty\nmetadata: {{name: cluster.clusterset.k8s.io}}\nspec: {{value: {}}}\n---\napiVersion: about.k8s.io/v1alpha1\nkind: ClusterProperty\nmetadata: {{name: clusterset.k8s.io}}\nspec: {{value: {CLUSTERSET}}}\n",
         cluster.name
@@ -1024,8 +1112,7 @@ async fn install_mcsd(cluster: &Cluster, repo: &Path) -> anyhow::Result<()> {
         &cluster.dir,
         "clusterproperties.yaml",
         &properties,
-    )?;
-    Ok(())
+    )
 }
 
 /// The peer Secret in `importer` that holds `exporter`'s mcsd-peer kubeconfig.
@@ -1042,6 +1129,93 @@ fn apply_peer_secret(importer: &Cluster, exporter: &str, kubeconfig: &str) -> an
         &format!("peer-{exporter}.yaml"),
         &secret,
     )
+}
+
+/// Runs `mcsd args… --kubeconfig kubeconfig` to success, or fails with its standard error.
+fn run_mcsd(programs: &Programs, kubeconfig: &Path, args: &[String]) -> anyhow::Result<()> {
+    let output = std::process::Command::new(&programs.mcsd)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .with_context(|| format!("running {}", programs.mcsd.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "mcsd {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// `helm install mcsd manifests/chart --set clusterId=<name> --set clusterSet=real`: the chart's
+/// defaults (the image `mcsd`, which the tier's kubelet runs as this mcsd), naming the cluster
+/// as it installs, as the README's Helm section says.
+fn helm_install(programs: &Programs, cluster: &Cluster, repo: &Path) -> anyhow::Result<()> {
+    let chart = repo.join("manifests/chart");
+    let output = std::process::Command::new(&programs.helm)
+        .args(["install", HELM_RELEASE])
+        .arg(&chart)
+        .args(["--set", &format!("clusterId={}", cluster.name)])
+        .args(["--set", &format!("clusterSet={CLUSTERSET}")])
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .output()
+        .context("running helm")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{}: helm install {HELM_RELEASE} {} failed: {}",
+        cluster.name,
+        chart.display(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+/// With [`Install::Helm`]: waits for the release's Deployment to roll out, and takes the
+/// addresses of its Services (`mcsd-dns` port 53, `mcsd-metrics` port 8080) as the cluster's
+/// mcsd DNS and admin addresses (this machine reaches Services as pods do).
+async fn wait_for_release(cluster: &mut Cluster) -> anyhow::Result<()> {
+    wait_for(
+        cluster,
+        "the release's pods to be ready (kubectl rollout status deployment/mcsd -n mcsd-system)",
+        Duration::from_secs(180),
+        |c| {
+            kubectl_out(
+                &c.kubeconfig,
+                &[
+                    "rollout",
+                    "status",
+                    "deployment/mcsd",
+                    "-n",
+                    "mcsd-system",
+                    "--timeout=5s",
+                ],
+            )
+            .is_ok()
+        },
+    )
+    .await?;
+    let ip = |service: &str| -> anyhow::Result<IpAddr> {
+        let ip = kubectl_out(
+            &cluster.kubeconfig,
+            &[
+                "get",
+                "service",
+                service,
+                "-n",
+                "mcsd-system",
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ],
+        )?;
+        ip.trim()
+            .parse()
+            .with_context(|| format!("{}: Service {service} has no cluster IP ({ip:?})", cluster.name))
+    };
+    cluster.dns = SocketAddr::new(ip("mcsd-dns")?, 53);
+    cluster.admin = SocketAddr::new(ip("mcsd-metrics")?, 8080);
+    Ok(())
 }
 
 /// Starts mcsd for `cluster` as a host process authenticated with a TokenRequest token of the

@@ -20,10 +20,16 @@
 //! - **`mcsd-node-<cluster>`**, one per cluster's node, forwards between its pods and the router
 //!   and runs that cluster's kube-proxy; its `127.0.0.1:<API port>` is relayed to the API server
 //!   on the host's loopback, so a kubeconfig for `https://127.0.0.1:<port>` works inside it.
+//!   The same API server is relayed from `203.0.113.N:<API port>` in the root namespace too: the
+//!   `kubernetes` Service's endpoint (pods' in-cluster clients) and the address other clusters'
+//!   pods reach it at (in the serving certificate, and `mcsd join --server`).
 //! - **`mcsd-pod-<uid>`**, one per pod, holds the pod's addresses of both families on `eth0`, a
 //!   default route to its node (`169.254.1.1` answered by proxy ARP, `fe80::1`), and under
 //!   `/etc/netns/<name>/` its `resolv.conf`, `hosts` and `hostname`, which `ip netns exec`
 //!   puts in place of the host's for every process it starts there.
+//!
+//! Pods' ServiceAccount volumes are mounted at [`SERVICE_ACCOUNT_DIR`], which the network makes
+//! (empty) on the host if it is missing and removes when it stops.
 //!
 //! Everything is named `mcsd-…`; one tier at a time owns them (a lock file), and whatever an
 //! interrupted tier left behind is removed when the next one starts and when this one stops.
@@ -87,7 +93,15 @@ pub struct Network {
     lock: Option<File>,
     /// Whether `/etc/netns` was there before the tier (then it stays, even empty).
     etc_netns_existed: bool,
+    /// The directories the tier made for [`SERVICE_ACCOUNT_DIR`], outermost first (removed
+    /// when it stops, if empty).
+    made_dirs: Vec<PathBuf>,
 }
+
+/// Where a pod's ServiceAccount volume is mounted (`automountServiceAccountToken`): the
+/// network makes this directory on the host if it is missing, as the mount point every pod's
+/// own mount namespace binds the pod's files onto; it stays empty on the host.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 impl Network {
     /// Makes the router, the root namespace's link and a node per cluster. Fails with one line
@@ -105,10 +119,12 @@ impl Network {
             ip,
             lock: Some(lock),
             etc_netns_existed: Path::new("/etc/netns").exists(),
+            made_dirs: Vec::new(),
         };
         network.remove_leftovers();
         network.check_ranges_are_free(clusters)?;
         network.build(clusters)?;
+        network.made_dirs = make_dirs(Path::new(SERVICE_ACCOUNT_DIR))?;
         Ok(network)
     }
 
@@ -247,6 +263,7 @@ impl Network {
             ip: find_ip()?,
             lock: Some(take_lock()?),
             etc_netns_existed: false,
+            made_dirs: Vec::new(),
         };
         let names = network.leftover_namespaces();
         network.teardown();
@@ -295,6 +312,9 @@ impl Network {
         }
         self.remove_leftovers();
         self.nodes.clear();
+        for dir in self.made_dirs.drain(..).rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
         if let Some(lock) = self.lock.take() {
             let _ = lock.unlock();
             let _ = std::fs::remove_file(LOCK);
@@ -483,6 +503,21 @@ fn forwarding(netns: &str, node: bool) -> anyhow::Result<()> {
     })
 }
 
+/// Makes `dir` and whichever of its parents are missing; returns those it made, outermost
+/// first.
+fn make_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    for d in &missing {
+        std::fs::create_dir(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    Ok(missing)
+}
+
 fn write_sysctls(settings: &[(&str, &str)]) -> anyhow::Result<()> {
     for (key, value) in settings {
         let path = Path::new("/proc/sys/net").join(key);
@@ -500,8 +535,24 @@ pub fn relay_loopback(netns: &str, port: u16) -> anyhow::Result<tokio::task::Joi
         listener.set_nonblocking(true)?;
         Ok(listener)
     })?;
-    let listener = TcpListener::from_std(listener)?;
-    Ok(tokio::spawn(async move {
+    Ok(relay(TcpListener::from_std(listener)?, port))
+}
+
+/// Relays `listen`, an address of the root namespace on the pod network's link, to
+/// `127.0.0.1:port` of the host, for as long as the returned task runs: pods (through the
+/// `kubernetes` Service) and other clusters' mcsd reach the API server there.
+pub async fn relay_from(
+    listen: std::net::SocketAddr,
+    port: u16,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen} to relay the API server"))?;
+    Ok(relay(listener, port))
+}
+
+fn relay(listener: TcpListener, port: u16) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         while let Ok((mut inside, _)) = listener.accept().await {
             tokio::spawn(async move {
                 if let Ok(mut host) = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
@@ -509,7 +560,7 @@ pub fn relay_loopback(netns: &str, port: u16) -> anyhow::Result<tokio::task::Joi
                 }
             });
         }
-    }))
+    })
 }
 
 /// One pod's sandbox: its namespace, its veth and its addresses.

@@ -2,7 +2,10 @@
 //! admin's client certificate (group `system:masters`), and the ServiceAccount signing key. Made
 //! with rcgen, under a CA made as the sandbox makes its own.
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
@@ -29,9 +32,10 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Makes the PKI of cluster `name`, whose API server is reached at `127.0.0.1` and whose
+    /// Makes the PKI of cluster `name`, whose API server is reached at `127.0.0.1` (and at
+    /// `also`, the address pods and peers reach it at with the pod network) and whose
     /// `kubernetes` Service has `service_ip`, and writes its files into `dir`.
-    pub fn create(name: &str, service_ip: &str, dir: &Path) -> anyhow::Result<Self> {
+    pub fn create(name: &str, service_ip: &str, also: Option<IpAddr>, dir: &Path) -> anyhow::Result<Self> {
         let (ca_cert, issuer) = mcsd_sandbox::certificate_authority(&format!("mcsd-real-ca-{name}"))?;
 
         let sans = [
@@ -43,7 +47,14 @@ impl Pki {
             "kubernetes.default.svc.cluster.local",
             service_ip,
         ];
-        let mut serving = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+        let also = also.map(|a| a.to_string());
+        let mut serving = CertificateParams::new(
+            sans.iter()
+                .copied()
+                .chain(also.as_deref())
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        )?;
         serving
             .distinguished_name
             .push(DnType::CommonName, format!("kube-apiserver-{name}"));

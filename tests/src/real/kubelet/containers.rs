@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -25,7 +26,7 @@ pub(super) struct Downward<'a> {
 
 impl Downward<'_> {
     /// The value of `fieldRef.fieldPath`, or why it has none.
-    fn field(&self, path: &str) -> Result<String, String> {
+    pub fn field(&self, path: &str) -> Result<String, String> {
         let meta = &self.pod.metadata;
         let spec = self.pod.spec.as_ref();
         let join = |ips: &[IpAddr]| ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
@@ -97,14 +98,33 @@ pub(super) fn expand(text: &str, env: &Env) -> String {
     out
 }
 
-/// The environment of `container`: the image's basics (`PATH`, `HOSTNAME`, `HOME`), then
-/// `envFrom`, then `env`, each `$(VAR)` expanded from what precedes it. A reference that cannot
-/// be resolved (a missing ConfigMap key not marked optional, an unknown field) is an error
-/// naming it, as the kubelet reports `CreateContainerConfigError`.
+/// What a kubelet tells every container of where the API server is: the `kubernetes` Service
+/// at `api` (its cluster IP and port), as in-cluster clients (client-go, kube-rs) read it.
+pub(super) fn kubernetes_env(api: SocketAddr) -> Env {
+    let (host, port) = (api.ip().to_string(), api.port().to_string());
+    let url = format!("tcp://{api}");
+    vec![
+        ("KUBERNETES_SERVICE_HOST".into(), host.clone()),
+        ("KUBERNETES_SERVICE_PORT".into(), port.clone()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.clone()),
+        ("KUBERNETES_PORT".into(), url.clone()),
+        (format!("KUBERNETES_PORT_{port}_TCP"), url),
+        (format!("KUBERNETES_PORT_{port}_TCP_PROTO"), "tcp".into()),
+        (format!("KUBERNETES_PORT_{port}_TCP_PORT"), port.clone()),
+        (format!("KUBERNETES_PORT_{port}_TCP_ADDR"), host),
+    ]
+}
+
+/// The environment of `container`: the image's basics (`PATH`, `HOSTNAME`), what the kubelet
+/// gives every container (`given`: `HOME`, the `kubernetes` Service), then `envFrom`, then
+/// `env`, each `$(VAR)` expanded from what precedes it. A reference that cannot be resolved (a
+/// missing ConfigMap key not marked optional, an unknown field) is an error naming it, as the
+/// kubelet reports `CreateContainerConfigError`.
 pub(super) async fn environment(
     client: &kube::Client,
     downward: &Downward<'_>,
     container: &Container,
+    given: &Env,
 ) -> Result<Env, String> {
     let namespace = downward.pod.metadata.namespace.clone().unwrap_or_default();
     let spec = downward.pod.spec.as_ref();
@@ -112,11 +132,8 @@ pub(super) async fn environment(
         .and_then(|s| s.hostname.clone())
         .or_else(|| downward.pod.metadata.name.clone())
         .unwrap_or_default();
-    let mut env: Env = vec![
-        ("PATH".into(), PATH.into()),
-        ("HOSTNAME".into(), hostname),
-        ("HOME".into(), "/root".into()),
-    ];
+    let mut env: Env = vec![("PATH".into(), PATH.into()), ("HOSTNAME".into(), hostname)];
+    env.extend(given.iter().cloned());
     let mut sources = Sources {
         client,
         namespace: &namespace,
@@ -234,16 +251,38 @@ impl Sources<'_> {
     }
 }
 
-/// What `container` runs: `command` + `args`, or `args` alone (an image's entrypoint is taken as
-/// empty: the host's programs stand in for the image's), each `$(VAR)` expanded. Empty when it
-/// has neither (it then runs nothing).
-pub(super) fn command_line(container: &Container, env: &Env) -> Vec<String> {
-    container
-        .command
+/// The program that stands in for the entrypoint of `image`: the one `images` lists for the
+/// image's name, its last path segment without tag or digest (`registry.example:5000/mcsd:0.1.0`
+/// is `mcsd`).
+pub(super) fn entrypoint<'a>(image: &str, images: &'a [(String, PathBuf)]) -> Option<&'a Path> {
+    let reference = image.split('@').next().unwrap_or(image);
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    let name = last.split(':').next().unwrap_or(last);
+    images
         .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .map(|word| expand(word, env))
+        .find(|(n, _)| n == name)
+        .map(|(_, program)| program.as_path())
+}
+
+/// What `container` runs: `command` + `args`, or the image's `entrypoint` (a program of this
+/// machine standing in for it) + `args`, each `$(VAR)` expanded; an image with no stand-in has
+/// an empty entrypoint (the host's programs stand in for the image's), so a container with
+/// neither command nor args runs nothing.
+pub(super) fn command_line(container: &Container, env: &Env, entrypoint: Option<&Path>) -> Vec<String> {
+    let entrypoint = match (&container.command, entrypoint) {
+        (None, Some(program)) => Some(program.display().to_string()),
+        _ => None,
+    };
+    entrypoint
+        .into_iter()
+        .chain(
+            container
+                .command
+                .iter()
+                .flatten()
+                .chain(container.args.iter().flatten())
+                .map(|word| expand(word, env)),
+        )
         .collect()
 }
 
@@ -378,8 +417,52 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            command_line(&container, &env(&[("GREETING", "hi")])),
+            command_line(&container, &env(&[("GREETING", "hi")]), None),
             ["/bin/sh", "-ec", "echo hi"]
         );
+    }
+
+    #[test]
+    fn an_image_with_a_stand_in_runs_it_as_its_entrypoint_unless_the_command_is_set() {
+        let images = vec![("mcsd".to_string(), PathBuf::from("/opt/mcsd"))];
+        for image in [
+            "mcsd",
+            "mcsd:0.1.0",
+            "registry.example:5000/team/mcsd:0.2",
+            "mcsd@sha256:ab",
+        ] {
+            assert_eq!(
+                entrypoint(image, &images),
+                Some(Path::new("/opt/mcsd")),
+                "{image}"
+            );
+        }
+        assert_eq!(entrypoint("registry.example/mcsd-tools:1", &images), None);
+        let args_only: Container = serde_json::from_value(serde_json::json!({
+            "name": "mcsd", "image": "mcsd:0.1.0", "args": ["run", "--pod=$(POD)"],
+        }))
+        .unwrap();
+        let env = env(&[("POD", "mcsd-0")]);
+        assert_eq!(
+            command_line(&args_only, &env, Some(Path::new("/opt/mcsd"))),
+            ["/opt/mcsd", "run", "--pod=mcsd-0"]
+        );
+        let with_command: Container = serde_json::from_value(serde_json::json!({
+            "name": "mcsd", "image": "mcsd:0.1.0", "command": ["/bin/true"],
+        }))
+        .unwrap();
+        assert_eq!(
+            command_line(&with_command, &env, Some(Path::new("/opt/mcsd"))),
+            ["/bin/true"]
+        );
+    }
+
+    #[test]
+    fn every_container_learns_where_the_api_server_is() {
+        let env = kubernetes_env("10.96.0.1:443".parse().unwrap());
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT_443_TCP"), Some("tcp://10.96.0.1:443"));
     }
 }

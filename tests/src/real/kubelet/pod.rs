@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     PodHandle, Shared,
     containers::{self, Check, Downward, Env, Readiness},
+    volumes,
 };
 use crate::real::network::{PodFiles, PodSandbox};
 
@@ -40,14 +41,18 @@ pub(super) struct Runtime {
     envs: Mutex<HashMap<String, Env>>,
     /// Each container's working directory.
     working_dirs: HashMap<String, String>,
+    /// Each container's volumes: the pod's directory of the volume, and where it is mounted.
+    mounts: HashMap<String, Vec<(PathBuf, String)>>,
+    /// The pod's `HOME` (an image's home is its own, not this machine's).
+    home: PathBuf,
     ip: PathBuf,
 }
 
 impl Runtime {
     /// The command line that runs `command` in `container` of this pod: in the pod's network
-    /// namespace (with its `/etc` files), its private `/tmp` mounted, the container's
-    /// environment plus `extra`, in its working directory. `None` for a container the pod does
-    /// not have.
+    /// namespace (with its `/etc` files), its private `/tmp` and the container's volumes
+    /// mounted (read-only), the container's environment plus `extra`, in its working directory.
+    /// `None` for a container the pod does not have.
     pub fn enter(&self, container: &str, extra: &[(&str, &str)], command: &[String]) -> Option<Vec<String>> {
         let dir = self.working_dirs.get(container)?;
         let envs = self.envs.lock().unwrap();
@@ -59,12 +64,18 @@ impl Runtime {
             self.sandbox.netns.clone(),
             "/bin/sh".into(),
             "-c".into(),
-            r#"mount --bind "$0" /tmp && exec "$@""#.into(),
+            // `ip netns exec` gave the command a mount namespace of its own: what is mounted
+            // here is seen by this container's processes only.
+            // The volumes first: their files may be under this machine's /tmp.
+            r#"while [ "$1" != -- ]; do mount -o bind,ro "$1" "$2" || exit 1; shift 2; done
+               shift; mount --bind "$0" /tmp && exec "$@""#
+                .into(),
             self.tmp.display().to_string(),
-            "env".into(),
-            "-i".into(),
-            format!("--chdir={dir}"),
         ];
+        for (source, target) in self.mounts.get(container).into_iter().flatten() {
+            argv.extend([source.display().to_string(), target.clone()]);
+        }
+        argv.extend(["--".into(), "env".into(), "-i".into(), format!("--chdir={dir}")]);
         argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
         argv.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
         argv.extend(command.iter().cloned());
@@ -82,7 +93,7 @@ impl Runtime {
 /// Runs `pod` until `handle.stop`, then tears it down.
 pub(super) async fn run(shared: &Arc<Shared>, pod: Pod, handle: &PodHandle) {
     let who = format!("{}/{}", handle.namespace, handle.name);
-    let (runtime, slot, ips) = match prepare(shared, &pod).await {
+    let (runtime, slot, ips) = match prepare(shared, &pod, &handle.stop).await {
         Ok(ready) => ready,
         Err(problem) => {
             shared.say(&format!("{who}: no sandbox: {problem}"));
@@ -115,7 +126,11 @@ pub(super) async fn run(shared: &Arc<Shared>, pod: Pod, handle: &PodHandle) {
 }
 
 /// The pod's addresses, its sandbox and its directories.
-async fn prepare(shared: &Arc<Shared>, pod: &Pod) -> Result<(Runtime, Option<u128>, Vec<IpAddr>), String> {
+async fn prepare(
+    shared: &Arc<Shared>,
+    pod: &Pod,
+    stop: &CancellationToken,
+) -> Result<(Runtime, Option<u128>, Vec<IpAddr>), String> {
     let spec = pod.spec.clone().unwrap_or_default();
     let node = shared.config.node.clone();
     let host_network = spec.host_network == Some(true);
@@ -151,7 +166,64 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod) -> Result<(Runtime, Option<u12
         &uid[..uid.len().min(8)]
     ));
     let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).map_err(|e| give_back(format!("creating {}: {e}", tmp.display())))?;
+    let home = dir.join("home");
+    for d in [&tmp, &home] {
+        std::fs::create_dir_all(d).map_err(|e| give_back(format!("creating {}: {e}", d.display())))?;
+    }
+    // As a kubelet retries a mount: a ConfigMap may not be there yet (kube-root-ca.crt is
+    // published into a new namespace shortly after it is made).
+    let mut said = false;
+    let volumes = loop {
+        match volumes::write(shared, pod, &ips, &dir.join("volumes")).await {
+            Ok(volumes) => break volumes,
+            Err(problem) => {
+                if !said {
+                    shared.say(&format!(
+                        "{}: volumes not ready, retrying: {problem}",
+                        pod_name(pod)
+                    ));
+                    said = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return Err(give_back(problem)),
+                }
+            }
+        }
+    };
+    let mut mounts: HashMap<String, Vec<(PathBuf, String)>> = HashMap::new();
+    for container in spec.init_containers.iter().flatten().chain(&spec.containers) {
+        for mount in container.volume_mounts.iter().flatten() {
+            let Some(source) = volumes.get(&mount.name) else {
+                shared.say(&format!(
+                    "{}: {}: volume {} is of a kind this kubelet does not make; {} left as this machine has it",
+                    pod_name(pod),
+                    container.name,
+                    mount.name,
+                    mount.mount_path
+                ));
+                continue;
+            };
+            if !std::path::Path::new(&mount.mount_path).exists() {
+                shared.say(&format!(
+                    "{}: {}: volume {} not mounted: {} is no mount point on this machine",
+                    pod_name(pod),
+                    container.name,
+                    mount.name,
+                    mount.mount_path
+                ));
+                continue;
+            }
+            let source = match mount.sub_path.as_deref() {
+                Some(sub) if !sub.is_empty() => source.join(sub),
+                _ => source.clone(),
+            };
+            mounts
+                .entry(container.name.clone())
+                .or_default()
+                .push((source, mount.mount_path.clone()));
+        }
+    }
     let working_dirs = spec
         .init_containers
         .iter()
@@ -171,6 +243,8 @@ async fn prepare(shared: &Arc<Shared>, pod: &Pod) -> Result<(Runtime, Option<u12
             logs: dir,
             envs: Mutex::new(HashMap::new()),
             working_dirs,
+            mounts,
+            home,
             ip: shared.config.ip.clone(),
         },
         slot,
@@ -535,8 +609,10 @@ async fn keep(
         pod_ips: &context.ips,
         host_ips: &context.host_ips,
     };
+    let mut given = vec![("HOME".to_string(), context.runtime.home.display().to_string())];
+    given.extend(containers::kubernetes_env(context.shared.config.api_service));
     let env = loop {
-        match containers::environment(&context.shared.client, &downward, &container).await {
+        match containers::environment(&context.shared.client, &downward, &container, &given).await {
             Ok(env) => break env,
             Err(message) => {
                 let _ = events.send(Event::Waiting {
@@ -551,7 +627,11 @@ async fn keep(
             }
         }
     };
-    let command = containers::command_line(&container, &env);
+    let entrypoint = container
+        .image
+        .as_deref()
+        .and_then(|image| containers::entrypoint(image, &context.shared.config.images));
+    let command = containers::command_line(&container, &env, entrypoint);
     context
         .runtime
         .envs
@@ -637,13 +717,25 @@ async fn run_once(
             Ok(Some(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))))
         }
         _ = stop.cancelled() => {
-            if let Some(group) = group {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(group as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+            // As a kubelet stops a container: SIGTERM, then SIGKILL once the pod's grace
+            // period is over.
+            let grace = context
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64;
+            let signal = |signal| {
+                if let Some(group) = group {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group as i32), signal);
+                }
+            };
+            signal(nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(Duration::from_secs(grace), child.wait()).await.is_err() {
+                signal(nix::sys::signal::Signal::SIGKILL);
+                let _ = child.wait().await;
             }
-            let _ = child.wait().await;
             Ok(None)
         }
     }
