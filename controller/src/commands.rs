@@ -664,9 +664,16 @@ impl DnsArgs {
                 println!("mcsd dns: serving {zone} dns={dns_list} admin={}", serving.admin);
             }
             signal.await;
-            info!("shutting down");
+            info!("shutting down (a second signal stops at once)");
             shutdown.cancel();
-            serving.stopped().await
+            let second = shutdown_signal();
+            tokio::select! {
+                stopped = serving.stopped() => stopped,
+                _ = second => {
+                    tracing::warn!("second signal: exiting without waiting");
+                    Ok(())
+                }
+            }
         })
     }
 }
@@ -679,6 +686,8 @@ fn run_daemon(args: crate::process::run::RunArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
+        // In-flight work's bound: the writers' batch, and the DNS server's answering on.
+        let wind_down = Duration::from_secs(30 + args.shutdown_delay);
         let running = args.run(shutdown.clone()).await?;
         let signal = shutdown_signal();
         let dns = running
@@ -699,9 +708,9 @@ fn run_daemon(args: crate::process::run::RunArgs) -> anyhow::Result<()> {
         shutdown.cancel();
         let second = shutdown_signal();
         tokio::select! {
-            stopped = tokio::time::timeout(Duration::from_secs(30), running.stopped()) => match stopped {
+            stopped = tokio::time::timeout(wind_down, running.stopped()) => match stopped {
                 Ok(result) => result?,
-                Err(_) => tracing::warn!("in-flight work did not finish within 30 s; exiting anyway"),
+                Err(_) => tracing::warn!("in-flight work did not finish within {wind_down:?}; exiting anyway"),
             },
             _ = second => tracing::warn!("second signal: exiting without waiting"),
         }

@@ -6,7 +6,8 @@
 #   kwok     fake nodes and pods (sigs.k8s.io/kwok, with kwok/exec_fixes.go's fixes), with
 #            kwok-stages.yaml and kwok-node-stages.yaml
 #   coredns  CoreDNS (github.com/coredns/coredns)
-#   helm     Helm (helm.sh/helm/v4): the chart's lint and rendering
+#   helm     Helm (helm.sh/helm/v4): the chart's lint and rendering; the real tier's Helm install
+#   helm3    Helm 3 (helm.sh/helm/v3): the chart's lint and rendering, as Helm 4's
 #   prometheus, promtool   Prometheus (github.com/prometheus/prometheus): a server scraping the
 #            real tier's mcsd for the dashboard's and alerts' queries; the alert rules' checks and
 #            unit tests
@@ -101,8 +102,9 @@ kwok_build() {
     }
     stages node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
         pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete > "$out/kwok-stages.yaml"
+    # With the pod network the tier's kubelet deletes a pod once its containers have stopped.
     stages node/fast/node-initialize node/heartbeat-with-lease/node-heartbeat-with-lease \
-        pod/fast/pod-delete > "$out/kwok-node-stages.yaml"
+        > "$out/kwok-node-stages.yaml"
     rm -rf "$out/src"
 }
 
@@ -121,15 +123,17 @@ kube=$(build kube "v$KUBERNETES_VERSION-$(sum_of "$here/controlplane/go.mod" "$h
 kwok=$(build kwok "$KWOK_VERSION-$(sum_of "$here/kwok/exec_fixes.go" <(echo "$gover") <(declare -f kwok_build))" kwok_build)
 coredns=$(build coredns "$COREDNS_VERSION-$gover" go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION")
 helm=$(build helm "$HELM_VERSION-$gover" go_install helm "helm.sh/helm/v4/cmd/helm@$HELM_VERSION")
+helm3_build() { go_install helm3 "helm.sh/helm/v3/cmd/helm@$HELM3_VERSION" && mv "$out/helm" "$out/helm3"; }
+helm3=$(build helm3 "$HELM3_VERSION-$gover" helm3_build)
 prometheus=$(build prometheus "$PROMETHEUS_VERSION-$gover" go_install prometheus \
     "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
     "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION")
 
 # One directory of links, so callers find every program in one place.
-bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns $helm $prometheus"))"
+bin="$cache/bin-$(sum_of <(echo "$kube $kwok $coredns $helm $helm3 $prometheus"))"
 if [ ! -d "$bin" ]; then
     mkdir -p "$bin.tmp"
-    ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$kwok-node-stages.yaml" "$coredns" "$helm" \
+    ln -sf "$kube" "$kwok" "$kwok-stages.yaml" "$kwok-node-stages.yaml" "$coredns" "$helm" "$helm3" \
         "$prometheus" "$(dirname "$prometheus")/promtool" "$bin.tmp/"
     ln -sf "$kube" "$bin.tmp/kubectl"
     rm -rf "$bin" && mv "$bin.tmp" "$bin"

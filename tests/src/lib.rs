@@ -308,11 +308,10 @@ pub fn start_mcsd_binary(args: &[&std::ffi::OsStr]) -> (std::process::Child, Str
     (child, line)
 }
 
-/// `jsonpath` of the running pods of mcsd's Deployment in `kubeconfig`'s cluster (installed with
-/// the manifests or the chart), split at whitespace: their names with
-/// `{.items[*].metadata.name}`, their addresses with `{.items[*].status.podIP}`.
-pub fn mcsd_pods(kubeconfig: &Path, jsonpath: &str) -> Vec<String> {
-    kubectl(
+/// The ready pods of mcsd's Deployment in `kubeconfig`'s cluster (installed with the manifests
+/// or the chart), not being deleted: each one's name and address.
+pub fn mcsd_pods(kubeconfig: &Path) -> Vec<(String, std::net::IpAddr)> {
+    let list: serde_json::Value = serde_json::from_str(&kubectl(
         kubeconfig,
         &[
             "get",
@@ -321,14 +320,28 @@ pub fn mcsd_pods(kubeconfig: &Path, jsonpath: &str) -> Vec<String> {
             "mcsd-system",
             "-l",
             "app.kubernetes.io/name=mcsd",
-            "--field-selector=status.phase=Running",
             "-o",
-            &format!("jsonpath={jsonpath}"),
+            "json",
         ],
-    )
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
+    ))
+    .expect("kubectl prints JSON");
+    let ready = |pod: &serde_json::Value| {
+        pod["metadata"]["deletionTimestamp"].is_null()
+            && pod["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    };
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pod| ready(pod))
+        .filter_map(|pod| {
+            let name = pod["metadata"]["name"].as_str()?.to_string();
+            let ip = pod["status"]["podIP"].as_str()?.parse().ok()?;
+            Some((name, ip))
+        })
+        .collect()
 }
 
 /// The A records `server` answers for `name` over UDP from `socket`, asked with query id `id`
@@ -571,16 +584,16 @@ impl Member {
         signal_component(dir, &self.name, component, signal);
     }
 
-    /// The admin listener of every replica of this cluster's mcsd: the release's pods (each at
-    /// its pod IP, port [`Self::admin`]'s) when installed with Helm, whose `admin` is a Service
-    /// reaching any one of them; else the one mcsd's.
+    /// The admin listener of every replica of this cluster's mcsd: the release's ready pods (each
+    /// at its pod IP, port [`Self::admin`]'s) when installed with Helm, whose `admin` is a
+    /// Service reaching any one of them; else the one mcsd's.
     pub fn replica_admins(&self) -> Vec<std::net::SocketAddr> {
         if self.helm_release.is_none() {
             return vec![self.admin];
         }
-        mcsd_pods(&self.kubeconfig, "{.items[*].status.podIP}")
-            .iter()
-            .map(|ip| std::net::SocketAddr::new(ip.parse().unwrap(), self.admin.port()))
+        mcsd_pods(&self.kubeconfig)
+            .into_iter()
+            .map(|(_, ip)| std::net::SocketAddr::new(ip, self.admin.port()))
             .collect()
     }
 
@@ -615,7 +628,8 @@ impl Member {
             .await
             .into_iter()
             .map(|(k, v)| {
-                let since = v - before.get(&k).copied().unwrap_or(0);
+                // A replica replaced meanwhile counts from zero again: never below nothing.
+                let since = v.saturating_sub(before.get(&k).copied().unwrap_or(0));
                 (k, since)
             })
             .filter(|(_, v)| *v > 0)

@@ -2,8 +2,10 @@
 //! `kubectl kustomize manifests/` does, so the two installs never drift; it passes `helm lint
 //! --strict`; and each value reaches the object it names.
 //!
-//! Helm comes from the Go module proxy (`tests/kube/build.sh`), so these are ignored by `cargo
-//! test` and run by `tests/kube/test.sh`.
+//! Helm 3 lints it too and renders the same objects as Helm 4.
+//!
+//! Helm comes from the Go module proxy (`tests/kube/build.sh`: Helm 4 as `helm`, Helm 3 as
+//! `helm3`), so these are ignored by `cargo test` and run by `tests/kube/test.sh`.
 
 use std::{collections::BTreeMap, process::Command};
 
@@ -66,12 +68,18 @@ fn args_of(container: &serde_json::Value) -> Vec<&str> {
 
 /// `helm template` of the chart with `sets` (`--set` arguments), CRDs included.
 fn rendered(sets: &[&str]) -> BTreeMap<String, serde_json::Value> {
+    rendered_by("helm", &[], sets)
+}
+
+/// [`rendered`] by `helm`, the program named (`helm`: Helm 4; `helm3`: Helm 3), with `flags`.
+fn rendered_by(helm: &str, flags: &[&str], sets: &[&str]) -> BTreeMap<String, serde_json::Value> {
     let chart = chart();
     let mut args = vec!["template", "mcsd", chart.to_str().unwrap(), "--include-crds"];
+    args.extend(flags);
     for set in sets {
         args.extend(["--set", set]);
     }
-    objects(&output("helm", &args))
+    objects(&output(helm, &args))
 }
 
 /// `helm template` of the chart with a values file holding `values` (as operators keep them:
@@ -123,6 +131,51 @@ fn the_chart_with_default_values_renders_what_kustomize_applies() {
         );
     }
     assert!(kustomized.len() >= 20, "{:?}", kustomized.keys());
+}
+
+#[test]
+#[ignore = "needs helm and helm3 from tests/kube/build.sh (the Go module proxy): tests/kube/test.sh runs it"]
+fn helm_3_lints_the_chart_and_renders_the_objects_helm_4_does() {
+    // Most operators still run Helm 3: the chart is `apiVersion: v2`, which both read.
+    let chart = chart();
+    let version = output("helm3", &["version", "--short"]);
+    assert!(version.starts_with("v3."), "helm3 is Helm 3: {version}");
+    let lint = output("helm3", &["lint", "--strict", chart.to_str().unwrap()]);
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    for sets in [
+        &[][..],
+        &[
+            "replicas=1",
+            "clusterId=cluster-a",
+            "clusterSet=prod",
+            "extraArgs={--ttl=10}",
+            "prometheusRule.enabled=true",
+            "dashboard.enabled=true",
+        ][..],
+    ] {
+        // A Helm built from its module (not a release binary) assumes Kubernetes 1.20, which
+        // the chart's kubeVersion refuses: name the tier's (tests/kube/versions.env).
+        let versions =
+            std::fs::read_to_string(mcsd_tests::repo_root().join("tests/kube/versions.env")).unwrap();
+        let version = versions
+            .lines()
+            .find_map(|l| l.strip_prefix("KUBERNETES_VERSION="))
+            .expect("versions.env names the Kubernetes version");
+        let kube = ["--kube-version", version];
+        let three = rendered_by("helm3", &kube, sets);
+        let four = rendered_by("helm", &kube, sets);
+        assert_eq!(
+            three.keys().collect::<Vec<_>>(),
+            four.keys().collect::<Vec<_>>(),
+            "the same objects from Helm 3 and Helm 4 with {sets:?}"
+        );
+        for (key, object) in &four {
+            assert_eq!(
+                &three[key], object,
+                "{key} with {sets:?}: Helm 3 renders it otherwise"
+            );
+        }
+    }
 }
 
 #[test]

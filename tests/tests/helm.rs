@@ -200,11 +200,17 @@ fn helm(kubeconfig: &Path, args: &[&str]) -> String {
     succeeded(&format!("helm {}", args.join(" ")), out)
 }
 
-/// The release's pods in `kubeconfig`'s cluster, by name.
+/// The release's ready pods in `kubeconfig`'s cluster, by name.
 fn release_pods(kubeconfig: &Path) -> BTreeSet<String> {
-    mcsd_pods(kubeconfig, "{.items[*].metadata.name}")
-        .into_iter()
-        .collect()
+    mcsd_pods(kubeconfig).into_iter().map(|(name, _)| name).collect()
+}
+
+/// A directory removed when dropped, however the test ends.
+struct Scratch(std::path::PathBuf);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What an import is: the ServiceImport's uid and IPs, and its derived Service's uid.
@@ -288,7 +294,8 @@ async fn helm_upgrade_to_new_crds_and_a_new_flag_keeps_every_import_and_answers_
     // The next release: a new chart version whose CRDs are a new schema revision, applied first
     // (Helm never upgrades CRDs: docs/crds.md), then `helm upgrade` with a new flag, cluster after
     // cluster, as an operator rolls out.
-    let chart = std::env::temp_dir().join(format!("mcsd-chart-next-{}", std::process::id()));
+    let scratch = Scratch(std::env::temp_dir().join(format!("mcsd-chart-next-{}", std::process::id())));
+    let chart = scratch.0.clone();
     next_release(
         &mcsd_tests::repo_root().join("manifests/chart"),
         &chart,
@@ -352,7 +359,7 @@ async fn helm_upgrade_to_new_crds_and_a_new_flag_keeps_every_import_and_answers_
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     let tally = prober.join().unwrap();
-    let _ = std::fs::remove_dir_all(&chart);
+    drop(scratch);
     // What the run measured, for whoever reads the test's output (`--nocapture`).
     #[allow(clippy::print_stderr)]
     {
@@ -369,6 +376,18 @@ async fn helm_upgrade_to_new_crds_and_a_new_flag_keeps_every_import_and_answers_
         );
     }
 
+    for (cluster, _, _) in &targets {
+        for transport in ["udp", "tcp"] {
+            assert!(
+                tally
+                    .answered
+                    .get(&(cluster.clone(), transport))
+                    .is_some_and(|n| *n > 0),
+                "the probe asked {cluster} over {transport} throughout: {:?}",
+                tally.answered
+            );
+        }
+    }
     assert_eq!(
         tally.nxdomain, 0,
         "NXDOMAIN during the upgrade ({steps:?}): {:#?}",

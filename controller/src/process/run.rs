@@ -127,7 +127,7 @@ pub struct RunArgs {
     pub max_udp_payload: u16,
     /// On SIGTERM, go on answering DNS this long (`/readyz` failing meanwhile) while the
     /// `mcsd-dns` Service stops sending queries here; the writers stop and the Lease is given up
-    /// at once. Keep it below the pod's terminationGracePeriodSeconds.
+    /// at once. Keep it well below the pod's terminationGracePeriodSeconds (30 by default).
     #[arg(long, value_name = "SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub shutdown_delay: u64,
     /// Address of the admin HTTP listener (`/metrics`, `/livez`, `/readyz`).

@@ -1,6 +1,7 @@
 //! The part of a kubelet that kwok does not play, for one cluster's node on the real tier: its
 //! pods get a network, their containers' commands run, and `kubectl exec` and `kubectl logs`
-//! reach them. kwok keeps the node (its status, its Lease) and the deletion of pods.
+//! reach them; a pod being deleted is stopped (SIGTERM, SIGKILL after its grace period) and then
+//! deleted for good. kwok keeps the node (its status, its Lease).
 //!
 //! ```text
 //!   kube-apiserver ──exec, logs──▶ front (HTTPS, the node's kubelet port) ──other──▶ kwok
@@ -16,12 +17,12 @@
 //! `mcsd`), that program + `args`; otherwise an image's entrypoint is taken as empty, so a
 //! container with neither runs nothing and stays running. The host's programs run in the pod's
 //! network namespace with the pod's `/etc/resolv.conf`, `/etc/hosts` and `/etc/hostname`, a
-//! private `/tmp` shared by the pod's containers and execs, its volumes mounted read-only
-//! (projected ServiceAccount tokens bound to the pod, ConfigMaps, Secrets: `volumes.rs`), a
-//! `HOME` of its own, and the environment a kubelet gives (the `kubernetes` Service's address,
-//! `env` and `envFrom` with the downward API, ConfigMaps and Secrets, `$(VAR)` expanded). A
-//! deleted pod's containers get SIGTERM, and SIGKILL after its grace period. Readiness probes
-//! (exec, tcpSocket, httpGet) run; liveness and startup probes, resource limits and users do not.
+//! private `/tmp` shared by the pod's containers and execs, its volumes mounted (projected
+//! ServiceAccount tokens bound to the pod, ConfigMaps and Secrets read-only, emptyDirs:
+//! `volumes.rs`), a `HOME` of its own, and the environment a kubelet gives (the `kubernetes`
+//! Service's address, `env` and `envFrom` with the downward API, ConfigMaps and Secrets,
+//! `$(VAR)` expanded). Readiness probes (exec, tcpSocket, httpGet) run; liveness and startup
+//! probes, resource limits and users do not.
 
 mod containers;
 mod front;
@@ -170,6 +171,10 @@ struct PodHandle {
     name: String,
     /// Cancelled when the pod is deleted (or the kubelet stops).
     stop: CancellationToken,
+    /// Set when the pod is being deleted: its grace period (its containers get SIGTERM, and
+    /// SIGKILL once it is over; once they have exited the kubelet deletes the pod for good).
+    /// Unset when the kubelet stops or the pod is force-deleted: SIGKILL at once.
+    deleting: Arc<std::sync::OnceLock<std::time::Duration>>,
     /// Cancelled once it is torn down.
     done: CancellationToken,
     /// Set once its sandbox is up: what exec and logs need.
@@ -232,8 +237,22 @@ fn observe(shared: &Arc<Shared>, pod: Pod) {
     };
     let mut pods = shared.pods.lock().unwrap();
     if pod.metadata.deletion_timestamp.is_some() {
-        if let Some(handle) = pods.get(&uid) {
-            handle.stop.cancel();
+        match pods.get(&uid) {
+            Some(handle) => {
+                let grace = pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+                    .unwrap_or(30)
+                    .max(0);
+                let _ = handle.deleting.set(std::time::Duration::from_secs(grace as u64));
+                handle.stop.cancel();
+            }
+            // Nothing of it runs here: it can go at once.
+            None => {
+                let shared = shared.clone();
+                tokio::spawn(async move { delete_for_good(&shared, &pod).await });
+            }
         }
         return;
     }
@@ -249,6 +268,7 @@ fn observe(shared: &Arc<Shared>, pod: Pod) {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
         stop: CancellationToken::new(),
+        deleting: Arc::default(),
         done: CancellationToken::new(),
         runtime: std::sync::OnceLock::new(),
     });
@@ -256,10 +276,37 @@ fn observe(shared: &Arc<Shared>, pod: Pod) {
     drop(pods);
     let shared = shared.clone();
     tokio::spawn(async move {
-        pod::run(&shared, pod, &handle).await;
+        let deleting = pod::run(&shared, pod.clone(), &handle).await;
         shared.pods.lock().unwrap().remove(&uid);
+        if deleting {
+            delete_for_good(&shared, &pod).await;
+        }
         handle.done.cancel();
     });
+}
+
+/// Deletes `pod` with no grace period once nothing of it runs, as a kubelet does when its
+/// containers have stopped: until then it is Terminating (its ServiceAccount token still valid).
+async fn delete_for_good(shared: &Shared, pod: &Pod) {
+    let api: kube::Api<Pod> = kube::Api::namespaced(
+        shared.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let params = kube::api::DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::api::Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    match api.delete(name, &params).await {
+        Ok(_) => {}
+        // Gone already, or a new pod of the same name.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+        Err(error) => shared.say(&format!("deleting {name}: {error}")),
+    }
 }
 
 /// The node's pod addresses: the n-th free slot gives the n-th address of each of the node's

@@ -54,8 +54,8 @@ pub struct Programs {
     /// The stages kwok runs without the pod network: nodes, and pods turned Ready with an
     /// address and deleted.
     pub kwok_stages: PathBuf,
-    /// The stages kwok runs with the pod network: nodes, and pods deleted (the tier's kubelet
-    /// does the rest).
+    /// The stages kwok runs with the pod network: nodes only (the tier's kubelet runs pods, and
+    /// deletes them once their containers have stopped).
     pub kwok_node_stages: PathBuf,
     /// CoreDNS.
     pub coredns: PathBuf,
@@ -805,7 +805,8 @@ async fn start_kwok(
     let component_kubeconfig = path(&cluster.kubeconfig);
     // Without the pod network kwok plays the whole kubelet: it gives pods their address and
     // turns them Ready. With it, the tier's kubelet does that (and runs them), serving the
-    // node's kubelet port; kwok keeps the node, serves exec behind the kubelet, and deletes pods.
+    // node's kubelet port, and deletes pods once stopped; kwok keeps the node and serves exec
+    // behind the kubelet.
     let kwok_port = free_port()?;
     let mut kwok_args = vec![
         format!("--kubeconfig={component_kubeconfig}"),

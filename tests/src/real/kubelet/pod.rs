@@ -41,17 +41,27 @@ pub(super) struct Runtime {
     envs: Mutex<HashMap<String, Env>>,
     /// Each container's working directory.
     working_dirs: HashMap<String, String>,
-    /// Each container's volumes: the pod's directory of the volume, and where it is mounted.
-    mounts: HashMap<String, Vec<(PathBuf, String)>>,
+    /// Each container's volumes.
+    mounts: HashMap<String, Vec<Mount>>,
     /// The pod's `HOME` (an image's home is its own, not this machine's).
     home: PathBuf,
     ip: PathBuf,
 }
 
+/// One volume mounted in a container.
+#[derive(Debug)]
+struct Mount {
+    /// The pod's directory of the volume (or a path in it: `subPath`).
+    source: PathBuf,
+    /// Where the container sees it.
+    target: String,
+    read_only: bool,
+}
+
 impl Runtime {
     /// The command line that runs `command` in `container` of this pod: in the pod's network
     /// namespace (with its `/etc` files), its private `/tmp` and the container's volumes
-    /// mounted (read-only), the container's environment plus `extra`, in its working directory.
+    /// mounted, the container's environment plus `extra`, in its working directory.
     /// `None` for a container the pod does not have.
     pub fn enter(&self, container: &str, extra: &[(&str, &str)], command: &[String]) -> Option<Vec<String>> {
         let dir = self.working_dirs.get(container)?;
@@ -67,13 +77,18 @@ impl Runtime {
             // `ip netns exec` gave the command a mount namespace of its own: what is mounted
             // here is seen by this container's processes only.
             // The volumes first: their files may be under this machine's /tmp.
-            r#"while [ "$1" != -- ]; do mount -o bind,ro "$1" "$2" || exit 1; shift 2; done
+            r#"while [ "$1" != -- ]; do mount -o "$3" "$1" "$2" || exit 1; shift 3; done
                shift; mount --bind "$0" /tmp && exec "$@""#
                 .into(),
             self.tmp.display().to_string(),
         ];
-        for (source, target) in self.mounts.get(container).into_iter().flatten() {
-            argv.extend([source.display().to_string(), target.clone()]);
+        for mount in self.mounts.get(container).into_iter().flatten() {
+            let options = if mount.read_only { "bind,ro" } else { "bind" };
+            argv.extend([
+                mount.source.display().to_string(),
+                mount.target.clone(),
+                options.into(),
+            ]);
         }
         argv.extend(["--".into(), "env".into(), "-i".into(), format!("--chdir={dir}")]);
         argv.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -90,8 +105,9 @@ impl Runtime {
     }
 }
 
-/// Runs `pod` until `handle.stop`, then tears it down.
-pub(super) async fn run(shared: &Arc<Shared>, pod: Pod, handle: &PodHandle) {
+/// Runs `pod` until `handle.stop`, then tears it down; whether it was stopped because it is
+/// being deleted (then it may go for good).
+pub(super) async fn run(shared: &Arc<Shared>, pod: Pod, handle: &PodHandle) -> bool {
     let who = format!("{}/{}", handle.namespace, handle.name);
     let (runtime, slot, ips) = match prepare(shared, &pod, &handle.stop).await {
         Ok(ready) => ready,
@@ -104,7 +120,7 @@ pub(super) async fn run(shared: &Arc<Shared>, pod: Pod, handle: &PodHandle) {
             )
             .await;
             handle.stop.cancelled().await;
-            return;
+            return handle.deleting.get().is_some();
         }
     };
     let runtime = Arc::new(runtime);
@@ -114,15 +130,19 @@ pub(super) async fn run(shared: &Arc<Shared>, pod: Pod, handle: &PodHandle) {
         runtime.sandbox.netns,
         ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     ));
-    live(shared, Arc::new(pod), &runtime, ips, &handle.stop).await;
+    live(shared, Arc::new(pod), &runtime, ips, handle).await;
     let ip = shared.config.ip.clone();
     let sandbox = runtime.sandbox.clone();
     let _ = tokio::task::spawn_blocking(move || sandbox.remove(&ip)).await;
-    let _ = std::fs::remove_dir_all(&runtime.tmp);
+    // Its logs stay for whoever reads them; its files, tokens included, go.
+    for dir in [&runtime.tmp, &runtime.home, &runtime.logs.join("volumes")] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     if let Some(slot) = slot {
         shared.addresses.give_back(slot);
     }
     shared.say(&format!("{who}: stopped, sandbox removed"));
+    handle.deleting.get().is_some()
 }
 
 /// The pod's addresses, its sandbox and its directories.
@@ -145,18 +165,6 @@ async fn prepare(
             shared.addresses.give_back(slot);
         }
         problem
-    };
-    let sandbox = if host_network {
-        PodSandbox::host(&node)
-    } else {
-        let files = pod_files(pod, &ips, shared.config.cluster_dns);
-        let ip = shared.config.ip.clone();
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let addresses = ips.clone();
-        tokio::task::spawn_blocking(move || PodSandbox::create(&ip, &node, &uid, &addresses, &files))
-            .await
-            .map_err(|e| give_back(e.to_string()))?
-            .map_err(|e| give_back(format!("{e:#}")))?
     };
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let dir = shared.config.dir.join("pods").join(format!(
@@ -191,10 +199,10 @@ async fn prepare(
             }
         }
     };
-    let mut mounts: HashMap<String, Vec<(PathBuf, String)>> = HashMap::new();
+    let mut mounts: HashMap<String, Vec<Mount>> = HashMap::new();
     for container in spec.init_containers.iter().flatten().chain(&spec.containers) {
         for mount in container.volume_mounts.iter().flatten() {
-            let Some(source) = volumes.get(&mount.name) else {
+            let Some(volume) = volumes.get(&mount.name) else {
                 shared.say(&format!(
                     "{}: {}: volume {} is of a kind this kubelet does not make; {} left as this machine has it",
                     pod_name(pod),
@@ -204,9 +212,9 @@ async fn prepare(
                 ));
                 continue;
             };
-            if !std::path::Path::new(&mount.mount_path).exists() {
+            if !std::path::Path::new(&mount.mount_path).exists() || mount.mount_path.starts_with("/tmp") {
                 shared.say(&format!(
-                    "{}: {}: volume {} not mounted: {} is no mount point on this machine",
+                    "{}: {}: volume {} not mounted: {} is no mount point on this machine (or is under the pod's own /tmp)",
                     pod_name(pod),
                     container.name,
                     mount.name,
@@ -215,15 +223,29 @@ async fn prepare(
                 continue;
             }
             let source = match mount.sub_path.as_deref() {
-                Some(sub) if !sub.is_empty() => source.join(sub),
-                _ => source.clone(),
+                Some(sub) if !sub.is_empty() => volume.dir.join(sub),
+                _ => volume.dir.clone(),
             };
-            mounts
-                .entry(container.name.clone())
-                .or_default()
-                .push((source, mount.mount_path.clone()));
+            mounts.entry(container.name.clone()).or_default().push(Mount {
+                source,
+                target: mount.mount_path.clone(),
+                read_only: volume.read_only || mount.read_only == Some(true),
+            });
         }
     }
+    // The sandbox last: nothing after it can fail, so nothing has to take it down again.
+    let sandbox = if host_network {
+        PodSandbox::host(&node)
+    } else {
+        let files = pod_files(pod, &ips, shared.config.cluster_dns);
+        let ip = shared.config.ip.clone();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let addresses = ips.clone();
+        tokio::task::spawn_blocking(move || PodSandbox::create(&ip, &node, &uid, &addresses, &files))
+            .await
+            .map_err(|e| give_back(e.to_string()))?
+            .map_err(|e| give_back(format!("{e:#}")))?
+    };
     let working_dirs = spec
         .init_containers
         .iter()
@@ -434,8 +456,9 @@ async fn live(
     pod: Arc<Pod>,
     runtime: &Arc<Runtime>,
     ips: Vec<IpAddr>,
-    stop: &CancellationToken,
+    handle: &PodHandle,
 ) {
+    let stop = &handle.stop;
     let spec = pod.spec.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
@@ -471,6 +494,7 @@ async fn live(
         runtime: runtime.clone(),
         ips,
         host_ips,
+        deleting: handle.deleting.clone(),
     });
 
     if !run_init_containers(&context, &spec, &policy, &mut report, stop).await {
@@ -582,6 +606,8 @@ struct Context {
     runtime: Arc<Runtime>,
     ips: Vec<IpAddr>,
     host_ips: Vec<IpAddr>,
+    /// The pod's grace period, once it is being deleted.
+    deleting: Arc<std::sync::OnceLock<Duration>>,
 }
 
 fn pod_name(pod: &Pod) -> String {
@@ -717,22 +743,19 @@ async fn run_once(
             Ok(Some(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))))
         }
         _ = stop.cancelled() => {
-            // As a kubelet stops a container: SIGTERM, then SIGKILL once the pod's grace
-            // period is over.
-            let grace = context
-                .pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(30)
-                .max(0) as u64;
+            // As a kubelet stops a container of a pod being deleted: SIGTERM, then SIGKILL once
+            // the pod's grace period is over. When the kubelet itself stops, or the pod was
+            // force-deleted: SIGKILL at once.
             let signal = |signal| {
                 if let Some(group) = group {
                     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group as i32), signal);
                 }
             };
-            signal(nix::sys::signal::Signal::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(grace), child.wait()).await.is_err() {
+            let grace = context.deleting.get().copied().unwrap_or_default();
+            if !grace.is_zero() {
+                signal(nix::sys::signal::Signal::SIGTERM);
+            }
+            if grace.is_zero() || tokio::time::timeout(grace, child.wait()).await.is_err() {
                 signal(nix::sys::signal::Signal::SIGKILL);
                 let _ = child.wait().await;
             }

@@ -21,15 +21,25 @@ use super::{Shared, containers::Downward};
 /// How long a projected token lives when the volume does not say (a kubelet's default).
 const TOKEN_SECONDS: i64 = 3607;
 
-/// Writes the files of `pod`'s volumes under `dir/<volume>/`; returns the directory of each
-/// volume made, by name. A source that cannot be read (a ConfigMap that is missing and not
-/// optional, a token the API server refuses) is an error naming it.
+/// A volume made for a pod.
+#[derive(Debug)]
+pub(super) struct Volume {
+    /// Its files.
+    pub dir: PathBuf,
+    /// Whether containers see it read-only whatever their mount says (projected, ConfigMap and
+    /// Secret volumes, as a kubelet mounts them).
+    pub read_only: bool,
+}
+
+/// Writes the files of `pod`'s volumes under `dir/<volume>/`; returns each volume made, by name.
+/// A source that cannot be read (a ConfigMap that is missing and not optional, a key it lacks,
+/// a token the API server refuses) is an error naming it.
 pub(super) async fn write(
     shared: &Shared,
     pod: &Pod,
     ips: &[IpAddr],
     dir: &Path,
-) -> Result<HashMap<String, PathBuf>, String> {
+) -> Result<HashMap<String, Volume>, String> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let downward = Downward {
@@ -49,14 +59,13 @@ pub(super) async fn write(
                     let value = request_token(shared, pod, &namespace, account, audiences, seconds).await?;
                     files.insert(token.path.clone(), value.into_bytes());
                 }
-                if let Some(config_map) = &source.config_map {
-                    let data =
-                        config_map_data(shared, &namespace, &config_map.name, config_map.optional).await?;
-                    files.extend(select(data, config_map.items.as_ref()));
+                if let Some(c) = &source.config_map {
+                    let keys = (Kind::ConfigMap, c.name.as_str(), c.items.as_ref(), c.optional);
+                    files.extend(keyed(shared, &namespace, keys).await?);
                 }
-                if let Some(secret) = &source.secret {
-                    let data = secret_data(shared, &namespace, &secret.name, secret.optional).await?;
-                    files.extend(select(data, secret.items.as_ref()));
+                if let Some(s) = &source.secret {
+                    let keys = (Kind::Secret, s.name.as_str(), s.items.as_ref(), s.optional);
+                    files.extend(keyed(shared, &namespace, keys).await?);
                 }
                 if let Some(fields) = &source.downward_api {
                     for item in fields.items.iter().flatten() {
@@ -69,14 +78,19 @@ pub(super) async fn write(
                     }
                 }
             }
-        } else if let Some(config_map) = &volume.config_map {
-            let name = config_map.name.clone();
-            let data = config_map_data(shared, &namespace, &name, config_map.optional).await?;
-            files.extend(select(data, config_map.items.as_ref()));
-        } else if let Some(secret) = &volume.secret {
-            let name = secret.secret_name.clone().unwrap_or_default();
-            let data = secret_data(shared, &namespace, &name, secret.optional).await?;
-            files.extend(select(data, secret.items.as_ref()));
+        } else if let Some(c) = &volume.config_map {
+            let keys = (Kind::ConfigMap, c.name.as_str(), c.items.as_ref(), c.optional);
+            files.extend(keyed(shared, &namespace, keys).await?);
+        } else if let Some(s) = &volume.secret {
+            let name = s.secret_name.as_deref().unwrap_or_default();
+            files.extend(
+                keyed(
+                    shared,
+                    &namespace,
+                    (Kind::Secret, name, s.items.as_ref(), s.optional),
+                )
+                .await?,
+            );
         } else if volume.empty_dir.is_none() {
             continue;
         }
@@ -96,7 +110,13 @@ pub(super) async fn write(
             }
             std::fs::write(&file, content).map_err(|e| format!("writing {}: {e}", file.display()))?;
         }
-        made.insert(volume.name.clone(), volume_dir);
+        made.insert(
+            volume.name.clone(),
+            Volume {
+                dir: volume_dir,
+                read_only: volume.empty_dir.is_none(),
+            },
+        );
     }
     Ok(made)
 }
@@ -135,15 +155,39 @@ async fn request_token(
         .ok_or_else(|| format!("the token of ServiceAccount {namespace}/{account} came back empty"))
 }
 
-/// The keys `items` names (each at its path), or every key at its own name.
-fn select(data: BTreeMap<String, Vec<u8>>, items: Option<&Vec<KeyToPath>>) -> BTreeMap<String, Vec<u8>> {
-    match items {
-        Some(items) if !items.is_empty() => items
-            .iter()
-            .filter_map(|item| data.get(&item.key).map(|v| (item.path.clone(), v.clone())))
-            .collect(),
-        _ => data,
+/// Where a volume's keys come from.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    ConfigMap,
+    Secret,
+}
+
+/// The files of the ConfigMap or Secret `name`: the keys `items` names (each at its path), or
+/// every key at its own name. A missing object, or a key named that it lacks, is an error unless
+/// the source is `optional`.
+async fn keyed(
+    shared: &Shared,
+    namespace: &str,
+    (kind, name, items, optional): (Kind, &str, Option<&Vec<KeyToPath>>, Option<bool>),
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let data = match kind {
+        Kind::ConfigMap => config_map_data(shared, namespace, name, optional).await?,
+        Kind::Secret => secret_data(shared, namespace, name, optional).await?,
+    };
+    let Some(items) = items.filter(|items| !items.is_empty()) else {
+        return Ok(data);
+    };
+    let mut files = BTreeMap::new();
+    for item in items {
+        match data.get(&item.key) {
+            Some(value) => {
+                files.insert(item.path.clone(), value.clone());
+            }
+            None if optional == Some(true) => {}
+            None => return Err(format!("{kind:?} {namespace}/{name} has no key {}", item.key)),
+        }
     }
+    Ok(files)
 }
 
 async fn config_map_data(
