@@ -1262,8 +1262,12 @@ async fn wait_mcsd_ready(cluster: &Cluster) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
+            // What mcsd says it waits for.
+            let why = mcsd::commands::admin_client::get(cluster.admin, "/readyz", Duration::from_secs(2))
+                .await
+                .map_or_else(|e| e.to_string(), |r| format!("{} {}", r.status, r.body.trim()));
             bail!(
-                "{}'s mcsd did not turn ready within 90 s: see {}",
+                "{}'s mcsd did not turn ready within 90 s (/readyz: {why}): see {}",
                 cluster.name,
                 cluster.dir.join("mcsd.log").display()
             );
