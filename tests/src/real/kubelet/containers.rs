@@ -191,11 +191,54 @@ async fn value_of(
     }
 }
 
-/// Where `envFrom` and `valueFrom` read keys.
+/// Where `envFrom`, `valueFrom` and volumes read keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Source {
+pub(super) enum Source {
     ConfigMap,
     Secret,
+}
+
+/// The keys of the ConfigMap (`data` and `binaryData`) or Secret `name` in `namespace`, or
+/// `None` if it does not exist.
+pub(super) async fn read(
+    client: &kube::Client,
+    namespace: &str,
+    source: Source,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+    let found = match source {
+        Source::ConfigMap => {
+            let api: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), namespace);
+            api.get_opt(name).await.map(|c| {
+                c.map(|c| {
+                    let text = c
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()));
+                    let binary = c
+                        .binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0));
+                    text.chain(binary).collect()
+                })
+            })
+        }
+        Source::Secret => {
+            let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+            api.get_opt(name).await.map(|s| {
+                s.map(|s| {
+                    s.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect()
+                })
+            })
+        }
+    };
+    found.map_err(|e| format!("reading {source:?} {namespace}/{name}: {e}"))
 }
 
 /// The ConfigMaps and Secrets a container's environment reads, each read once.
@@ -216,31 +259,13 @@ impl Sources<'_> {
     ) -> Result<BTreeMap<String, String>, String> {
         let key = (source, name.to_string());
         if !self.read.contains_key(&key) {
-            let found = match source {
-                Source::ConfigMap => {
-                    let api: kube::Api<ConfigMap> =
-                        kube::Api::namespaced(self.client.clone(), self.namespace);
-                    let found = api.get_opt(name).await;
-                    found.map(|c| c.map(|c| c.data.unwrap_or_default()))
-                }
-                Source::Secret => {
-                    let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), self.namespace);
-                    let found = api.get_opt(name).await;
-                    found.map(|s| {
-                        s.map(|s| {
-                            let mut data: BTreeMap<String, String> = s
-                                .data
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-                                .collect();
-                            data.extend(s.string_data.unwrap_or_default());
-                            data
-                        })
-                    })
-                }
-            }
-            .map_err(|e| format!("reading {source:?} {name}: {e}"))?;
+            let found = read(self.client, self.namespace, source, name)
+                .await?
+                .map(|data| {
+                    data.into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                        .collect()
+                });
             self.read.insert(key.clone(), found);
         }
         match (&self.read[&key], optional) {

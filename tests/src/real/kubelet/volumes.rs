@@ -13,10 +13,13 @@ use std::{
 
 use k8s_openapi::api::{
     authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
-    core::v1::{ConfigMap, KeyToPath, Pod, Secret, ServiceAccount},
+    core::v1::{KeyToPath, Pod, ServiceAccount},
 };
 
-use super::{Shared, containers::Downward};
+use super::{
+    Shared,
+    containers::{Downward, Source, read},
+};
 
 /// How long a projected token lives when the volume does not say (a kubelet's default).
 const TOKEN_SECONDS: i64 = 3607;
@@ -60,11 +63,11 @@ pub(super) async fn write(
                     files.insert(token.path.clone(), value.into_bytes());
                 }
                 if let Some(c) = &source.config_map {
-                    let keys = (Kind::ConfigMap, c.name.as_str(), c.items.as_ref(), c.optional);
+                    let keys = (Source::ConfigMap, c.name.as_str(), c.items.as_ref(), c.optional);
                     files.extend(keyed(shared, &namespace, keys).await?);
                 }
                 if let Some(s) = &source.secret {
-                    let keys = (Kind::Secret, s.name.as_str(), s.items.as_ref(), s.optional);
+                    let keys = (Source::Secret, s.name.as_str(), s.items.as_ref(), s.optional);
                     files.extend(keyed(shared, &namespace, keys).await?);
                 }
                 if let Some(fields) = &source.downward_api {
@@ -79,7 +82,7 @@ pub(super) async fn write(
                 }
             }
         } else if let Some(c) = &volume.config_map {
-            let keys = (Kind::ConfigMap, c.name.as_str(), c.items.as_ref(), c.optional);
+            let keys = (Source::ConfigMap, c.name.as_str(), c.items.as_ref(), c.optional);
             files.extend(keyed(shared, &namespace, keys).await?);
         } else if let Some(s) = &volume.secret {
             let name = s.secret_name.as_deref().unwrap_or_default();
@@ -87,7 +90,7 @@ pub(super) async fn write(
                 keyed(
                     shared,
                     &namespace,
-                    (Kind::Secret, name, s.items.as_ref(), s.optional),
+                    (Source::Secret, name, s.items.as_ref(), s.optional),
                 )
                 .await?,
             );
@@ -155,24 +158,18 @@ async fn request_token(
         .ok_or_else(|| format!("the token of ServiceAccount {namespace}/{account} came back empty"))
 }
 
-/// Where a volume's keys come from.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    ConfigMap,
-    Secret,
-}
-
 /// The files of the ConfigMap or Secret `name`: the keys `items` names (each at its path), or
 /// every key at its own name. A missing object, or a key named that it lacks, is an error unless
 /// the source is `optional`.
 async fn keyed(
     shared: &Shared,
     namespace: &str,
-    (kind, name, items, optional): (Kind, &str, Option<&Vec<KeyToPath>>, Option<bool>),
+    (kind, name, items, optional): (Source, &str, Option<&Vec<KeyToPath>>, Option<bool>),
 ) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let data = match kind {
-        Kind::ConfigMap => config_map_data(shared, namespace, name, optional).await?,
-        Kind::Secret => secret_data(shared, namespace, name, optional).await?,
+    let data = match read(&shared.client, namespace, kind, name).await? {
+        Some(data) => data,
+        None if optional == Some(true) => BTreeMap::new(),
+        None => return Err(format!("{kind:?} {namespace}/{name} not found")),
     };
     let Some(items) = items.filter(|items| !items.is_empty()) else {
         return Ok(data);
@@ -188,53 +185,4 @@ async fn keyed(
         }
     }
     Ok(files)
-}
-
-async fn config_map_data(
-    shared: &Shared,
-    namespace: &str,
-    name: &str,
-    optional: Option<bool>,
-) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let api: kube::Api<ConfigMap> = kube::Api::namespaced(shared.client.clone(), namespace);
-    match api.get_opt(name).await {
-        Ok(Some(map)) => {
-            let mut data: BTreeMap<String, Vec<u8>> = map
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            data.extend(
-                map.binary_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0)),
-            );
-            Ok(data)
-        }
-        Ok(None) if optional == Some(true) => Ok(BTreeMap::new()),
-        Ok(None) => Err(format!("ConfigMap {namespace}/{name} not found")),
-        Err(e) => Err(format!("reading ConfigMap {namespace}/{name}: {e}")),
-    }
-}
-
-async fn secret_data(
-    shared: &Shared,
-    namespace: &str,
-    name: &str,
-    optional: Option<bool>,
-) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let api: kube::Api<Secret> = kube::Api::namespaced(shared.client.clone(), namespace);
-    match api.get_opt(name).await {
-        Ok(Some(secret)) => Ok(secret
-            .data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, v.0))
-            .collect()),
-        Ok(None) if optional == Some(true) => Ok(BTreeMap::new()),
-        Ok(None) => Err(format!("Secret {namespace}/{name} not found")),
-        Err(e) => Err(format!("reading Secret {namespace}/{name}: {e}")),
-    }
 }
